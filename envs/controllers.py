@@ -1,0 +1,217 @@
+"""Controllers (behaviour policies) and exploration wrappers with exact behaviour probabilities.
+
+Design.md §3.2: a controller maps the environment to every agent's action and reports the
+probability with which it chose each executed action. Here a controller returns a full
+*distribution* per agent (one-hot for a deterministic rule); sampling happens in one place
+(:meth:`Controller.act`) so the logged probability is always exactly the sampled action's mass.
+
+Rule controllers may read privileged simulator state through ``env`` (max-pressure needs
+queues, ETD needs the whole building). Wrappers compose:
+
+* :class:`EpsilonMix`      (1-ε)·base + ε·uniform over legal actions
+* :class:`SoftmaxScores`   softmax over a scoring controller's per-action scores
+* :class:`EpisodeMixture`  one component drawn per episode (its name goes to the log)
+
+A controller spec string builds any of these: ``"etd"``, ``"etd@eps=0.1"``,
+``"nearest-car@temp=2"``, ``"etd@eps=0.1,sector@eps=0.2"`` (per-episode mixture).
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Any
+
+import numpy as np
+
+from envs.base import InfoDict, MultiAgentEnv, ObsDict
+
+
+def masks_of(env: MultiAgentEnv, infos: InfoDict) -> dict[str, np.ndarray]:
+    return {a: np.asarray(infos[a]["action_mask"], dtype=bool) for a in env.possible_agents}
+
+
+def uniform_legal(mask: np.ndarray) -> np.ndarray:
+    p = np.asarray(mask, dtype=np.float64)
+    return p / p.sum()
+
+
+def one_hot(n: int, index: int) -> np.ndarray:
+    p = np.zeros(n, dtype=np.float64)
+    p[index] = 1.0
+    return p
+
+
+def masked_softmax(scores: np.ndarray, mask: np.ndarray, temperature: float = 1.0) -> np.ndarray:
+    z = np.where(mask, np.asarray(scores, dtype=np.float64) / temperature, -np.inf)
+    z = z - z[mask].max()
+    p = np.where(mask, np.exp(z), 0.0)
+    return p / p.sum()
+
+
+class Controller(ABC):
+    """Chooses every agent's action each step and knows the probability of its choice."""
+
+    name: str = "controller"
+    model_version: str | None = None
+    last_distribution: dict[str, np.ndarray] = {}
+
+    def reset(self, env: MultiAgentEnv, seed: int) -> None:
+        """Called after ``env.reset(seed)``; rule controllers clear their per-episode state here."""  # noqa: B027
+
+    @abstractmethod
+    def distribution(self, env: MultiAgentEnv, obs: ObsDict, infos: InfoDict) -> dict[str, np.ndarray]:
+        """Per agent, a probability vector over ``env.n_actions`` that is zero on illegal actions.
+
+        Called exactly once per step, so stateful controllers may update their state here.
+        """
+
+    def act(
+        self, env: MultiAgentEnv, obs: ObsDict, infos: InfoDict, rng: np.random.Generator
+    ) -> tuple[dict[str, int], dict[str, float]]:
+        """Sample each agent's action; return the actions and their behaviour probabilities."""
+        dists = self.distribution(env, obs, infos)
+        self.last_distribution = dists  # lets the rollout log the probability of an *executed* action
+        actions, probs = {}, {}
+        for agent in env.possible_agents:
+            p = dists[agent]
+            a = int(rng.choice(len(p), p=p)) if np.count_nonzero(p) > 1 else int(np.argmax(p))
+            actions[agent], probs[agent] = a, float(p[a])
+        return actions, probs
+
+    def describe(self) -> str:
+        """The name written to the log's ``controller`` column."""
+        return self.name
+
+
+class ScoringController(Controller):
+    """A rule controller that ranks actions by a score and picks the best legal one.
+
+    Exposing the scores lets :class:`SoftmaxScores` turn any such rule into a stochastic,
+    fully supported behaviour policy.
+    """
+
+    @abstractmethod
+    def scores(self, env: MultiAgentEnv, obs: ObsDict, infos: InfoDict) -> dict[str, np.ndarray]:
+        """Per agent, a float score per action (higher is better); illegal entries are ignored."""
+
+    def distribution(self, env, obs, infos):
+        scores = self.scores(env, obs, infos)
+        out = {}
+        for agent, mask in masks_of(env, infos).items():
+            s = np.where(mask, scores[agent], -np.inf)
+            out[agent] = one_hot(env.n_actions, int(np.argmax(s)))
+        return out
+
+
+class RandomLegal(Controller):
+    """Uniform over each agent's legal actions."""
+
+    name = "random"
+
+    def distribution(self, env, obs, infos):
+        return {a: uniform_legal(m) for a, m in masks_of(env, infos).items()}
+
+
+class EpsilonMix(Controller):
+    """With probability ε a uniformly random legal action, otherwise the base controller's choice."""
+
+    def __init__(self, base: Controller, epsilon: float):
+        if not 0.0 <= epsilon <= 1.0:
+            raise ValueError(f"epsilon must be in [0, 1], got {epsilon}")
+        self.base, self.epsilon = base, epsilon
+        self.name = f"{base.describe()}@eps={epsilon:g}"
+
+    def reset(self, env, seed):
+        self.base.reset(env, seed)
+
+    def distribution(self, env, obs, infos):
+        base = self.base.distribution(env, obs, infos)
+        return {
+            a: (1.0 - self.epsilon) * base[a] + self.epsilon * uniform_legal(m)
+            for a, m in masks_of(env, infos).items()
+        }
+
+
+class SoftmaxScores(Controller):
+    """Softmax (temperature T) over a :class:`ScoringController`'s scores, restricted to legal actions."""
+
+    def __init__(self, base: ScoringController, temperature: float):
+        if not isinstance(base, ScoringController):
+            raise TypeError(f"controller {base.describe()!r} has no scores; softmax needs a scoring rule")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.base, self.temperature = base, temperature
+        self.name = f"{base.describe()}@temp={temperature:g}"
+
+    def reset(self, env, seed):
+        self.base.reset(env, seed)
+
+    def distribution(self, env, obs, infos):
+        scores = self.base.scores(env, obs, infos)
+        return {a: masked_softmax(scores[a], m, self.temperature) for a, m in masks_of(env, infos).items()}
+
+
+class EpisodeMixture(Controller):
+    """Draws one component per episode (uniformly, from the episode seed) and acts as it.
+
+    The logged probability is the chosen component's, i.e. the behaviour policy conditional on
+    the episode's controller, which is what importance weights need when the component is known.
+    """
+
+    def __init__(self, components: list[Controller]):
+        if not components:
+            raise ValueError("a mixture needs at least one controller")
+        self.components = components
+        self.current = components[0]
+        self.name = ",".join(c.describe() for c in components)
+
+    def reset(self, env, seed):
+        rng = np.random.default_rng([int(seed), 7919])
+        self.current = self.components[int(rng.integers(len(self.components)))]
+        self.current.reset(env, seed)
+
+    def distribution(self, env, obs, infos):
+        return self.current.distribution(env, obs, infos)
+
+    def describe(self) -> str:
+        return self.current.describe()
+
+    @property
+    def model_version(self) -> str | None:  # type: ignore[override]
+        return self.current.model_version
+
+
+def parse_component(spec: str) -> tuple[str, dict[str, float]]:
+    """``"etd@eps=0.1@temp=2"`` -> ``("etd", {"eps": 0.1, "temp": 2.0})``."""
+    name, *options = spec.strip().split("@")
+    parsed: dict[str, float] = {}
+    for option in options:
+        key, sep, value = option.partition("=")
+        if not sep or key not in ("eps", "temp"):
+            raise ValueError(
+                f"bad controller option {option!r} in {spec!r}: expected eps=<float> or temp=<float>"
+            )
+        parsed[key] = float(value)
+    return name, parsed
+
+
+def build_controller(env_id: str, spec: str, epsilon: float | None = None, **kwargs: Any) -> Controller:
+    """Build a (possibly wrapped, possibly mixed) controller from a spec string.
+
+    ``epsilon`` applies to components that do not set their own ``eps``. Names resolve through
+    the env family's rule controllers (``envs.registry``); ``random`` is always available.
+    """
+    from envs.registry import make_rule_controller
+
+    components: list[Controller] = []
+    for part in spec.split(","):
+        name, options = parse_component(part)
+        base = RandomLegal() if name == "random" else make_rule_controller(env_id, name, **kwargs)
+        controller: Controller = base
+        if "temp" in options:
+            controller = SoftmaxScores(base, options["temp"])  # type: ignore[arg-type]
+        eps = options.get("eps", epsilon)
+        if eps:
+            controller = EpsilonMix(controller, eps)
+        components.append(controller)
+    return components[0] if len(components) == 1 else EpisodeMixture(components)

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Set up a fresh machine: .venv with torch==2.13.0 (pip, CPU wheel) and the project with every extra.
+# Idempotent: a second run only checks that everything is installed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+VPIP=".venv/bin/python -m pip"
+$VPIP install --quiet --upgrade pip
+# torch first, pinned to the version whose CPU wheel this machine class has locally (other versions pull CUDA).
+if ! .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 1)" 2>/dev/null; then
+  $VPIP install --quiet "torch==2.13.0"
+fi
+$VPIP install --quiet -e ".[train,traffic,dev]"
+echo "setup: ok ($(.venv/bin/python -c 'import torch, onnxruntime, grpc; print("torch", torch.__version__, "| onnxruntime", onnxruntime.__version__, "| grpcio", grpc.__version__)'))"

@@ -1,0 +1,1 @@
+"""Offline training: logs I/O, collection, algorithms (InSPO and baselines), evaluation, export, CLI."""

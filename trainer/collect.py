@@ -1,0 +1,118 @@
+"""Collect logs: run controllers in a simulator and write the Parquet log (design.md §3.3).
+
+Episodes are cut into fixed chunks of consecutive seeds; each chunk is written by one writer
+with its own part files. The chunking depends only on the seeds, never on the number of
+worker processes, so a collection is byte-identical whether it ran in 1 process or 8.
+libsumo allows one simulation per process, so each worker process builds its own env.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from multiprocessing import get_context
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from envs.controllers import build_controller
+from envs.registry import dataset_plan, make_env
+from runtime.logformat import LogWriter
+from trainer.rollout import EpisodeResult, log_meta, run_episode
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Consecutive episodes of one controller spec, written by one writer."""
+
+    index: int
+    controller: str
+    seeds: tuple[int, ...]
+
+
+def plan_chunks(plan: Sequence[tuple[str, int]], start_seed: int, chunk_size: int) -> list[Chunk]:
+    """Turn (controller spec, episodes) pairs into chunks of consecutive, never repeated seeds."""
+    chunks, seed = [], start_seed
+    for spec, episodes in plan:
+        for first in range(0, episodes, chunk_size):
+            n = min(chunk_size, episodes - first)
+            chunks.append(Chunk(len(chunks), spec, tuple(range(seed + first, seed + first + n))))
+        seed += episodes
+    return chunks
+
+
+def _run_chunk(
+    env_id: str, env_kwargs: dict, chunk: Chunk, epsilon: float | None, out: str, site: str | None
+) -> list[EpisodeResult]:
+    env = _worker_env(env_id, env_kwargs)
+    controller = build_controller(env_id, chunk.controller, epsilon=epsilon)
+    results = []
+    with LogWriter(out, log_meta(env), site=site, writer_id=f"{chunk.index:05d}") as writer:
+        for seed in chunk.seeds:
+            results.append(run_episode(env, controller, seed, writer=writer))
+    return results
+
+
+_ENV_CACHE: dict[tuple, object] = {}
+
+
+def _worker_env(env_id: str, env_kwargs: dict):
+    """One env per worker process, reused across its chunks (libsumo: one simulation per process)."""
+    key = (env_id, tuple(sorted(env_kwargs.items())))
+    if key not in _ENV_CACHE:
+        _ENV_CACHE.clear()
+        _ENV_CACHE[key] = make_env(env_id, **env_kwargs)
+    return _ENV_CACHE[key]
+
+
+def collect(
+    env_id: str,
+    out: str | os.PathLike,
+    controller: str | None = None,
+    episodes: int | None = None,
+    dataset: str | None = None,
+    epsilon: float | None = None,
+    start_seed: int = 0,
+    workers: int = 1,
+    chunk_size: int = 16,
+    site: str | None = None,
+    env_kwargs: dict | None = None,
+    progress: bool = True,
+    on_result: Callable[[EpisodeResult], None] | None = None,
+) -> list[EpisodeResult]:
+    """Collect a log; either ``controller`` + ``episodes`` or a named ``dataset`` of the env."""
+    if dataset is not None:
+        plan = dataset_plan(env_id, dataset)
+    elif controller is not None and episodes is not None:
+        plan = [(controller, episodes)]
+    else:
+        raise ValueError("give either --dataset or both --controller and --episodes")
+    env_kwargs = env_kwargs or {}
+    chunks = plan_chunks(plan, start_seed, chunk_size)
+    total = sum(len(c.seeds) for c in chunks)
+    Path(out).mkdir(parents=True, exist_ok=True)
+    results: list[EpisodeResult] = []
+    bar = tqdm(total=total, desc=f"collect {env_id}", unit="ep", disable=not progress)
+    if workers <= 1:
+        for chunk in chunks:
+            for r in _run_chunk(env_id, env_kwargs, chunk, epsilon, str(out), site):
+                results.append(r)
+                bar.update(1)
+                if on_result:
+                    on_result(r)
+    else:
+        with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
+            futures = [
+                pool.submit(_run_chunk, env_id, env_kwargs, c, epsilon, str(out), site) for c in chunks
+            ]
+            for future in as_completed(futures):
+                for r in future.result():
+                    results.append(r)
+                    bar.update(1)
+                    if on_result:
+                        on_result(r)
+    bar.close()
+    results.sort(key=lambda r: r.seed)
+    return results

@@ -1,0 +1,1 @@
+"""One module per ``inspo`` subcommand; each exposes ``register(subparsers)``."""

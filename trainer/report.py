@@ -1,0 +1,55 @@
+"""Terminal tables and small summaries shared by the CLI commands."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+from rich.console import Console
+from rich.table import Table
+
+from trainer.rollout import EpisodeResult
+
+console = Console()
+
+
+def mean_std(values: Sequence[float]) -> str:
+    arr = np.asarray(values, dtype=float)
+    if arr.size == 0:
+        return "-"
+    if arr.size == 1:
+        return f"{arr[0]:.4g}"
+    return f"{arr.mean():.4g} ± {arr.std(ddof=1):.2g}"
+
+
+def summarize_results(results: Iterable[EpisodeResult]) -> list[dict[str, str | int]]:
+    """One row per controller: episodes and mean ± std of the return and every env metric."""
+    groups: dict[str, list[EpisodeResult]] = defaultdict(list)
+    for r in results:
+        groups[r.controller].append(r)
+    rows = []
+    for name, rs in groups.items():
+        row: dict[str, str | int] = {
+            "controller": name,
+            "episodes": len(rs),
+            "return": mean_std([r.episode_return for r in rs]),
+            "length": mean_std([r.length for r in rs]),
+        }
+        for key in rs[0].metrics:
+            row[key] = mean_std([r.metrics.get(key, np.nan) for r in rs])
+        rows.append(row)
+    return rows
+
+
+def print_table(rows: Sequence[dict], title: str | None = None) -> None:
+    if not rows:
+        console.print(f"{title}: (no rows)" if title else "(no rows)")
+        return
+    table = Table(title=title)
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    for c in columns:
+        table.add_column(str(c), justify="left" if c == columns[0] else "right")
+    for row in rows:
+        table.add_row(*(str(row.get(c, "")) for c in columns))
+    console.print(table)
