@@ -56,7 +56,7 @@ class Controller(ABC):
     last_distribution: dict[str, np.ndarray] = {}
 
     def reset(self, env: MultiAgentEnv, seed: int) -> None:
-        """Called after ``env.reset(seed)``; rule controllers clear their per-episode state here."""  # noqa: B027
+        """Called after ``env.reset(seed)``; rule controllers clear their per-episode state here."""
 
     @abstractmethod
     def distribution(self, env: MultiAgentEnv, obs: ObsDict, infos: InfoDict) -> dict[str, np.ndarray]:
