@@ -18,7 +18,7 @@ import datetime as dt
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -90,26 +90,131 @@ def list_column(rows: np.ndarray, value_type: pa.DataType) -> pa.ListArray:
     """A ``list<value_type>`` column from a 2-D array, built from offsets without a Python loop."""
     rows = np.ascontiguousarray(rows)
     n, width = rows.shape
-    offsets = (
-        pa.array(np.arange(0, (n + 1) * width, width, dtype=np.int32)) if n else pa.array([0], pa.int32())
-    )
+    offsets = pa.array(np.arange(n + 1, dtype=np.int32) * np.int32(width))  # also right for width 0
     return pa.ListArray.from_arrays(offsets, pa.array(rows.reshape(-1), type=value_type))
 
 
-@dataclass
-class _Buffer:
-    """Columns of rows not yet written, as lists of per-step numpy blocks."""
+class _StepBuffer:
+    """Rows not yet written, in preallocated flat arrays that grow by doubling.
 
-    columns: dict[str, list] = field(default_factory=dict)
-    rows: int = 0
+    ``add_step`` is on the hot path of collection and of the runtime's decision log, so a call only
+    copies into slices and appends per-step scalars; columns are expanded once, at flush.
+    """
 
-    def add(self, **blocks) -> None:
-        for name, block in blocks.items():
-            self.columns.setdefault(name, []).append(block)
-        self.rows += len(next(iter(blocks.values())))
+    def __init__(self, obs_dim: int, n_actions: int, state_dim: int, capacity: int = 4096):
+        self.obs_dim, self.n_actions, self.state_dim = obs_dim, n_actions, state_dim
+        self._allocate(capacity, 256)
+        self.clear()
+
+    def _allocate(self, rows: int, steps: int) -> None:
+        self.obs = np.zeros((rows, self.obs_dim), np.float32)
+        self.mask = np.zeros((rows, self.n_actions), bool)
+        self.action = np.zeros(rows, np.int32)
+        self.reward = np.zeros(rows, np.float32)
+        self.terminated = np.zeros(rows, bool)
+        self.truncated = np.zeros(rows, bool)
+        self.prob = np.zeros(rows, np.float32)
+        self.state = np.zeros((steps, self.state_dim), np.float32)
+
+    def _grow(self, rows: int, steps: int) -> None:
+        old = self.__dict__.copy()
+        self._allocate(max(rows, 2 * len(old["action"])), max(steps, 2 * len(old["state"])))
+        for name in ("obs", "mask", "action", "reward", "terminated", "truncated", "prob"):
+            getattr(self, name)[: self.rows] = old[name][: self.rows]
+        self.state[: self.steps] = old["state"][: self.steps]
 
     def clear(self) -> None:
-        self.columns, self.rows = {}, 0
+        self.rows = self.steps = 0
+        # one tuple per step: (episode_id, t, agent ids, controller, model_version, ts, team reward, probs known)
+        self.step_meta: list[tuple] = []
+        self.counts: list[int] = []
+
+    def add(
+        self,
+        episode_id,
+        t,
+        agents,
+        obs,
+        actions,
+        masks,
+        rewards,
+        terminated,
+        truncated,
+        probs,
+        controller,
+        model_version,
+        ts,
+        state,
+        team_reward,
+    ) -> None:
+        n, r = len(agents), self.rows
+        if r + n > len(self.action) or self.steps + 1 > len(self.state):
+            self._grow(r + n, self.steps + 1)
+        end = r + n
+        self.obs[r:end] = obs
+        self.mask[r:end] = masks
+        self.action[r:end] = actions
+        self.reward[r:end] = rewards
+        self.terminated[r:end] = terminated
+        self.truncated[r:end] = truncated
+        if probs is not None:
+            self.prob[r:end] = probs
+        self.state[self.steps] = state
+        self.step_meta.append(
+            (episode_id, t, agents, controller, model_version, ts, team_reward, probs is not None)
+        )
+        self.counts.append(n)
+        self.rows = end
+        self.steps += 1
+
+    def tables(self, agent_schema: pa.Schema, env_schema: pa.Schema) -> tuple[pa.Table, pa.Table]:
+        r, k = self.rows, self.steps
+        episode_ids, ts, agent_lists, controllers, versions, times, team, known = zip(
+            *self.step_meta, strict=True
+        )
+        counts = np.asarray(self.counts)
+        step_of_row = pa.array(np.repeat(np.arange(k), counts))
+
+        def per_row(values: tuple, type_: pa.DataType) -> pa.Array:
+            return pa.array(values, type=type_).take(step_of_row)
+
+        if all(agents is agent_lists[0] for agents in agent_lists):  # the usual case: every agent every step
+            agent_ids = pa.array(list(agent_lists[0]), pa.string()).take(
+                pa.array(np.tile(np.arange(counts[0]), k))
+            )
+        else:
+            agent_ids = pa.array([a for agents in agent_lists for a in agents], pa.string())
+        known_rows = np.repeat(np.asarray(known), counts)
+        prob = pa.array(self.prob[:r], mask=None if known_rows.all() else ~known_rows)
+        stamps = pa.array(np.asarray(times, dtype="datetime64[us]")).take(step_of_row)
+        agents = pa.Table.from_arrays(
+            [
+                per_row(episode_ids, pa.string()),
+                pa.array(np.repeat(np.asarray(ts, np.int32), counts)),
+                agent_ids,
+                list_column(self.obs[:r], pa.float32()),
+                pa.array(self.action[:r]),
+                list_column(self.mask[:r], pa.bool_()),
+                pa.array(self.reward[:r]),
+                pa.array(self.terminated[:r]),
+                pa.array(self.truncated[:r]),
+                prob,
+                per_row(controllers, pa.string()),
+                per_row(versions, pa.string()),
+                stamps.cast(pa.timestamp("us")),
+            ],
+            schema=agent_schema,
+        )
+        envs = pa.Table.from_arrays(
+            [
+                pa.array(episode_ids, pa.string()),
+                pa.array(np.asarray(ts, np.int32)),
+                list_column(self.state[:k], pa.float32()),
+                pa.array(np.asarray(team, np.float32)),
+            ],
+            schema=env_schema,
+        )
+        return agents, envs
 
 
 class LogWriter:
@@ -136,8 +241,7 @@ class LogWriter:
         self.compression = compression
         self._agent_schema = agent_steps_schema(meta)
         self._env_schema = env_steps_schema(meta)
-        self._agents = _Buffer()
-        self._envs = _Buffer()
+        self._buffer = _StepBuffer(meta.obs_dim, meta.n_actions, meta.state_dim)
         self._date: dt.date | None = None
         self._seq = 0
         self.files_written: list[Path] = []
@@ -163,59 +267,53 @@ class LogWriter:
         agent_ids: list[str] | None = None,
     ) -> None:
         """One decision step of all agents (rows in ``agent_ids`` order, default ``meta.agent_ids``)."""
-        agents = agent_ids or self.meta.agent_ids
-        n = len(agents)
         date = ts.date()
         if self._date is not None and date != self._date:
             self.flush()
         self._date = date
-        probs = (
-            pa.array(np.asarray(behavior_probs, dtype=np.float32))
-            if behavior_probs is not None
-            else pa.nulls(n, pa.float32())
+        self._buffer.add(
+            episode_id,
+            t,
+            agent_ids or self.meta.agent_ids,
+            obs,
+            actions,
+            masks,
+            rewards,
+            terminated,
+            truncated,
+            behavior_probs,
+            controller,
+            model_version,
+            ts,
+            state,
+            team_reward,
         )
-        self._agents.add(
-            episode_id=[episode_id] * n,
-            t=np.full(n, t, dtype=np.int32),
-            agent_id=list(agents),
-            obs=np.asarray(obs, dtype=np.float32).reshape(n, -1),
-            action=np.asarray(actions, dtype=np.int32),
-            action_mask=np.asarray(masks, dtype=bool).reshape(n, -1),
-            reward=np.asarray(rewards, dtype=np.float32),
-            terminated=np.asarray(terminated, dtype=bool),
-            truncated=np.asarray(truncated, dtype=bool),
-            behavior_prob=probs,
-            controller=[controller] * n,
-            model_version=[model_version] * n,
-            ts=[ts] * n,
-        )
-        self._envs.add(
-            episode_id=[episode_id],
-            t=np.array([t], dtype=np.int32),
-            state=np.asarray(state, dtype=np.float32).reshape(1, -1),
-            team_reward=np.array([team_reward], dtype=np.float32),
-        )
+
+    def add_tables(self, agent_steps: pa.Table, env_steps: pa.Table, date: dt.date | None = None) -> None:
+        """Bulk path: whole tables of rows in the documented schema, written as one part file each.
+
+        For rows that already exist as columns (an imported site log, a batched simulator), where
+        per-step :meth:`add_step` calls would cost Python time per row. Columns are reordered and
+        cast to the documented types; all rows go to one ``date`` partition (default: the first
+        row's ``ts``). Buffered :meth:`add_step` rows are flushed first, so file order is kept.
+        """
+        agents = agent_steps.select(self._agent_schema.names).cast(self._agent_schema)
+        envs = env_steps.select(self._env_schema.names).cast(self._env_schema)
+        if agents.num_rows == 0:
+            return
+        self.flush()
+        self._date = date or agents.column("ts")[0].as_py().date()
+        self._write(agents, "agent_steps")
+        self._write(envs, "env_steps")
+        self.rows_written += agents.num_rows
+        self._seq += 1
 
     def end_episode(self) -> None:
         """Episodes are kept whole inside a part file where possible: flush only at boundaries."""
-        if self._agents.rows >= self.rows_per_file:
+        if self._buffer.rows >= self.rows_per_file:
             self.flush()
 
     # -- writing -------------------------------------------------------------------------------
-    def _table(self, buffer: _Buffer, schema: pa.Schema) -> pa.Table:
-        arrays = []
-        for f in schema:
-            blocks = buffer.columns[f.name]
-            if pa.types.is_list(f.type):
-                arrays.append(list_column(np.concatenate(blocks, axis=0), f.type.value_type))
-            elif isinstance(blocks[0], pa.Array):
-                arrays.append(pa.concat_arrays(blocks))
-            elif isinstance(blocks[0], np.ndarray):
-                arrays.append(pa.array(np.concatenate(blocks), type=f.type))
-            else:
-                arrays.append(pa.array([x for b in blocks for x in b], type=f.type))
-        return pa.Table.from_arrays(arrays, schema=schema)
-
     def _write(self, table: pa.Table, kind: str) -> Path:
         assert self._date is not None
         folder = self.root / kind / f"site={self.site}" / f"date={self._date.isoformat()}"
@@ -229,14 +327,14 @@ class LogWriter:
 
     def flush(self) -> None:
         """Write buffered rows as one agent_steps and one env_steps part file."""
-        if self._agents.rows == 0:
+        if self._buffer.rows == 0:
             return
-        self._write(self._table(self._agents, self._agent_schema), "agent_steps")
-        self._write(self._table(self._envs, self._env_schema), "env_steps")
-        self.rows_written += self._agents.rows
+        agents, envs = self._buffer.tables(self._agent_schema, self._env_schema)
+        self._write(agents, "agent_steps")
+        self._write(envs, "env_steps")
+        self.rows_written += self._buffer.rows
         self._seq += 1
-        self._agents.clear()
-        self._envs.clear()
+        self._buffer.clear()
 
     def close(self) -> None:
         self.flush()

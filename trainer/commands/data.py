@@ -1,0 +1,88 @@
+"""``inspo data inspect <log>``: validate a log and print its dataset card (design.md §3.3)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("data", help="inspect logs", description="Work with Parquet logs.")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    inspect = data_sub.add_parser(
+        "inspect",
+        help="validate a log and print its dataset card",
+        description="Validate every file of a log (schema, shapes, NaN/Inf, masks, keys) and print the "
+        "dataset card: episodes, steps, returns, action histograms, coverage and warnings. "
+        "Exits with status 2 and one line naming file, column and row when the log is invalid.",
+    )
+    inspect.add_argument("log", help="log directory (with agent_steps/) or one agent_steps Parquet file")
+    inspect.add_argument("--json", action="store_true", help="print the card as JSON instead of tables")
+    inspect.set_defaults(func=run_inspect)
+
+
+def run_inspect(args: argparse.Namespace) -> int:
+    from trainer.logs import open_log
+    from trainer.logs.card import build_card
+
+    card = build_card(open_log(args.log), path=str(args.log))
+    if args.json:
+        print(json.dumps(card.to_dict(), indent=2))
+    else:
+        print_card(card)
+    return 0
+
+
+def print_card(card) -> None:
+    from rich.table import Table
+
+    from trainer.report import console
+
+    summary = Table(title=f"dataset card: {card.path}", show_header=False)
+    summary.add_column("field")
+    summary.add_column("value", justify="right")
+    rows = [
+        ("env", card.env_id),
+        ("fingerprint", card.fingerprint[:16]),
+        ("files", card.files),
+        ("episodes", card.episodes),
+        ("steps", card.steps),
+        ("agent-steps", card.agent_steps),
+        ("agents", len(card.agents)),
+        (
+            "length mean / min / max",
+            f"{card.length['mean']:.4g} / {card.length['min']:.0f} / {card.length['max']:.0f}",
+        ),
+        (
+            "return mean ± std",
+            f"{card.returns['mean']:.6g} ± {card.returns['std']:.3g}",
+        ),
+        ("return min / max", f"{card.returns['min']:.6g} / {card.returns['max']:.6g}"),
+        ("behavior_prob known", f"{card.behavior_prob_known:.1%}"),
+        ("behavior_prob == 1", f"{card.behavior_prob_one:.1%}"),
+    ]
+    if card.joint_coverage is not None:
+        rows.append(("joint action coverage", f"{card.joint_coverage:.1%} of {card.joint_actions}"))
+    for field, value in rows:
+        summary.add_row(field, str(value))
+    console.print(summary)
+
+    if card.controllers:
+        ctl = Table(title="controllers")
+        for c in ("controller", "episodes", "return mean"):
+            ctl.add_column(c, justify="left" if c == "controller" else "right")
+        for c in card.controllers:
+            ctl.add_row(c["controller"], str(c["episodes"]), f"{c['return_mean']:.6g}")
+        console.print(ctl)
+
+    hist = Table(title="actions per agent (count) and coverage of legal actions")
+    hist.add_column("agent")
+    for name in card.action_names:
+        hist.add_column(name, justify="right")
+    hist.add_column("coverage", justify="right")
+    for agent in card.agents:
+        hist.add_row(agent, *map(str, card.action_histogram[agent]), f"{card.action_coverage[agent]:.0%}")
+    console.print(hist)
+
+    for warning in card.warnings:
+        console.print(f"[bold yellow]warning:[/] {warning}")
