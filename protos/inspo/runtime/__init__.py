@@ -1,0 +1,1 @@
+"""Generated gRPC/protobuf code for inspo.runtime.v1 (see protos/generate.py)."""

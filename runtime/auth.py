@@ -1,0 +1,81 @@
+"""Bearer-token authorization as a server interceptor.
+
+``PolicyService`` calls need a policy token, ``ModelAdmin`` calls an admin token (a policy token
+cannot administer; an admin token may also act). Health and reflection stay open for probes and
+``grpcurl``. Tokens are compared in constant time and never logged. With no tokens configured for
+a service, that service is open (document your network boundary, or configure tokens).
+"""
+
+from __future__ import annotations
+
+import hmac
+
+import grpc
+
+POLICY_PREFIX = "/inspo.runtime.v1.PolicyService/"
+ADMIN_PREFIX = "/inspo.runtime.v1.ModelAdmin/"
+
+
+def _token_ok(presented: str, allowed: list[bytes]) -> bool:
+    p = presented.encode()
+    ok = False
+    for t in allowed:
+        ok |= hmac.compare_digest(p, t)
+    return ok
+
+
+def _deny(handler, message: str):
+    async def unary(request, context):
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    async def streaming(request_iterator, context):
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        yield  # pragma: no cover - makes this an async generator
+
+    if handler is None:
+        return None
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(streaming)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(unary)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(streaming)
+    return grpc.unary_unary_rpc_method_handler(unary)
+
+
+class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(self, policy_tokens: list[str], admin_tokens: list[str], metrics=None):
+        self.admin = [t.encode() for t in admin_tokens]
+        self.policy = [t.encode() for t in policy_tokens] + self.admin
+        self.policy_open = not policy_tokens and not admin_tokens
+        self.metrics = metrics
+
+    async def intercept_service(self, continuation, details):
+        method = details.method
+        if method.startswith(POLICY_PREFIX):
+            allowed, service, open_ = self.policy, "policy", self.policy_open
+        elif method.startswith(ADMIN_PREFIX):
+            allowed, service, open_ = self.admin, "admin", False
+        else:
+            return await continuation(details)
+        if open_:
+            return await continuation(details)
+        token = ""
+        for key, value in details.invocation_metadata or ():
+            if key == "authorization":
+                value = value.decode() if isinstance(value, bytes) else value
+                if value[:7].lower() == "bearer ":
+                    token = value[7:].strip()
+                break
+        handler = await continuation(details)
+        if not allowed:
+            reason = f"{service} service is disabled: no {service} token configured"
+        elif not token:
+            reason = "missing bearer token (metadata 'authorization: Bearer <token>')"
+        elif not _token_ok(token, allowed):
+            reason = f"invalid token for the {service} service"
+        else:
+            return handler
+        if self.metrics is not None:
+            self.metrics.auth_failures.labels(service).inc()
+        return _deny(handler, reason)

@@ -1,0 +1,233 @@
+"""One model version in memory: its ONNX Runtime session, its metadata and its fallback rule.
+
+Loading validates everything a request will rely on, off the serving path: ``policy.json``
+fields, the ONNX file's sha256, the graph's input/output signature against the metadata, and a
+smoke inference. A version that fails any check raises :class:`ModelLoadError` and is never served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnxruntime as ort
+
+from runtime.config import FallbackConfig, ModelConfig
+
+SUPPORTED_SCHEMA_VERSIONS = (1,)
+INPUTS = {"obs": "tensor(float)", "agent": "tensor(int64)", "action_mask": "tensor(bool)"}
+OUTPUTS = {"probs": "tensor(float)", "action": "tensor(int64)"}
+REQUIRED_META = ("name", "version", "agent_ids", "obs_dim", "n_actions", "onnx_sha256")
+
+
+class ModelLoadError(RuntimeError):
+    """A model version that must not be served (the message says why)."""
+
+
+def session_options(intra: int, inter: int) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = intra
+    options.inter_op_num_threads = inter
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    options.log_severity_level = 3
+    return options
+
+
+@dataclass
+class LoadedModel:
+    """An immutable, validated model version. ``infer`` is thread-safe (one shared session)."""
+
+    name: str
+    version: str
+    meta: dict[str, Any]
+    session: ort.InferenceSession
+    fallback: FallbackConfig
+    path: Path
+    load_seconds: float = 0.0
+    loaded_at: float = field(default_factory=time.time)
+
+    def __post_init__(self) -> None:
+        self.agent_ids: list[str] = list(self.meta["agent_ids"])
+        self.agent_index: dict[str, int] = {a: i for i, a in enumerate(self.agent_ids)}
+        self.obs_dim = int(self.meta["obs_dim"])
+        self.n_actions = int(self.meta["n_actions"])
+        self.obs_row_bytes = 4 * self.obs_dim
+        low, high = self.meta.get("obs_low"), self.meta.get("obs_high")
+        self.has_bounds = low is not None and high is not None
+        if self.has_bounds:
+            low, high = np.asarray(low, np.float32), np.asarray(high, np.float32)
+            slack = self.fallback.bounds_tolerance * np.maximum(high - low, 1e-6)
+            self.obs_low, self.obs_high = low - slack, high + slack
+        self.all_legal_cache: dict[int, np.ndarray] = {}
+        self._run = self.session.run
+        self._outputs = ["probs", "action"]
+        self.fallback_actions = self._fallback_table()
+        self.action_table = None  # runtime.metrics.ActionTable, bound on first use
+
+    # -- inference -----------------------------------------------------------------------------
+    def infer(self, obs: np.ndarray, agent: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``obs [B,O] float32``, ``agent [B] int64``, ``mask [B,A] bool`` -> ``(probs [B,A], action [B])``."""
+        return self._run(self._outputs, {"obs": obs, "agent": agent, "action_mask": mask})
+
+    def all_legal(self, n: int) -> np.ndarray:
+        mask = self.all_legal_cache.get(n)
+        if mask is None:
+            mask = np.ones((n, self.n_actions), dtype=bool)
+            if n <= 4096:
+                self.all_legal_cache[n] = mask
+        return mask
+
+    # -- fallback ------------------------------------------------------------------------------
+    def _fallback_table(self) -> np.ndarray:
+        rule = self.fallback
+        table = np.full(len(self.agent_ids), rule.action, dtype=np.int64)
+        if rule.rule == "per_agent":
+            for agent, action in rule.actions.items():
+                if agent in self.agent_index:
+                    table[self.agent_index[agent]] = int(action)
+        return table
+
+    def fallback_action(
+        self, agent: int, obs: np.ndarray | None, mask: np.ndarray | None, current: int | None
+    ) -> int:
+        """The configured fallback for one agent, made legal under ``mask``."""
+        rule = self.fallback
+        action = int(self.fallback_actions[agent])
+        if rule.rule == "obs_index" and obs is not None and 0 <= rule.obs_index < len(obs):
+            value = obs[rule.obs_index]
+            if np.isfinite(value):
+                action = int(round(float(value)))
+        elif rule.rule == "current" and current is not None:
+            action = int(current)
+        if not 0 <= action < self.n_actions:
+            action = (
+                int(self.fallback_actions[agent]) if 0 <= self.fallback_actions[agent] < self.n_actions else 0
+            )
+        if mask is not None and not mask[action]:
+            action = int(np.flatnonzero(mask)[0])
+        return action
+
+    # -- description ---------------------------------------------------------------------------
+    def info_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "env_id": self.meta.get("env_id") or "",
+            "agent_ids": self.agent_ids,
+            "obs_dim": self.obs_dim,
+            "n_actions": self.n_actions,
+            "action_names": self.meta.get("action_names") or [],
+            "algorithm": self.meta.get("algorithm") or "",
+            "onnx_sha256": self.meta["onnx_sha256"],
+            "created_at": self.meta.get("created_at") or "",
+            "metadata_json": json.dumps(self.meta, sort_keys=True),
+            "loaded_at_unix": self.loaded_at,
+        }
+
+
+def _check_signature(session: ort.InferenceSession, obs_dim: int, n_actions: int) -> None:
+    inputs = {i.name: i for i in session.get_inputs()}
+    outputs = {o.name: o for o in session.get_outputs()}
+    for name, kind in INPUTS.items():
+        if name not in inputs:
+            raise ModelLoadError(f"ONNX input {name!r} is missing (inputs: {sorted(inputs)})")
+        if inputs[name].type != kind:
+            raise ModelLoadError(f"ONNX input {name!r} has type {inputs[name].type}, expected {kind}")
+    for name, kind in OUTPUTS.items():
+        if name not in outputs:
+            raise ModelLoadError(f"ONNX output {name!r} is missing (outputs: {sorted(outputs)})")
+        if outputs[name].type != kind:
+            raise ModelLoadError(f"ONNX output {name!r} has type {outputs[name].type}, expected {kind}")
+    if set(inputs) != set(INPUTS):
+        raise ModelLoadError(f"ONNX graph has unexpected inputs {sorted(set(inputs) - set(INPUTS))}")
+    expect = {"obs": obs_dim, "action_mask": n_actions}
+    for name, width in expect.items():
+        shape = inputs[name].shape
+        if len(shape) != 2 or (isinstance(shape[1], int) and shape[1] != width):
+            raise ModelLoadError(f"ONNX input {name!r} has shape {shape}, expected [batch, {width}]")
+        if isinstance(shape[0], int) and shape[0] != -1:
+            raise ModelLoadError(
+                f"ONNX input {name!r} has a fixed batch size {shape[0]}; export a dynamic batch axis"
+            )
+
+
+def _smoke(model: LoadedModel) -> None:
+    rng = np.random.default_rng(0)
+    n = max(2, min(8, len(model.agent_ids)))
+    obs = rng.standard_normal((n, model.obs_dim)).astype(np.float32)
+    agent = (np.arange(n) % len(model.agent_ids)).astype(np.int64)
+    mask = np.ones((n, model.n_actions), dtype=bool)
+    mask[0, 0] = model.n_actions == 1
+    probs, action = model.infer(obs, agent, mask)
+    if probs.shape != (n, model.n_actions) or action.shape != (n,):
+        raise ModelLoadError(f"smoke inference returned shapes {probs.shape}, {action.shape}")
+    if not np.isfinite(probs).all() or np.abs(probs.sum(axis=1) - 1).max() > 1e-3:
+        raise ModelLoadError("smoke inference returned probabilities that are not finite or do not sum to 1")
+    if not ((action >= 0) & (action < model.n_actions)).all() or not mask[np.arange(n), action].all():
+        raise ModelLoadError("smoke inference returned an illegal action")
+
+
+def load_version(folder: Path, name: str, config: ModelConfig) -> LoadedModel:
+    """Load and validate ``<repo>/<name>/<version>``; raise :class:`ModelLoadError` if it must not serve."""
+    started = time.perf_counter()
+    folder = Path(folder)
+    version = folder.name
+    meta_file, onnx_file = folder / "policy.json", folder / "policy.onnx"
+    if not meta_file.is_file() or not onnx_file.is_file():
+        raise ModelLoadError(f"{folder}: policy.json and policy.onnx are both required")
+    try:
+        meta = json.loads(meta_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ModelLoadError(f"{meta_file}: not valid JSON ({err})") from None
+    if not isinstance(meta, dict):
+        raise ModelLoadError(f"{meta_file}: expected a JSON object")
+    missing = [k for k in REQUIRED_META if k not in meta]
+    if missing:
+        raise ModelLoadError(f"{meta_file}: missing keys {missing}")
+    if meta.get("schema_version", 1) not in SUPPORTED_SCHEMA_VERSIONS:
+        raise ModelLoadError(f"{meta_file}: schema_version {meta.get('schema_version')} is not supported")
+    if meta["name"] != name or str(meta["version"]) != version:
+        raise ModelLoadError(
+            f"{meta_file}: says {meta['name']}/{meta['version']} but lives in {name}/{version}"
+        )
+    agent_ids = meta["agent_ids"]
+    if not isinstance(agent_ids, list) or not agent_ids or len(set(agent_ids)) != len(agent_ids):
+        raise ModelLoadError(f"{meta_file}: agent_ids must be a non-empty list of distinct ids")
+    obs_dim, n_actions = int(meta["obs_dim"]), int(meta["n_actions"])
+    if obs_dim < 1 or n_actions < 1:
+        raise ModelLoadError(f"{meta_file}: obs_dim and n_actions must be positive")
+    for key in ("obs_low", "obs_high"):
+        if meta.get(key) is not None and len(meta[key]) != obs_dim:
+            raise ModelLoadError(
+                f"{meta_file}: {key} has {len(meta[key])} values, expected obs_dim={obs_dim}"
+            )
+    blob = onnx_file.read_bytes()
+    digest = hashlib.sha256(blob).hexdigest()
+    if digest != meta["onnx_sha256"]:
+        raise ModelLoadError(
+            f"{onnx_file}: sha256 {digest[:12]}… does not match policy.json ({str(meta['onnx_sha256'])[:12]}…)"
+        )
+    try:
+        session = ort.InferenceSession(
+            blob,
+            sess_options=session_options(config.intra_op_threads, config.inter_op_threads),
+            providers=["CPUExecutionProvider"],
+        )
+    except Exception as err:  # noqa: BLE001 - ORT raises several types for a bad graph
+        raise ModelLoadError(f"{onnx_file}: ONNX Runtime cannot load it ({err})") from None
+    _check_signature(session, obs_dim, n_actions)
+    model = LoadedModel(name, version, meta, session, config.fallback, folder)
+    try:
+        _smoke(model)
+    except ModelLoadError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        raise ModelLoadError(f"{folder}: smoke inference failed ({err})") from None
+    model.load_seconds = time.perf_counter() - started
+    return model

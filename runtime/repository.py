@@ -1,0 +1,205 @@
+"""The model repository (``<repo>/<name>/<version>/policy.{onnx,json}``) and what is loaded from it.
+
+Hot reload: :meth:`ModelRepository.poll` (run periodically) and the admin RPCs load a version in a
+worker thread, validate it (:func:`runtime.model.load_version`) and swap the model's ``current``
+reference, a single atomic assignment: requests in flight keep the object they already hold. A
+version that fails validation is recorded as rejected (with its reason) and not retried until its
+files change; the old version keeps serving. Roll-back serves the previous version and blocks the
+rolled-back one from being picked up again by polling.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runtime.config import RuntimeConfig
+from runtime.metrics import Metrics
+from runtime.model import LoadedModel, ModelLoadError, load_version
+
+log = logging.getLogger("inspo.runtime.repository")
+
+
+class ModelNotFound(LookupError):
+    pass
+
+
+@dataclass
+class ModelEntry:
+    name: str
+    current: LoadedModel | None = None
+    versions: dict[str, LoadedModel] = field(default_factory=dict)
+    history: list[str] = field(default_factory=list)  # previously current versions, oldest first
+    blocked: set[str] = field(default_factory=set)  # rolled back from: polling skips them
+
+
+def _signature(folder: Path) -> tuple:
+    out = []
+    for name in ("policy.onnx", "policy.json"):
+        try:
+            st = (folder / name).stat()
+            out.append((st.st_mtime_ns, st.st_size))
+        except FileNotFoundError:
+            out.append(None)
+    return tuple(out)
+
+
+class ModelRepository:
+    def __init__(self, config: RuntimeConfig, metrics: Metrics, on_change: Callable[[], None] | None = None):
+        self.config, self.metrics = config, metrics
+        self.root = Path(config.model_repository)
+        self.entries: dict[str, ModelEntry] = {}
+        self.rejected: dict[tuple[str, str], tuple[tuple, str]] = {}
+        self.on_change = on_change or (lambda: None)
+        self._lock = threading.RLock()
+
+    # -- serving path --------------------------------------------------------------------------
+    def get(self, name: str, version: str = "") -> LoadedModel:
+        entry = self.entries.get(name)
+        if entry is None or entry.current is None:
+            raise ModelNotFound(f"model {name!r} is not served (served: {sorted(self.served())})")
+        if not version:
+            return entry.current
+        model = entry.versions.get(version)
+        if model is None:
+            raise ModelNotFound(
+                f"model {name!r} version {version!r} is not loaded (loaded: {sorted(entry.versions, key=_vkey)})"
+            )
+        return model
+
+    def served(self) -> list[str]:
+        return [n for n, e in self.entries.items() if e.current is not None]
+
+    def any_loaded(self) -> bool:
+        return any(e.current is not None for e in self.entries.values())
+
+    # -- disk ----------------------------------------------------------------------------------
+    def model_names(self) -> list[str]:
+        if self.config.model_names:
+            return list(self.config.model_names)
+        if not self.root.is_dir():
+            return []
+        return sorted(p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+    def disk_versions(self, name: str) -> list[str]:
+        folder = self.root / name
+        if not folder.is_dir():
+            return []
+        return sorted((p.name for p in folder.iterdir() if p.is_dir() and p.name.isdigit()), key=_vkey)
+
+    # -- loading -------------------------------------------------------------------------------
+    def _load(self, name: str, version: str) -> LoadedModel:
+        folder = self.root / name / version
+        sig = _signature(folder)
+        try:
+            model = load_version(folder, name, self.config.model(name))
+        except ModelLoadError as err:
+            self.rejected[(name, version)] = (sig, str(err))
+            self.metrics.reloads.labels(name, "rejected").inc()
+            log.error("rejected model %s version %s: %s", name, version, err)
+            raise
+        self.rejected.pop((name, version), None)
+        self.metrics.model_load_duration.labels(name).observe(model.load_seconds)
+        return model
+
+    def _serve(self, entry: ModelEntry, model: LoadedModel, result: str = "ok") -> str:
+        """Make ``model`` current (atomic reference swap) and evict versions beyond keep_versions."""
+        with self._lock:
+            previous = entry.current
+            entry.versions[model.version] = model
+            if previous is not None and previous.version != model.version:
+                entry.history = [v for v in entry.history if v != previous.version] + [previous.version]
+                self.metrics.model_info.labels(entry.name, previous.version).set(0)
+            entry.history = [v for v in entry.history if v != model.version]
+            entry.current = model  # the swap
+            keep = max(1, self.config.model(entry.name).keep_versions)
+            keep_set = {model.version, *entry.history[-(keep - 1) :]} if keep > 1 else {model.version}
+            for v in list(entry.versions):
+                if v not in keep_set:
+                    del entry.versions[v]
+            self.metrics.model_info.labels(entry.name, model.version).set(1)
+            self.metrics.model_loaded_timestamp.labels(entry.name).set(model.loaded_at)
+            self.metrics.reloads.labels(entry.name, result).inc()
+        log.info(
+            "serving model %s version %s (was %s; load %.1f ms)",
+            entry.name,
+            model.version,
+            previous.version if previous else None,
+            model.load_seconds * 1e3,
+        )
+        self.on_change()
+        return previous.version if previous else ""
+
+    def load(self, name: str, version: str = "") -> tuple[LoadedModel, str]:
+        """Admin load: ``version`` (or the newest on disk) becomes current; it is unblocked."""
+        with self._lock:
+            versions = self.disk_versions(name)
+            if not versions:
+                raise ModelNotFound(f"model {name!r} has no versions under {self.root / name}")
+            version = version or versions[-1]
+            if version not in versions:
+                raise ModelNotFound(f"model {name!r} has no version {version!r} on disk (have {versions})")
+            entry = self.entries.setdefault(name, ModelEntry(name))
+            model = entry.versions.get(version)
+            if model is None or _signature(model.path) != _signature(self.root / name / version):
+                model = self._load(name, version)
+            entry.blocked.discard(version)
+            previous = self._serve(entry, model)
+            return model, previous
+
+    def rollback(self, name: str, to_version: str = "") -> tuple[LoadedModel, str]:
+        with self._lock:
+            entry = self.entries.get(name)
+            if entry is None or entry.current is None:
+                raise ModelNotFound(f"model {name!r} is not served")
+            current = entry.current.version
+            if not to_version:
+                candidates = [v for v in reversed(entry.history) if v != current]
+                if not candidates:  # nothing loaded before: the next lower good version on disk
+                    lower = [v for v in self.disk_versions(name) if _vkey(v) < _vkey(current)]
+                    candidates = [v for v in reversed(lower) if (name, v) not in self.rejected]
+                if not candidates:
+                    raise ModelNotFound(f"model {name!r} has no earlier version to roll back to")
+                to_version = candidates[0]
+            model = entry.versions.get(to_version) or self._load(name, to_version)
+            entry.blocked.add(current)
+            previous = self._serve(entry, model, "rollback")
+            return model, previous
+
+    def poll(self) -> list[str]:
+        """Load the newest good version of every model when it is newer than the one served.
+
+        Returns ``name/version`` of every swap made. Never raises for a bad version.
+        """
+        changed = []
+        for name in self.model_names():
+            entry = self.entries.get(name)
+            current = entry.current.version if entry and entry.current else None
+            blocked = entry.blocked if entry else set()
+            for version in reversed(self.disk_versions(name)):
+                if current is not None and _vkey(version) <= _vkey(current):
+                    break
+                if version in blocked:
+                    continue
+                folder = self.root / name / version
+                seen = self.rejected.get((name, version))
+                if seen is not None and seen[0] == _signature(folder):
+                    continue  # rejected before and unchanged
+                try:
+                    model = self._load(name, version)
+                except ModelLoadError:
+                    continue  # logged and counted; try the next older one (or keep the current)
+                with self._lock:
+                    entry = self.entries.setdefault(name, ModelEntry(name))
+                    if entry.current is None or _vkey(model.version) > _vkey(entry.current.version):
+                        self._serve(entry, model)
+                        changed.append(f"{name}/{version}")
+                break
+        return changed
+
+
+def _vkey(version: str) -> tuple[int, str]:
+    return (int(version), "") if version.isdigit() else (-1, version)

@@ -1,0 +1,445 @@
+"""The gRPC services: ``PolicyService`` (Act, ActStream, ReportOutcome, GetModelInfo) and ``ModelAdmin``.
+
+The Act path, in order: find the model (NOT_FOUND), decode and validate the agents
+(INVALID_ARGUMENT naming the field, agent and expected shape), mark rows the fallback must answer
+(non-finite or out-of-bounds observations when so configured, too little deadline left), run ONNX
+Runtime (inline, or through the dynamic batcher), pick actions (argmax from the graph, or sampled),
+override fallback rows, count metrics, hand the decision to the decision log, build the response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import grpc
+import numpy as np
+
+from protos.inspo.runtime.v1 import admin_pb2, admin_pb2_grpc, policy_pb2, policy_pb2_grpc
+from runtime.batching import Batcher
+from runtime.config import RuntimeConfig
+from runtime.decision_log import DecisionLog
+from runtime.metrics import Metrics
+from runtime.model import LoadedModel, ModelLoadError
+from runtime.repository import ModelNotFound, ModelRepository
+
+log = logging.getLogger("inspo.runtime.service")
+_EMPTY_BOOL = np.zeros(0, dtype=bool)
+
+
+class RequestError(Exception):
+    def __init__(self, code: grpc.StatusCode, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.code, self.field = code, field
+
+
+def _invalid(field: str, message: str) -> RequestError:
+    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, field, message)
+
+
+class Decoded:
+    __slots__ = ("agents", "obs", "mask", "current", "ids")
+
+    def __init__(self, agents, obs, mask, current, ids):
+        self.agents, self.obs, self.mask, self.current, self.ids = agents, obs, mask, current, ids
+
+
+def decode_agents(request: policy_pb2.ActRequest, model: LoadedModel, max_agents: int) -> Decoded:
+    """Turn a request's agents into arrays, or raise :class:`RequestError` naming the bad field."""
+    index, O, A = model.agent_index, model.obs_dim, model.n_actions  # noqa: E741
+    if request.HasField("packed"):
+        if len(request.agents):
+            raise _invalid("packed", "set either agents or packed, not both")
+        packed = request.packed
+        ids = list(packed.agent_ids)
+        n = len(ids)
+        if n == 0:
+            raise _invalid("packed.agent_ids", "empty request: no agents")
+        if n > max_agents:
+            raise _invalid("packed.agent_ids", f"{n} agents exceed max_agents_per_request={max_agents}")
+        try:
+            agents = np.fromiter((index[a] for a in ids), dtype=np.int64, count=n)
+        except KeyError as err:
+            i = ids.index(err.args[0])
+            raise _invalid(
+                f"packed.agent_ids[{i}]",
+                f"unknown agent {err.args[0]!r} for model {model.name} (known: {model.agent_ids[:20]})",
+            ) from None
+        if len(packed.obs_raw) != n * O * 4:
+            raise _invalid(
+                "packed.obs_raw", f"expected {n}x{O} float32 = {n * O * 4} bytes, got {len(packed.obs_raw)}"
+            )
+        obs = np.frombuffer(packed.obs_raw, dtype="<f4").reshape(n, O)
+        if packed.action_mask_raw:
+            if len(packed.action_mask_raw) != n * A:
+                raise _invalid(
+                    "packed.action_mask_raw",
+                    f"expected {n}x{A} = {n * A} bytes, got {len(packed.action_mask_raw)}",
+                )
+            mask = np.frombuffer(packed.action_mask_raw, dtype=np.uint8).reshape(n, A) != 0
+        else:
+            mask = None
+        current = None
+        prefix = "packed.agent_ids"
+    else:
+        items = request.agents
+        n = len(items)
+        if n == 0:
+            raise _invalid("agents", "empty request: no agents")
+        if n > max_agents:
+            raise _invalid("agents", f"{n} agents exceed max_agents_per_request={max_agents}")
+        agents = np.empty(n, dtype=np.int64)
+        obs = np.empty((n, O), dtype=np.float32)
+        mask = None
+        current = None
+        ids = []
+        for i, item in enumerate(items):
+            agent_id = item.agent_id
+            k = index.get(agent_id)
+            if k is None:
+                raise _invalid(
+                    f"agents[{i}].agent_id",
+                    f"unknown agent {agent_id!r} for model {model.name} (known: {model.agent_ids[:20]})",
+                )
+            agents[i] = k
+            ids.append(agent_id)
+            raw = item.obs_raw
+            if raw:
+                if len(item.obs):
+                    raise _invalid(f"agents[{i}].obs", f"agent {agent_id!r}: set obs or obs_raw, not both")
+                if len(raw) != 4 * O:
+                    raise _invalid(
+                        f"agents[{i}].obs_raw",
+                        f"agent {agent_id!r}: expected {O} float32 = {4 * O} bytes, got {len(raw)}",
+                    )
+                obs[i] = np.frombuffer(raw, dtype="<f4")
+            else:
+                if len(item.obs) != O:
+                    raise _invalid(
+                        f"agents[{i}].obs", f"agent {agent_id!r}: expected {O} floats, got {len(item.obs)}"
+                    )
+                obs[i] = item.obs
+            m = item.action_mask
+            if len(m):
+                if len(m) != A:
+                    raise _invalid(
+                        f"agents[{i}].action_mask", f"agent {agent_id!r}: expected {A} booleans, got {len(m)}"
+                    )
+                if mask is None:
+                    mask = np.ones((n, A), dtype=bool)
+                mask[i] = m
+            if item.HasField("current_action"):
+                if current is None:
+                    current = [None] * n
+                current[i] = item.current_action
+        prefix = "agents"
+    if n > 1 and len(set(ids)) != n:
+        seen: set[str] = set()
+        for i, a in enumerate(ids):
+            if a in seen:
+                raise _invalid(f"{prefix}[{i}].agent_id", f"agent {a!r} appears twice in one request")
+            seen.add(a)
+    if mask is not None:
+        legal = mask.any(axis=1)
+        if not legal.all():
+            i = int(np.flatnonzero(~legal)[0])
+            field = "packed.action_mask_raw" if prefix.startswith("packed") else f"agents[{i}].action_mask"
+            raise _invalid(field, f"agent {ids[i]!r}: no legal action in the mask")
+    return Decoded(agents, obs, mask, current, ids)
+
+
+class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
+    def __init__(
+        self, config: RuntimeConfig, repo: ModelRepository, metrics: Metrics, decision_log: DecisionLog | None
+    ):
+        self.config, self.repo, self.metrics, self.decision_log = config, repo, metrics, decision_log
+        self.rng = np.random.default_rng()
+        self.batchers: dict[str, Batcher] = {}
+        self.inflight = 0
+
+    def batcher(self, model: LoadedModel) -> Batcher | None:
+        cfg = self.config.model(model.name).batching
+        if not cfg.enabled:
+            return None
+        b = self.batchers.get(model.name)
+        if b is None:
+            b = self.batchers[model.name] = Batcher(
+                cfg.max_batch_size, cfg.max_queue_delay_us, self.metrics.model(model.name)
+            )
+        return b
+
+    # -- the Act core --------------------------------------------------------------------------
+    async def _act(self, request: policy_pb2.ActRequest, context) -> policy_pb2.ActResponse:
+        if not request.model:
+            raise _invalid("model", "required (the model name)")
+        try:
+            model = self.repo.get(request.model, request.version)
+        except ModelNotFound as err:
+            raise RequestError(
+                grpc.StatusCode.NOT_FOUND, "model" if not request.version else "version", str(err)
+            ) from None
+        d = decode_agents(request, model, self.config.max_agents_per_request)
+        mm = self.metrics.model(model.name)
+        if model.action_table is None:
+            model.action_table = mm.action_table(model.agent_ids, model.n_actions)
+        rule = model.fallback
+        n = len(d.agents)
+        obs, mask = d.obs, d.mask
+        fallback: dict[int, str] = {}
+
+        finite = np.isfinite(obs).all(axis=1)
+        if not finite.all():
+            bad = np.flatnonzero(~finite)
+            if rule.nonfinite_obs == "reject":
+                i = int(bad[0])
+                field = "packed.obs_raw" if request.HasField("packed") else f"agents[{i}].obs"
+                raise _invalid(field, f"agent {d.ids[i]!r}: observation contains NaN or Inf")
+            obs = np.where(finite[:, None], obs, 0.0).astype(np.float32)
+            for i in bad:
+                fallback[int(i)] = "nonfinite_obs"
+        if model.has_bounds:
+            oob = ((obs < model.obs_low) | (obs > model.obs_high)).any(axis=1) & finite
+            if oob.any():
+                for i in np.flatnonzero(oob):
+                    mm.out_of_bounds(d.ids[i]).inc()
+                    if rule.out_of_bounds == "fallback":
+                        fallback.setdefault(int(i), "out_of_bounds")
+        remaining = context.time_remaining() if context is not None else None
+        if remaining is not None and remaining * 1000.0 < rule.deadline_margin_ms:
+            for i in range(n):
+                fallback.setdefault(i, "deadline")
+
+        run_mask = mask if mask is not None else model.all_legal(n)
+        probs = action = None
+        if len(fallback) < n:
+            batcher = self.batcher(model)
+            try:
+                if batcher is None:
+                    t0 = time.perf_counter()
+                    probs, action = model.infer(obs, d.agents, run_mask)
+                    mm.inference.observe(time.perf_counter() - t0)
+                    mm.executions.inc()
+                    mm.batch.observe(n)
+                else:
+                    wait = None
+                    if remaining is not None:
+                        wait = max(0.0, remaining - rule.deadline_margin_ms / 1000.0)
+                    probs, action = await asyncio.wait_for(
+                        batcher.submit(model, obs, d.agents, run_mask), wait
+                    )
+            except TimeoutError:
+                for i in range(n):
+                    fallback.setdefault(i, "deadline")
+            except Exception as err:  # noqa: BLE001 - inference failure must not fail the request
+                log.warning("inference failed for model %s version %s: %s", model.name, model.version, err)
+                for i in range(n):
+                    fallback.setdefault(i, "inference_error")
+        if probs is None:
+            probs = np.zeros((n, model.n_actions), dtype=np.float32)
+            action = np.zeros(n, dtype=np.int64)
+        elif not request.deterministic:
+            rng = np.random.default_rng(request.seed) if request.HasField("seed") else self.rng
+            u = 1.0 - rng.random(n)
+            cdf = np.cumsum(probs, axis=1)
+            action = np.minimum((cdf < u[:, None] * cdf[:, -1:]).sum(axis=1), model.n_actions - 1)
+        chosen = probs[np.arange(n), action]
+        if fallback:
+            probs = probs.copy()
+            action = np.array(action, dtype=np.int64)
+            chosen = np.array(chosen, dtype=np.float32)
+            for i, reason in fallback.items():
+                a = model.fallback_action(
+                    int(d.agents[i]),
+                    d.obs[i],
+                    mask[i] if mask is not None else None,
+                    d.current[i] if d.current is not None else None,
+                )
+                action[i], chosen[i] = a, 1.0
+                probs[i] = 0.0
+                probs[i, a] = 1.0
+                mm.fallback(reason).inc()
+
+        mm.decisions.inc(n)
+        model.action_table.add(d.agents, action)
+        actions_list = action.tolist()
+        if self.decision_log is not None:
+            self.decision_log.record(
+                model, request.episode_id, request.t, d.agents, obs, run_mask, action, chosen
+            )
+
+        response = policy_pb2.ActResponse(
+            model=model.name, model_version=model.version, request_id=request.request_id
+        )
+        chosen_list = chosen.tolist()
+        if request.HasField("packed"):
+            out = response.packed
+            out.action.extend(actions_list)
+            out.probability.extend(chosen_list)
+            if request.return_probs:
+                out.probs_raw = np.ascontiguousarray(probs, dtype="<f4").tobytes()
+            for i in sorted(fallback):
+                out.fallback_index.append(i)
+                out.fallback_reason.append(fallback[i])
+        else:
+            add = response.actions.add
+            if request.return_probs:
+                rows = probs.tolist()
+                for i in range(n):
+                    add(agent_id=d.ids[i], action=actions_list[i], probability=chosen_list[i], probs=rows[i])
+            else:
+                for i in range(n):
+                    add(agent_id=d.ids[i], action=actions_list[i], probability=chosen_list[i])
+            for i, reason in fallback.items():
+                response.actions[i].fallback = True
+                response.actions[i].fallback_reason = reason
+        return response
+
+    async def _guarded(self, method: str, request, context, fn):
+        """Run ``fn`` and turn errors into statuses; count the request and its duration."""
+        started = time.perf_counter()
+        model = request.model or "-"
+        self.metrics.inflight.inc()
+        code = "OK"
+        try:
+            return await fn(request, context)
+        except RequestError as err:
+            code = err.code.name
+            if err.code == grpc.StatusCode.INVALID_ARGUMENT:
+                self.metrics.invalid.labels(model, err.field.split("[")[0].split(".")[0]).inc()
+            await context.abort(err.code, str(err))
+        except asyncio.CancelledError:
+            code = "CANCELLED"
+            raise
+        except Exception as err:
+            if isinstance(err, grpc.aio.AbortError | grpc.RpcError):
+                code = "ABORTED"
+                raise
+            code = "INTERNAL"
+            log.exception("%s failed", method)
+            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(err).__name__}")
+        finally:
+            self.metrics.inflight.dec()
+            self.metrics.request(method, model, code).inc()
+            self.metrics.duration(method, model).observe(time.perf_counter() - started)
+
+    # -- RPCs ----------------------------------------------------------------------------------
+    async def Act(self, request, context):
+        return await self._guarded("Act", request, context, self._act)
+
+    async def ActStream(self, request_iterator, context):
+        self.metrics.active_streams.inc()
+        try:
+            async for request in request_iterator:
+                yield await self._guarded("ActStream", request, context, self._act)
+        finally:
+            self.metrics.active_streams.dec()
+
+    async def _outcome(self, request: policy_pb2.OutcomeRequest, context) -> policy_pb2.OutcomeResponse:
+        if not request.model:
+            raise _invalid("model", "required (the model name)")
+        try:
+            model = self.repo.get(request.model)
+        except ModelNotFound as err:
+            raise RequestError(grpc.StatusCode.NOT_FOUND, "model", str(err)) from None
+        mm = self.metrics.model(model.name)
+        rows = []
+        for i, a in enumerate(request.agents):
+            if a.agent_id not in model.agent_index:
+                raise _invalid(
+                    f"agents[{i}].agent_id", f"unknown agent {a.agent_id!r} for model {model.name}"
+                )
+            if not np.isfinite(a.reward):
+                raise _invalid(f"agents[{i}].reward", f"agent {a.agent_id!r}: reward is NaN or Inf")
+            rows.append((a.agent_id, a.reward, a.terminated, a.truncated))
+            mm.reward.observe(a.reward)
+        mm.outcomes.inc(len(rows))
+        for name, value in request.kpis.items():
+            if np.isfinite(value):
+                self.metrics.kpi.labels(model.name, name).set(value)
+        matched = 0
+        if self.decision_log is not None and request.episode_id:
+            matched = self.decision_log.outcome(model.name, request.episode_id, request.t, rows)
+        return policy_pb2.OutcomeResponse(matched=matched)
+
+    async def ReportOutcome(self, request, context):
+        return await self._guarded("ReportOutcome", request, context, self._outcome)
+
+    async def _info(self, request, context) -> policy_pb2.ModelInfoResponse:
+        names = [request.model] if request.model else self.repo.served()
+        out = policy_pb2.ModelInfoResponse()
+        for name in names:
+            try:
+                model = self.repo.get(name)
+            except ModelNotFound as err:
+                raise RequestError(grpc.StatusCode.NOT_FOUND, "model", str(err)) from None
+            out.models.append(model_info(model, self.repo))
+        return out
+
+    async def GetModelInfo(self, request, context):
+        return await self._guarded("GetModelInfo", request, context, self._info)
+
+
+def model_info(model: LoadedModel, repo: ModelRepository) -> policy_pb2.ModelInfo:
+    entry = repo.entries.get(model.name)
+    info = policy_pb2.ModelInfo(**model.info_dict())
+    info.versions.extend(sorted(entry.versions, key=lambda v: (len(v), v)) if entry else [model.version])
+    for spec in model.meta.get("inputs") or []:
+        info.inputs.add(name=spec["name"], datatype=spec["datatype"], shape=spec["shape"])
+    for spec in model.meta.get("outputs") or []:
+        info.outputs.add(name=spec["name"], datatype=spec["datatype"], shape=spec["shape"])
+    return info
+
+
+class AdminServicer(admin_pb2_grpc.ModelAdminServicer):
+    def __init__(self, repo: ModelRepository, metrics: Metrics):
+        self.repo, self.metrics = repo, metrics
+
+    async def _call(self, method: str, fn, request, context):
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            return await asyncio.to_thread(fn)
+        except ModelNotFound as err:
+            code = "NOT_FOUND"
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(err))
+        except ModelLoadError as err:
+            code = "FAILED_PRECONDITION"
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION, f"version rejected, old version keeps serving: {err}"
+            )
+        finally:
+            model = getattr(request, "model", "") or "-"
+            self.metrics.request(method, model, code).inc()
+            self.metrics.duration(method, model).observe(time.perf_counter() - started)
+
+    async def LoadModel(self, request, context):
+        if not request.model:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "model: required")
+
+        def do():
+            model, previous = self.repo.load(request.model, request.version)
+            return admin_pb2.LoadModelResponse(model=model_info(model, self.repo), previous_version=previous)
+
+        return await self._call("LoadModel", do, request, context)
+
+    async def RollBack(self, request, context):
+        if not request.model:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "model: required")
+
+        def do():
+            model, previous = self.repo.rollback(request.model, request.to_version)
+            return admin_pb2.RollBackResponse(model=model_info(model, self.repo), previous_version=previous)
+
+        return await self._call("RollBack", do, request, context)
+
+    async def ListModels(self, request, context):
+        def do():
+            out = admin_pb2.ListModelsResponse()
+            for name in self.repo.served():
+                out.models.append(model_info(self.repo.get(name), self.repo))
+            for (name, version), (_, reason) in sorted(self.repo.rejected.items()):
+                out.rejected.add(model=name, version=version, reason=reason)
+            return out
+
+        return await self._call("ListModels", do, request, context)

@@ -1,0 +1,148 @@
+"""Learned policies served outside the trainer's process, as :class:`envs.controllers.Controller` objects.
+
+* :func:`onnx_controller` runs a model-repository folder with ONNX Runtime in-process.
+* :func:`grpc_controller` asks a running ``inspo-runtime`` at ``grpc://host:port/<model>``.
+
+``trainer.policies.load_controller`` dispatches to these. Deterministic mode (the default) plays
+the graph's masked argmax, so actions equal the torch policy's argmax; stochastic mode returns the
+full distribution and :meth:`Controller.act` samples it (logging the exact probability).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+from envs.controllers import Controller, masks_of
+
+
+def resolve_model_dir(path: str | Path) -> Path:
+    """A version folder (has policy.onnx), or a model folder (its highest numeric version)."""
+    path = Path(path)
+    if (path / "policy.onnx").is_file():
+        return path
+    versions = sorted(
+        (p for p in path.glob("*") if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)
+    )
+    if not versions:
+        raise FileNotFoundError(f"{path} holds no policy.onnx and no numeric version folders")
+    return versions[-1]
+
+
+def _agent_order(env, agent_ids: list[str], where: str) -> np.ndarray:
+    index = {a: i for i, a in enumerate(agent_ids)}
+    missing = [a for a in env.possible_agents if a not in index]
+    if missing:
+        raise ValueError(f"{where} does not know agents {missing} of env {env.env_id or type(env).__name__}")
+    return np.array([index[a] for a in env.possible_agents], dtype=np.int64)
+
+
+def _one_hot(n: int, actions: np.ndarray) -> np.ndarray:
+    out = np.zeros((len(actions), n), dtype=np.float64)
+    out[np.arange(len(actions)), actions] = 1.0
+    return out
+
+
+def _normalized(probs: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    p = np.where(masks, np.asarray(probs, dtype=np.float64), 0.0)
+    return p / p.sum(axis=1, keepdims=True)
+
+
+class OnnxController(Controller):
+    def __init__(self, folder: Path, env, deterministic: bool = True, threads: int = 1):
+        import onnxruntime as ort
+
+        self.folder = folder
+        self.meta = json.loads((folder / "policy.json").read_text())
+        if int(self.meta["obs_dim"]) != env.obs_dim or int(self.meta["n_actions"]) != env.n_actions:
+            raise ValueError(
+                f"{folder}: model has obs_dim={self.meta['obs_dim']}, n_actions={self.meta['n_actions']} "
+                f"but the env has {env.obs_dim}, {env.n_actions}"
+            )
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+        self.session = ort.InferenceSession(
+            str(folder / "policy.onnx"), options, providers=["CPUExecutionProvider"]
+        )
+        self.agent_index = _agent_order(env, self.meta["agent_ids"], str(folder))
+        self.deterministic = deterministic
+        self.name = f"onnx:{self.meta['name']}"
+        self.model_version = str(self.meta["version"])
+
+    def distribution(self, env, obs, infos):
+        agents = env.possible_agents
+        x = np.stack([np.asarray(obs[a], dtype=np.float32) for a in agents])
+        masks = np.stack([masks_of(env, infos)[a] for a in agents])
+        probs, action = self.session.run(
+            ["probs", "action"], {"obs": x, "agent": self.agent_index, "action_mask": masks}
+        )
+        dist = _one_hot(env.n_actions, action) if self.deterministic else _normalized(probs, masks)
+        return dict(zip(agents, dist, strict=True))
+
+
+class GrpcController(Controller):
+    def __init__(
+        self, url: str, env, deterministic: bool = True, token: str | None = None, timeout: float = 5.0, **tls
+    ):
+        from runtime.client import PolicyClient, parse_url
+
+        target, model, secure = parse_url(url)
+        self.client = PolicyClient(target, token=token, tls=secure, timeout=timeout, **tls)
+        self.model = model
+        info = self.client.model_info(model)[0]
+        if info.obs_dim != env.obs_dim or info.n_actions != env.n_actions:
+            raise ValueError(
+                f"{url}: model has obs_dim={info.obs_dim}, n_actions={info.n_actions} but the env has "
+                f"{env.obs_dim}, {env.n_actions}"
+            )
+        _agent_order(env, list(info.agent_ids), url)
+        self.deterministic = deterministic
+        self.name = f"grpc:{model}"
+        self.model_version = info.version
+        self.episode_id, self.t = "", 0
+
+    def reset(self, env, seed):
+        self.episode_id, self.t = f"{env.env_id or 'env'}-{seed}-{uuid.uuid4().hex[:8]}", 0
+
+    def distribution(self, env, obs, infos):
+        agents = env.possible_agents
+        x = np.stack([np.asarray(obs[a], dtype=np.float32) for a in agents])
+        masks = np.stack([masks_of(env, infos)[a] for a in agents])
+        result = self.client.act(
+            self.model,
+            x,
+            agents,
+            masks,
+            packed=True,
+            deterministic=True,
+            return_probs=not self.deterministic,
+            episode_id=self.episode_id,
+            t=self.t,
+        )
+        self.t += 1
+        self.model_version = result.model_version
+        if self.deterministic or result.probs is None:
+            dist = _one_hot(env.n_actions, result.actions)
+        else:
+            dist = _normalized(result.probs, masks)
+            # a fallback answer is deterministic: play it with probability 1
+            for i in np.flatnonzero(result.fallback):
+                dist[i] = _one_hot(env.n_actions, result.actions[i : i + 1])[0]
+        return dict(zip(agents, dist, strict=True))
+
+    def close(self) -> None:
+        self.client.close()
+
+
+def onnx_controller(path: str | Path, env, deterministic: bool = True, threads: int = 1) -> Controller:
+    """A controller running ``<models>/<name>[/<version>]`` with ONNX Runtime in-process."""
+    return OnnxController(resolve_model_dir(path), env, deterministic, threads)
+
+
+def grpc_controller(url: str, env, deterministic: bool = True, token: str | None = None, **kw) -> Controller:
+    """A controller asking ``grpc://host:port/<model>`` (token: argument or ``INSPO_RUNTIME_TOKEN``)."""
+    return GrpcController(url, env, deterministic, token, **kw)
