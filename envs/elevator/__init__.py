@@ -1,0 +1,1 @@
+"""Elevator group control: a batched simulator, traffic profiles and dispatch heuristics."""
