@@ -1,0 +1,80 @@
+"""Rule controllers for traffic signals (design.md §3.2): fixed-time and max-pressure.
+
+``random`` (uniform over legal phases) is :class:`envs.controllers.RandomLegal`. Exploration
+(``@eps=``, ``@temp=``) comes from the shared wrappers; max-pressure is a
+:class:`~envs.controllers.ScoringController`, so ``max-pressure@temp=2`` is a softmax over pressures.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from envs.controllers import Controller, ScoringController, masks_of, one_hot
+from envs.traffic.env import TrafficEnv
+from envs.traffic.nets import is_green
+
+
+class MaxPressure(ScoringController):
+    """Pick the green phase with the largest pressure: sum over its green links of (in-lane - out-lane vehicles).
+
+    Ties go to the lowest phase index (as in the reference baseline). Inside min-green the mask
+    leaves only the current phase, so the rule keeps it, as sumo-rl would.
+    """
+
+    name = "max-pressure"
+
+    def scores(self, env: TrafficEnv, obs, infos):
+        pressure = env.phase_pressure()
+        return {a: pressure[i] for i, a in enumerate(env.possible_agents)}
+
+
+class FixedTime(Controller):
+    """The net's own static program, driven through actions so that the log's phases and observations agree.
+
+    At each decision the controller requests the green phase the net's program shows at that point
+    of its cycle (during the program's yellow/red transitions, the next green). Switches happen on
+    the decision grid (``delta_time``) with the env's yellow time, so splits are the program's
+    rounded to ``delta_time``. (sumo-rl's ``fixed_ts=True`` runs the program natively but then
+    reports phase 0 in every observation; it cannot be logged. See docs/traffic.md for the
+    difference it makes to delay.)
+    """
+
+    name = "fixed"
+
+    def __init__(self):
+        self._schedules: dict[str, tuple[np.ndarray, np.ndarray, float, float]] = {}
+
+    def reset(self, env: TrafficEnv, seed: int) -> None:
+        if self._schedules and set(self._schedules) == set(env.possible_agents):
+            return
+        self._schedules = {}
+        for a in env.possible_agents:
+            program = env.programs[a]
+            durations = np.array([d for d, _ in program.phases], dtype=np.float64)
+            green_index, k = [], -1
+            for _, state in program.phases:
+                k = k + 1 if is_green(state) else k
+                green_index.append(k)
+            n_green = len(env.green_states[a])
+            # a transition phase leads to the next green in cycle order
+            target = [
+                (g + 1) % n_green if not is_green(s) else g
+                for g, (_, s) in zip(green_index, program.phases, strict=True)
+            ]
+            ends = np.cumsum(durations)
+            self._schedules[a] = (ends, np.array(target, dtype=np.int64), float(ends[-1]), program.offset)
+
+    def planned_phase(self, agent: str, t: float) -> int:
+        ends, target, cycle, offset = self._schedules[agent]
+        pos = (t - offset) % cycle
+        return int(target[int(np.searchsorted(ends, pos, side="right"))])
+
+    def distribution(self, env: TrafficEnv, obs, infos):
+        t = env.sim_time()
+        out = {}
+        for a, mask in masks_of(env, infos).items():
+            want = self.planned_phase(a, t)
+            if not mask[want]:
+                want = int(infos[a]["green_phase"])
+            out[a] = one_hot(env.n_actions, want)
+        return out

@@ -1,0 +1,547 @@
+"""Traffic-signal control as a :class:`~envs.base.MultiAgentEnv`: sumo-rl's signal logic on libsumo.
+
+One agent per signalized intersection. sumo-rl's ``SumoEnvironment``/``TrafficSignal`` own the
+phase logic (green phases from the net's program, generated yellow transitions, min-green),
+so our dynamics equal sumo-rl's and the measured baselines. We replace its hot path:
+
+* the step loop advances SUMO ``delta_time`` seconds and only touches signals in yellow;
+* lane counts are read once per decision for all lanes, and observation, reward, max-pressure
+  scores and metrics are computed from them with numpy (sumo-rl makes ~4 calls per lane per agent).
+
+Padding: agents have different numbers of green phases (actions) and incoming lanes. Every
+observation is ``[phase one-hot (A) | min-green passed (1) | pressure per phase (A) |
+density per incoming lane (L) | queue per incoming lane (L)]`` with ``A``/``L`` the maxima over the
+net's agents, zero-padded. Actions ``>= n_green`` of an agent are masked out.
+
+Masking min-green: until ``yellow_time + min_green`` seconds have passed since the last switch,
+only the current phase is legal (sumo-rl would ignore a switch request there anyway), so a
+mask-respecting controller's request is what SUMO executes. If a controller asks for something
+else, the phase actually kept is reported as ``infos[agent]["executed_action"]`` and logged.
+
+libsumo runs one simulation per process: a second live env in the same process raises
+:class:`SecondSimulationError` (the alternative is a silent hang).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import subprocess
+import tempfile
+import weakref
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from envs.base import MultiAgentEnv
+from envs.traffic.nets import Program, builtin_net, check_readable, check_routes, is_green, read_programs
+from envs.traffic.sumo_setup import import_sumo, sumo_binary
+
+VEHICLE_SPACE_M = 7.5  # default vehicle length 5 m + sumo-rl's MIN_GAP 2.5 m: lane capacity = length / 7.5
+PRESSURE_SCALE = 20.0  # pressure features are vehicles / 20 (roughly a lane's capacity)
+REWARDS = ("queue", "pressure", "diff-waiting-time", "average-speed")
+
+
+class SecondSimulationError(RuntimeError):
+    """A second libsumo simulation in one process (libsumo would silently hang)."""
+
+
+class SumoStartError(RuntimeError):
+    """SUMO refused to load the scenario (bad net/route content, bad option)."""
+
+
+@dataclass(frozen=True)
+class TrafficConfig:
+    """Every knob of a traffic scenario; ``make_env('sumo:<net>', **overrides)`` sets any field."""
+
+    net: str = "grid4x4"
+    net_file: str = ""  # default: the shipped net of that name
+    route_file: str = ""
+    begin_time: int = -1  # -1: the benchmark hour's start (0, 25200 for cologne, 57600 for ingolstadt)
+    num_seconds: int = 3600  # simulated seconds per episode
+    delta_time: int = 5  # seconds between decisions
+    yellow_time: int = 2
+    min_green: int = 5
+    time_to_teleport: int = -1  # SUMO --time-to-teleport; -1 = never (sumo-rl and RESCO default)
+    max_depart_delay: int = -1
+    waiting_time_memory: int = 1000
+    reward: str = "queue"  # per intersection; see TrafficEnv docstring
+
+    def resolved(self) -> TrafficConfig:
+        net_file, route_file, begin = self.net_file, self.route_file, self.begin_time
+        if not (net_file and route_file):
+            default_net, default_route, default_begin = builtin_net(self.net)
+            net_file, route_file = net_file or default_net, route_file or default_route
+            begin = default_begin if begin < 0 else begin
+        begin = max(begin, 0)
+        return TrafficConfig(
+            **{**asdict(self), "net_file": net_file, "route_file": route_file, "begin_time": begin}
+        )
+
+
+_LIVE: weakref.ref | None = None  # the process's live env (libsumo: one simulation per process)
+
+
+def _claim_process(env: TrafficEnv) -> None:
+    global _LIVE
+    other = _LIVE() if _LIVE is not None else None
+    if other is not None and not other.closed:
+        raise SecondSimulationError(
+            f"a SUMO env ({other.env_id}) is already open in this process and libsumo runs only one "
+            "simulation per process (a second one silently hangs the first). close() it first, or run "
+            "each env in its own process (trainer.collect / `inspo collect --workers N` does)."
+        )
+    _LIVE = weakref.ref(env)
+
+
+def _check_scenario_with_sumo(config: TrafficConfig) -> None:
+    """Load a user-supplied scenario in a throwaway ``sumo`` process so errors are messages, not crashes."""
+    cmd = [sumo_binary(), "-n", config.net_file, "-r", config.route_file, "-b", str(config.begin_time)]
+    cmd += ["-e", str(config.begin_time + 1), "--no-step-log", "--no-warnings"]
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    except subprocess.TimeoutExpired as err:
+        raise SumoStartError(f"SUMO did not load {config.net_file} within 120 s") from err
+    if proc.returncode != 0:
+        detail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
+        raise SumoStartError(
+            f"SUMO cannot load net {config.net_file} with routes {config.route_file}: " + " | ".join(detail)
+        )
+
+
+class TrafficEnv(MultiAgentEnv):
+    """SUMO traffic-signal control, one agent per traffic light (see the module docstring).
+
+    Rewards (per intersection, ``config.reward``): ``queue`` (default) = minus the vehicles halting
+    on its incoming lanes after the step, so the team reward (their sum, :meth:`team_reward`) times
+    ``delta_time`` approximates minus the vehicle-seconds lost waiting at signals, which is what
+    trip delay measures; ``pressure`` = out-lane minus in-lane vehicles; ``diff-waiting-time`` and
+    ``average-speed`` are sumo-rl's (slower: per-vehicle calls).
+    """
+
+    metadata = {"name": "sumo_traffic_v1", "render_modes": []}
+
+    def __init__(self, env_id: str = "sumo:grid4x4", config: TrafficConfig | None = None):
+        self.closed = True
+        self.env_id = env_id
+        config = (config or TrafficConfig()).resolved()
+        if config.reward not in REWARDS:
+            raise ValueError(f"unknown traffic reward {config.reward!r}; known: {list(REWARDS)}")
+        if config.delta_time <= config.yellow_time:
+            raise ValueError(
+                f"delta_time ({config.delta_time}) must exceed yellow_time ({config.yellow_time})"
+            )
+        if config.num_seconds < config.delta_time:
+            raise ValueError(
+                f"num_seconds ({config.num_seconds}) must be at least delta_time ({config.delta_time})"
+            )
+        check_readable(config.net_file, "net")
+        check_readable(config.route_file, "route")
+        self.programs: dict[str, Program] = read_programs(config.net_file)
+        if not self.programs:
+            raise ValueError(
+                f"SUMO net {config.net_file} has no traffic lights (<tlLogic>): nothing to control"
+            )
+        check_routes(config.route_file)
+        if not _is_builtin(config):
+            _check_scenario_with_sumo(config)
+        _claim_process(self)
+        self.config = config
+        self._traci, sumo_rl = import_sumo()
+        self._tmp = Path(tempfile.mkdtemp(prefix="inspo-sumo-"))
+        self._tripinfo = self._tmp / "tripinfo.xml"
+        self._error_log = self._tmp / "sumo-errors.log"
+        self._statistics = self._tmp / "statistics.xml"  # teleport totals, read at the end of an episode
+        extra = (
+            f"--tripinfo-output {self._tripinfo} --tripinfo-output.write-unfinished "
+            f"--statistic-output {self._statistics} "
+            f"--error-log {self._error_log} --no-step-log"
+        )
+        self.closed = False
+        try:
+            self._sim = sumo_rl.SumoEnvironment(
+                net_file=config.net_file,
+                route_file=config.route_file,
+                begin_time=config.begin_time,
+                num_seconds=config.num_seconds,
+                delta_time=config.delta_time,
+                yellow_time=config.yellow_time,
+                min_green=config.min_green,
+                time_to_teleport=config.time_to_teleport,
+                max_depart_delay=config.max_depart_delay,
+                waiting_time_memory=config.waiting_time_memory,
+                reward_fn=config.reward
+                if config.reward in ("diff-waiting-time", "average-speed")
+                else "queue",
+                add_system_info=False,
+                add_per_agent_info=False,
+                sumo_seed=0,
+                sumo_warnings=False,
+                additional_sumo_cmd=extra,
+            )
+            self._read_topology()
+        except Exception as err:
+            self.close()
+            if isinstance(err, (ValueError, SumoStartError)):
+                raise
+            raise SumoStartError(
+                f"SUMO could not load {config.net_file}: {self._sumo_errors() or err}"
+            ) from err
+        self.agents: list[str] = []
+        self._t = 0
+        self._seed = 0
+        self._obs = np.zeros((self.n_agents, self.obs_dim), np.float32)
+        self._metrics: dict[str, float] = {}
+        self._extras: dict[str, Any] = {}
+
+    # -- topology (read once from a throwaway simulation) -------------------------------------------
+    def _read_topology(self) -> None:
+        tr = self._traci
+        self.possible_agents = list(self._sim.ts_ids)
+        tr.start([sumo_binary(), "-n", self.config.net_file, "--no-step-log", "--no-warnings"])
+        try:
+            in_lanes = {
+                a: list(dict.fromkeys(tr.trafficlight.getControlledLanes(a))) for a in self.possible_agents
+            }
+            links = {a: tr.trafficlight.getControlledLinks(a) for a in self.possible_agents}
+            green_states = {}
+            for a in self.possible_agents:
+                phases = tr.trafficlight.getAllProgramLogics(a)[0].phases
+                green_states[a] = [p.state for p in phases if is_green(p.state)]
+            lanes = list(
+                dict.fromkeys(
+                    [ln for a in self.possible_agents for ln in in_lanes[a]]
+                    + [lk[1] for a in self.possible_agents for sig in links[a] for lk in sig]
+                )
+            )
+            length = np.array([tr.lane.getLength(ln) for ln in lanes], dtype=np.float64)
+            downstream = {ln: [lk[0] for lk in tr.lane.getLinks(ln)] for ln in tr.lane.getIDList()}
+        finally:
+            tr.close()
+        n = len(self.possible_agents)
+        self.n_agents = n
+        self.green_states = green_states
+        self.n_green = np.array([len(green_states[a]) for a in self.possible_agents])
+        if (self.n_green < 1).any():
+            bad = [a for a in self.possible_agents if not green_states[a]]
+            raise ValueError(f"traffic lights without a green phase in {self.config.net_file}: {bad}")
+        self.n_actions = int(self.n_green.max())
+        self.max_lanes = max(len(in_lanes[a]) for a in self.possible_agents)
+        self.obs_dim = 2 * self.n_actions + 1 + 2 * self.max_lanes
+        self.state_dim = n * self.obs_dim
+        self.action_names = [f"green{i}" for i in range(self.n_actions)]
+        self.in_lanes = in_lanes
+        self._lanes = lanes  # incoming lanes first (halting counts are read for those only)
+        self._n_in_lanes = len({ln for a in self.possible_agents for ln in in_lanes[a]})
+        self._lane_index = {ln: i for i, ln in enumerate(lanes)}
+        pad = len(lanes)  # index of a dummy lane that always counts 0
+        self._in_idx = np.full((n, self.max_lanes), pad, dtype=np.int64)
+        for i, a in enumerate(self.possible_agents):
+            self._in_idx[i, : len(in_lanes[a])] = [self._lane_index[ln] for ln in in_lanes[a]]
+        self._in_valid = self._in_idx < pad
+        capacity = np.append(length / VEHICLE_SPACE_M, 1.0)
+        self._in_capacity = np.maximum(capacity[self._in_idx], 1e-6)
+        # links (in-lane -> out-lane) per agent and which phases give them green: pressure = G @ (n_in - n_out)
+        k_max = max(sum(len(sig) for sig in links[a]) for a in self.possible_agents)
+        self._link_in = np.full((n, k_max), pad, dtype=np.int64)
+        self._link_out = np.full((n, k_max), pad, dtype=np.int64)
+        self._green = np.zeros((n, self.n_actions, k_max), dtype=np.float64)
+        for i, a in enumerate(self.possible_agents):
+            k = 0
+            for signal, sig_links in enumerate(links[a]):
+                for lk in sig_links:
+                    self._link_in[i, k], self._link_out[i, k] = (
+                        self._lane_index[lk[0]],
+                        self._lane_index[lk[1]],
+                    )
+                    for p, state in enumerate(green_states[a]):
+                        self._green[i, p, k] = state[signal] in "Gg"
+                    k += 1
+        self._agent_index = {a: i for i, a in enumerate(self.possible_agents)}
+        self._neighbors = _signal_neighbors(self.possible_agents, in_lanes, links, downstream)
+        try:  # libsumo's SWIG functions without the Python wrapper (~30% faster per call)
+            from libsumo import _libsumo
+
+            self._get_count = _libsumo.lane_getLastStepVehicleNumber
+            self._get_halting = _libsumo.lane_getLastStepHaltingNumber
+        except (ImportError, AttributeError):
+            self._get_count = tr.lane.getLastStepVehicleNumber
+            self._get_halting = tr.lane.getLastStepHaltingNumber
+        self._lane_count = np.zeros(len(lanes) + 1)
+        self._lane_halt = np.zeros(len(lanes) + 1)
+
+    # -- episode ------------------------------------------------------------------------------------
+    def reset(self, seed: int | None = None, options: dict | None = None):
+        if self.closed:
+            raise RuntimeError("this SUMO env is closed")
+        self._seed = int(seed) if seed is not None else self._seed + 1
+        try:
+            self._sim.reset(seed=self._seed)
+        except Exception as err:
+            raise SumoStartError(f"SUMO failed to start: {self._sumo_errors() or err}") from err
+        self.agents = list(self.possible_agents)
+        self._signals = [self._sim.traffic_signals[a] for a in self.possible_agents]
+        self._t = 0
+        self._queue_trace: list[np.ndarray] = []
+        self._metrics, self._extras = {}, {}
+        self._observe()
+        return self._obs_dict(), self._infos()
+
+    def step(self, actions):
+        if not self.agents:
+            raise RuntimeError("step() after the episode ended; call reset()")
+        tr = self._traci
+        requested = {}
+        for i, a in enumerate(self.possible_agents):
+            ts = self._signals[i]
+            want = int(actions.get(a, ts.green_phase))
+            requested[a] = want
+            # sumo-rl's rule: switch only to another valid green once yellow + min-green have passed.
+            # A kept phase needs no call: SUMO holds the state set last (sumo-rl re-sets it; same result).
+            if want != ts.green_phase and 0 <= want < self.n_green[i] and self._can_switch[i]:
+                ts.set_next_phase(want)
+        in_yellow = [ts for ts in self._signals if ts.is_yellow]
+        steady = [ts for ts in self._signals if not ts.is_yellow]
+        for _ in range(self.config.delta_time):
+            tr.simulationStep()
+            for ts in in_yellow:
+                ts.update()
+        for ts in steady:
+            ts.time_since_last_phase_change += self.config.delta_time
+        self._t += self.config.delta_time
+        self._observe()
+        halting = self._agent_halting()
+        self._queue_trace.append(halting)
+        rewards = self._rewards(halting)
+        done = self._t >= self.config.num_seconds
+        infos = self._infos()
+        for i, a in enumerate(self.possible_agents):
+            executed = int(self._signals[i].green_phase)
+            infos[a]["executed_action"] = executed
+            infos[a]["requested_action"] = requested[a]
+        obs = self._obs_dict()
+        terms = {a: False for a in self.possible_agents}
+        truncs = {a: done for a in self.possible_agents}
+        if done:
+            self.agents = []
+            self._finish_episode()
+        return obs, rewards, terms, truncs, infos
+
+    def _observe(self) -> None:
+        count, halt, m, m_in = self._lane_count, self._lane_halt, len(self._lanes), self._n_in_lanes
+        count[:m] = np.fromiter(map(self._get_count, self._lanes), np.float64, m)
+        halt[:m_in] = np.fromiter(map(self._get_halting, self._lanes[:m_in]), np.float64, m_in)
+        n, a_max, l_max = self.n_agents, self.n_actions, self.max_lanes
+        link_pressure = count[self._link_in] - count[self._link_out]
+        self._pressure = np.einsum("nak,nk->na", self._green, link_pressure)
+        obs = self._obs
+        obs.fill(0.0)
+        phase = np.array([ts.green_phase for ts in self._signals])
+        obs[np.arange(n), phase] = 1.0
+        min_green = self.config.yellow_time + self.config.min_green
+        since = np.array([ts.time_since_last_phase_change for ts in self._signals])
+        obs[:, a_max] = since >= min_green
+        obs[:, a_max + 1 : 2 * a_max + 1] = self._pressure / PRESSURE_SCALE
+        base = 2 * a_max + 1
+        obs[:, base : base + l_max] = (
+            np.minimum(count[self._in_idx] / self._in_capacity, 1.0) * self._in_valid
+        )
+        obs[:, base + l_max :] = np.minimum(halt[self._in_idx] / self._in_capacity, 1.0) * self._in_valid
+        self._can_switch = since >= min_green
+
+    def _agent_halting(self) -> np.ndarray:
+        return (self._lane_halt[self._in_idx] * self._in_valid).sum(axis=1)
+
+    def _rewards(self, halting: np.ndarray) -> dict[str, float]:
+        kind = self.config.reward
+        if kind == "queue":
+            values = -halting
+        elif kind == "pressure":  # sumo-rl's: vehicles on out-lanes minus on in-lanes
+            values = np.array([ts.get_pressure() for ts in self._signals], dtype=np.float64)
+        else:
+            values = np.array([ts.compute_reward() for ts in self._signals], dtype=np.float64)
+        return {a: float(values[i]) for i, a in enumerate(self.possible_agents)}
+
+    def action_masks(self) -> np.ndarray:
+        """``[N, A]`` legal actions now: the agent's green phases, only the current one inside min-green."""
+        masks = np.arange(self.n_actions)[None, :] < self.n_green[:, None]
+        for i, ts in enumerate(self._signals):
+            if not self._can_switch[i]:
+                masks[i] = False
+                masks[i, ts.green_phase] = True
+        return masks
+
+    def _infos(self) -> dict[str, dict]:
+        masks = self.action_masks()
+        return {
+            a: {"action_mask": masks[i], "green_phase": int(self._signals[i].green_phase)}
+            for i, a in enumerate(self.possible_agents)
+        }
+
+    def _obs_dict(self) -> dict[str, np.ndarray]:
+        return {a: self._obs[i].copy() for i, a in enumerate(self.possible_agents)}
+
+    def state(self) -> np.ndarray:
+        """All intersections' observations, concatenated in ``possible_agents`` order."""
+        return self._obs.reshape(-1).copy()
+
+    def team_reward(self, rewards: dict[str, float]) -> float:
+        """The sum (not the mean) of the intersections' rewards: with ``queue``, minus all halted vehicles."""
+        return float(sum(rewards[a] for a in self.possible_agents)) if rewards else 0.0
+
+    def neighbors(self) -> dict[str, list[str]]:
+        """Signals reachable from each other's outgoing lanes without passing a third signal."""
+        return {a: list(v) for a, v in self._neighbors.items()}
+
+    def sim_time(self) -> float:
+        return float(self._t)
+
+    # -- what controllers may read ---------------------------------------------------------------------
+    def phase_pressure(self) -> np.ndarray:
+        """``[N, A]`` max-pressure scores: per green phase, sum over its green links of in- minus out-lane vehicles."""
+        return self._pressure.copy()
+
+    def current_phases(self) -> np.ndarray:
+        return np.array([ts.green_phase for ts in self._signals], dtype=np.int64)
+
+    def sumo_phase_states(self) -> dict[str, str]:
+        """SUMO's signal state string per traffic light right now (ground truth for tests)."""
+        return {a: self._traci.trafficlight.getRedYellowGreenState(a) for a in self.possible_agents}
+
+    # -- metrics ---------------------------------------------------------------------------------------
+    def _finish_episode(self) -> None:
+        """Close the simulation (SUMO then writes unfinished trips) and compute the episode's KPIs."""
+        backlog = len(self._traci.simulation.getPendingVehicles())
+        self._sim.close()
+        trips = read_tripinfo(self._tripinfo)
+        queue = np.array(self._queue_trace) if self._queue_trace else np.zeros((1, self.n_agents))
+        done_mask = trips["arrived"]
+        self._metrics = {
+            "delay": _mean(trips["time_loss"][done_mask]),
+            "delay_all": _mean(trips["time_loss"]),
+            "trip_wait": _mean(trips["waiting"][done_mask]),
+            "travel_time": _mean(trips["duration"][done_mask]),
+            "throughput": float(done_mask.sum()),
+            "unfinished": float((~done_mask).sum()),  # departed, still driving at the end
+            "backlog": float(backlog),  # never inserted (network entry blocked); in no delay figure
+            "avg_queue": float(queue.sum(axis=1).mean()),
+            "max_intersection_queue": float(queue.mean(axis=0).max()),
+            "teleports": float(read_teleports(self._statistics)),
+        }
+        times = (np.arange(1, len(queue) + 1) * self.config.delta_time).tolist()
+        self._extras = {
+            "queue_over_time": {"t": times, "total": queue.sum(axis=1).tolist()},
+            "per_intersection": {
+                a: {"avg_queue": float(queue[:, i].mean()), "max_queue": float(queue[:, i].max())}
+                for i, a in enumerate(self.possible_agents)
+            },
+        }
+
+    def episode_metrics(self) -> dict[str, float]:
+        """Trip delay (tripinfo timeLoss, s) over completed trips and over all incl. unfinished, etc."""
+        return dict(self._metrics)
+
+    def episode_extras(self) -> dict:
+        return dict(self._extras)
+
+    def _sumo_errors(self) -> str:
+        try:
+            text = self._error_log.read_text(errors="replace").strip()
+        except OSError:
+            return ""
+        return " | ".join(line for line in text.splitlines() if line.startswith("Error"))[-800:]
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        sim = getattr(self, "_sim", None)
+        if sim is not None:
+            with contextlib.suppress(Exception):  # a half-started libsumo must not mask the real error
+                sim.close()
+        tmp = getattr(self, "_tmp", None)
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    def __del__(self):
+        self.close()
+
+
+def _is_builtin(config: TrafficConfig) -> bool:
+    from envs.traffic.nets import RESCO_NETS
+
+    if config.net not in RESCO_NETS:
+        return False
+    net, route, _ = builtin_net(config.net)
+    return config.net_file == net and config.route_file == route
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(values.mean()) if values.size else float("nan")
+
+
+def read_tripinfo(path: Path) -> dict[str, np.ndarray]:
+    """Per trip: ``time_loss``, ``waiting``, ``duration`` and ``arrived`` (False for unfinished trips)."""
+    time_loss, waiting, duration, arrived = [], [], [], []
+    if Path(path).exists() and Path(path).stat().st_size:
+        for _, elem in ET.iterparse(path):
+            if elem.tag == "tripinfo":
+                time_loss.append(float(elem.get("timeLoss", "nan")))
+                waiting.append(float(elem.get("waitingTime", "nan")))
+                duration.append(float(elem.get("duration", "nan")))
+                arrived.append(float(elem.get("arrival", "-1")) >= 0)
+                elem.clear()
+    return {
+        "time_loss": np.array(time_loss),
+        "waiting": np.array(waiting),
+        "duration": np.array(duration),
+        "arrived": np.array(arrived, dtype=bool),
+    }
+
+
+def read_teleports(path: Path) -> int:
+    """Total teleports of the last run from SUMO's ``--statistic-output`` (0 if absent)."""
+    try:
+        for _, elem in ET.iterparse(path):
+            if elem.tag == "teleports":
+                return int(elem.get("total", "0"))
+    except (OSError, ET.ParseError):
+        pass
+    return 0
+
+
+def _signal_neighbors(agents, in_lanes, links, downstream, max_hops: int = 6) -> dict[str, list[str]]:
+    """Breadth-first from each signal's outgoing lanes until another signal's incoming lane (symmetric)."""
+    owner = {}
+    for a in agents:
+        for ln in in_lanes[a]:
+            owner.setdefault(ln, set()).add(a)
+    adj: dict[str, set[str]] = {a: set() for a in agents}
+    for a in agents:
+        frontier = list({lk[1] for sig in links[a] for lk in sig})
+        seen = set(frontier)
+        for _ in range(max_hops):
+            nxt = []
+            for ln in frontier:
+                hit = owner.get(ln, set()) - {a}
+                if hit:
+                    adj[a] |= hit
+                    continue
+                for d in downstream.get(ln, []):
+                    if d not in seen:
+                        seen.add(d)
+                        nxt.append(d)
+            frontier = nxt
+            if not frontier:
+                break
+    for a in agents:
+        for b in adj[a]:
+            adj[b].add(a)
+    return {a: sorted(adj[a], key=agents.index) for a in agents}
+
+
+def config_fields() -> list[str]:
+    return [f.name for f in fields(TrafficConfig)]
