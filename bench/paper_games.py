@@ -1,0 +1,390 @@
+"""Reproduce the InSPO paper's didactic games: every algorithm x every dataset x 5 training seeds.
+
+    .venv/bin/python bench/paper_games.py                # full run -> docs/paper-reproduction.md + PNGs
+    .venv/bin/python bench/paper_games.py --only xor-balanced --seeds 2   # a quick look
+
+Datasets are collected through the real path (``trainer.collect`` -> Parquet -> ``load_log``) from
+collection seeds. Metrics: for XOR / M-NE the exact probability the learned (stochastic) joint
+policy puts on an optimal joint action (the games have one state, so the product of the agents'
+softmaxes is the joint policy); for Bridge the greedy policy's return (the env is deterministic)
+and the stochastic policy's mean return on the evaluation seeds. Hyperparameters per game are fixed
+below, chosen from the tabular reconstruction (reference §8 / docs/algorithm.md), never on
+evaluation seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+ALGOS = ["inspo", "inspo-beta0", "inspo-simultaneous", "inspo-noresample", "bc"]
+DATASETS = [
+    ("xor", "balanced"),
+    ("xor", "uniform"),
+    ("mne", "balanced"),
+    ("mne", "imbalanced"),
+    ("bridge", "optimal"),
+    ("bridge", "mixed"),
+]
+MATRIX = {
+    "hidden": (64, 64),
+    "critic_hidden": (64, 64),
+    "mu_steps": 300,
+    "critic_lr": 1e-3,
+    "critic_steps": 2,
+    "local_q_steps": 20,
+    "local_q_lr": 3e-3,
+    "actor_steps": 30,
+    "actor_lr": 3e-3,
+    "batch_size": 1024,  # one state: a large batch keeps the unnormalized local-Q target's noise small
+    "iterations": 40,
+}
+GAME_CONFIG = {
+    "xor": {**MATRIX, "alpha": 0.05, "beta": 0.02},
+    "mne": {**MATRIX, "alpha": 0.1, "beta": 0.3},
+    "bridge": {
+        "hidden": (64, 64),
+        "critic_hidden": (128, 128),
+        "mu_steps": 1000,
+        "critic_lr": 1e-3,
+        "critic_steps": 4,
+        "polyak": 0.01,
+        "shared": True,  # measured on one tuning run: reaches the optimal return by iteration ~300
+        "local_q_steps": 2,
+        "actor_steps": 2,
+        "actor_lr": 1e-3,
+        "alpha": 0.05,
+        "beta": 0.02,
+        "gamma": 0.95,
+        "iterations": 800,
+    },
+}
+BC = {"hidden": (64, 64), "lr": 1e-3, "steps_per_iteration": 10}
+BC_ITERATIONS = {"xor": 30, "mne": 30, "bridge": 100}
+CURVE_POINTS = 20
+
+
+def log_dir(cache: Path, env_id: str, dataset: str) -> Path:
+    from trainer.collect import collect
+
+    path = cache / f"{env_id}-{dataset}"
+    if not (path / "agent_steps").exists():
+        collect(env_id, path, dataset=dataset, progress=False)
+    return path
+
+
+def evaluate_point(algo, env_id: str, env, greedy_only: bool = False) -> dict[str, float]:
+    from envs.seeds import evaluation_seeds
+    from trainer.policies import TorchPolicyController
+    from trainer.rollout import run_episode
+
+    if env_id in ("xor", "mne"):
+        payoff = env.payoff
+        a = payoff.shape[0]
+        p = algo.action_probs(np.ones((2, 1), np.float32), np.ones((2, a), bool))
+        joint = np.outer(p[0], p[1])
+        return {"p_opt": float(joint[payoff == payoff.max()].sum()), "joint": joint.round(4).tolist()}
+    greedy = TorchPolicyController(algo.actor, algo.agent_ids, deterministic=True)
+    out = {"return_greedy": run_episode(env, greedy, evaluation_seeds(1)[0]).episode_return}
+    if not greedy_only:
+        sample = TorchPolicyController(algo.actor, algo.agent_ids, deterministic=False)
+        rets = [run_episode(env, sample, s).episode_return for s in evaluation_seeds(32)]
+        out["return_stochastic"] = float(np.mean(rets))
+    algo.actor.train()
+    return out
+
+
+def train_one(job: tuple[str, str, str, int, str]) -> dict:
+    import torch
+
+    torch.set_num_threads(1)
+    from envs.registry import make_env
+    from trainer.algos import make_algorithm
+    from trainer.logs import load_log
+
+    env_id, dataset, algo_name, seed, path = job
+    data = load_log(path)
+    env = make_env(env_id)
+    if algo_name == "bc":
+        overrides = {**BC, "seed": seed, "iterations": BC_ITERATIONS[env_id]}
+    else:
+        overrides = {**GAME_CONFIG[env_id], "seed": seed}
+    overrides = {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()}
+    algo = make_algorithm(algo_name, overrides=overrides)
+    algo.setup(data, env.neighbors())
+    total = algo.config.iterations
+    every = max(1, total // CURVE_POINTS)
+    curve = []
+
+    def on_iteration(a, metrics):
+        if a.iteration % every == 0:
+            point = evaluate_point(a, env_id, env, greedy_only=True)
+            curve.append({"iteration": a.iteration, **{k: v for k, v in point.items() if k != "joint"}})
+
+    started = time.time()
+    algo.fit(total, on_iteration)
+    final = evaluate_point(algo, env_id, env)
+    return {
+        "env": env_id,
+        "dataset": dataset,
+        "algo": algo_name,
+        "seed": seed,
+        "final": final,
+        "curve": curve,
+        "seconds": time.time() - started,
+        "data_return": float(data.episode_returns().mean()),
+    }
+
+
+def priority(job: tuple) -> tuple:
+    """Matrix games before Bridge; within each, InSPO, then the acceptance ablations, then the rest."""
+    env_id, dataset, algo, seed, _ = job
+    if algo == "inspo":
+        rank = 0
+    elif (env_id, dataset, algo) in {
+        ("xor", "balanced", "bc"),
+        ("xor", "balanced", "inspo-simultaneous"),
+        ("mne", "imbalanced", "inspo-beta0"),
+    }:
+        rank = 1
+    else:
+        rank = 2
+    return (env_id == "bridge", rank, env_id, dataset, algo, seed)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--only", default=None, help="comma list of env-dataset, e.g. xor-balanced")
+    parser.add_argument("--algos", default=",".join(ALGOS))
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--cache", default=str(ROOT / "bench" / ".cache" / "paper-logs"))
+    parser.add_argument("--results", default=str(ROOT / "bench" / ".cache" / "paper-results.jsonl"))
+    parser.add_argument("--out", default=str(ROOT / "docs" / "paper-reproduction.md"))
+    parser.add_argument("--report-only", action="store_true", help="write the report from finished runs only")
+    args = parser.parse_args()
+    from envs.seeds import TRAINING_SEEDS
+
+    datasets = [d for d in DATASETS if args.only is None or f"{d[0]}-{d[1]}" in args.only.split(",")]
+    cache = Path(args.cache)
+    paths = {d: str(log_dir(cache, *d)) for d in datasets}
+    seeds = list(TRAINING_SEEDS[: args.seeds])
+    jobs = [(e, d, a, s, paths[(e, d)]) for e, d in datasets for a in args.algos.split(",") for s in seeds]
+    results_path = Path(args.results)
+    results_path.parent.mkdir(parents=True, exist_ok=True)
+    done = {}
+    if results_path.exists():
+        for line in results_path.read_text().splitlines():
+            r = json.loads(line)
+            done[(r["env"], r["dataset"], r["algo"], r["seed"])] = r
+    todo = [] if args.report_only else sorted((j for j in jobs if j[:4] not in done), key=priority)
+    print(f"{len(jobs)} runs, {len(todo)} to do", flush=True)
+    with ProcessPoolExecutor(max_workers=args.workers, mp_context=get_context("spawn")) as pool:
+        for r in pool.map(train_one, todo):
+            done[(r["env"], r["dataset"], r["algo"], r["seed"])] = r
+            with results_path.open("a") as f:
+                f.write(json.dumps(r) + "\n")
+            print(
+                f"{r['env']}-{r['dataset']} {r['algo']} seed {r['seed']}: "
+                f"{ {k: v for k, v in r['final'].items() if k != 'joint'} } ({r['seconds']:.0f}s)",
+                flush=True,
+            )
+    results = [done[j[:4]] for j in jobs if j[:4] in done]
+    missing = len(jobs) - len(results)
+    argv = " ".join(a for a in sys.argv[1:] if a != "--report-only")
+    write_report(results, Path(args.out), seeds, argv, missing)
+
+
+def _stat(values: list[float]) -> str:
+    arr = np.asarray(values, dtype=float)
+    return f"{arr.mean():.3f} ± {arr.std(ddof=1) if arr.size > 1 else 0.0:.3f} (min {arr.min():.3f})"
+
+
+def metric_of(r: dict) -> float:
+    return r["final"]["p_opt"] if r["env"] in ("xor", "mne") else r["final"]["return_greedy"]
+
+
+def write_report(results: list[dict], out: Path, seeds: list[int], argv: str, missing: int = 0) -> None:
+    algos = list(dict.fromkeys(r["algo"] for r in results))
+    keys = list(dict.fromkeys((r["env"], r["dataset"]) for r in results))
+    lines = [
+        "# Paper reproduction: XOR, M-NE and Bridge",
+        "",
+        "Produced by (CPU, about an hour on 2 shared cores):",
+        "",
+        "```",
+        f".venv/bin/python bench/paper_games.py {argv}".rstrip(),
+        "```",
+        "",
+        f"Training seeds {seeds} (one run each); cells are mean ± std over training seeds (min over seeds).",
+        "XOR / M-NE: exact probability the learned stochastic joint policy puts on an optimal joint action",
+        "(one state, so it is the product of the two agents' softmaxes). Bridge: return of the greedy policy",
+        "(deterministic env: one episode is exact), with the stochastic policy's mean return over the 32",
+        "evaluation seeds and the optimal dataset's mean return for reference. Configs: `GAME_CONFIG` in",
+        "`bench/paper_games.py` (alpha/beta in normalised reward units, docs/algorithm.md).",
+        "",
+        *(
+            [
+                f"**Partial: {missing} of {missing + len(results)} runs not finished yet** (rerun the command: it resumes).",
+                "",
+            ]
+            if missing
+            else []
+        ),
+        "| game / dataset | " + " | ".join(algos) + " |",
+        "|---|" + "---|" * len(algos),
+    ]
+    by = {(r["env"], r["dataset"], r["algo"]): [] for r in results}
+    for r in results:
+        by[(r["env"], r["dataset"], r["algo"])].append(r)
+    for env_id, dataset in keys:
+        metric = "P(opt)" if env_id in ("xor", "mne") else "return (greedy)"
+        cells = [
+            _stat([metric_of(r) for r in by.get((env_id, dataset, a), [])])
+            if by.get((env_id, dataset, a))
+            else "-"
+            for a in algos
+        ]
+        lines.append(f"| {env_id} {dataset}: {metric} | " + " | ".join(cells) + " |")
+        if env_id == "bridge":
+            cells = [
+                _stat([r["final"]["return_stochastic"] for r in by.get((env_id, dataset, a), [])])
+                if by.get((env_id, dataset, a))
+                else "-"
+                for a in algos
+            ]
+            lines.append(f"| {env_id} {dataset}: return (stochastic, 32 eps) | " + " | ".join(cells) + " |")
+    optimal = [r["data_return"] for r in results if r["env"] == "bridge" and r["dataset"] == "optimal"]
+    lines += ["", "## Acceptance checks", ""]
+    checks = []
+    for ds in ("balanced", "uniform"):
+        rs = by.get(("xor", ds, "inspo"), [])
+        if rs:
+            ok = all(metric_of(r) >= 0.95 for r in rs)
+            checks.append(
+                f"- XOR {ds}: InSPO P(opt) >= 0.95 in every seed: **{'yes' if ok else 'NO'}** "
+                f"(per seed {[round(metric_of(r), 3) for r in rs]})"
+            )
+    for a in ("bc", "inspo-simultaneous"):
+        rs = by.get(("xor", "balanced", a), [])
+        if rs:
+            checks.append(f"- XOR balanced, {a}: per-seed P(opt) {[round(metric_of(r), 3) for r in rs]}")
+    for a in ("inspo", "inspo-beta0"):
+        rs = by.get(("mne", "imbalanced", a), [])
+        if rs:
+            hits = sum(metric_of(r) >= 0.9 for r in rs)
+            checks.append(
+                f"- M-NE imbalanced, {a}: best equilibrium (P >= 0.9) in {hits}/{len(rs)} seeds "
+                f"(per seed {[round(metric_of(r), 3) for r in rs]})"
+            )
+    if optimal:
+        ref = float(np.mean(optimal))
+        for ds in ("optimal", "mixed"):
+            rs = by.get(("bridge", ds, "inspo"), [])
+            if rs:
+                worst = min(metric_of(r) for r in rs)
+                ok = all(metric_of(r) >= ref - 0.05 * abs(ref) for r in rs)
+                checks.append(
+                    f"- Bridge {ds}: InSPO greedy return within 5% of the optimal dataset's {ref:.3f} "
+                    f"in every seed: **{'yes' if ok else 'NO'}** (worst {worst:.3f})"
+                )
+    lines += checks
+    lines += [
+        "",
+        "## Notes (read with the table)",
+        "",
+        "- `inspo-simultaneous` updates each agent against its teammates' iteration-start policies. With the",
+        "  per-agent fit used here (30 Adam steps at lr 3e-3 per agent per iteration, i.e. damped updates) it",
+        "  mostly coordinates too; reference §8.7 saw the same and needed updates fitted to convergence (200",
+        "  steps) before the simultaneous ablation failed. It is measurably less reliable than `inspo` here",
+        "  (lower min over seeds), not a failure.",
+        "- `inspo-beta0` vs `inspo` on M-NE imbalanced: the actor starts from a random (near-uniform) init, so",
+        "  the unnormalized teammate weight of the rare best equilibrium (pi/mu = 0.33/0.1) already makes it",
+        "  the largest local Q at the first iteration and both variants reach it. The tabular check (reference",
+        "  §8.5) starts from mu, where beta matters; `--set actor_init=mu` reproduces that start (not run here).",
+        "- Final joint-action bars are means over seeds: each seed is pure on (A,B) or (B,A); the mean splits",
+        "  the mass between them.",
+    ]
+    lines += ["", "## Plots", ""]
+    for env_id in dict.fromkeys(k[0] for k in keys):
+        png = plot_game(env_id, [r for r in results if r["env"] == env_id], algos, out.parent)
+        lines += [f"![{env_id}]({png.name})", ""]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines) + "\n")
+    print(f"wrote {out}")
+
+
+def plot_game(env_id: str, results: list[dict], algos: list[str], folder: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    datasets = list(dict.fromkeys(r["dataset"] for r in results))
+    matrix = env_id in ("xor", "mne")
+    key = "p_opt" if matrix else "return_greedy"
+    fig, axes = plt.subplots(2, len(datasets), figsize=(5.5 * len(datasets), 8), squeeze=False)
+    for col, ds in enumerate(datasets):
+        ax = axes[0, col]
+        for a in algos:
+            rs = [r for r in results if r["dataset"] == ds and r["algo"] == a]
+            if not rs:
+                continue
+            x = [p["iteration"] for p in rs[0]["curve"]]
+            ys = np.array([[p[key] for p in r["curve"]] for r in rs])
+            ax.plot(x, ys.mean(0), label=a)
+            ax.fill_between(x, ys.min(0), ys.max(0), alpha=0.15)
+        ax.set_title(f"{env_id} {ds}: learning curve (mean, min-max over seeds)")
+        ax.set_xlabel("iteration")
+        ax.set_ylabel("P(optimal joint action)" if matrix else "greedy return")
+        ax.legend(fontsize=8)
+        ax = axes[1, col]
+        if matrix:
+            labels = []
+            n = len(results[0]["final"]["joint"])
+            names = [chr(ord("A") + i) for i in range(n)]
+            pairs = [f"({x},{y})" for x in names for y in names]
+            width = 0.8 / len(algos)
+            for k, a in enumerate(algos):
+                rs = [r for r in results if r["dataset"] == ds and r["algo"] == a]
+                if not rs:
+                    continue
+                mean_joint = np.mean([np.asarray(r["final"]["joint"]).ravel() for r in rs], axis=0)
+                ax.bar(np.arange(len(pairs)) + k * width, mean_joint, width, label=a)
+                labels.append(a)
+            ax.set_xticks(np.arange(len(pairs)) + 0.4 - width / 2, pairs)
+            ax.set_ylabel("final joint-action probability (mean over seeds)")
+            ax.legend(fontsize=8)
+        else:
+            finals = [
+                [r["final"]["return_greedy"] for r in results if r["dataset"] == ds and r["algo"] == a]
+                for a in algos
+            ]
+            ax.boxplot(finals, showmeans=True)
+            ax.set_xticks(range(1, len(algos) + 1), algos, rotation=15)
+            data_ret = [r["data_return"] for r in results if r["dataset"] == ds]
+            ax.axhline(np.mean(data_ret), color="gray", ls="--", label="dataset mean return")
+            ax.set_ylabel("final greedy return")
+            ax.legend(fontsize=8)
+        ax.set_title(f"{env_id} {ds}: final policy")
+    fig.tight_layout()
+    path = folder / f"paper-{env_id}.png"
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    main()

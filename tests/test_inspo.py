@@ -1,0 +1,183 @@
+"""The neural InSPO: closed-form fit on one state, short runs on the games, shift invariance, resume."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from inspo_helpers import MNE, MNE_IMBALANCED, XOR, XOR_BALANCED, joint_policy, matrix_dataset
+
+from trainer.algos import losses, make_algorithm
+from trainer.nets import PolicyNet
+
+torch.set_num_threads(1)
+
+FAST = {
+    "alpha": 0.05,
+    "beta": 0.02,
+    "critic_warmup": 200,
+    "hidden": [32, 32],
+    "critic_hidden": [32, 32],
+    "mu_steps": 200,
+    "critic_lr": 1e-3,
+    "critic_steps": 2,
+    "local_q_steps": 20,
+    "local_q_lr": 3e-3,
+    "actor_steps": 30,
+    "actor_lr": 3e-3,
+    "batch_size": 128,
+}
+
+
+def _train(name, data, iterations, seed=0, **overrides):
+    torch.set_num_threads(1)
+    settings = {**FAST, **overrides} if name != "bc" else {"hidden": [32, 32], **overrides}
+    algo = make_algorithm(name, overrides={**settings, "seed": seed, "iterations": iterations})
+    algo.setup(data)
+    algo.fit()
+    return algo
+
+
+def test_weighted_bc_fits_the_closed_form_policy_on_one_state():
+    """Sampling actions from mu and fitting -E[w log pi] with w = pi*/mu recovers mu^{a/t} exp(Q/t)/Z."""
+    torch.manual_seed(0)
+    gen = torch.Generator().manual_seed(0)
+    mu = torch.tensor([0.6, 0.3, 0.1, 0.0])
+    q = torch.tensor([0.0, 0.5, 1.0, 5.0])  # the illegal action has the best Q: it must stay at 0
+    mask = torch.tensor([True, True, True, False])
+    alpha, beta = 0.3, 0.2
+    n = 4000
+    actions = torch.multinomial(mu, n, replacement=True, generator=gen)
+    mu_hat = torch.bincount(actions, minlength=4).float() / n  # what BC would learn
+    log_mu = torch.where(mask, mu_hat.clamp(min=1e-30).log(), torch.full((4,), losses.NEG))
+    weights = losses.target_weights(
+        q.expand(n, 4), log_mu.expand(n, 4), mask.expand(n, 4), actions, alpha, beta
+    )
+    policy = PolicyNet(1, 1, 4, hidden=(16,))
+    opt = torch.optim.Adam(policy.parameters(), lr=0.05)
+    obs, agent, masks = torch.ones(n, 1), torch.zeros(n, dtype=torch.long), mask.expand(n, 4)
+    for _ in range(200):
+        loss = losses.bc_loss(policy(obs, agent, masks), actions, weights)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    fitted = torch.softmax(policy(obs[:1], agent[:1], masks[:1]), -1)[0]
+    # the closed form for the behaviour policy the data define (mu_hat = mu up to sampling noise)
+    expected = losses.closed_form_log_policy(q[None], log_mu[None], mask[None], alpha, beta).exp()[0]
+    assert fitted.detach().numpy() == pytest.approx(expected.numpy(), abs=1e-2)
+    true_log_mu = torch.where(mask, mu.clamp(min=1e-30).log(), torch.full((4,), losses.NEG))
+    exact = losses.closed_form_log_policy(q[None], true_log_mu[None], mask[None], alpha, beta).exp()[0]
+    assert fitted.detach().numpy() == pytest.approx(exact.numpy(), abs=2e-2)
+    assert fitted[3].item() < 1e-6
+
+
+@pytest.fixture(scope="module")
+def xor_balanced_joint():
+    return joint_policy(_train("inspo", matrix_dataset(XOR, XOR_BALANCED, 1000, seed=3), 25), 2)
+
+
+def test_inspo_coordinates_on_xor_balanced(xor_balanced_joint):
+    joint = xor_balanced_joint
+    assert joint[0, 1] + joint[1, 0] > 0.95  # a pure optimum, not a mix with (B,B)
+    assert max(joint[0, 1], joint[1, 0]) > 0.95
+
+
+def test_inspo_reaches_the_rare_best_equilibrium_of_mne_imbalanced():
+    data = matrix_dataset(MNE, MNE_IMBALANCED, 1000, seed=2)
+    algo = _train("inspo", data, 25, alpha=0.1, beta=0.3)
+    joint = joint_policy(algo, 3)
+    assert joint[0, 0] > 0.8  # the data put only 0.1 on it
+
+
+@pytest.mark.parametrize("shift", [-10.0, 10.0])
+def test_xor_balanced_result_is_invariant_to_reward_shifts(shift, xor_balanced_joint):
+    shifted = joint_policy(
+        _train("inspo", matrix_dataset(XOR, XOR_BALANCED, 1000, seed=3, shift=shift), 25), 2
+    )
+    assert shifted[0, 1] + shifted[1, 0] > 0.95  # never the out-of-distribution (B,B) or (A,A)
+    assert max(shifted[0, 1], shifted[1, 0]) > 0.95  # one pure optimum (which one is symmetry breaking)
+    assert xor_balanced_joint[0, 1] + xor_balanced_joint[1, 0] > 0.95
+
+
+def test_bc_reproduces_the_data_marginals_and_misses_coordination():
+    algo = _train("bc", matrix_dataset(XOR, XOR_BALANCED, 1000, seed=4), 30)
+    joint = joint_policy(algo, 2)
+    assert joint[1, 1] > 0.15  # product of 50/50 marginals: (B,B) about 0.25
+
+
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
+    from trainer.train_loop import train
+
+    data = matrix_dataset(XOR, XOR_BALANCED, 300, seed=5)
+    settings = {**FAST, "mu_steps": 20, "local_q_steps": 2, "actor_steps": 2, "iterations": 12}
+    torch.set_num_threads(1)
+    full = train("inspo", data, tmp_path / "full", overrides=settings, checkpoint_every=5, progress=False)
+    train(
+        "inspo", data, tmp_path / "cut", overrides=settings, checkpoint_every=5, stop_after=7, progress=False
+    )
+    assert not (tmp_path / "cut" / "policy").exists()
+    resumed = train(
+        "inspo", data, tmp_path / "cut", overrides=settings, resume=True, checkpoint_every=5, progress=False
+    )
+    assert resumed.iteration == full.iteration == 12
+    for key, module in full.modules().items():
+        other = resumed.modules()[key].state_dict()
+        for name, tensor in module.state_dict().items():
+            assert torch.equal(tensor, other[name]), f"{key}.{name} differs after resume"
+    rows = [
+        json.loads(line)["iteration"]
+        for line in (tmp_path / "cut" / "metrics.jsonl").read_text().splitlines()
+    ]
+    assert rows == sorted(set(rows))  # no duplicated iterations after the resume
+    saved_full = torch.load(tmp_path / "full" / "policy" / "policy.pt", weights_only=True)
+    saved_cut = torch.load(tmp_path / "cut" / "policy" / "policy.pt", weights_only=True)
+    assert all(torch.equal(saved_full[k], saved_cut[k]) for k in saved_full)
+
+
+def test_neighbour_graph_restricts_the_teammate_product():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from train_speed import synthetic
+
+    data = synthetic(3, episodes=2, length=4)
+    chain = {"a0": ["a1"], "a1": ["a0", "a2"], "a2": ["a1"]}
+    algo = make_algorithm("inspo", overrides={"use_neighbors": True, "hidden": [8], "critic_hidden": [8]})
+    algo.setup(data, chain)
+    assert algo.teammates.tolist() == [[0, 1, 0], [1, 0, 1], [0, 1, 0]]
+    everyone = make_algorithm("inspo", overrides={"hidden": [8], "critic_hidden": [8]})
+    everyone.setup(data, chain)  # use_neighbors off: all teammates
+    assert everyone.teammates.tolist() == [[0, 1, 1], [1, 0, 1], [1, 1, 0]]
+
+
+@pytest.mark.slow
+def test_inspo_matches_the_optimal_return_on_bridge(tmp_path):
+    from envs.registry import make_env
+    from trainer.collect import collect
+    from trainer.logs import load_log
+    from trainer.policies import TorchPolicyController
+    from trainer.rollout import run_episode
+
+    collect("bridge", tmp_path / "log", dataset="optimal", progress=False)
+    data = load_log(tmp_path / "log")
+    settings = {
+        "hidden": [64, 64],
+        "critic_hidden": [128, 128],
+        "mu_steps": 1000,
+        "critic_lr": 1e-3,
+        "critic_steps": 2,
+        "polyak": 0.01,
+        "local_q_steps": 2,
+        "actor_steps": 2,
+        "actor_lr": 1e-3,
+        "alpha": 0.05,
+        "beta": 0.02,
+        "gamma": 0.95,
+        "iterations": 400,
+    }
+    algo = make_algorithm("inspo", overrides=settings)
+    algo.setup(data)
+    algo.fit()
+    env = make_env("bridge")
+    ret = run_episode(env, TorchPolicyController(algo.actor, algo.agent_ids), 10_000).episode_return
+    best = float(data.episode_returns().mean())
+    assert ret >= best - 0.05 * abs(best)

@@ -1,0 +1,186 @@
+"""What every offline algorithm shares: data set-up, the actor, full-state checkpoints, ``fit``.
+
+An algorithm object (d3rlpy-style) is built from a config, ``setup(data)`` prepares tensors and
+networks, ``train_iteration()`` does one iteration and returns scalar metrics, ``fit`` loops with a
+callback, and ``state_dict()`` / ``load_state_dict()`` hold *everything* needed to continue
+bit-exactly on CPU (networks, optimizers, counters, the sampling RNG). ``save``/``load`` write that
+state to one file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from trainer.algos.config import config_dict
+from trainer.algos.data import Transitions, build_transitions
+from trainer.logs.dataset import OfflineData
+from trainer.nets import MASK_LOGIT, PolicyNet, apply_mask
+
+
+def agent_logits(policy: PolicyNet, obs: torch.Tensor, agent: int, mask: torch.Tensor) -> torch.Tensor:
+    """Masked logits of one agent for ``obs [B, O]``; with separate networks only that agent's MLP runs."""
+    if policy.shared:
+        index = torch.full((obs.shape[0],), agent, dtype=torch.long)
+        return policy(obs, index, mask)
+    return apply_mask(policy.net.bodies[agent](policy.normalizer(obs)), mask.bool())
+
+
+def all_agents_logits(policy: PolicyNet, obs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Masked logits of every agent: ``obs [B, N, O]``, ``masks [B, N, A]`` -> ``[B, N, A]`` (one batched pass)."""
+    b, n, o = obs.shape
+    if policy.shared:
+        agents = torch.arange(n).repeat(b)
+        return policy(obs.reshape(b * n, o), agents, masks.reshape(b * n, -1)).reshape(b, n, -1)
+    return torch.stack([agent_logits(policy, obs[:, i], i, masks[:, i]) for i in range(n)], dim=1)
+
+
+class Algorithm:
+    """Base class: subclasses implement ``_build``, ``train_iteration`` and the state hooks."""
+
+    name = "algorithm"
+
+    def __init__(self, config: Any):
+        self.config = config
+        self.iteration = 0
+        self.data: Transitions | None = None
+        self.agent_ids: list[str] = []
+        self.env_id = ""
+        self.fingerprint = ""
+        self.generator = torch.Generator().manual_seed(int(config.seed))
+        self.actor: PolicyNet | None = None
+
+    # -- set-up -------------------------------------------------------------------------------
+    def setup(self, data: OfflineData, neighbors: dict[str, list[str]] | None = None) -> None:
+        """Build tensors and networks for ``data`` (network init is seeded by ``config.seed``)."""
+        gamma = getattr(self.config, "gamma", 0.99)
+        self.data = build_transitions(data, gamma, getattr(self.config, "reward_scale", None))
+        self.agent_ids, self.env_id, self.fingerprint = list(data.agent_ids), data.env_id, data.fingerprint
+        torch.manual_seed(int(self.config.seed))
+        self._build(neighbors)
+
+    def _build(self, neighbors: dict[str, list[str]] | None) -> None:
+        raise NotImplementedError
+
+    def make_actor(self) -> PolicyNet:
+        d = self.data
+        assert d is not None
+        return PolicyNet(
+            d.obs_dim, d.n_agents, d.n_actions, self.config.hidden, self.config.shared, d.obs_mean, d.obs_std
+        )
+
+    def sample_rows(self, n: int) -> torch.Tensor:
+        assert self.data is not None
+        return torch.randint(0, self.data.size, (n,), generator=self.generator)
+
+    # -- training -----------------------------------------------------------------------------
+    def train_iteration(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def fit(
+        self,
+        iterations: int | None = None,
+        callback: Callable[[Algorithm, dict[str, float]], None] | None = None,
+    ) -> None:
+        """Run until ``iterations`` (default ``config.iterations``) in total have been done."""
+        total = self.config.iterations if iterations is None else iterations
+        while self.iteration < total:
+            metrics = self.train_iteration()
+            self.iteration += 1
+            if callback is not None:
+                callback(self, metrics)
+
+    # -- the policy ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def action_probs(self, obs: np.ndarray, masks: np.ndarray) -> np.ndarray:
+        """The actor's distribution for every agent: ``obs [N, O]``, ``masks [N, A]`` -> ``[N, A]``."""
+        assert self.actor is not None
+        logits = all_agents_logits(self.actor, torch.as_tensor(obs)[None], torch.as_tensor(masks)[None])
+        return torch.softmax(logits[0], -1).numpy()
+
+    def policy_meta(self) -> dict[str, Any]:
+        assert self.data is not None
+        return {
+            "env_id": self.env_id,
+            "agent_ids": self.agent_ids,
+            "obs_low": self.data.obs_low.tolist(),
+            "obs_high": self.data.obs_high.tolist(),
+            "algorithm": self.name,
+            "config": config_dict(self.config),
+            "dataset_fingerprint": self.fingerprint,
+            "reward_scale": self.data.reward_scale,
+        }
+
+    # -- state --------------------------------------------------------------------------------
+    def modules(self) -> dict[str, nn.Module]:
+        raise NotImplementedError
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        raise NotImplementedError
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        pass
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "algorithm": self.name,
+            "config": config_dict(self.config),
+            "iteration": self.iteration,
+            "generator": self.generator.get_state(),
+            "torch_rng": torch.get_rng_state(),
+            "modules": {k: m.state_dict() for k, m in self.modules().items()},
+            "optimizers": {k: o.state_dict() for k, o in self.optimizers().items()},
+            "extra": self.extra_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state["algorithm"] != self.name:
+            raise ValueError(f"checkpoint is for {state['algorithm']!r}, not {self.name!r}")
+        mine = config_dict(self.config)
+        if state["config"] != mine:
+            diff = {k: (state["config"].get(k), v) for k, v in mine.items() if state["config"].get(k) != v}
+            raise ValueError(f"checkpoint config differs from this run's: {diff}")
+        self.iteration = int(state["iteration"])
+        self.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        for k, m in self.modules().items():
+            m.load_state_dict(state["modules"][k])
+        for k, o in self.optimizers().items():
+            o.load_state_dict(state["optimizers"][k])
+        self.load_extra_state(state["extra"])
+
+    def save(self, path: str | Path) -> None:
+        """Write the full training state atomically (temp file + rename)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.tmp")
+        torch.save(self.state_dict(), tmp)
+        tmp.replace(path)
+
+    def load(self, path: str | Path) -> None:
+        """Restore a state written by :meth:`save` (after ``setup`` on the same data)."""
+        self.load_state_dict(torch.load(path, weights_only=True))
+
+
+def clip_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, params, grad_clip: float) -> None:
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if grad_clip > 0:
+        nn.utils.clip_grad_norm_(params, grad_clip)
+    optimizer.step()
+
+
+def replace_config(config: Any, **changes: Any) -> Any:
+    return dataclasses.replace(config, **changes)
+
+
+__all__ = ["MASK_LOGIT", "Algorithm", "agent_logits", "all_agents_logits", "clip_step"]

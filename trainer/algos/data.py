@@ -1,0 +1,119 @@
+"""Flat transition tensors built from :class:`OfflineData` (the padded ``[E, T, N, ...]`` arrays).
+
+Row ``k`` is one filled step; ``next_index[k]`` is the row of the following step of the same
+episode (or ``k`` itself when there is none). ``done`` is true at true terminals and at the last
+logged step of a truncated episode: the log holds no observation after it, so it cannot be
+bootstrapped (a documented approximation; time-limited envs without time in the state are
+non-stationary anyway).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from trainer.logs.dataset import OfflineData
+
+
+def discounted_returns_to_go(rewards: np.ndarray, filled: np.ndarray, gamma: float) -> np.ndarray:
+    """``G_t = r_t + gamma G_{t+1}`` per episode over ``[E, T]`` arrays (0 past the end)."""
+    out = np.zeros_like(rewards, dtype=np.float64)
+    running = np.zeros(rewards.shape[0])
+    for t in range(rewards.shape[1] - 1, -1, -1):
+        running = np.where(filled[:, t], rewards[:, t] + gamma * running, 0.0)
+        out[:, t] = running
+    return out
+
+
+def auto_reward_scale(data: OfflineData, gamma: float) -> float:
+    """The 5-95% spread of in-sample discounted returns-to-go; 1 when the data show one value.
+
+    Dividing rewards by it puts Q on a unit scale, so ``alpha`` means the same in every domain. It is
+    invariant to shifting rewards (a property the pessimistic baseline needs, see tests).
+    """
+    g = discounted_returns_to_go(data.team_rewards.astype(np.float64), data.filled, gamma)[data.filled]
+    if g.size == 0:
+        return 1.0
+    spread = float(np.quantile(g, 0.95) - np.quantile(g, 0.05))
+    if spread < 1e-6:
+        spread = float(g.max() - g.min())
+    return spread if spread > 1e-6 else 1.0
+
+
+@dataclass
+class Transitions:
+    obs: torch.Tensor  # [K, N, O]
+    actions: torch.Tensor  # [K, N] int64
+    masks: torch.Tensor  # [K, N, A] bool
+    states: torch.Tensor  # [K, S]
+    rewards: torch.Tensor  # [K] normalised team reward
+    done: torch.Tensor  # [K] float (1: no bootstrap)
+    next_index: torch.Tensor  # [K] int64
+    reward_scale: float
+    obs_mean: torch.Tensor  # [O]
+    obs_std: torch.Tensor
+    obs_low: np.ndarray
+    obs_high: np.ndarray
+    state_mean: torch.Tensor  # [S]
+    state_std: torch.Tensor
+
+    @property
+    def size(self) -> int:
+        return int(self.actions.shape[0])
+
+    @property
+    def n_agents(self) -> int:
+        return int(self.actions.shape[1])
+
+    @property
+    def n_actions(self) -> int:
+        return int(self.masks.shape[2])
+
+    @property
+    def obs_dim(self) -> int:
+        return int(self.obs.shape[2])
+
+    @property
+    def state_dim(self) -> int:
+        return int(self.states.shape[1])
+
+
+def build_transitions(data: OfflineData, gamma: float, reward_scale: float | None = None) -> Transitions:
+    filled = data.filled.astype(bool)
+    if not filled.any():
+        raise ValueError("the dataset has no filled steps")
+    e_idx, t_idx = np.nonzero(filled)  # row-major: episodes in order, t increasing
+    rows = np.arange(len(e_idx))
+    has_next = np.zeros(len(e_idx), dtype=bool)
+    nxt = t_idx + 1 < filled.shape[1]
+    has_next[nxt] = filled[e_idx[nxt], t_idx[nxt] + 1]
+    next_index = np.where(has_next, rows + 1, rows)
+    done = data.terminated[e_idx, t_idx].astype(bool) | ~has_next
+    scale = float(reward_scale) if reward_scale else auto_reward_scale(data, gamma)
+    obs = data.obs[e_idx, t_idx].astype(np.float32)
+    masks = data.masks[e_idx, t_idx].astype(bool)
+    actions = data.actions[e_idx, t_idx].astype(np.int64)
+    legal = np.take_along_axis(masks, actions[..., None], axis=-1)[..., 0]
+    if not legal.all():
+        bad = np.argwhere(~legal)[0]
+        raise ValueError(f"logged action outside its mask at step row {bad[0]}, agent {bad[1]}")
+    flat_obs = obs.reshape(-1, obs.shape[-1])
+    states = data.states[e_idx, t_idx].astype(np.float32)
+    return Transitions(
+        obs=torch.from_numpy(obs),
+        actions=torch.from_numpy(actions),
+        masks=torch.from_numpy(masks),
+        states=torch.from_numpy(states),
+        rewards=torch.from_numpy((data.team_rewards[e_idx, t_idx] / scale).astype(np.float32)),
+        done=torch.from_numpy(done.astype(np.float32)),
+        next_index=torch.from_numpy(next_index.astype(np.int64)),
+        reward_scale=scale,
+        obs_mean=torch.from_numpy(flat_obs.mean(0)),
+        obs_std=torch.from_numpy(flat_obs.std(0)).clamp(min=1e-3),
+        obs_low=flat_obs.min(0),
+        obs_high=flat_obs.max(0),
+        state_mean=torch.from_numpy(states.mean(0)),
+        state_std=torch.from_numpy(states.std(0)).clamp(min=1e-3),
+    )

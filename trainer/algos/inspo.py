@@ -1,0 +1,322 @@
+"""InSPO: In-Sample Sequential Policy Optimization (Liu et al., AAAI 2025), as reconstructed in
+``reference/inspo-paper.md`` §2 and corrected by its §8. Reads top to bottom:
+
+1. ``mu``: per-agent behaviour cloning (shared ``PolicyNet`` with agent id), then frozen; its
+   probabilities are floored (``mu_floor`` of mass mixed uniformly over legal actions) so ``log mu``
+   is finite. ``log mu`` of every logged row is precomputed once.
+2. Every iteration:
+   a. critic (Eq. 10): ``critic_steps`` TD steps of a centralized joint-action ``Q(s, a)`` evaluated only
+      at logged joint actions, target ``r + gamma (1-done) [Qbar(s', a') - alpha sum log pi/mu - beta sum
+      log pi]`` at the *logged* next joint action ``a'``; the batch is drawn by importance resampling
+      (SIR) from a uniform pool with probability proportional to ``prod_i pi^i/mu^i (a'^i)`` (per-agent
+      ratios clipped in log space). Polyak target network.
+   b. a NEW random permutation of the agents (``torch.randperm`` on the run's generator).
+   c. one uniform batch; for each agent ``i`` in permutation order:
+      - teammate log-weight ``log w_{-i} = sum_{j != i} clip(log pi~^j - log mu^j)`` at logged actions,
+        where ``pi~^j`` is the policy *already updated this iteration* for ``j`` earlier in the order and the
+        iteration-start policy otherwise (``update="simultaneous"``: always the iteration-start policy);
+        optionally only ``j`` in ``env.neighbors()[i]``;
+      - local Q (Eq. 13's ``Q^i``): a network ``Q_psi(s, o^i, i) -> [A]`` regressed at the logged ``a^i`` on
+        the UNNORMALIZED target ``w_{-i} (Q(s, a) - b) + b`` with a PESSIMISTIC baseline
+        ``b = quantile(in-sample Q) - max(range, min_margin)`` (reference §8: self-normalised estimates
+        cannot solve XOR-balanced; ``b = 0`` picks out-of-distribution joint actions with negative rewards);
+      - actor: weighted BC on logged actions with weights ``exp(clip((Q^i(a) - beta log mu(a) - V)/tau))``,
+        ``V = tau logsumexp((alpha/tau) log mu + Q^i/tau)`` over legal actions, i.e. a fit of the closed
+        form ``pi* ∝ mu^{alpha/tau} exp(Q^i/tau)``; ``actor_steps`` steps (raise it to fit to convergence);
+      - agent ``i``'s new ratios replace its old ones for the agents after it.
+   ESS of the teammate weights and of the critic's resampling weights is logged every iteration.
+
+Choices where the paper is unknown ([?] in the reference), all config fields (docs/algorithm.md):
+rewards divided by ``reward_scale`` (auto: the 5-95% spread of discounted returns-to-go, 1 if the
+data show one value) so ``alpha``/``beta``/margins are in unit-Q terms; the last step of a truncated
+episode is terminal (no next observation is logged); sequential granularity is per minibatch
+(HAPPO-style: one batch per iteration shared by all agents' updates); the local Q conditions on the
+global state, the agent's own observation and its id; target weights are divided by their batch
+mean (``normalize_weights``); the regulariser in the critic target uses the clipped log-ratios;
+``inspo-noresample`` sets every teammate weight to 1 *and* switches off critic resampling;
+``mu`` and the actor share architecture (``hidden``, ``shared``) and default to one MLP per agent
+(``shared=False``): with a shared trunk, fitting one agent's update drags its teammates' policies
+along and XOR-balanced stalls at the symmetric point (measured); the actor starts from a random init
+(``actor_init="mu"``: mu plus parameter noise) which breaks the symmetry sequential updates need
+(reference §8.6); ``critic_warmup`` critic steps evaluate the initial policy before the first actor
+phase.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from typing import Any
+
+import torch
+from torch import nn
+
+from trainer.algos import losses
+from trainer.algos.base import Algorithm, agent_logits, all_agents_logits, clip_step
+from trainer.algos.config import InSPOConfig
+from trainer.nets import Normalizer, mlp
+
+
+class JointCritic(nn.Module):
+    """``Q(s, a)`` on the global state and the one-hot joint action (only ever fed logged actions)."""
+
+    def __init__(self, state_dim: int, n_agents: int, n_actions: int, hidden, state_mean, state_std):
+        super().__init__()
+        self.n_actions = n_actions
+        self.normalizer = Normalizer(state_dim, state_mean, state_std)
+        self.body = mlp(state_dim + n_agents * n_actions, hidden, 1)
+
+    def forward(self, state: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        one_hot = nn.functional.one_hot(actions, self.n_actions).flatten(1).to(state.dtype)
+        return self.body(torch.cat([self.normalizer(state), one_hot], -1)).squeeze(-1)
+
+
+class LocalQ(nn.Module):
+    """``Q^i(s, o^i, i) -> [A]``: agent ``i``'s teammate-marginalised Q, one head per own action."""
+
+    def __init__(self, state_dim: int, obs_dim: int, n_agents: int, n_actions: int, hidden, norms):
+        super().__init__()
+        self.n_agents = n_agents
+        self.state_norm = Normalizer(state_dim, norms[0], norms[1])
+        self.obs_norm = Normalizer(obs_dim, norms[2], norms[3])
+        self.body = mlp(state_dim + obs_dim + n_agents, hidden, n_actions)
+
+    def forward(self, state: torch.Tensor, obs: torch.Tensor, agent: int) -> torch.Tensor:
+        one_hot = torch.zeros(state.shape[0], self.n_agents, dtype=state.dtype)
+        one_hot[:, agent] = 1.0
+        return self.body(torch.cat([self.state_norm(state), self.obs_norm(obs), one_hot], -1))
+
+
+class InSPO(Algorithm):
+    name = "inspo"
+
+    def __init__(self, config: InSPOConfig | None = None, name: str = "inspo"):
+        config = config or InSPOConfig()
+        if config.update not in ("sequential", "simultaneous"):
+            raise ValueError(f"update must be 'sequential' or 'simultaneous', got {config.update!r}")
+        if config.actor_init not in ("random", "mu"):
+            raise ValueError(f"actor_init must be 'random' or 'mu', got {config.actor_init!r}")
+        if config.alpha <= 0 or config.beta < 0:
+            raise ValueError("need alpha > 0 and beta >= 0")
+        super().__init__(config)
+        self.name = name
+        self.log_ratio_min = math.log(config.ratio_min)
+        self.log_ratio_max = math.log(config.ratio_max)
+
+    # -- networks -----------------------------------------------------------------------------
+    def _build(self, neighbors: dict[str, list[str]] | None) -> None:
+        c, d = self.config, self.data
+        assert d is not None
+        n, a = d.n_agents, d.n_actions
+        self.mu = self.make_actor()
+        self.actor = self.make_actor()
+        self.critic = JointCritic(d.state_dim, n, a, c.critic_hidden, d.state_mean, d.state_std)
+        self.critic_target = copy.deepcopy(self.critic).requires_grad_(False)
+        norms = (d.state_mean, d.state_std, d.obs_mean, d.obs_std)
+        self.local_q = LocalQ(d.state_dim, d.obs_dim, n, a, c.critic_hidden, norms)
+        self.mu_opt = torch.optim.Adam(self.mu.parameters(), lr=c.mu_lr)
+        self.actor_opt = torch.optim.Adam(self.actor.parameters(), lr=c.actor_lr)
+        self.critic_opt = torch.optim.Adam(self.critic.parameters(), lr=c.critic_lr)
+        self.local_q_opt = torch.optim.Adam(self.local_q.parameters(), lr=c.local_q_lr)
+        self.teammates = torch.ones(n, n) - torch.eye(n)  # row i: whose ratios enter agent i's weight
+        if c.use_neighbors and neighbors is not None:
+            index = {agent: k for k, agent in enumerate(self.agent_ids)}
+            self.teammates.zero_()
+            for agent, nbrs in neighbors.items():
+                for other in nbrs:
+                    if other != agent:
+                        self.teammates[index[agent], index[other]] = 1.0
+        self.mu_done = False
+        self.log_mu_all: torch.Tensor | None = None  # [K, N, A], filled after mu is fitted
+
+    def modules(self) -> dict[str, nn.Module]:
+        return {
+            "mu": self.mu,
+            "actor": self.actor,
+            "critic": self.critic,
+            "critic_target": self.critic_target,
+            "local_q": self.local_q,
+        }
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {
+            "mu": self.mu_opt,
+            "actor": self.actor_opt,
+            "critic": self.critic_opt,
+            "local_q": self.local_q_opt,
+        }
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"mu_done": self.mu_done, "teammates": self.teammates}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        self.teammates = state["teammates"]
+        self.mu_done = bool(state["mu_done"])
+        self.log_mu_all = self._compute_log_mu() if self.mu_done else None
+
+    # -- 1. behaviour policy ------------------------------------------------------------------
+    def fit_mu(self) -> dict[str, float]:
+        """Behaviour cloning of every agent's logged actions; then precompute floored ``log mu``."""
+        c, d = self.config, self.data
+        assert d is not None
+        loss = torch.zeros(())
+        for _ in range(c.mu_steps):
+            rows = self.sample_rows(c.batch_size)
+            logits = all_agents_logits(self.mu, d.obs[rows], d.masks[rows])
+            loss = losses.bc_loss(logits.flatten(0, 1), d.actions[rows].flatten())
+            clip_step(self.mu_opt, loss, self.mu.parameters(), c.grad_clip)
+        self.mu.requires_grad_(False)
+        if c.actor_init == "mu":  # start from the behaviour policy, perturbed to break symmetry
+            assert self.actor is not None
+            with torch.no_grad():
+                for p, q in zip(self.actor.parameters(), self.mu.parameters(), strict=True):
+                    p.copy_(q + c.actor_init_noise * torch.randn(p.shape, generator=self.generator))
+        self.mu_done = True
+        self.log_mu_all = self._compute_log_mu()
+        return {"mu_loss": float(loss.detach())}
+
+    @torch.no_grad()
+    def _compute_log_mu(self) -> torch.Tensor:
+        d = self.data
+        assert d is not None
+        out = []
+        for start in range(0, d.size, 8192):
+            sl = slice(start, start + 8192)
+            logits = all_agents_logits(self.mu, d.obs[sl], d.masks[sl])
+            out.append(losses.floored_log_probs(logits, d.masks[sl], self.config.mu_floor))
+        return torch.cat(out)
+
+    @torch.no_grad()
+    def policy_log_probs(self, rows: torch.Tensor) -> torch.Tensor:
+        """``log pi^i(a^i|o^i)`` of the logged actions of ``rows`` for all agents: ``[B, N]``."""
+        d = self.data
+        assert d is not None and self.actor is not None
+        logp = torch.log_softmax(all_agents_logits(self.actor, d.obs[rows], d.masks[rows]), -1)
+        return logp.gather(-1, d.actions[rows].unsqueeze(-1)).squeeze(-1)
+
+    def logged_log_mu(self, rows: torch.Tensor) -> torch.Tensor:
+        assert self.log_mu_all is not None and self.data is not None
+        return self.log_mu_all[rows].gather(-1, self.data.actions[rows].unsqueeze(-1)).squeeze(-1)
+
+    # -- 2a. critic ---------------------------------------------------------------------------
+    def critic_step(self) -> dict[str, float]:
+        c, d = self.config, self.data
+        assert d is not None
+        pool = self.sample_rows(c.batch_size * (c.resample_factor if c.resample else 1))
+        nxt = d.next_index[pool]
+        next_log_pi = self.policy_log_probs(nxt)
+        next_log_mu = self.logged_log_mu(nxt)
+        log_r = losses.clipped_log_ratios(next_log_pi, next_log_mu, self.log_ratio_min, self.log_ratio_max)
+        not_done = 1.0 - d.done[pool]
+        ess = 1.0
+        if c.resample:
+            log_w = log_r.sum(-1) * not_done  # terminal rows have no next action: weight 1
+            ess = float(losses.ess_from_log_weights(log_w))
+            probs = torch.softmax(log_w, 0)
+            pick = torch.multinomial(probs, c.batch_size, replacement=True, generator=self.generator)
+            rows, log_r, next_log_pi, nxt = pool[pick], log_r[pick], next_log_pi[pick], nxt[pick]
+        else:
+            rows = pool
+        with torch.no_grad():
+            next_q = self.critic_target(d.states[nxt], d.actions[nxt])
+            # regulariser with clipped ratios: log mu + log r reproduces log pi where unclipped
+            target = losses.soft_td_target(
+                d.rewards[rows],
+                d.done[rows],
+                next_q,
+                next_log_pi.clamp(min=-20.0),
+                next_log_pi.clamp(min=-20.0) - log_r,
+                c.gamma,
+                c.alpha,
+                c.beta,
+            )
+        q = self.critic(d.states[rows], d.actions[rows])
+        loss = losses.mse(q, target)
+        clip_step(self.critic_opt, loss, self.critic.parameters(), c.grad_clip)
+        with torch.no_grad():
+            for p, tp in zip(self.critic.parameters(), self.critic_target.parameters(), strict=True):
+                tp.lerp_(p, c.polyak)
+        return {"critic_loss": float(loss.detach()), "critic_ess": ess, "q_mean": float(q.detach().mean())}
+
+    # -- 2b/c. sequential actor phase -----------------------------------------------------------
+    def agent_update(
+        self, i: int, rows: torch.Tensor, joint_q: torch.Tensor, baseline: torch.Tensor, log_w: torch.Tensor
+    ) -> dict[str, float]:
+        """Fit agent ``i``'s local Q on the unnormalized target, then its actor on the closed-form weights."""
+        c, d = self.config, self.data
+        assert d is not None and self.log_mu_all is not None and self.actor is not None
+        state, obs_i = d.states[rows], d.obs[rows, i]
+        act_i, mask_i = d.actions[rows, i], d.masks[rows, i]
+        log_mu_i = self.log_mu_all[rows, i]
+        target = losses.unnormalized_local_q_target(joint_q, log_w, baseline)
+        q_loss = torch.zeros(())
+        for _ in range(c.local_q_steps):
+            pred = self.local_q(state, obs_i, i).gather(-1, act_i.unsqueeze(-1)).squeeze(-1)
+            q_loss = losses.mse(pred, target)
+            clip_step(self.local_q_opt, q_loss, self.local_q.parameters(), c.grad_clip)
+        with torch.no_grad():
+            q_all = self.local_q(state, obs_i, i)
+            weights = losses.target_weights(q_all, log_mu_i, mask_i, act_i, c.alpha, c.beta, c.exp_clip)
+            raw_mean = float(weights.mean())
+            if c.normalize_weights:
+                weights = weights / weights.mean().clamp(min=1e-8)
+        a_loss = torch.zeros(())
+        for _ in range(c.actor_steps):
+            a_loss = losses.bc_loss(agent_logits(self.actor, obs_i, i, mask_i), act_i, weights)
+            clip_step(self.actor_opt, a_loss, self.actor.parameters(), c.grad_clip)
+        return {
+            "local_q_loss": float(q_loss.detach()),
+            "actor_loss": float(a_loss.detach()),
+            "weight_mean": raw_mean,
+        }
+
+    def train_iteration(self) -> dict[str, float]:
+        c, d = self.config, self.data
+        assert d is not None
+        metrics: dict[str, float] = {}
+        if not self.mu_done:
+            metrics.update(self.fit_mu())
+            for _ in range(c.critic_warmup):
+                self.critic_step()
+        for _ in range(c.critic_steps):
+            metrics.update(self.critic_step())
+        rows = self.sample_rows(c.batch_size)
+        with torch.no_grad():
+            joint_q = self.critic(d.states[rows], d.actions[rows])
+        baseline = losses.pessimistic_baseline(joint_q, c.baseline_quantile, c.baseline_min_margin)
+        log_mu = self.logged_log_mu(rows)
+        log_r = losses.clipped_log_ratios(
+            self.policy_log_probs(rows), log_mu, self.log_ratio_min, self.log_ratio_max
+        )
+        frozen = log_r.clone()  # iteration-start ratios (what simultaneous updates use)
+        order = torch.randperm(d.n_agents, generator=self.generator)
+        per_agent: list[dict[str, float]] = []
+        ess = []
+        for i in order.tolist():
+            source = log_r if c.update == "sequential" else frozen
+            if c.resample:
+                log_w = losses.teammate_log_weights(source, self.teammates)[:, i]
+            else:
+                log_w = torch.zeros(rows.shape[0])
+            ess.append(float(losses.ess_from_log_weights(log_w)))
+            per_agent.append(self.agent_update(i, rows, joint_q, baseline, log_w))
+            if c.update == "sequential":
+                with torch.no_grad():
+                    logits = agent_logits(self.actor, d.obs[rows, i], i, d.masks[rows, i])
+                    new = (
+                        torch.log_softmax(logits, -1).gather(-1, d.actions[rows, i].unsqueeze(-1)).squeeze(-1)
+                    )
+                log_r[:, i] = losses.clipped_log_ratios(
+                    new, log_mu[:, i], self.log_ratio_min, self.log_ratio_max
+                )
+        for key in per_agent[0]:
+            metrics[key] = sum(m[key] for m in per_agent) / len(per_agent)
+        metrics.update(
+            {
+                "baseline": float(baseline),
+                "ess_mean": sum(ess) / len(ess),
+                "ess_min": min(ess),
+                "first_agent": float(order[0]),
+            }
+        )
+        return metrics

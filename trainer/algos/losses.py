@@ -1,0 +1,153 @@
+"""InSPO's losses and targets as pure functions of tensors (design.md §4: unit-testable on tiny inputs).
+
+Shapes: ``B`` batch rows, ``N`` agents, ``A`` actions. ``mask`` is a bool tensor of legal actions;
+illegal entries of any per-action tensor are ignored (never ``-inf`` arithmetic, so no NaN).
+Notation follows ``docs/algorithm.md``: ``alpha`` weighs the reverse KL to the behaviour policy
+``mu``, ``beta`` the entropy bonus, ``tau = alpha + beta``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+NEG = -1e9  # finite "minus infinity" for masked log-sum-exp
+
+
+def bc_loss(logits: torch.Tensor, actions: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """(Weighted) behaviour cloning: ``-mean(w * log softmax(logits)[a])``.
+
+    ``logits [B, A]`` must already be masked (``PolicyNet`` does it); ``actions [B]``; ``weights [B]``.
+    """
+    log_p = torch.log_softmax(logits, dim=-1).gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+    if weights is None:
+        return -log_p.mean()
+    return -(weights * log_p).mean()
+
+
+def floored_log_probs(logits: torch.Tensor, mask: torch.Tensor, floor: float) -> torch.Tensor:
+    """``log((1 - floor) * softmax + floor * uniform_legal)``: a behaviour policy that is never 0 on a legal action.
+
+    Illegal actions get ``NEG``. ``floor`` is the total mass spread uniformly over legal actions.
+    """
+    p = torch.softmax(logits.masked_fill(~mask, NEG), dim=-1)
+    n_legal = mask.sum(-1, keepdim=True).clamp(min=1)
+    p = (1.0 - floor) * p + floor * mask.to(p.dtype) / n_legal
+    return torch.where(mask, torch.log(p.clamp(min=1e-30)), torch.full_like(p, NEG))
+
+
+def clipped_log_ratios(
+    log_pi: torch.Tensor, log_mu: torch.Tensor, log_min: float, log_max: float
+) -> torch.Tensor:
+    """Per-agent importance log-ratios ``log pi - log mu`` clipped to ``[log_min, log_max]`` (log space)."""
+    return (log_pi - log_mu).clamp(min=log_min, max=log_max)
+
+
+def teammate_log_weights(log_ratios: torch.Tensor, teammates: torch.Tensor) -> torch.Tensor:
+    """``log w_{-i} = sum_{j in teammates(i)} log r_j`` for every agent ``i`` at once.
+
+    ``log_ratios [B, N]``, ``teammates [N, N]`` float 0/1 (row ``i`` marks the agents whose ratios enter
+    agent ``i``'s weight; the diagonal must be 0). Returns ``[B, N]``.
+    """
+    return log_ratios @ teammates.T.to(log_ratios.dtype)
+
+
+def soft_td_target(
+    reward: torch.Tensor,
+    done: torch.Tensor,
+    next_q: torch.Tensor,
+    next_log_pi: torch.Tensor,
+    next_log_mu: torch.Tensor,
+    gamma: float,
+    alpha: float,
+    beta: float,
+) -> torch.Tensor:
+    """MEBR soft TD target at dataset next actions (Eq. 10 as reconstructed):
+
+    ``y = r + gamma (1 - done) [Q(s', a') - alpha sum_i log(pi^i/mu^i)(a'^i) - beta sum_i log pi^i(a'^i)]``.
+    ``next_log_pi`` / ``next_log_mu`` are ``[B, N]`` log-probabilities of the logged next actions.
+    """
+    reg = alpha * (next_log_pi - next_log_mu).sum(-1) + beta * next_log_pi.sum(-1)
+    return reward + gamma * (1.0 - done.to(reward.dtype)) * (next_q - reg)
+
+
+def pessimistic_baseline(
+    q_values: torch.Tensor, quantile: float = 0.0, min_margin: float = 1.0
+) -> torch.Tensor:
+    """``b = quantile_q(in-sample Q) - max(in-sample Q range, min_margin)``.
+
+    Uncovered teammate actions are valued at ``b`` by the unnormalized local-Q estimator (reference §8.3);
+    ``b`` well below every in-sample value keeps the estimator from preferring out-of-distribution joint
+    actions whatever the sign of the rewards. ``min_margin`` is in (normalised) reward units: it stands in
+    for the range when the data show a single value (XOR ``balanced``) or a critic's noise-sized spread.
+    """
+    q = q_values.detach().flatten()
+    low = torch.quantile(q, quantile) if quantile > 0 else q.min()
+    spread = (q.max() - q.min()).clamp(min=min_margin)
+    return low - spread
+
+
+def unnormalized_local_q_target(
+    joint_q: torch.Tensor, log_w: torch.Tensor, baseline: torch.Tensor | float
+) -> torch.Tensor:
+    """Regression target for agent i's local Q at the logged ``a^i``: ``w_{-i} (Q(s, a) - b) + b``.
+
+    Its conditional mean over the data given ``(s, a^i)`` is ``E_{a^-i ~ D}[w_{-i} (Q - b)] + b``: the
+    unnormalized importance-weighted estimate of ``E_{a^-i ~ pi~^{-i}}[Q(s, a)]`` in which teammate
+    actions the data do not cover count as ``b`` (reference §8). ``joint_q [B]``, ``log_w [B]``.
+    """
+    return torch.exp(log_w) * (joint_q - baseline) + baseline
+
+
+def soft_value(q_all: torch.Tensor, log_mu_all: torch.Tensor, mask: torch.Tensor, alpha: float, beta: float):
+    """``V(s) = tau * logsumexp_{a legal}((alpha/tau) log mu(a|s) + Q(s, a)/tau)``; ``[B, A] -> [B]``."""
+    tau = alpha + beta
+    z = (alpha / tau) * log_mu_all + q_all / tau
+    return tau * torch.logsumexp(z.masked_fill(~mask, NEG), dim=-1)
+
+
+def closed_form_log_policy(
+    q_all: torch.Tensor, log_mu_all: torch.Tensor, mask: torch.Tensor, alpha: float, beta: float
+) -> torch.Tensor:
+    """``log pi*(a|s) = (alpha/tau) log mu + Q/tau - V/tau``: the per-agent MEBR optimum (Eq. 13)."""
+    tau = alpha + beta
+    z = ((alpha / tau) * log_mu_all + q_all / tau).masked_fill(~mask, NEG)
+    return torch.log_softmax(z, dim=-1).masked_fill(~mask, NEG)
+
+
+def target_weights(
+    q_all: torch.Tensor,
+    log_mu_all: torch.Tensor,
+    mask: torch.Tensor,
+    actions: torch.Tensor,
+    alpha: float,
+    beta: float,
+    exp_clip: float = 10.0,
+) -> torch.Tensor:
+    """Weights ``pi*/mu`` at the logged actions: ``exp(clip((Q(a) - beta log mu(a) - V)/tau))``.
+
+    ``E_mu[weight] = 1`` per state, so ``-E_D[weight * log pi(a)]`` is the cross-entropy to ``pi*``.
+    """
+    tau = alpha + beta
+    v = soft_value(q_all, log_mu_all, mask, alpha, beta)
+    idx = actions.long().unsqueeze(-1)
+    q_a = q_all.gather(-1, idx).squeeze(-1)
+    log_mu_a = log_mu_all.gather(-1, idx).squeeze(-1)
+    z = ((q_a - beta * log_mu_a - v) / tau).clamp(min=-exp_clip, max=exp_clip)
+    return torch.exp(z)
+
+
+def effective_sample_size(weights: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """Kish's ESS as a fraction of the sample: ``(sum w)^2 / (n sum w^2)``, in ``(0, 1]``."""
+    n = weights.shape[dim]
+    return weights.sum(dim) ** 2 / (n * (weights**2).sum(dim)).clamp(min=1e-30)
+
+
+def ess_from_log_weights(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
+    """ESS fraction computed stably from log-weights (max-subtracted)."""
+    w = torch.exp(log_w - log_w.max(dim=dim, keepdim=True).values)
+    return effective_sample_size(w, dim)
+
+
+def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return F.mse_loss(pred, target.detach())

@@ -1,0 +1,38 @@
+"""``inspo eval``: controllers (rule specs, run dirs, ONNX model dirs, grpc:// URLs) on the evaluation seeds."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "eval",
+        help="evaluate controllers on the fixed evaluation seeds",
+        description="Run each controller on envs.seeds.evaluation_seeds(N) (the same seeds for all: paired). "
+        "A glob matching several run directories counts as one method over training seeds.",
+    )
+    p.add_argument(
+        "--controller",
+        action="append",
+        required=True,
+        help="rule spec (etd, random, etd@eps=0.1), run dir (suffix :sample for stochastic), ONNX model dir, "
+        "grpc://host:port/model, or a quoted glob of run dirs; repeat for several",
+    )
+    p.add_argument("--env", required=True, help="env id")
+    p.add_argument("--seeds", type=int, default=32, help="number of evaluation seeds (max 32)")
+    p.add_argument("--out", default=None, help="directory for episodes.csv, summary.csv/json and PNG plots")
+    p.add_argument("--stochastic", action="store_true", help="sample learned policies instead of argmax")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from trainer.evaluate import evaluate, summarize, table_rows, write_outputs
+    from trainer.report import print_table
+
+    groups = evaluate(args.controller, args.env, args.seeds, deterministic=not args.stochastic)
+    print_table(table_rows(summarize(groups)), title=f"{args.env}: {args.seeds} evaluation seeds")
+    if args.out:
+        written = write_outputs(groups, args.env, args.out)
+        print("wrote " + ", ".join(str(p) for p in written))
+    return 0

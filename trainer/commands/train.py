@@ -1,0 +1,59 @@
+"""``inspo train``: a Parquet log -> a run directory (checkpoints, metrics, the deployable actor)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from trainer.algos.config import ALGORITHMS
+
+    p = sub.add_parser(
+        "train",
+        help="train a policy offline from a log",
+        description="Train an offline algorithm on a log (design.md §3.7). Config: dataclass defaults, "
+        "then --config (TOML/JSON, flat or under a [<algo>] table), then --set key=value.",
+    )
+    p.add_argument("--algo", required=True, choices=sorted(ALGORITHMS), help="algorithm / ablation name")
+    p.add_argument("--data", required=True, help="log directory (Parquet)")
+    p.add_argument("--out", required=True, help="run directory to write")
+    p.add_argument("--config", default=None, help="TOML or JSON config file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--seed", type=int, default=None, help="training seed (network init, minibatches)")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last.pt exactly")
+    p.add_argument("--eval-every", type=int, default=0, help="evaluate on tuning seeds every N iterations")
+    p.add_argument("--eval-episodes", type=int, default=4)
+    p.add_argument("--log-every", type=int, default=10)
+    p.add_argument("--checkpoint-every", type=int, default=100)
+    p.add_argument("--stop-after", type=int, default=None, help="stop (with a checkpoint) after N iterations")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from trainer.report import print_table
+    from trainer.train_loop import train
+
+    torch.set_num_threads(1)  # small MLPs: one thread is fastest and shares the machine
+    algo = train(
+        args.algo,
+        args.data,
+        args.out,
+        config_file=args.config,
+        overrides=args.overrides,
+        seed=args.seed,
+        resume=args.resume,
+        eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes,
+        log_every=args.log_every,
+        checkpoint_every=args.checkpoint_every,
+        stop_after=args.stop_after,
+    )
+    done = algo.iteration >= algo.config.iterations
+    print_table(
+        [{"run": args.out, "algorithm": args.algo, "iterations": algo.iteration, "finished": done}],
+        title="training "
+        + ("finished: policy saved to <run>/policy" if done else "stopped: resume with --resume"),
+    )
+    return 0

@@ -1,0 +1,185 @@
+"""``inspo eval``: any controllers on the fixed evaluation seeds; table, CSV/JSON and plots (design.md §3.8).
+
+A controller source is a rule spec, a run directory, an ONNX model directory or a ``grpc://`` URL
+(:func:`trainer.policies.load_controller`). A glob that matches several run directories (e.g.
+``runs/inspo-s*``) is one *group*: its runs are the training seeds of one method, and the table
+reports mean ± std over training seeds (of each run's mean over episodes) and a 95% interval,
+next to mean ± std over all episodes. Every controller runs on the same seeds (paired comparison).
+"""
+
+from __future__ import annotations
+
+import csv
+import glob
+import importlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from envs.seeds import evaluation_seeds
+from trainer.rollout import EpisodeResult, run_episode
+
+T975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23}
+
+
+@dataclass
+class Group:
+    label: str
+    sources: list[str]
+    results: dict[str, list[EpisodeResult]] = field(default_factory=dict)  # source -> episodes
+
+    def episodes(self) -> list[EpisodeResult]:
+        return [r for rs in self.results.values() for r in rs]
+
+
+def expand_sources(sources: list[str]) -> list[Group]:
+    """Each source is a group; a glob matching several paths becomes one multi-seed group."""
+    groups = []
+    for source in sources:
+        matches = sorted(glob.glob(source)) if any(ch in source for ch in "*?[") else []
+        groups.append(Group(source, matches if matches else [source]))
+    return groups
+
+
+def evaluate(
+    sources: list[str], env_id: str, n_seeds: int, progress: bool = True, deterministic: bool | None = None
+) -> list[Group]:
+    from tqdm.auto import tqdm
+
+    from envs.registry import make_env
+    from trainer.policies import TorchPolicyController, load_controller
+
+    env = make_env(env_id)
+    seeds = evaluation_seeds(n_seeds)
+    groups = expand_sources(sources)
+    total = sum(len(g.sources) for g in groups) * len(seeds)
+    bar = tqdm(total=total, desc=f"eval {env_id}", unit="ep", disable=not progress)
+    for group in groups:
+        for source in group.sources:
+            controller = load_controller(source, env_id)
+            if deterministic is not None and isinstance(controller, TorchPolicyController):
+                controller.deterministic = deterministic
+            runs = []
+            for seed in seeds:
+                r = run_episode(env, controller, seed)
+                r.controller = group.label
+                runs.append(r)
+                bar.update(1)
+            group.results[source] = runs
+    bar.close()
+    return groups
+
+
+def _mean_std(values) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def summarize(groups: list[Group]) -> list[dict]:
+    rows = []
+    for g in groups:
+        episodes = g.episodes()
+        keys = ["return", "length", *episodes[0].metrics.keys()] if episodes else []
+        row: dict = {"controller": g.label, "runs": len(g.results), "episodes": len(episodes)}
+        for key in keys:
+
+            def value(r: EpisodeResult, key=key) -> float:
+                if key == "return":
+                    return r.episode_return
+                if key == "length":
+                    return float(r.length)
+                return float(r.metrics.get(key, np.nan))
+
+            m, s = _mean_std([value(r) for r in episodes])
+            row[f"{key}_mean"], row[f"{key}_std_episodes"] = m, s
+            if len(g.results) > 1:
+                per_run = [np.mean([value(r) for r in rs]) for rs in g.results.values()]
+                rm, rs_ = _mean_std(per_run)
+                n = len(per_run)
+                half = T975.get(n - 1, 1.96) * rs_ / math.sqrt(n)
+                row[f"{key}_std_seeds"] = rs_
+                row[f"{key}_ci95"] = [rm - half, rm + half]
+        rows.append(row)
+    return rows
+
+
+def table_rows(summary: list[dict]) -> list[dict]:
+    """Human-readable rows: ``mean ± std`` (episodes) and ``± std`` over training seeds when there are several."""
+    out = []
+    for row in summary:
+        shown = {"controller": row["controller"], "runs": row["runs"], "episodes": row["episodes"]}
+        for key in [k.removesuffix("_mean") for k in row if k.endswith("_mean")]:
+            text = f"{row[key + '_mean']:.4g} ± {row[key + '_std_episodes']:.2g}"
+            if key + "_std_seeds" in row:
+                lo, hi = row[key + "_ci95"]
+                text += f" (seeds ± {row[key + '_std_seeds']:.2g}, 95% [{lo:.4g}, {hi:.4g}])"
+            shown[key] = text
+        out.append(shown)
+    return out
+
+
+def write_outputs(groups: list[Group], env_id: str, out_dir: str | Path) -> list[Path]:
+    """episodes.csv, summary.csv, summary.json, returns.png and the env family's own plots."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    written = []
+    episodes_csv = out / "episodes.csv"
+    rows = [
+        {"controller": g.label, "source": src, **r.row()}
+        for g in groups
+        for src, rs in g.results.items()
+        for r in rs
+    ]
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    with episodes_csv.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    written.append(episodes_csv)
+    summary = summarize(groups)
+    (out / "summary.json").write_text(json.dumps({"env_id": env_id, "summary": summary}, indent=2))
+    with (out / "summary.csv").open("w", newline="") as f:
+        cols = list(dict.fromkeys(k for row in summary for k in row))
+        writer = csv.DictWriter(f, fieldnames=cols)
+        writer.writeheader()
+        writer.writerows(summary)
+    written += [out / "summary.json", out / "summary.csv"]
+    written.append(plot_returns(groups, out / "returns.png", env_id))
+    by_controller = {g.label: g.episodes() for g in groups}
+    written += domain_plots(env_id, by_controller, out)
+    return written
+
+
+def plot_returns(groups: list[Group], path: Path, env_id: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.4 * len(groups) + 2), 3.5))
+    data = [[r.episode_return for r in g.episodes()] for g in groups]
+    ax.boxplot(data, showmeans=True)
+    ax.set_xticks(range(1, len(groups) + 1), [g.label for g in groups], rotation=20, ha="right")
+    ax.set_ylabel("episode return")
+    ax.set_title(f"{env_id}: return over {len(data[0]) if data else 0} episodes per controller")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def domain_plots(env_id: str, results_by_controller: dict[str, list[EpisodeResult]], out: Path) -> list[Path]:
+    """Call ``plot_eval`` of the env family module when it has one (elevator / traffic engineers add it)."""
+    from envs.registry import FAMILIES, family_of
+
+    module = importlib.import_module(FAMILIES[family_of(env_id)])
+    hook = getattr(module, "plot_eval", None)
+    if hook is None:
+        return []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    return [Path(p) for p in hook(results_by_controller, out)]

@@ -1,0 +1,201 @@
+"""``inspo train`` as a function: log -> run directory with metrics, checkpoints and the deployable actor.
+
+Run directory (``trainer/run_dir.py``): ``config.json``, ``metrics.jsonl`` (one object per logged
+iteration; evaluation rows carry ``"eval/..."`` keys), ``checkpoints/last.pt`` (full training state),
+``policy/`` (the actor). TensorBoard event files go to ``<run>/tb`` when ``tensorboard`` is installed.
+
+``resume=True`` loads ``checkpoints/last.pt``, drops metric rows written after it, and continues:
+an interrupted-and-resumed run ends with the same weights as an uninterrupted one (same seed, CPU).
+Periodic evaluation runs the greedy actor on TUNING seeds (``envs.seeds.tuning_seeds``), never on
+the evaluation seeds.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from trainer.algos import Algorithm, config_dict, make_algorithm
+from trainer.logs.dataset import OfflineData
+
+EXCLUDED_FROM_RESUME_CHECK = ("iterations",)
+
+
+def _env_for(env_id: str):
+    if not env_id:
+        return None
+    try:
+        from envs.registry import make_env
+
+        return make_env(env_id)
+    except Exception as err:  # an env we cannot build here (e.g. SUMO missing): train without eval
+        print(f"note: no evaluation env for {env_id!r}: {err}")
+        return None
+
+
+def evaluate_actor(algo: Algorithm, env, episodes: int, deterministic: bool = True) -> dict[str, float]:
+    """Mean return and env metrics of the current actor on the first ``episodes`` tuning seeds."""
+    from envs.seeds import tuning_seeds
+    from trainer.policies import TorchPolicyController
+    from trainer.rollout import run_episode
+
+    assert algo.actor is not None
+    controller = TorchPolicyController(
+        algo.actor, algo.agent_ids, deterministic=deterministic, name=algo.name
+    )
+    results = [run_episode(env, controller, seed) for seed in tuning_seeds(episodes)]
+    algo.actor.train()
+    out = {"eval/return": float(np.mean([r.episode_return for r in results]))}
+    for key in results[0].metrics:
+        out[f"eval/{key}"] = float(np.mean([r.metrics.get(key, np.nan) for r in results]))
+    return out
+
+
+class _Metrics:
+    """metrics.jsonl (+ TensorBoard when available)."""
+
+    def __init__(self, run: Path, resume_iteration: int | None):
+        self.path = run / "metrics.jsonl"
+        if resume_iteration is not None and self.path.exists():
+            keep = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("iteration", 0) <= resume_iteration
+            ]
+            self.path.write_text("".join(line + "\n" for line in keep))
+        elif resume_iteration is None:
+            self.path.write_text("")
+        self.tb = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(str(run / "tb"))
+        except Exception:  # tensorboard not installed
+            self.tb = None
+
+    def write(self, iteration: int, values: dict[str, float]) -> None:
+        row = {"iteration": iteration, **{k: float(v) for k, v in values.items()}}
+        with self.path.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        if self.tb is not None:
+            for k, v in values.items():
+                self.tb.add_scalar(k, float(v), iteration)
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def train(
+    algo_name: str,
+    data: OfflineData | str | Path,
+    out: str | Path,
+    config_file: str | Path | None = None,
+    overrides: list[str] | dict[str, Any] | None = None,
+    seed: int | None = None,
+    resume: bool = False,
+    eval_every: int = 0,
+    eval_episodes: int = 4,
+    log_every: int = 10,
+    checkpoint_every: int = 100,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> Algorithm:
+    """Train ``algo_name`` on a log (path or loaded data) into the run directory ``out``."""
+    run = Path(out)
+    ckpt = run / "checkpoints" / "last.pt"
+    if isinstance(data, str | Path):
+        from trainer.logs import load_log
+
+        data_source = str(data)
+        data = load_log(data)
+    else:
+        data_source = "<in-memory>"
+    items: dict[str, Any] = {}
+    if isinstance(overrides, dict):
+        items.update(overrides)
+    elif overrides:
+        for item in overrides:
+            key, sep, value = item.partition("=")
+            if not sep:
+                raise ValueError(f"--set expects key=value, got {item!r}")
+            items[key.strip()] = value
+    if seed is not None:
+        items["seed"] = seed
+    algo = make_algorithm(algo_name, config_file, items)
+    env = _env_for(data.env_id)
+    algo.setup(data, env.neighbors() if env is not None else None)
+    if resume:
+        if not ckpt.exists():
+            raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")
+        import torch
+
+        state = torch.load(ckpt, weights_only=True)
+        for key in EXCLUDED_FROM_RESUME_CHECK:
+            state["config"][key] = config_dict(algo.config)[key]
+        algo.load_state_dict(state)
+    elif ckpt.exists():
+        raise ValueError(f"{run} already has a checkpoint; pass --resume to continue or choose a new --out")
+    run.mkdir(parents=True, exist_ok=True)
+    (run / "config.json").write_text(
+        json.dumps(
+            {
+                "algorithm": algo_name,
+                "config": config_dict(algo.config),
+                "data": data_source,
+                "dataset_fingerprint": data.fingerprint,
+                "env_id": data.env_id,
+                "reward_scale": algo.data.reward_scale if algo.data else None,
+            },
+            indent=2,
+        )
+    )
+    metrics_out = _Metrics(run, algo.iteration if resume else None)
+    total = int(algo.config.iterations)
+    end = min(total, stop_after) if stop_after is not None else total
+    bar = tqdm(
+        total=total, initial=algo.iteration, desc=f"train {algo_name}", unit="it", disable=not progress
+    )
+    last: dict[str, float] = {}
+    last_eval: dict[str, float] = {}
+    started = time.time()
+
+    def on_iteration(a: Algorithm, metrics: dict[str, float]) -> None:
+        nonlocal last, last_eval
+        last = metrics
+        it = a.iteration
+        row = dict(metrics) if (it % log_every == 0 or it == end) else {}
+        if env is not None and eval_every and (it % eval_every == 0 or it == total):
+            last_eval = evaluate_actor(a, env, eval_episodes)
+            row.update(metrics)
+            row.update(last_eval)
+        if row:
+            row["time_s"] = time.time() - started
+            metrics_out.write(it, row)
+        if it % checkpoint_every == 0 or it == end:
+            a.save(ckpt)
+        bar.update(1)
+        shown = {k: metrics[k] for k in list(metrics)[:3]}
+        shown.update({k.removeprefix("eval/"): v for k, v in last_eval.items() if k == "eval/return"})
+        bar.set_postfix({k: f"{v:.3g}" for k, v in shown.items()})
+
+    try:
+        algo.fit(end, on_iteration)
+    finally:
+        bar.close()
+        metrics_out.close()
+    if algo.iteration >= total:
+        from trainer.run_dir import save_policy
+
+        assert algo.actor is not None
+        meta = algo.policy_meta()
+        meta["action_names"] = getattr(env, "action_names", None) if env is not None else None
+        meta["metrics"] = {"train": last, "eval": last_eval, "iterations": algo.iteration}
+        save_policy(run, algo.actor, meta)
+        algo.save(ckpt)
+    return algo
