@@ -5,7 +5,8 @@ Serving never blocks on it. A decision is joined in memory with its step's outco
 episode_id, t) under a lock held for a few dict operations; a step is complete when every agent
 decided in it has an outcome, then it goes on a bounded queue to a writer thread. Steps that wait
 longer than ``outcome_timeout_s``, and everything pending at shutdown, are written without an
-outcome (reward 0) to the site ``<site>-no-outcome`` so training can choose to skip them. When
+outcome (reward 0) to a separate log, ``<dir>/<model>/no-outcome/``, so ``<dir>/<model>/`` holds only
+rewarded, trainable steps and training reads it as it is. When
 the queue or the pending table is full, items are dropped and counted
 (``inspo_runtime_decision_log_dropped_total``).
 
@@ -197,12 +198,12 @@ class DecisionLog:
             state_dim=model.obs_dim * len(model.agent_ids),
         )
         site = self.config.site or site_name(meta.env_id)
-        if not outcome:
-            site = f"{site}-no-outcome"
-        key = (model.name, meta.env_id, meta.obs_dim, meta.n_actions, tuple(meta.agent_ids), site)
+        key = (model.name, meta.env_id, meta.obs_dim, meta.n_actions, tuple(meta.agent_ids), site, outcome)
         writer = self._writers.get(key)
         if writer is None:
             root = os.path.join(self.config.dir, model.name)
+            if not outcome:
+                root = os.path.join(root, "no-outcome")
             writer = self._writers[key] = LogWriter(
                 root,
                 meta,
