@@ -13,5 +13,5 @@ $VPIP install --quiet --upgrade pip
 if ! .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 1)" 2>/dev/null; then
   $VPIP install --quiet "torch==2.13.0"
 fi
-$VPIP install --quiet -e ".[train,traffic,dev]"
+$VPIP install --quiet -e ".[train,traffic,ray,dev]"
 echo "setup: ok ($(.venv/bin/python -c 'import torch, onnxruntime, grpc; print("torch", torch.__version__, "| onnxruntime", onnxruntime.__version__, "| grpcio", grpc.__version__)'))"

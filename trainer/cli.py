@@ -12,7 +12,7 @@ import argparse
 import importlib
 import sys
 
-COMMANDS = ["collect", "data", "train", "eval", "export", "serve", "demo"]
+COMMANDS = ["collect", "data", "train", "eval", "export", "serve", "demo", "sweep", "ope"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -81,8 +81,16 @@ def collect(
     env_kwargs: dict | None = None,
     progress: bool = True,
     on_result: Callable[[EpisodeResult], None] | None = None,
+    backend: str = "local",
+    address: str | None = None,
 ) -> list[EpisodeResult]:
-    """Collect a log; either ``controller`` + ``episodes`` or a named ``dataset`` of the env."""
+    """Collect a log; either ``controller`` + ``episodes`` or a named ``dataset`` of the env.
+
+    ``backend="ray"`` runs the same chunks on Ray actors (``trainer.integrations.ray_collect``):
+    ``address`` joins a cluster ('auto', 'ray://head:10001'), else a local Ray with ``workers`` CPUs.
+    """
+    if backend not in ("local", "ray"):
+        raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
     if dataset is not None:
         plan = dataset_plan(env_id, dataset)
     elif controller is not None and episodes is not None:
@@ -95,7 +103,23 @@ def collect(
     Path(out).mkdir(parents=True, exist_ok=True)
     results: list[EpisodeResult] = []
     bar = tqdm(total=total, desc=f"collect {env_id}", unit="ep", disable=not progress)
-    if workers <= 1:
+    if backend == "ray":
+        from trainer.integrations import ray_collect
+
+        started = ray_collect.connect(address, num_cpus=workers if workers > 1 else None)
+        try:
+            for chunk_results in ray_collect.run_chunks(
+                env_id, env_kwargs, chunks, epsilon, str(out), site, workers=workers if workers > 1 else None
+            ):
+                for r in chunk_results:
+                    results.append(r)
+                    bar.update(1)
+                    if on_result:
+                        on_result(r)
+        finally:
+            if started:
+                ray_collect.disconnect()
+    elif workers <= 1:
         for chunk in chunks:
             for r in _run_chunk(env_id, env_kwargs, chunk, epsilon, str(out), site):
                 results.append(r)

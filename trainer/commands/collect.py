@@ -26,6 +26,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--workers", type=int, default=1, help="processes (each runs its own simulator)")
     p.add_argument("--site", default=None, help="site name for the partition (default: from the env id)")
+    p.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        default="local",
+        help="local: a process pool of --workers; ray: Ray actors (--workers caps them; default all CPUs). "
+        "Same seeds give the same log either way",
+    )
+    p.add_argument(
+        "--address", default=None, help="with --backend ray: cluster to join ('auto', 'ray://head:10001')"
+    )
     p.set_defaults(func=run)
 
 
@@ -46,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         start_seed=args.seed,
         workers=args.workers,
         site=args.site,
+        backend=args.backend,
+        address=args.address,
     )
     print_table(summarize_results(results), title=f"collected {len(results)} episodes into {args.out}")
     return 0
