@@ -82,6 +82,15 @@ class Controller(ABC):
         """The name written to the log's ``controller`` column."""
         return self.name
 
+    def observe(
+        self,
+        env: MultiAgentEnv,
+        rewards: dict[str, float],
+        terminations: dict[str, bool],
+        truncations: dict[str, bool],
+    ) -> None:
+        """Called after each step with its outcome (a served policy reports it to the runtime)."""
+
 
 class ScoringController(Controller):
     """A rule controller that ranks actions by a score and picks the best legal one.
@@ -124,6 +133,9 @@ class EpsilonMix(Controller):
     def reset(self, env, seed):
         self.base.reset(env, seed)
 
+    def observe(self, env, rewards, terminations, truncations):
+        self.base.observe(env, rewards, terminations, truncations)
+
     def distribution(self, env, obs, infos):
         base = self.base.distribution(env, obs, infos)
         return {
@@ -145,6 +157,9 @@ class SoftmaxScores(Controller):
 
     def reset(self, env, seed):
         self.base.reset(env, seed)
+
+    def observe(self, env, rewards, terminations, truncations):
+        self.base.observe(env, rewards, terminations, truncations)
 
     def distribution(self, env, obs, infos):
         scores = self.base.scores(env, obs, infos)
@@ -172,6 +187,9 @@ class EpisodeMixture(Controller):
 
     def distribution(self, env, obs, infos):
         return self.current.distribution(env, obs, infos)
+
+    def observe(self, env, rewards, terminations, truncations):
+        self.current.observe(env, rewards, terminations, truncations)
 
     def describe(self) -> str:
         return self.current.describe()

@@ -42,12 +42,25 @@ def summarize_results(results: Iterable[EpisodeResult]) -> list[dict[str, str | 
     return rows
 
 
-def print_table(rows: Sequence[dict], title: str | None = None) -> None:
+def transpose(rows: Sequence[dict]) -> list[dict]:
+    """Rows become columns: one row per field, one column per original row (named by its first field)."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    key = columns[0]
+    return [
+        {key: c, **{str(row.get(key, i)): row.get(c, "") for i, row in enumerate(rows)}} for c in columns[1:]
+    ]
+
+
+def print_table(rows: Sequence[dict], title: str | None = None, max_columns: int = 8) -> None:
+    """A rich table; with more than ``max_columns`` fields and few rows it is printed transposed."""
     if not rows:
         console.print(f"{title}: (no rows)" if title else "(no rows)")
         return
-    table = Table(title=title)
     columns = list(dict.fromkeys(k for row in rows for k in row))
+    if len(columns) > max_columns and len(rows) < len(columns):
+        rows = transpose(rows)
+        columns = list(dict.fromkeys(k for row in rows for k in row))
+    table = Table(title=title)
     for c in columns:
         table.add_column(str(c), justify="left" if c == columns[0] else "right")
     for row in rows:

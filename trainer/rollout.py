@@ -78,6 +78,7 @@ def run_episode(
         exec_probs = {
             a: probs[a] if executed[a] == actions[a] else float(dists[a][executed[a]]) for a in agents
         }
+        controller.observe(env, rewards, terms, truncs)
         team = env.team_reward(rewards)
         total += team
         done = all(terms.get(a, False) or truncs.get(a, False) for a in agents) or not env.agents

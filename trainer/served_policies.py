@@ -86,7 +86,14 @@ class OnnxController(Controller):
 
 class GrpcController(Controller):
     def __init__(
-        self, url: str, env, deterministic: bool = True, token: str | None = None, timeout: float = 5.0, **tls
+        self,
+        url: str,
+        env,
+        deterministic: bool = True,
+        token: str | None = None,
+        timeout: float = 5.0,
+        report_outcomes: bool = False,
+        **tls,
     ):
         from runtime.client import PolicyClient, parse_url
 
@@ -104,6 +111,7 @@ class GrpcController(Controller):
         self.name = f"grpc:{model}"
         self.model_version = info.version
         self.episode_id, self.t = "", 0
+        self.report_outcomes = report_outcomes
 
     def reset(self, env, seed):
         self.episode_id, self.t = f"{env.env_id or 'env'}-{seed}-{uuid.uuid4().hex[:8]}", 0
@@ -134,6 +142,46 @@ class GrpcController(Controller):
                 dist[i] = _one_hot(env.n_actions, result.actions[i : i + 1])[0]
         return dict(zip(agents, dist, strict=True))
 
+    def act(self, env, obs, infos, rng):
+        """Stochastic mode: the *runtime* samples (seeded from ``rng``) and reports the probability, so
+        the action it logs in its decision log is the action executed here."""
+        if self.deterministic:
+            return super().act(env, obs, infos, rng)
+        agents = env.possible_agents
+        masks = np.stack([masks_of(env, infos)[a] for a in agents])
+        result = self.client.act(
+            self.model,
+            np.stack([np.asarray(obs[a], dtype=np.float32) for a in agents]),
+            agents,
+            masks,
+            packed=True,
+            deterministic=False,
+            return_probs=True,
+            seed=int(rng.integers(2**31 - 1)),
+            episode_id=self.episode_id,
+            t=self.t,
+        )
+        self.t += 1
+        self.model_version = result.model_version
+        dist = (
+            _normalized(result.probs, masks)
+            if result.probs is not None
+            else _one_hot(env.n_actions, result.actions)
+        )
+        for i in np.flatnonzero(result.fallback):  # a fallback answer is deterministic
+            dist[i] = _one_hot(env.n_actions, result.actions[i : i + 1])[0]
+        self.last_distribution = dict(zip(agents, dist, strict=True))
+        actions = {a: int(x) for a, x in zip(agents, result.actions, strict=True)}
+        probs = {a: float(p) for a, p in zip(agents, result.probability, strict=True)}
+        return actions, probs
+
+    def observe(self, env, rewards, terminations, truncations):
+        """Report the step's outcome so the runtime's decision log holds trainable rows."""
+        if self.report_outcomes:
+            self.client.report_outcome(
+                self.model, self.episode_id, self.t - 1, rewards, terminations, truncations
+            )
+
     def close(self) -> None:
         self.client.close()
 
@@ -143,6 +191,8 @@ def onnx_controller(path: str | Path, env, deterministic: bool = True, threads: 
     return OnnxController(resolve_model_dir(path), env, deterministic, threads)
 
 
-def grpc_controller(url: str, env, deterministic: bool = True, token: str | None = None, **kw) -> Controller:
+def grpc_controller(
+    url: str, env, deterministic: bool = True, token: str | None = None, report_outcomes: bool = False, **kw
+) -> Controller:
     """A controller asking ``grpc://host:port/<model>`` (token: argument or ``INSPO_RUNTIME_TOKEN``)."""
-    return GrpcController(url, env, deterministic, token, **kw)
+    return GrpcController(url, env, deterministic, token, report_outcomes=report_outcomes, **kw)

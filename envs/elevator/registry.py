@@ -74,6 +74,14 @@ def datasets(env_id: str) -> dict[str, list[tuple[str, int]]]:
             ("random", 10),
         ],
         "etd": [("etd@eps=0.1", 100)],
+        # what `inspo demo` collects: the same mix, small enough for a minutes-long demo
+        "demo": [
+            ("etd@eps=0.1", 12),
+            ("etd@temp=0.5", 8),
+            ("nearest-car@eps=0.15", 4),
+            ("sector@eps=0.15", 4),
+            ("collective@eps=0.2", 4),
+        ],
         "small": [("etd@eps=0.2", 4), ("sector@eps=0.2", 2), ("random", 2)],
     }
 

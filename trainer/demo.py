@@ -1,0 +1,300 @@
+"""``inspo demo``: the whole loop on one machine, the way an operator would run it.
+
+collect logs from ε-explored heuristics -> dataset card -> train InSPO and BC -> evaluate on
+held-out seeds -> export to ONNX -> start the runtime -> drive the simulator through gRPC
+(with decision logging) -> comparison table, plots, a few metric lines -> stop cleanly.
+
+Each stage is a plain function of the previous stage's outputs, so tests and ``bench/`` reuse them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.rule import Rule
+
+console = Console()
+
+
+@dataclass
+class DemoPlan:
+    """What the demo runs for one domain. ``fast`` shrinks it for tests."""
+
+    env_id: str
+    dataset: str  # a named dataset of the env family (envs.registry.dataset_plan)
+    heuristics: list[str]  # rule controllers compared on the evaluation seeds
+    model_name: str
+    eval_seeds: int = 8
+    grpc_seeds: int = 2  # evaluation seeds also driven through the runtime
+    algorithms: tuple[str, ...] = ("inspo", "bc")
+    train_overrides: dict[str, dict] = field(default_factory=dict)
+    env_kwargs: dict = field(default_factory=dict)
+    workers: int = 2
+
+
+PLANS: dict[str, DemoPlan] = {
+    "elevator": DemoPlan(
+        env_id="elevator:cb10x4:downpeak",
+        dataset="demo",
+        heuristics=["etd", "collective", "sector", "nearest-car"],
+        model_name="elevator",
+        train_overrides={"inspo": {"iterations": 1500}, "bc": {"iterations": 300}},
+    ),
+    "traffic": DemoPlan(
+        env_id="sumo:grid4x4",
+        dataset="demo",
+        heuristics=["max-pressure", "fixed"],
+        model_name="grid4x4",
+        eval_seeds=4,
+        grpc_seeds=1,
+        train_overrides={"inspo": {"iterations": 800}, "bc": {"iterations": 200}},
+    ),
+}
+
+
+def stage(title: str) -> None:
+    console.print(Rule(f"[bold]{title}"))
+
+
+# -- stages ---------------------------------------------------------------------------------------
+def collect_logs(plan: DemoPlan, out: Path) -> Path:
+    from trainer.collect import collect
+    from trainer.report import print_table, summarize_results
+
+    log = out / "logs"
+    results = collect(
+        plan.env_id, log, dataset=plan.dataset, workers=plan.workers, env_kwargs=plan.env_kwargs
+    )
+    print_table(summarize_results(results), title=f"logged controllers ({len(results)} episodes)")
+    return log
+
+
+def show_card(log: Path) -> None:
+    from trainer.commands.data import print_card
+    from trainer.logs import build_card, open_log
+
+    print_card(build_card(open_log(log), str(log)))
+
+
+def train_all(plan: DemoPlan, log: Path, out: Path, seed: int = 0) -> dict[str, Path]:
+    from trainer.logs import load_log
+    from trainer.train_loop import train
+
+    data = load_log(log)
+    runs = {}
+    for algo in plan.algorithms:
+        run = out / "runs" / algo
+        console.print(
+            f"training [bold]{algo}[/] on {data.n_episodes} episodes, {data.n_steps} steps -> {run}"
+        )
+        train(algo, data, run, overrides=dict(plan.train_overrides.get(algo, {})), seed=seed, progress=True)
+        runs[algo] = run
+    return runs
+
+
+def evaluate_all(plan: DemoPlan, runs: dict[str, Path], out: Path) -> list[dict]:
+    from trainer.evaluate import evaluate, summarize, table_rows, write_outputs
+    from trainer.report import print_table
+
+    sources = [*plan.heuristics, *(str(r) for r in runs.values())]
+    groups = evaluate(sources, plan.env_id, plan.eval_seeds)
+    for group in groups:  # show run directories by algorithm name
+        for algo, run in runs.items():
+            if group.label == str(run):
+                group.label = algo
+    written = write_outputs(groups, plan.env_id, out / "eval")
+    summary = summarize(groups)
+    print_table(table_rows(summary), title=f"{plan.env_id}: {plan.eval_seeds} held-out evaluation seeds")
+    console.print("plots: " + ", ".join(str(p) for p in written if p.suffix == ".png"))
+    return summary
+
+
+def export_model(plan: DemoPlan, run: Path, out: Path) -> Path:
+    from trainer.export import export_run
+
+    models = out / "models"
+    result = export_run(run, models, plan.model_name)
+    console.print(f"exported {run} -> {result}")
+    return models
+
+
+@dataclass
+class RunningRuntime:
+    process: subprocess.Popen
+    port: int
+    metrics_port: int
+
+    @property
+    def url(self) -> str:
+        return f"grpc://127.0.0.1:{self.port}"
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+            return response.read().decode()
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM (graceful: finish in-flight calls, flush the decision log) and wait."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return int(self.process.returncode)
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now (the runtime binds it a moment later)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def start_runtime(models: Path, decision_log: Path, out: Path, timeout: float = 60.0) -> RunningRuntime:
+    """The real ``inspo-runtime`` process on loopback, any free ports, decision logging on."""
+    ready = out / "runtime-ready.json"
+    ready.unlink(missing_ok=True)
+    env = {
+        **os.environ,
+        "INSPO_RUNTIME_DECISION_LOG__DIR": str(decision_log),
+        "INSPO_RUNTIME_DECISION_LOG__OUTCOME_TIMEOUT_S": "30",
+        "INSPO_RUNTIME_POLL_INTERVAL_S": "0",
+    }
+    log_file = (out / "runtime.log").open("w")
+    cmd = [sys.executable, "-c", "import sys; from runtime.server import main; sys.exit(main())"]
+    metrics_port = free_port()
+    cmd += [
+        "--models",
+        str(models),
+        "--port",
+        "0",
+        "--metrics-port",
+        str(metrics_port),
+        "--ready-file",
+        str(ready),
+    ]
+    process = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + timeout
+    while not ready.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            raise RuntimeError(f"the runtime did not start; see {out / 'runtime.log'}")
+        time.sleep(0.1)
+    info = json.loads(ready.read_text())
+    return RunningRuntime(process, int(info["port"]), int(info["metrics_port"]))
+
+
+def drive_through_grpc(plan: DemoPlan, runtime: RunningRuntime, models: Path) -> list[dict]:
+    """Evaluate the served model over gRPC and in-process (ONNX) on the same seeds; they must agree."""
+    from envs.registry import make_env
+    from envs.seeds import evaluation_seeds
+    from trainer.rollout import run_episode
+    from trainer.served_policies import grpc_controller, onnx_controller
+
+    env = make_env(plan.env_id, **plan.env_kwargs)
+    served = grpc_controller(f"{runtime.url}/{plan.model_name}", env, report_outcomes=True)
+    local = onnx_controller(models / plan.model_name, env)
+    rows = []
+    for seed in evaluation_seeds(plan.grpc_seeds):
+        over_grpc = run_episode(env, served, seed)
+        in_process = run_episode(env, local, seed)
+        same = (
+            over_grpc.metrics == in_process.metrics and over_grpc.episode_return == in_process.episode_return
+        )
+        rows.append(
+            {
+                "seed": seed,
+                "return (gRPC)": f"{over_grpc.episode_return:.4f}",
+                "return (in-process)": f"{in_process.episode_return:.4f}",
+                "identical": "yes" if same else "NO",
+            }
+        )
+    served.close()
+    return rows
+
+
+def show_metrics(runtime: RunningRuntime, lines: int = 12) -> None:
+    wanted = (
+        "inspo_runtime_requests_total",
+        "inspo_runtime_model_info",
+        "inspo_runtime_request_duration_seconds_count",
+        "inspo_runtime_fallbacks_total",
+        "inspo_runtime_decision_log",
+    )
+    shown = [line for line in runtime.metrics().splitlines() if line.startswith(wanted)]
+    console.print("\n".join(shown[:lines]) or "(no runtime metrics yet)")
+
+
+# -- the whole loop -------------------------------------------------------------------------------
+def run_demo(domain: str, out: Path, fast: bool = False) -> dict:
+    from trainer.report import print_table
+
+    plan = PLANS[domain]
+    if fast:
+        plan = fast_plan(plan)
+    if out.exists():
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    started = time.monotonic()
+
+    stage(f"1/7 collect logs: {plan.env_id}, dataset {plan.dataset!r}")
+    log = collect_logs(plan, out)
+    stage("2/7 dataset card")
+    show_card(log)
+    stage("3/7 train " + " and ".join(plan.algorithms))
+    runs = train_all(plan, log, out)
+    stage("4/7 evaluate on held-out seeds")
+    summary = evaluate_all(plan, runs, out)
+    stage("5/7 export InSPO to ONNX")
+    models = export_model(plan, runs[plan.algorithms[0]], out)
+    stage("6/7 serve and drive the simulator through gRPC")
+    runtime = start_runtime(models, out / "decision-log", out)
+    try:
+        rows = drive_through_grpc(plan, runtime, models)
+        print_table(rows, title="served over gRPC vs in-process ONNX (deterministic)")
+        stage("runtime metrics (a few lines)")
+        show_metrics(runtime)
+    finally:
+        code = runtime.stop()
+    stage("7/7 stopped")
+    console.print(f"runtime exited with code {code}; decision log in {out / 'decision-log'}")
+    result = {
+        "summary": summary,
+        "grpc": rows,
+        "runtime_exit_code": code,
+        "seconds": time.monotonic() - started,
+    }
+    (out / "demo.json").write_text(json.dumps(result, indent=2, default=str))
+    console.print(f"done in {result['seconds']:.0f} s; everything is under {out}")
+    return result
+
+
+def fast_plan(plan: DemoPlan) -> DemoPlan:
+    """A minutes-long version for tests: tiny dataset, few iterations, few seeds."""
+    from dataclasses import replace
+
+    overrides = {
+        algo: {**cfg, "iterations": max(20, cfg.get("iterations", 100) // 30)}
+        for algo, cfg in plan.train_overrides.items()
+    }
+    return replace(
+        plan,
+        dataset="small",
+        eval_seeds=2,
+        grpc_seeds=1,
+        train_overrides=overrides,
+        heuristics=plan.heuristics[:1],
+    )
