@@ -41,6 +41,8 @@ class ActResult:
     fallback_reason: list[str]
     model_version: str
     request_id: str
+    arms: list[str] | None = None  # per agent "incumbent" / "candidate" under a canary
+    guardrail: list[str] | None = None  # per agent the guardrail rule that replaced the action ("" = none)
 
     def as_dict(self) -> dict[str, int]:
         return dict(zip(self.agent_ids, self.actions.tolist(), strict=True))
@@ -62,6 +64,7 @@ def build_request(
     packed: bool = False,
     raw: bool = True,
     current_actions: Mapping[str, int] | None = None,
+    current_elapsed: Mapping[str, float] | None = None,
 ) -> policy_pb2.ActRequest:
     """An ActRequest from ``{agent_id: obs}`` or an ``[n, O]`` array with ``agent_ids``.
 
@@ -101,6 +104,10 @@ def build_request(
         request.packed.obs_raw = np.ascontiguousarray(obs_arr, dtype="<f4").tobytes()
         if mask_arr is not None:
             request.packed.action_mask_raw = mask_arr.astype(np.uint8).tobytes()
+        if current_actions:
+            request.packed.current_action.extend(int(current_actions[a]) for a in agent_ids)
+        if current_elapsed:
+            request.packed.current_action_elapsed.extend(float(current_elapsed[a]) for a in agent_ids)
         return request
     add = request.agents.add
     for i, agent_id in enumerate(agent_ids):
@@ -113,6 +120,8 @@ def build_request(
             item.action_mask.extend(mask_arr[i].tolist())
         if current_actions and agent_id in current_actions:
             item.current_action = int(current_actions[agent_id])
+        if current_elapsed and agent_id in current_elapsed:
+            item.current_action_elapsed = float(current_elapsed[agent_id])
     return request
 
 
@@ -126,6 +135,14 @@ def parse_response(request: policy_pb2.ActRequest, response: policy_pb2.ActRespo
         reasons = [""] * n
         for i, reason in zip(p.fallback_index, p.fallback_reason, strict=True):
             fallback[i], reasons[i] = True, reason
+        arms = None
+        if response.candidate_model:
+            arms = ["incumbent"] * n
+            for i in p.candidate_index:
+                arms[i] = "candidate"
+        guard = [""] * n
+        for i, rule in zip(p.guardrail_index, p.guardrail_rule, strict=True):
+            guard[i] = rule
         return ActResult(
             ids,
             np.asarray(p.action, np.int64),
@@ -135,6 +152,8 @@ def parse_response(request: policy_pb2.ActRequest, response: policy_pb2.ActRespo
             reasons,
             response.model_version,
             response.request_id,
+            arms,
+            guard,
         )
     acts = response.actions
     probs = np.asarray([list(a.probs) for a in acts], dtype=np.float32) if request.return_probs else None
@@ -147,6 +166,8 @@ def parse_response(request: policy_pb2.ActRequest, response: policy_pb2.ActRespo
         [a.fallback_reason for a in acts],
         response.model_version,
         response.request_id,
+        [a.arm for a in acts] if response.candidate_model else None,
+        [a.guardrail for a in acts],
     )
 
 
@@ -217,8 +238,9 @@ class PolicyClient(_Base):
         truncated: Mapping[str, bool] | None = None,
         kpis: Mapping[str, float] | None = None,
         timeout: float | None = None,
+        agent_kpis: Mapping[str, Mapping[str, float]] | None = None,
     ) -> int:
-        request = outcome_request(model, episode_id, t, rewards, terminated, truncated, kpis)
+        request = outcome_request(model, episode_id, t, rewards, terminated, truncated, kpis, agent_kpis)
         return self.stub.ReportOutcome(
             request, timeout=timeout or self.timeout, metadata=self.metadata
         ).matched
@@ -244,15 +266,19 @@ class PolicyClient(_Base):
         self.close()
 
 
-def outcome_request(model, episode_id, t, rewards, terminated=None, truncated=None, kpis=None):
+def outcome_request(
+    model, episode_id, t, rewards, terminated=None, truncated=None, kpis=None, agent_kpis=None
+):
     request = policy_pb2.OutcomeRequest(model=model, episode_id=episode_id, t=t)
     for agent_id, reward in rewards.items():
-        request.agents.add(
+        item = request.agents.add(
             agent_id=agent_id,
             reward=float(reward),
             terminated=bool((terminated or {}).get(agent_id, False)),
             truncated=bool((truncated or {}).get(agent_id, False)),
         )
+        for key, value in ((agent_kpis or {}).get(agent_id) or {}).items():
+            item.kpis[key] = float(value)
     for key, value in (kpis or {}).items():
         request.kpis[key] = float(value)
     return request
@@ -358,6 +384,42 @@ class AdminClient(_Base):
             admin_pb2.RollBackRequest(model=model, to_version=str(to_version)),
             timeout=self.timeout,
             metadata=self.metadata,
+        )
+
+    # -- shadow / canary (docs/deployment.md) ---------------------------------------------------
+    def deployment(self, model: str) -> admin_pb2.Deployment:
+        return self.stub.GetDeployment(
+            admin_pb2.GetDeploymentRequest(model=model), timeout=self.timeout, metadata=self.metadata
+        )
+
+    def set_deployment(
+        self,
+        model: str,
+        incumbent: str = "",
+        shadow: str = "",
+        candidate: str = "",
+        canary_share: float = 0.0,
+        canary_salt: str = "",
+    ) -> admin_pb2.Deployment:
+        """Replace ``model``'s deployment (every field; empty = none)."""
+        request = admin_pb2.Deployment(
+            model=model,
+            incumbent=incumbent,
+            shadow=shadow,
+            candidate=candidate,
+            canary_share=canary_share,
+            canary_salt=canary_salt,
+        )
+        return self.stub.SetDeployment(request, timeout=self.timeout, metadata=self.metadata)
+
+    def promote(self, model: str) -> admin_pb2.Deployment:
+        return self.stub.PromoteCandidate(
+            admin_pb2.DeploymentActionRequest(model=model), timeout=self.timeout, metadata=self.metadata
+        )
+
+    def rollback_candidate(self, model: str) -> admin_pb2.Deployment:
+        return self.stub.RollBackCandidate(
+            admin_pb2.DeploymentActionRequest(model=model), timeout=self.timeout, metadata=self.metadata
         )
 
     def close(self) -> None:

@@ -61,6 +61,69 @@ class BatchingConfig:
 
 
 @dataclass
+class GuardrailConfig:
+    """Action constraints an operator sets per model, enforced after the policy and before the response.
+
+    * ``forbidden``: ``{agent_id = [actions]}``; the key ``"*"`` applies to every agent.
+    * ``min_hold``: an agent that has executed its current action for less than this long keeps it
+      (e.g. a minimum green time); ``max_hold``: one that has executed it for this long or longer must
+      switch (0 = off). Time is the request's ``current_action_elapsed`` (else ``obs[elapsed_obs_index]``),
+      times ``elapsed_scale``; the current action is the request's ``current_action`` (else
+      ``round(obs[current_obs_index])``). Without both, the hold rules are skipped for that agent (counted).
+    Precedence when they conflict: the request's action mask, then ``forbidden``, then the hold rules.
+    """
+
+    forbidden: dict[str, list[int]] = field(default_factory=dict)
+    min_hold: float = 0.0
+    max_hold: float = 0.0
+    current_obs_index: int = -1
+    elapsed_obs_index: int = -1
+    elapsed_scale: float = 1.0
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.forbidden) or self.min_hold > 0 or self.max_hold > 0
+
+    def validate(self) -> None:
+        if self.min_hold < 0 or self.max_hold < 0:
+            raise ValueError("guardrails.min_hold / max_hold must be >= 0")
+        if self.max_hold and self.min_hold >= self.max_hold:
+            raise ValueError(
+                f"guardrails.min_hold ({self.min_hold}) must be below max_hold ({self.max_hold})"
+            )
+        for agent, actions in self.forbidden.items():
+            if not isinstance(actions, list) or not all(isinstance(a, int) for a in actions):
+                raise ValueError(f"guardrails.forbidden.{agent}: expected a list of action indices")
+
+
+@dataclass
+class DeploymentConfig:
+    """Shadow and canary deployment of a model (docs/deployment.md); the admin RPCs change it at run time.
+
+    Model references are ``"name"`` (its served version) or ``"name:version"``.
+    * ``incumbent``: who answers requests: ``""`` = this model; ``"rule"`` = ``rule`` (a fallback-style
+      rule standing for the controller in operation today); or another model reference.
+    * ``shadow``: a model computed off the response path, compared and logged beside the served action.
+    * ``candidate`` + ``canary_share``: the share of agents (stable hash of ``canary_salt`` + agent id) the
+      candidate answers.
+    """
+
+    incumbent: str = ""
+    rule: FallbackConfig = field(default_factory=FallbackConfig)
+    shadow: str = ""
+    candidate: str = ""
+    canary_share: float = 0.0
+    canary_salt: str = ""
+    # Shadow work waiting beyond this many requests is dropped (counted), never queued without bound.
+    shadow_queue: int = 1024
+
+    def validate(self) -> None:
+        if not 0.0 <= self.canary_share <= 1.0:
+            raise ValueError(f"deployment.canary_share must be in [0, 1], got {self.canary_share}")
+        self.rule.validate()
+
+
+@dataclass
 class ModelConfig:
     """Per-model settings; ``[models.<name>]`` in the file, ``[models.default]`` applies to the rest."""
 
@@ -70,6 +133,11 @@ class ModelConfig:
     batching: BatchingConfig = field(default_factory=BatchingConfig)
     # Versions kept loaded (the current one plus older ones for roll-back and pinned requests).
     keep_versions: int = 3
+    # Serve a newer version found on disk at once (hot reload). false: polling loads nothing new once a
+    # version serves; new versions wait for LoadModel, or a shadow / canary deployment (docs/deployment.md).
+    auto_serve: bool = True
+    guardrails: GuardrailConfig = field(default_factory=GuardrailConfig)
+    deployment: DeploymentConfig = field(default_factory=DeploymentConfig)
 
 
 @dataclass
@@ -153,11 +221,15 @@ def _build(cls, data: dict[str, Any], where: str):
             raise ValueError(f"{where}.{key}: tokens are secrets; give a *_tokens_file or the environment")
         sub = {
             "fallback": FallbackConfig,
+            "guardrails": GuardrailConfig,
+            "deployment": DeploymentConfig,
             "batching": BatchingConfig,
             "tls": TLSConfig,
             "auth": AuthConfig,
             "decision_log": DecisionLogConfig,
         }.get(key)
+        if key == "rule" and cls is DeploymentConfig:
+            sub = FallbackConfig
         if sub is not None:
             value = _build(sub, value, f"{where}.{key}")
         elif key == "models" and cls is RuntimeConfig:
@@ -232,6 +304,8 @@ def load_config(path: str | os.PathLike | None = None, env: dict[str, str] | Non
     for name, model in config.models.items():
         try:
             model.fallback.validate()
+            model.guardrails.validate()
+            model.deployment.validate()
         except ValueError as err:
             raise ValueError(f"models.{name}: {err}") from None
     return config

@@ -108,6 +108,67 @@ class Metrics:
             p + "reported_reward", "Per-agent rewards reported by clients", ["model"], registry=r
         )
         self.kpi = Gauge(p + "kpi", "Last reported value of each site KPI", ["model", "kpi"], registry=r)
+        # -- safe deployment: shadow, canary, guardrails --------------------------------------
+        self.shadow = ShadowCollector(p + "shadow_decisions", p + "shadow_action_pairs", agent_label)
+        r.register(self.shadow)
+        self.shadow_errors = Counter(
+            p + "shadow_errors",
+            "Shadow computations skipped, by reason (dropped, unresolved, incompatible, inference_error)",
+            ["model", "reason"],
+            registry=r,
+        )
+        self.shadow_duration = Histogram(
+            p + "shadow_duration_seconds",
+            "Time of one shadow computation (off the response path)",
+            ["model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.arm_decisions = Counter(
+            p + "arm_decisions", "Agent decisions by deployment arm", ["model", "arm"], registry=r
+        )
+        self.arm_reward = Summary(
+            p + "arm_reward",
+            "Per-agent rewards reported by clients, by deployment arm",
+            ["model", "arm"],
+            registry=r,
+        )
+        self.arm_kpi = Summary(
+            p + "arm_kpi",
+            "Reported KPIs by deployment arm (per-agent KPIs, and site KPIs of single-arm outcomes)",
+            ["model", "arm", "kpi"],
+            registry=r,
+        )
+        self.canary_share = Gauge(
+            p + "canary_share", "Share of agents the canary candidate answers", ["model"], registry=r
+        )
+        self.canary_agents = Gauge(
+            p + "canary_agents", "Agents the canary candidate answers", ["model"], registry=r
+        )
+        self.deployment_changes = Counter(
+            p + "deployment_changes",
+            "Deployment changes by action (set, promote, rollback)",
+            ["model", "action"],
+            registry=r,
+        )
+        self.guardrail_interventions = Counter(
+            p + "guardrail_interventions",
+            "Served actions a guardrail replaced, by rule",
+            ["model", "rule"],
+            registry=r,
+        )
+        self.guardrail_infeasible = Counter(
+            p + "guardrail_infeasible",
+            "Rows where a guardrail could not apply because a stronger constraint won, by rule",
+            ["model", "rule"],
+            registry=r,
+        )
+        self.guardrail_missing_state = Counter(
+            p + "guardrail_missing_state",
+            "Rows where the hold rules lacked the current action or its elapsed time",
+            ["model"],
+            registry=r,
+        )
         self._model: dict[str, ModelMetrics] = {}
         self._requests: dict[tuple[str, str, str], object] = {}
         self._durations: dict[tuple[str, str], object] = {}
@@ -218,6 +279,74 @@ class ActionCollector:
         for labels, value in sorted(totals.items()):
             family.add_metric(list(labels), value)
         return [family]
+
+
+class ShadowTable:
+    """Agreement of one (model, shadow) pair: agree/disagree per agent and served x shadow action counts."""
+
+    def __init__(self, agent_ids: list[str], n_actions: int):
+        self.agent_ids = list(agent_ids)
+        self.agree = np.zeros(len(agent_ids), dtype=np.int64)
+        self.disagree = np.zeros(len(agent_ids), dtype=np.int64)
+        self.pairs = np.zeros((n_actions, n_actions), dtype=np.int64)
+
+    def add(self, agents: np.ndarray, served: np.ndarray, shadow: np.ndarray) -> None:
+        same = served == shadow
+        np.add.at(self.agree, agents[same], 1)
+        np.add.at(self.disagree, agents[~same], 1)
+        np.add.at(self.pairs, (served, shadow), 1)
+
+
+class ShadowCollector:
+    """``shadow_decisions_total{model, shadow, agent, result}`` and
+    ``shadow_action_pairs_total{model, shadow, served_action, shadow_action}``, read at scrape time."""
+
+    def __init__(self, decisions: str, pairs: str, agent_label: bool):
+        self.decisions, self.pairs_name, self.agent_label = decisions, pairs, agent_label
+        self.tables: dict[tuple, ShadowTable] = {}
+
+    def table(self, model: str, shadow: str, agent_ids: list[str], n_actions: int) -> ShadowTable:
+        key = (model, shadow, tuple(agent_ids), n_actions)
+        t = self.tables.get(key)
+        if t is None:
+            t = self.tables[key] = ShadowTable(agent_ids, n_actions)
+        return t
+
+    def _families(self):
+        return (
+            CounterMetricFamily(
+                self.decisions,
+                "Shadow decisions by agreement with the served action (result=agree|disagree)",
+                labels=["model", "shadow", "agent", "result"],
+            ),
+            CounterMetricFamily(
+                self.pairs_name,
+                "Served action x shadow action counts (the distribution of disagreements)",
+                labels=["model", "shadow", "served_action", "shadow_action"],
+            ),
+        )
+
+    def describe(self):
+        return list(self._families())
+
+    def collect(self):
+        decisions, pairs = self._families()
+        dec: dict[tuple, int] = {}
+        pair: dict[tuple, int] = {}
+        for (model, shadow, _, _), t in list(self.tables.items()):
+            ids = t.agent_ids if self.agent_label else [""] * len(t.agent_ids)
+            for i, agent in enumerate(ids):
+                for result, counts in (("agree", t.agree), ("disagree", t.disagree)):
+                    key = (model, shadow, agent, result)
+                    dec[key] = dec.get(key, 0) + int(counts[i])
+            for a, b in zip(*np.nonzero(t.pairs), strict=True):
+                key = (model, shadow, str(a), str(b))
+                pair[key] = pair.get(key, 0) + int(t.pairs[a, b])
+        for labels, value in sorted(dec.items()):
+            decisions.add_metric(list(labels), value)
+        for labels, value in sorted(pair.items()):
+            pairs.add_metric(list(labels), value)
+        return [decisions, pairs]
 
 
 def metric_names(metrics: Metrics | None = None) -> set[str]:

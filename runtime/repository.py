@@ -34,6 +34,7 @@ class ModelEntry:
     versions: dict[str, LoadedModel] = field(default_factory=dict)
     history: list[str] = field(default_factory=list)  # previously current versions, oldest first
     blocked: set[str] = field(default_factory=set)  # rolled back from: polling skips them
+    pinned: set[str] = field(default_factory=set)  # shadow / canary versions: kept loaded, never auto-served
 
 
 def _signature(folder: Path) -> tuple:
@@ -117,6 +118,7 @@ class ModelRepository:
             entry.current = model  # the swap
             keep = max(1, self.config.model(entry.name).keep_versions)
             keep_set = {model.version, *entry.history[-(keep - 1) :]} if keep > 1 else {model.version}
+            keep_set |= entry.pinned
             for v in list(entry.versions):
                 if v not in keep_set:
                     del entry.versions[v]
@@ -147,8 +149,34 @@ class ModelRepository:
             if model is None or _signature(model.path) != _signature(self.root / name / version):
                 model = self._load(name, version)
             entry.blocked.discard(version)
+            entry.pinned.discard(version)
             previous = self._serve(entry, model)
             return model, previous
+
+    def preload(self, name: str, version: str) -> LoadedModel:
+        """Load ``name/version`` for a shadow or canary without serving it; polling will not serve it."""
+        with self._lock:
+            entry = self.entries.get(name)
+            if entry is None or entry.current is None:
+                raise ModelNotFound(f"model {name!r} is not served")
+            model = entry.versions.get(version)
+            if model is None:
+                if version not in self.disk_versions(name):
+                    raise ModelNotFound(f"model {name!r} has no version {version!r} on disk")
+                model = self._load(name, version)
+                entry.versions[version] = model
+            entry.pinned.add(version)
+            return model
+
+    def unpin(self, name: str, version: str, block: bool = False) -> None:
+        """Release a preloaded version; ``block`` keeps polling from serving it (a rolled-back candidate)."""
+        with self._lock:
+            entry = self.entries.get(name)
+            if entry is None:
+                return
+            entry.pinned.discard(version)
+            if block and (entry.current is None or version != entry.current.version):
+                entry.blocked.add(version)
 
     def rollback(self, name: str, to_version: str = "") -> tuple[LoadedModel, str]:
         with self._lock:
@@ -178,11 +206,13 @@ class ModelRepository:
         for name in self.model_names():
             entry = self.entries.get(name)
             current = entry.current.version if entry and entry.current else None
+            if current is not None and not self.config.model(name).auto_serve:
+                continue  # new versions wait for an admin call or a deployment
             blocked = entry.blocked if entry else set()
             for version in reversed(self.disk_versions(name)):
                 if current is not None and _vkey(version) <= _vkey(current):
                     break
-                if version in blocked:
+                if version in blocked or (entry is not None and version in entry.pinned):
                     continue
                 folder = self.root / name / version
                 seen = self.rejected.get((name, version))

@@ -27,6 +27,7 @@ from runtime.args import add_arguments
 from runtime.auth import TokenAuthInterceptor
 from runtime.config import RuntimeConfig, load_config
 from runtime.decision_log import DecisionLog
+from runtime.deployment import Deployments, ShadowRunner
 from runtime.metrics import Metrics
 from runtime.repository import ModelRepository
 from runtime.service import AdminServicer, PolicyServicer
@@ -47,8 +48,12 @@ class RuntimeServer:
         self.decision_log = (
             DecisionLog(config.decision_log, self.metrics) if config.decision_log.enabled else None
         )
-        self.policy = PolicyServicer(config, self.repo, self.metrics, self.decision_log)
-        self.admin = AdminServicer(self.repo, self.metrics)
+        self.deployments = Deployments(config, self.repo, self.metrics)
+        self.shadow = ShadowRunner(self.metrics, config.decision_log)
+        self.policy = PolicyServicer(
+            config, self.repo, self.metrics, self.decision_log, self.deployments, self.shadow
+        )
+        self.admin = AdminServicer(self.repo, self.metrics, self.deployments)
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.metrics_port = 0
@@ -120,6 +125,7 @@ class RuntimeServer:
         await self._update_health()
         # Initial load: every model's newest good version (bad ones are rejected and logged).
         await asyncio.to_thread(self.repo.poll)
+        await asyncio.to_thread(self.deployments.prepare)
         await self._update_health()
         if cfg.metrics_port:
             from prometheus_client import start_http_server
@@ -168,6 +174,7 @@ class RuntimeServer:
         grace = self.config.grace_period_s if grace is None else grace
         if self.server is not None:
             await self.server.stop(grace)
+        await asyncio.to_thread(self.shadow.close)
         if self.decision_log is not None:
             await asyncio.to_thread(self.decision_log.close)
         if self._metrics_http is not None:

@@ -20,6 +20,18 @@ from protos.inspo.runtime.v1 import admin_pb2, admin_pb2_grpc, policy_pb2, polic
 from runtime.batching import Batcher
 from runtime.config import RuntimeConfig
 from runtime.decision_log import DecisionLog
+from runtime.deployment import (
+    CANDIDATE,
+    INCUMBENT,
+    Deployment,
+    DeploymentError,
+    Deployments,
+    ShadowJob,
+    ShadowRunner,
+    canary_fraction,
+    rule_actions,
+)
+from runtime.guardrails import Guardrails
 from runtime.metrics import Metrics
 from runtime.model import LoadedModel, ModelLoadError
 from runtime.repository import ModelNotFound, ModelRepository
@@ -39,10 +51,23 @@ def _invalid(field: str, message: str) -> RequestError:
 
 
 class Decoded:
-    __slots__ = ("agents", "obs", "mask", "current", "ids")
+    __slots__ = ("agents", "obs", "mask", "current", "ids", "elapsed")
 
-    def __init__(self, agents, obs, mask, current, ids):
+    def __init__(self, agents, obs, mask, current, ids, elapsed=None):
         self.agents, self.obs, self.mask, self.current, self.ids = agents, obs, mask, current, ids
+        self.elapsed = elapsed
+
+    def take(self, rows: np.ndarray) -> Decoded:
+        """The subset ``rows`` (one canary arm)."""
+        pick = rows.tolist()
+        return Decoded(
+            self.agents[rows],
+            self.obs[rows],
+            None if self.mask is None else self.mask[rows],
+            None if self.current is None else [self.current[i] for i in pick],
+            [self.ids[i] for i in pick],
+            None if self.elapsed is None else [self.elapsed[i] for i in pick],
+        )
 
 
 def decode_agents(request: policy_pb2.ActRequest, model: LoadedModel, max_agents: int) -> Decoded:
@@ -80,7 +105,21 @@ def decode_agents(request: policy_pb2.ActRequest, model: LoadedModel, max_agents
             mask = np.frombuffer(packed.action_mask_raw, dtype=np.uint8).reshape(n, A) != 0
         else:
             mask = None
-        current = None
+        current = elapsed = None
+        if len(packed.current_action):
+            if len(packed.current_action) != n:
+                raise _invalid(
+                    "packed.current_action",
+                    f"expected {n} values (one per agent), got {len(packed.current_action)}",
+                )
+            current = list(packed.current_action)
+        if len(packed.current_action_elapsed):
+            if len(packed.current_action_elapsed) != n:
+                raise _invalid(
+                    "packed.current_action_elapsed",
+                    f"expected {n} values (one per agent), got {len(packed.current_action_elapsed)}",
+                )
+            elapsed = list(packed.current_action_elapsed)
         prefix = "packed.agent_ids"
     else:
         items = request.agents
@@ -92,7 +131,7 @@ def decode_agents(request: policy_pb2.ActRequest, model: LoadedModel, max_agents
         agents = np.empty(n, dtype=np.int64)
         obs = np.empty((n, O), dtype=np.float32)
         mask = None
-        current = None
+        current = elapsed = None
         ids = []
         for i, item in enumerate(items):
             agent_id = item.agent_id
@@ -133,6 +172,10 @@ def decode_agents(request: policy_pb2.ActRequest, model: LoadedModel, max_agents
                 if current is None:
                     current = [None] * n
                 current[i] = item.current_action
+            if item.HasField("current_action_elapsed"):
+                if elapsed is None:
+                    elapsed = [None] * n
+                elapsed[i] = item.current_action_elapsed
         prefix = "agents"
     if n > 1 and len(set(ids)) != n:
         seen: set[str] = set()
@@ -146,14 +189,23 @@ def decode_agents(request: policy_pb2.ActRequest, model: LoadedModel, max_agents
             i = int(np.flatnonzero(~legal)[0])
             field = "packed.action_mask_raw" if prefix.startswith("packed") else f"agents[{i}].action_mask"
             raise _invalid(field, f"agent {ids[i]!r}: no legal action in the mask")
-    return Decoded(agents, obs, mask, current, ids)
+    return Decoded(agents, obs, mask, current, ids, elapsed)
 
 
 class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     def __init__(
-        self, config: RuntimeConfig, repo: ModelRepository, metrics: Metrics, decision_log: DecisionLog | None
+        self,
+        config: RuntimeConfig,
+        repo: ModelRepository,
+        metrics: Metrics,
+        decision_log: DecisionLog | None,
+        deployments: Deployments | None = None,
+        shadow_runner: ShadowRunner | None = None,
     ):
         self.config, self.repo, self.metrics, self.decision_log = config, repo, metrics, decision_log
+        self.deployments = deployments
+        self.shadow_runner = shadow_runner or ShadowRunner(metrics, config.decision_log.__class__())
+        self._guardrails: dict[tuple, Guardrails] = {}
         self.rng = np.random.default_rng()
         self.batchers: dict[str, Batcher] = {}
         self.inflight = 0
@@ -183,6 +235,196 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         mm = self.metrics.model(model.name)
         if model.action_table is None:
             model.action_table = mm.action_table(model.agent_ids, model.n_actions)
+        n = len(d.agents)
+        mask = d.mask
+        finite = np.isfinite(d.obs).all(axis=1)
+        if not finite.all() and model.fallback.nonfinite_obs == "reject":
+            i = int(np.flatnonzero(~finite)[0])
+            field = "packed.obs_raw" if request.HasField("packed") else f"agents[{i}].obs"
+            raise _invalid(field, f"agent {d.ids[i]!r}: observation contains NaN or Inf")
+        remaining = context.time_remaining() if context is not None else None
+        # A request pinned to a version bypasses the deployment (it asked for that version).
+        dep = None if request.version or self.deployments is None else self.deployments.get(model.name)
+        arms: list[str] | None = None
+        fixed = np.zeros(n, dtype=bool)
+        candidate = None
+        served_version = model.version
+        if dep is None:
+            obs, probs, action, chosen, fallback = await self._decide(model, request, d, remaining)
+        else:
+            incumbent = None
+            if dep.incumbent and dep.incumbent != "rule":
+                try:
+                    incumbent = self.deployments.resolve(dep.incumbent, model)
+                except (ModelNotFound, DeploymentError) as err:
+                    log.warning(
+                        "deployment of %s: incumbent %s unavailable (%s)", model.name, dep.incumbent, err
+                    )
+            elif not dep.incumbent:
+                incumbent = model
+            if dep.candidate and dep.canary_share > 0:
+                try:
+                    candidate = self.deployments.resolve(dep.candidate, model)
+                except (ModelNotFound, DeploymentError) as err:
+                    log.warning(
+                        "deployment of %s: candidate %s unavailable (%s)", model.name, dep.candidate, err
+                    )
+            in_canary = (
+                dep.candidate_flags(model.agent_ids)[d.agents] if candidate is not None else np.zeros(n, bool)
+            )
+            obs = np.where(finite[:, None], d.obs, 0.0).astype(np.float32) if not finite.all() else d.obs
+            probs = np.zeros((n, model.n_actions), dtype=np.float32)
+            action = np.zeros(n, dtype=np.int64)
+            chosen = np.ones(n, dtype=np.float32)
+            fallback: dict[int, str] = {}
+            served_version = incumbent.version if incumbent is not None else f"rule:{dep.rule.rule}"
+            for arm_rows, arm_model in (
+                (np.flatnonzero(~in_canary), incumbent),
+                (np.flatnonzero(in_canary), candidate),
+            ):
+                if len(arm_rows) == 0:
+                    continue
+                sub = d.take(arm_rows)
+                if arm_model is None:  # the incumbent rule
+                    a = rule_actions(dep.rule, model, sub.agents, sub.obs, sub.mask, sub.current)
+                    action[arm_rows] = a
+                    probs[arm_rows, a] = 1.0
+                    fixed[arm_rows] = True
+                    continue
+                _, p, a, c, fb = await self._decide(arm_model, request, sub, remaining)
+                probs[arm_rows], action[arm_rows], chosen[arm_rows] = p, a, c
+                for j, reason in fb.items():
+                    fallback[int(arm_rows[j])] = reason
+            arms = [CANDIDATE if x else INCUMBENT for x in in_canary.tolist()]
+            for arm in (INCUMBENT, CANDIDATE):
+                k = int(in_canary.sum()) if arm == CANDIDATE else n - int(in_canary.sum())
+                if k:
+                    self.metrics.arm_decisions.labels(model.name, arm).inc(k)
+        for i in fallback:
+            fixed[i] = True
+        run_mask = mask if mask is not None else model.all_legal(n)
+        guard = self.guardrails(model)
+        changed: dict[int, str] = {}
+        if guard is not None:
+            rng = np.random.default_rng(request.seed) if request.HasField("seed") else self.rng
+            enforced = guard.enforce(
+                d.agents,
+                obs,
+                run_mask,
+                d.current,
+                d.elapsed,
+                probs,
+                action,
+                chosen,
+                fixed,
+                request.deterministic,
+                rng,
+            )
+            probs, action, chosen, changed = (
+                enforced.probs,
+                enforced.action,
+                enforced.chosen,
+                enforced.changed,
+            )
+            for rule_name, count in enforced.infeasible.items():
+                if count:
+                    self.metrics.guardrail_infeasible.labels(model.name, rule_name).inc(count)
+            if enforced.missing_state:
+                self.metrics.guardrail_missing_state.labels(model.name).inc(enforced.missing_state)
+            for rule_name in changed.values():
+                self.metrics.guardrail_interventions.labels(model.name, rule_name).inc()
+
+        mm.decisions.inc(n)
+        model.action_table.add(d.agents, action)
+        actions_list = action.tolist()
+        if self.decision_log is not None:
+            self.decision_log.record(
+                model, request.episode_id, request.t, d.agents, obs, run_mask, action, chosen
+            )
+
+        response = policy_pb2.ActResponse(
+            model=model.name, model_version=served_version, request_id=request.request_id
+        )
+        if candidate is not None:
+            response.candidate_model, response.candidate_version = candidate.name, candidate.version
+        chosen_list = chosen.tolist()
+        if request.HasField("packed"):
+            out = response.packed
+            out.action.extend(actions_list)
+            out.probability.extend(chosen_list)
+            if request.return_probs:
+                out.probs_raw = np.ascontiguousarray(probs, dtype="<f4").tobytes()
+            for i in sorted(fallback):
+                out.fallback_index.append(i)
+                out.fallback_reason.append(fallback[i])
+            if candidate is not None:
+                out.candidate_index.extend(i for i, arm in enumerate(arms) if arm == CANDIDATE)
+            for i in sorted(changed):
+                out.guardrail_index.append(i)
+                out.guardrail_rule.append(changed[i])
+        else:
+            add = response.actions.add
+            if request.return_probs:
+                rows = probs.tolist()
+                for i in range(n):
+                    add(agent_id=d.ids[i], action=actions_list[i], probability=chosen_list[i], probs=rows[i])
+            else:
+                for i in range(n):
+                    add(agent_id=d.ids[i], action=actions_list[i], probability=chosen_list[i])
+            for i, reason in fallback.items():
+                response.actions[i].fallback = True
+                response.actions[i].fallback_reason = reason
+            if candidate is not None:
+                for i, arm in enumerate(arms):
+                    response.actions[i].arm = arm
+            for i, rule_name in changed.items():
+                response.actions[i].guardrail = rule_name
+        if dep is not None and dep.shadow:
+            self._shadow(dep, model, d, obs, run_mask, action, chosen, arms, served_version, request, guard)
+        return response
+
+    def _shadow(self, dep, model, d, obs, mask, action, chosen, arms, served_version, request, guard) -> None:
+        """Queue the shadow's computation for the worker thread (after the response is built)."""
+        try:
+            shadow = self.deployments.resolve(dep.shadow, model)
+        except ModelNotFound:
+            self.metrics.shadow_errors.labels(model.name, "unresolved").inc()
+            return
+        except DeploymentError:
+            self.metrics.shadow_errors.labels(model.name, "incompatible").inc()
+            return
+        job = ShadowJob(
+            route=model,
+            shadow=shadow,
+            served_version=served_version,
+            agents=d.agents,
+            ids=d.ids,
+            obs=obs,
+            mask=mask,
+            current=d.current,
+            elapsed=d.elapsed,
+            served=action,
+            served_prob=chosen,
+            arms=arms or [INCUMBENT] * len(d.agents),
+            episode_id=request.episode_id,
+            t=request.t,
+            guardrails=guard,
+        )
+        self.shadow_runner.submit(job, dep.shadow_queue)
+
+    def guardrails(self, model: LoadedModel) -> Guardrails | None:
+        cfg = self.config.model(model.name).guardrails
+        if not cfg.enabled:
+            return None
+        key = (model.name, tuple(model.agent_ids), model.n_actions, id(cfg))
+        g = self._guardrails.get(key)
+        if g is None:
+            g = self._guardrails[key] = Guardrails(cfg, model.agent_ids, model.n_actions)
+        return g
+
+    async def _decide(self, model: LoadedModel, request, d: Decoded, remaining):
+        """One model's answer for the rows of ``d``: ``(obs, probs, action, chosen, fallback rows)``."""
+        mm = self.metrics.model(model.name)
         rule = model.fallback
         n = len(d.agents)
         obs, mask = d.obs, d.mask
@@ -205,7 +447,6 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                     mm.out_of_bounds(d.ids[i]).inc()
                     if rule.out_of_bounds == "fallback":
                         fallback.setdefault(int(i), "out_of_bounds")
-        remaining = context.time_remaining() if context is not None else None
         if remaining is not None and remaining * 1000.0 < rule.deadline_margin_ms:
             for i in range(n):
                 fallback.setdefault(i, "deadline")
@@ -259,41 +500,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 probs[i] = 0.0
                 probs[i, a] = 1.0
                 mm.fallback(reason).inc()
-
-        mm.decisions.inc(n)
-        model.action_table.add(d.agents, action)
-        actions_list = action.tolist()
-        if self.decision_log is not None:
-            self.decision_log.record(
-                model, request.episode_id, request.t, d.agents, obs, run_mask, action, chosen
-            )
-
-        response = policy_pb2.ActResponse(
-            model=model.name, model_version=model.version, request_id=request.request_id
-        )
-        chosen_list = chosen.tolist()
-        if request.HasField("packed"):
-            out = response.packed
-            out.action.extend(actions_list)
-            out.probability.extend(chosen_list)
-            if request.return_probs:
-                out.probs_raw = np.ascontiguousarray(probs, dtype="<f4").tobytes()
-            for i in sorted(fallback):
-                out.fallback_index.append(i)
-                out.fallback_reason.append(fallback[i])
-        else:
-            add = response.actions.add
-            if request.return_probs:
-                rows = probs.tolist()
-                for i in range(n):
-                    add(agent_id=d.ids[i], action=actions_list[i], probability=chosen_list[i], probs=rows[i])
-            else:
-                for i in range(n):
-                    add(agent_id=d.ids[i], action=actions_list[i], probability=chosen_list[i])
-            for i, reason in fallback.items():
-                response.actions[i].fallback = True
-                response.actions[i].fallback_reason = reason
-        return response
+        return obs, probs, action, chosen, fallback
 
     async def _guarded(self, method: str, request, context, fn):
         """Run ``fn`` and turn errors into statuses; count the request and its duration."""
@@ -357,6 +564,26 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         for name, value in request.kpis.items():
             if np.isfinite(value):
                 self.metrics.kpi.labels(model.name, name).set(value)
+        # Per arm: the agent's canary arm (stable hash), so a dashboard compares incumbent and candidate.
+        dep = self.deployments.get(model.name) if self.deployments is not None else None
+        canary = dep is not None and bool(dep.candidate) and dep.canary_share > 0
+        arms = set()
+        for a in request.agents:
+            arm = (
+                CANDIDATE
+                if canary and canary_fraction(a.agent_id, dep.canary_salt) < dep.canary_share
+                else INCUMBENT
+            )
+            arms.add(arm)
+            self.metrics.arm_reward.labels(model.name, arm).observe(a.reward)
+            for name, value in a.kpis.items():
+                if np.isfinite(value):
+                    self.metrics.arm_kpi.labels(model.name, arm, name).observe(value)
+        if len(arms) <= 1:  # site KPIs belong to an arm only when every reported agent is in it
+            arm = arms.pop() if arms else INCUMBENT
+            for name, value in request.kpis.items():
+                if np.isfinite(value):
+                    self.metrics.arm_kpi.labels(model.name, arm, name).observe(value)
         matched = 0
         if self.decision_log is not None and request.episode_id:
             matched = self.decision_log.outcome(model.name, request.episode_id, request.t, rows)
@@ -391,9 +618,87 @@ def model_info(model: LoadedModel, repo: ModelRepository) -> policy_pb2.ModelInf
     return info
 
 
+def deployment_message(d: Deployment, deployments: Deployments) -> admin_pb2.Deployment:
+    out = admin_pb2.Deployment(
+        model=d.model,
+        incumbent=d.incumbent,
+        shadow=d.shadow,
+        candidate=d.candidate,
+        canary_share=d.canary_share,
+        canary_salt=d.canary_salt,
+    )
+    try:
+        route = deployments.repo.get(d.model)
+    except ModelNotFound:
+        return out
+    out.incumbent_version = f"rule:{d.rule.rule}" if d.incumbent == "rule" else ""
+    for role, ref in (("incumbent", d.incumbent), ("shadow", d.shadow), ("candidate", d.candidate)):
+        if ref == "rule" or (not ref and role != "incumbent"):
+            continue
+        try:
+            setattr(out, f"{role}_version", deployments.resolve(ref, route).version)
+        except (ModelNotFound, DeploymentError):
+            setattr(out, f"{role}_version", "unavailable")
+    if d.candidate and d.canary_share > 0:
+        flags = d.candidate_flags(route.agent_ids)
+        out.candidate_agents.extend(a for a, f in zip(route.agent_ids, flags, strict=True) if f)
+    return out
+
+
 class AdminServicer(admin_pb2_grpc.ModelAdminServicer):
-    def __init__(self, repo: ModelRepository, metrics: Metrics):
+    def __init__(self, repo: ModelRepository, metrics: Metrics, deployments: Deployments | None = None):
         self.repo, self.metrics = repo, metrics
+        self.deployments = deployments or Deployments(repo.config, repo, metrics)
+
+    async def _deploy(self, method: str, fn, request, context):
+        if not request.model:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "model: required")
+        started = time.perf_counter()
+        code = "OK"
+        try:
+            return await asyncio.to_thread(lambda: deployment_message(fn(), self.deployments))
+        except ModelNotFound as err:
+            code = "NOT_FOUND"
+            await context.abort(grpc.StatusCode.NOT_FOUND, str(err))
+        except ModelLoadError as err:
+            code = "FAILED_PRECONDITION"
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"version rejected: {err}")
+        except DeploymentError as err:
+            code = "FAILED_PRECONDITION"
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
+        finally:
+            self.metrics.request(method, request.model or "-", code).inc()
+            self.metrics.duration(method, request.model or "-").observe(time.perf_counter() - started)
+
+    async def GetDeployment(self, request, context):
+        return await self._deploy(
+            "GetDeployment", lambda: self.deployments.describe(request.model), request, context
+        )
+
+    async def SetDeployment(self, request, context):
+        def do():
+            return self.deployments.set(
+                Deployment(
+                    model=request.model,
+                    incumbent=request.incumbent,
+                    shadow=request.shadow,
+                    candidate=request.candidate,
+                    canary_share=request.canary_share,
+                    canary_salt=request.canary_salt,
+                )
+            )
+
+        return await self._deploy("SetDeployment", do, request, context)
+
+    async def PromoteCandidate(self, request, context):
+        return await self._deploy(
+            "PromoteCandidate", lambda: self.deployments.promote(request.model), request, context
+        )
+
+    async def RollBackCandidate(self, request, context):
+        return await self._deploy(
+            "RollBackCandidate", lambda: self.deployments.rollback(request.model), request, context
+        )
 
     async def _call(self, method: str, fn, request, context):
         started = time.perf_counter()

@@ -94,5 +94,10 @@ max_queue_delay_us = 150000
             proc.kill()
     assert results["failed_in_flight"] == []
     assert results["served"] > 0
-    rows = ds.dataset(tmp_path / "log" / "grid" / "agent_steps", partitioning="hive").count_rows()
+    # decisions without a reported outcome are written to the separate no-outcome log
+    rows = sum(
+        ds.dataset(tmp_path / "log" / "grid" / sub / "agent_steps", partitioning="hive").count_rows()
+        for sub in (".", "no-outcome")
+        if (tmp_path / "log" / "grid" / sub / "agent_steps").exists()
+    )
     assert rows == results["served"]

@@ -81,7 +81,8 @@ def collect_logs(plan: DemoPlan, out: Path) -> Path:
 
 def show_card(log: Path) -> None:
     from trainer.commands.data import print_card
-    from trainer.logs import build_card, open_log
+    from trainer.logs import open_log
+    from trainer.logs.card import build_card
 
     print_card(build_card(open_log(log), str(log)))
 

@@ -49,6 +49,26 @@ class ModelAdminStub:
                 request_serializer=inspo_dot_runtime_dot_v1_dot_admin__pb2.RollBackRequest.SerializeToString,
                 response_deserializer=inspo_dot_runtime_dot_v1_dot_admin__pb2.RollBackResponse.FromString,
                 _registered_method=True)
+        self.GetDeployment = channel.unary_unary(
+                '/inspo.runtime.v1.ModelAdmin/GetDeployment',
+                request_serializer=inspo_dot_runtime_dot_v1_dot_admin__pb2.GetDeploymentRequest.SerializeToString,
+                response_deserializer=inspo_dot_runtime_dot_v1_dot_admin__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.SetDeployment = channel.unary_unary(
+                '/inspo.runtime.v1.ModelAdmin/SetDeployment',
+                request_serializer=inspo_dot_runtime_dot_v1_dot_admin__pb2.Deployment.SerializeToString,
+                response_deserializer=inspo_dot_runtime_dot_v1_dot_admin__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.PromoteCandidate = channel.unary_unary(
+                '/inspo.runtime.v1.ModelAdmin/PromoteCandidate',
+                request_serializer=inspo_dot_runtime_dot_v1_dot_admin__pb2.DeploymentActionRequest.SerializeToString,
+                response_deserializer=inspo_dot_runtime_dot_v1_dot_admin__pb2.Deployment.FromString,
+                _registered_method=True)
+        self.RollBackCandidate = channel.unary_unary(
+                '/inspo.runtime.v1.ModelAdmin/RollBackCandidate',
+                request_serializer=inspo_dot_runtime_dot_v1_dot_admin__pb2.DeploymentActionRequest.SerializeToString,
+                response_deserializer=inspo_dot_runtime_dot_v1_dot_admin__pb2.Deployment.FromString,
+                _registered_method=True)
 
 
 class ModelAdminServicer:
@@ -74,6 +94,34 @@ class ModelAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDeployment(self, request, context):
+        """Shadow / canary deployment of a served model (docs/deployment.md). Changes live in memory until restart.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetDeployment(self, request, context):
+        """Replace the deployment of `model` (every field; empty = none / default).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PromoteCandidate(self, request, context):
+        """The candidate becomes the incumbent for every agent; canary share 0.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollBackCandidate(self, request, context):
+        """Drop the candidate: every agent back to the incumbent.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ModelAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -91,6 +139,26 @@ def add_ModelAdminServicer_to_server(servicer, server):
                     servicer.RollBack,
                     request_deserializer=inspo_dot_runtime_dot_v1_dot_admin__pb2.RollBackRequest.FromString,
                     response_serializer=inspo_dot_runtime_dot_v1_dot_admin__pb2.RollBackResponse.SerializeToString,
+            ),
+            'GetDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeployment,
+                    request_deserializer=inspo_dot_runtime_dot_v1_dot_admin__pb2.GetDeploymentRequest.FromString,
+                    response_serializer=inspo_dot_runtime_dot_v1_dot_admin__pb2.Deployment.SerializeToString,
+            ),
+            'SetDeployment': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetDeployment,
+                    request_deserializer=inspo_dot_runtime_dot_v1_dot_admin__pb2.Deployment.FromString,
+                    response_serializer=inspo_dot_runtime_dot_v1_dot_admin__pb2.Deployment.SerializeToString,
+            ),
+            'PromoteCandidate': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromoteCandidate,
+                    request_deserializer=inspo_dot_runtime_dot_v1_dot_admin__pb2.DeploymentActionRequest.FromString,
+                    response_serializer=inspo_dot_runtime_dot_v1_dot_admin__pb2.Deployment.SerializeToString,
+            ),
+            'RollBackCandidate': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollBackCandidate,
+                    request_deserializer=inspo_dot_runtime_dot_v1_dot_admin__pb2.DeploymentActionRequest.FromString,
+                    response_serializer=inspo_dot_runtime_dot_v1_dot_admin__pb2.Deployment.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -174,6 +242,114 @@ class ModelAdmin:
             '/inspo.runtime.v1.ModelAdmin/RollBack',
             inspo_dot_runtime_dot_v1_dot_admin__pb2.RollBackRequest.SerializeToString,
             inspo_dot_runtime_dot_v1_dot_admin__pb2.RollBackResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inspo.runtime.v1.ModelAdmin/GetDeployment',
+            inspo_dot_runtime_dot_v1_dot_admin__pb2.GetDeploymentRequest.SerializeToString,
+            inspo_dot_runtime_dot_v1_dot_admin__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetDeployment(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inspo.runtime.v1.ModelAdmin/SetDeployment',
+            inspo_dot_runtime_dot_v1_dot_admin__pb2.Deployment.SerializeToString,
+            inspo_dot_runtime_dot_v1_dot_admin__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromoteCandidate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inspo.runtime.v1.ModelAdmin/PromoteCandidate',
+            inspo_dot_runtime_dot_v1_dot_admin__pb2.DeploymentActionRequest.SerializeToString,
+            inspo_dot_runtime_dot_v1_dot_admin__pb2.Deployment.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollBackCandidate(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/inspo.runtime.v1.ModelAdmin/RollBackCandidate',
+            inspo_dot_runtime_dot_v1_dot_admin__pb2.DeploymentActionRequest.SerializeToString,
+            inspo_dot_runtime_dot_v1_dot_admin__pb2.Deployment.FromString,
             options,
             channel_credentials,
             insecure,

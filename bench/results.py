@@ -1,0 +1,417 @@
+"""docs/results.md in one command: logged heuristics vs BC vs InSPO (+ ablations) on evaluation seeds.
+
+    .venv/bin/python bench/results.py                                   # elevator down-peak, full
+    .venv/bin/python bench/results.py --log /tmp/elev_mixed --eval-seeds 8 --train-seeds 0 1 2
+    .venv/bin/python bench/results.py --ablations --jobs 2               # + inspo-simultaneous/-noresample/-beta0
+
+For each env of ``bench/configs/<name>.toml`` (default: ``elevator-downpeak``):
+
+1. **log**: ``inspo collect --dataset <bench.dataset>`` on collection seeds (skipped with ``--log`` or
+   when ``<work>/log`` is complete);
+2. **train**: ``inspo train`` for InSPO and BC (and with ``--ablations`` the InSPO ablations) on every
+   training seed, ``--jobs`` at a time; a finished run (``<run>/policy``) is skipped, an interrupted one
+   resumes from its checkpoint (``--resume``: bit-identical);
+3. **evaluate** every logged heuristic (the rule each logged controller explores around), every run,
+   on the same first ``--eval-seeds`` evaluation seeds of ``envs.seeds`` (paired; never used for
+   training or tuning). Each (controller, seed) episode is cached in ``<work>/eval/*.jsonl``;
+4. **report**: ``docs/results.md`` (one section per env: table of mean ± std over training seeds, the
+   95% t-interval over training seeds, std over episodes, episode counts; the paired difference to
+   the best heuristic; the acceptance check; the command) and PNGs under ``docs/results/``.
+
+Everything is resumable: rerunning the same command only does what is missing. Tuning happened on
+tuning seeds only (``envs.seeds.tuning_seeds``); the config records what was chosen and why.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shlex
+import subprocess
+import sys
+import time
+import tomllib
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+INSPO = str(Path(sys.executable).with_name("inspo"))
+ABLATIONS = ("inspo-simultaneous", "inspo-noresample", "inspo-beta0")
+T975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23}
+METRICS = {  # metric -> (column title, lower is better)
+    "avg_wait": ("avg wait (s)", True),
+    "avg_sq_wait": ("avg squared wait (s²)", True),
+    "avg_system_time": ("system time (s)", True),
+    "pct_wait_over_60": ("% wait > 60 s", True),
+}
+PRIMARY = "avg_wait"
+
+
+def log(msg: str) -> None:
+    print(f"[results {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def sh(cmd: list[str], logfile: Path | None = None) -> None:
+    log("$ " + shlex.join(cmd))
+    if logfile is None:
+        subprocess.run(cmd, check=True, cwd=ROOT)
+        return
+    logfile.parent.mkdir(parents=True, exist_ok=True)
+    with logfile.open("a") as f:
+        subprocess.run(cmd, check=True, cwd=ROOT, stdout=f, stderr=subprocess.STDOUT)
+
+
+# ---------------------------------------------------------------- config
+
+
+def load_bench_config(name: str) -> dict:
+    path = ROOT / "bench" / "configs" / f"{name}.toml"
+    cfg = tomllib.loads(path.read_text())
+    cfg["_path"] = path
+    return cfg
+
+
+def algo_config_file(cfg: dict, algo: str, work: Path) -> Path:
+    """A flat TOML for one algorithm: [bc] for bc, [inspo] (+ the variant's own override) for InSPO variants."""
+    from trainer.algos.config import ALGORITHMS
+
+    if algo == "bc":
+        values = dict(cfg.get("bc", {}))
+    else:
+        values = dict(cfg.get("inspo", {}))
+        values.update(ALGORITHMS[algo][1])  # the ablation's change wins over the chosen config
+        values.update(cfg.get(algo, {}))
+    path = work / "configs" / f"{algo}.toml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for key, value in values.items():
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif isinstance(value, str):
+            text = json.dumps(value)
+        elif isinstance(value, list | tuple):
+            text = "[" + ", ".join(str(v) for v in value) + "]"
+        else:
+            text = repr(value)
+        lines.append(f"{key} = {text}")
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def logged_heuristics(env_id: str, dataset: str) -> list[str]:
+    """The rule behind each logged controller (``etd@eps=0.1`` -> ``etd``), uniform-random excluded."""
+    from envs.registry import dataset_plan
+
+    names = []
+    for spec, _ in dataset_plan(env_id, dataset):
+        base = spec.split("@", 1)[0]
+        if base != "random" and base not in names:
+            names.append(base)
+    return names
+
+
+# ---------------------------------------------------------------- steps
+
+
+def ensure_log(cfg: dict, work: Path, given: str | None, workers: int) -> Path:
+    if given:
+        return Path(given)
+    out = work / "log"
+    done = work / "log.done"
+    if done.exists():
+        return out
+    if out.exists():  # an interrupted collection: start over (collection is the cheap step)
+        import shutil
+
+        shutil.rmtree(out)
+    bench = cfg["bench"]
+    sh(
+        [INSPO, "collect", "--env", bench["env"], "--dataset", bench["dataset"], "--workers", str(workers),
+         "--out", str(out)],
+        work / "collect.log",
+    )  # fmt: skip
+    done.write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
+    return out
+
+
+def train_one(algo: str, seed: int, data: Path, config: Path, work: Path) -> Path:
+    run = work / "runs" / f"{algo}-s{seed}"
+    if (run / "policy").exists():
+        return run
+    cmd = [INSPO, "train", "--algo", algo, "--data", str(data), "--out", str(run), "--config", str(config),
+           "--seed", str(seed), "--checkpoint-every", "50"]  # fmt: skip
+    if (run / "checkpoints" / "last.pt").exists():
+        cmd.append("--resume")
+    sh(cmd, work / "train-logs" / f"{algo}-s{seed}.log")
+    return run
+
+
+def train_all(cfg: dict, algos: list[str], seeds: list[int], data: Path, work: Path, jobs: int) -> dict:
+    configs = {algo: algo_config_file(cfg, algo, work) for algo in algos}
+    tasks = [(algo, seed) for seed in seeds for algo in algos]
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        futures = {t: pool.submit(train_one, t[0], t[1], data, configs[t[0]], work) for t in tasks}
+        runs = {t: f.result() for t, f in futures.items()}
+    return {algo: [runs[(algo, s)] for s in seeds] for algo in algos}
+
+
+def _eval_source(env_id: str, source: str, seeds: list[int], cache: Path) -> list[dict]:
+    """Per-episode metrics of one controller source; cached line by line (resumable)."""
+    from envs.registry import make_env
+    from trainer.policies import load_controller
+    from trainer.rollout import run_episode
+
+    done: dict[int, dict] = {}
+    if cache.exists():
+        for line in cache.read_text().splitlines():
+            if line.strip():
+                row = json.loads(line)
+                done[row["seed"]] = row
+    missing = [s for s in seeds if s not in done]
+    if missing:
+        import torch
+
+        torch.set_num_threads(1)
+        env = make_env(env_id)
+        controller = load_controller(source, env_id)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        for seed in missing:
+            r = run_episode(env, controller, seed)
+            row = {"seed": seed, "return": r.episode_return, "length": r.length, **r.metrics}
+            with cache.open("a") as f:
+                f.write(json.dumps(row) + "\n")
+            done[seed] = row
+        log(f"evaluated {source} on {len(missing)} seeds")
+    return [done[s] for s in seeds]
+
+
+def _eval_task(args: tuple[str, str, list[int], str]) -> list[dict]:
+    return _eval_source(args[0], args[1], args[2], Path(args[3]))
+
+
+def evaluate_all(env_id: str, groups: dict[str, list[str]], seeds: list[int], work: Path, jobs: int) -> dict:
+    """groups: label -> sources (several = training seeds). Returns label -> source -> episode rows."""
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    tasks = []
+    for label, sources in groups.items():
+        for src in sources:
+            cache = work / "eval" / (Path(src).name if Path(src).exists() else src.replace("/", "_"))
+            tasks.append((label, src, (env_id, src, seeds, str(cache) + ".jsonl")))
+    with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+        results = list(pool.map(_eval_task, [t[2] for t in tasks]))
+    out: dict[str, dict[str, list[dict]]] = {label: {} for label in groups}
+    for (label, src, _), rows in zip(tasks, results, strict=True):
+        out[label][src] = rows
+    return out
+
+
+# ---------------------------------------------------------------- statistics and report
+
+
+def mean_std(values) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def ci95(values) -> tuple[float, float]:
+    arr = np.asarray(values, dtype=float)
+    if arr.size < 2:
+        return float("nan"), float("nan")
+    m, s = mean_std(arr)
+    half = T975.get(arr.size - 1, 1.96) * s / math.sqrt(arr.size)
+    return m - half, m + half
+
+
+def summarize(results: dict, seeds: list[int]) -> list[dict]:
+    rows = []
+    for label, by_source in results.items():
+        row = {"label": label, "runs": len(by_source), "episodes": sum(len(v) for v in by_source.values())}
+        for key in METRICS:
+            per_run = [np.mean([e[key] for e in eps]) for eps in by_source.values()]
+            all_eps = [e[key] for eps in by_source.values() for e in eps]
+            row[key] = mean_std(per_run) if len(per_run) > 1 else mean_std(all_eps)
+            row[key + "_episodes"] = mean_std(all_eps)
+            # 95% interval: over training seeds for learned methods, over episodes for rules
+            row[key + "_ci"] = ci95(per_run) if len(per_run) > 1 else ci95(all_eps)
+        # per evaluation seed, averaged over training seeds (for paired differences)
+        row["per_seed"] = {
+            s: float(np.mean([next(e[PRIMARY] for e in eps if e["seed"] == s) for eps in by_source.values()]))
+            for s in seeds
+        }
+        rows.append(row)
+    return rows
+
+
+def plots(rows: list[dict], results: dict, name: str, out_dir: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    labels = [r["label"] for r in rows]
+    # 1. avg wait: mean over training seeds with the 95% interval, each run / episode as a dot
+    fig, ax = plt.subplots(figsize=(1.3 * len(rows) + 2.5, 3.8))
+    for i, r in enumerate(rows):
+        m = r[PRIMARY][0]
+        lo, hi = r[PRIMARY + "_ci"]
+        yerr = None if math.isnan(lo) else [[m - lo], [hi - m]]
+        ax.bar(i, m, color="tab:blue" if r["runs"] > 1 else "tab:gray", alpha=0.6)
+        ax.errorbar(i, m, yerr=yerr, color="k", capsize=4)
+        if r["runs"] > 1:
+            per_run = [np.mean([e[PRIMARY] for e in eps]) for eps in results[r["label"]].values()]
+            ax.scatter([i] * len(per_run), per_run, color="k", s=12, zorder=3)
+    best = min((r for r in rows if r["runs"] == 1), key=lambda r: r[PRIMARY][0], default=None)
+    if best is not None:
+        ax.axhline(0.9 * best[PRIMARY][0], color="tab:red", ls="--", lw=1, label="0.9 × best heuristic")
+        ax.legend(loc="upper right", fontsize=8)
+    ax.set_xticks(range(len(rows)), labels, rotation=20, ha="right")
+    ax.set_ylabel("average wait (s)")
+    ax.set_title(f"{name}: mean, 95% interval; dots = training seeds")
+    fig.tight_layout()
+    path = out_dir / f"{name}_avg_wait.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    written.append(path)
+    # 2. paired per-seed difference to the best heuristic
+    if best is not None:
+        fig, ax = plt.subplots(figsize=(1.3 * len(rows) + 2.5, 3.5))
+        seeds = list(best["per_seed"])
+        data = [[r["per_seed"][s] - best["per_seed"][s] for s in seeds] for r in rows]
+        ax.boxplot(data, showmeans=True)
+        ax.axhline(0.0, color="k", lw=0.8)
+        ax.set_xticks(range(1, len(rows) + 1), labels, rotation=20, ha="right")
+        ax.set_ylabel(f"avg wait − {best['label']} (s)")
+        ax.set_title(f"{name}: paired difference per evaluation seed ({len(seeds)} seeds)")
+        fig.tight_layout()
+        path = out_dir / f"{name}_paired_diff.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def fmt(ms: tuple[float, float], digits: int = 1) -> str:
+    return f"{ms[0]:.{digits}f} ± {ms[1]:.{digits}f}"
+
+
+def section(name: str, cfg: dict, rows: list[dict], seeds: list[int], train_seeds: list[int], command: str,
+            pngs: list[Path], data_desc: str) -> str:  # fmt: skip
+    bench = cfg["bench"]
+    heur = [r for r in rows if r["runs"] == 1]
+    best = min(heur, key=lambda r: r[PRIMARY][0])
+    lines = [
+        f"## {bench['env']} ({name})",
+        "",
+        f"Log: {data_desc}. Evaluation: the first {len(seeds)} evaluation seeds of `envs.seeds` "
+        f"({seeds[0]}–{seeds[-1]}), the same for every controller (paired); learned methods over "
+        f"training seeds {train_seeds}. Config: `{cfg['_path'].relative_to(ROOT)}` (tuned on tuning seeds only).",
+        "",
+        "Learned methods: **mean ± std over training seeds** (of each run's mean over episodes), 95% "
+        "t-interval over training seeds, and std over all episodes. Rules are deterministic: mean ± std "
+        "and 95% interval over episodes.",
+        "",
+        "| controller | runs | episodes | "
+        + " | ".join(t for t, _ in METRICS.values())
+        + " | 95% interval avg wait | std over episodes (avg wait) | vs best heuristic (paired, s) |",
+        "|---|---|---|" + "---|" * len(METRICS) + "---|---|---|",
+    ]
+    for r in rows:
+        diffs = [r["per_seed"][s] - best["per_seed"][s] for s in seeds]
+        dm = float(np.mean(diffs))
+        dlo, dhi = ci95(diffs)
+        lo, hi = r[PRIMARY + "_ci"]
+        cells = [
+            fmt(r[k], 2 if k == "pct_wait_over_60" else (0 if k == "avg_sq_wait" else 1)) for k in METRICS
+        ]
+        diff = "—" if r is best else f"{dm:+.2f} [{dlo:+.2f}, {dhi:+.2f}]"
+        lines.append(
+            f"| {r['label']} | {r['runs']} | {r['episodes']} | " + " | ".join(cells)
+            + f" | [{lo:.2f}, {hi:.2f}] | {r[PRIMARY + '_episodes'][1]:.1f} | {diff} |"
+        )  # fmt: skip
+    lines += ["", "```bash", command, "```", ""]
+    inspo = next((r for r in rows if r["label"] == "inspo"), None)
+    bc = next((r for r in rows if r["label"] == "bc"), None)
+    if inspo is not None:
+        target = 0.9 * best[PRIMARY][0]
+        met_target = inspo[PRIMARY][0] <= target
+        beats_bc = bc is not None and inspo[PRIMARY][0] < bc[PRIMARY][0]
+        lines += [
+            f"**Acceptance** (InSPO avg wait ≤ 0.9 × best logged heuristic `{best['label']}` = "
+            f"{target:.2f} s, and better than BC): InSPO {inspo[PRIMARY][0]:.2f} s → "
+            f"target {'**met**' if met_target else '**not met**'}; "
+            + (f"vs BC {bc[PRIMARY][0]:.2f} s → {'better' if beats_bc else '**not better**'}." if bc else ""),
+            "",
+        ]
+    for p in pngs:
+        lines.append(f"![{p.stem}]({p.relative_to(ROOT / 'docs').as_posix()})")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--configs", nargs="+", default=["elevator-downpeak"], help="names in bench/configs/")
+    p.add_argument("--log", default=None, help="reuse this log instead of collecting (single config only)")
+    p.add_argument("--train-seeds", type=int, nargs="+", default=None, help="default: the config's")
+    p.add_argument("--eval-seeds", type=int, default=None, help="number of evaluation seeds (max 32)")
+    p.add_argument("--ablations", action="store_true", help="also train/evaluate " + ", ".join(ABLATIONS))
+    p.add_argument("--jobs", type=int, default=2, help="trainings / evaluation processes at once")
+    p.add_argument("--work", default=str(ROOT / "bench" / ".cache" / "results"), help="runs, logs, cache")
+    p.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
+    p.add_argument("--skip-train", action="store_true", help="only evaluate runs that already finished")
+    args = p.parse_args(argv)
+
+    from envs.seeds import evaluation_seeds
+
+    sections = []
+    for name in args.configs:
+        cfg = load_bench_config(name)
+        bench = cfg["bench"]
+        work = Path(args.work) / name
+        work.mkdir(parents=True, exist_ok=True)
+        train_seeds = args.train_seeds or list(bench.get("train_seeds", [0, 1, 2]))
+        n_eval = args.eval_seeds or int(bench.get("eval_seeds", 32))
+        seeds = evaluation_seeds(n_eval)
+        data = ensure_log(cfg, work, args.log if len(args.configs) == 1 else None, args.jobs)
+        algos = ["inspo", "bc", *(ABLATIONS if args.ablations else ())]
+        if args.skip_train:
+            runs = {a: sorted(work.glob(f"runs/{a}-s*/policy")) for a in algos}
+            runs = {a: [r.parent for r in v if int(r.parent.name.rsplit("-s", 1)[1]) in train_seeds]
+                    for a, v in runs.items()}  # fmt: skip
+            runs = {a: v for a, v in runs.items() if v}
+        else:
+            runs = train_all(cfg, algos, train_seeds, data, work, args.jobs)
+        groups = {h: [h] for h in logged_heuristics(bench["env"], bench["dataset"])}
+        groups.update({a: [str(r) for r in v] for a, v in runs.items()})
+        results = evaluate_all(bench["env"], groups, seeds, work, args.jobs)
+        rows = summarize(results, seeds)
+        pngs = plots(rows, results, name, ROOT / "docs" / "results")
+        command = ".venv/bin/python bench/results.py " + " ".join(
+            shlex.quote(a) for a in (argv or sys.argv[1:])
+        )
+        desc = f"`{bench['dataset']}` dataset of `envs/elevator/registry.py` ({args.log or 'collected'})"
+        sections.append(section(name, cfg, rows, seeds, train_seeds, command.strip(), pngs, desc))
+        (work / "summary.json").write_text(json.dumps(rows, indent=2, default=str))
+    header = [
+        "# Results",
+        "",
+        "Generated by `bench/results.py` (see its docstring); every number below comes from the command "
+        "under its table. Evaluation seeds are never used for training or tuning (`envs/seeds.py`).",
+        "",
+    ]
+    Path(args.out).write_text("\n".join(header + sections))
+    log(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
