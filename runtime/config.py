@@ -67,8 +67,8 @@ class GuardrailConfig:
     * ``forbidden``: ``{agent_id = [actions]}``; the key ``"*"`` applies to every agent.
     * ``min_hold``: an agent that has executed its current action for less than this long keeps it
       (e.g. a minimum green time); ``max_hold``: one that has executed it for this long or longer must
-      switch (0 = off). Time is the request's ``current_action_elapsed`` (else ``obs[elapsed_obs_index]``),
-      times ``elapsed_scale``; the current action is the request's ``current_action`` (else
+      switch (0 = off). Time is the request's ``current_action_elapsed`` in seconds (else
+      ``obs[elapsed_obs_index] * elapsed_scale``); the current action is the request's ``current_action`` (else
       ``round(obs[current_obs_index])``). Without both, the hold rules are skipped for that agent (counted).
     Precedence when they conflict: the request's action mask, then ``forbidden``, then the hold rules.
     """

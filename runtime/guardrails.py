@@ -72,7 +72,7 @@ class Guardrails:
         if elapsed is not None:
             for i, e in enumerate(elapsed):
                 if e is not None:
-                    el[i] = float(e) * cfg.elapsed_scale
+                    el[i] = float(e)  # the request gives seconds; the scale is for obs units
         cur[(cur < 0) | (cur >= self.n_actions)] = -1
         return cur, el
 

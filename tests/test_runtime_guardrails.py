@@ -14,7 +14,8 @@ from runtime.config import GuardrailConfig, ModelConfig, load_config
 
 FORBIDDEN = {"*": [3], "tl_0": [1]}
 MIN_HOLD, MAX_HOLD = 5.0, 30.0
-# "grid": the hold state comes from the request; "grid-obs": from obs[0] (action) and obs[1] x 10 (elapsed).
+# "grid": the hold state comes from the request; "grid-obs": from the request when it has it, else from
+# obs[0] (action) and obs[1] x 10 (elapsed), as docs/serving.md says.
 GUARDS = {
     "grid": GuardrailConfig(forbidden=FORBIDDEN, min_hold=MIN_HOLD, max_hold=MAX_HOLD),
     "grid-obs": GuardrailConfig(
@@ -60,11 +61,13 @@ def _spec_check(model, agent_ids, obs, mask, current, elapsed, action, probs):
             assert a in allowed, f"{agent}: served forbidden action {a}"
         else:
             allowed = [b for b in range(N_ACTIONS) if mask[i, b]]
-        if model == "grid":
-            cur, el = current.get(agent), elapsed.get(agent)
-        else:
-            cur = int(round(float(obs[i, 0]))) if np.isfinite(obs[i, 0]) else None
-            el = float(obs[i, 1]) * 10.0
+        # The request's current action / elapsed time win; "grid-obs" falls back to the observation.
+        cur, el = current.get(agent), elapsed.get(agent)
+        if model == "grid-obs":
+            if cur is None:
+                cur = int(round(float(obs[i, 0]))) if np.isfinite(obs[i, 0]) else None
+            if el is None:
+                el = float(obs[i, 1]) * 10.0
         if cur is None or el is None or not 0 <= cur < N_ACTIONS:
             continue
         if el < MIN_HOLD and cur in allowed:
