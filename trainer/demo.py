@@ -235,7 +235,11 @@ def show_metrics(runtime: RunningRuntime, lines: int = 12) -> None:
         "inspo_runtime_fallbacks_total",
         "inspo_runtime_decision_log",
     )
-    shown = [line for line in runtime.metrics().splitlines() if line.startswith(wanted)]
+    shown = [
+        line
+        for line in runtime.metrics().splitlines()
+        if line.startswith(wanted) and "_created" not in line.split("{")[0]
+    ]
     console.print("\n".join(shown[:lines]) or "(no runtime metrics yet)")
 
 
