@@ -1,4 +1,7 @@
-"""``inspo data inspect <log>``: validate a log and print its dataset card (design.md §3.3)."""
+"""``inspo data inspect <log>``: validate a log and print its dataset card (design.md §3.3).
+
+``inspo data combine --out OUT LOG [LOG ...]``: one training log from several (e.g. the runtime's decision
+log plus the earlier logs), repairing the gaps unreported outcomes leave (``trainer/logs/combine.py``)."""
 
 from __future__ import annotations
 
@@ -7,7 +10,7 @@ import json
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("data", help="inspect logs", description="Work with Parquet logs.")
+    p = sub.add_parser("data", help="inspect and combine logs", description="Work with Parquet logs.")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
     inspect = data_sub.add_parser(
         "inspect",
@@ -19,6 +22,34 @@ def register(sub: argparse._SubParsersAction) -> None:
     inspect.add_argument("log", help="log directory (with agent_steps/) or one agent_steps Parquet file")
     inspect.add_argument("--json", action="store_true", help="print the card as JSON instead of tables")
     inspect.set_defaults(func=run_inspect)
+
+    combine = data_sub.add_parser(
+        "combine",
+        help="combine logs (decision log + earlier logs) into one training log",
+        description="Write one log from several logs of the same agents (same obs_dim, n_actions, agent_ids "
+        "and env_id). Decision-log gaps are repaired: per episode only steps where every agent has a row "
+        "are kept, and each run of consecutive t becomes its own episode '<episode_id>~<k>' with t from 0 "
+        "(the last step of a cut run is marked truncated). The output is written atomically and loads with "
+        "'inspo data inspect' and 'inspo train --data'.",
+    )
+    combine.add_argument(
+        "logs", nargs="+", metavar="LOG", help="input log directories (or agent_steps files)"
+    )
+    combine.add_argument("--out", required=True, help="log directory to write (must not exist or be empty)")
+    combine.add_argument(
+        "--state",
+        choices=["auto", "env", "joint-obs"],
+        default="auto",
+        help="auto: keep each log's state when every input has the same state_dim, else rebuild all as the "
+        "joint observation (the runtime's definition); env: keep, error if they differ; joint-obs: rebuild",
+    )
+    combine.add_argument(
+        "--min-length", type=int, default=1, help="drop episodes (runs) shorter than this many steps"
+    )
+    combine.add_argument(
+        "--env-id", default=None, help="env id of the combined log (needed when the inputs' env ids differ)"
+    )
+    combine.set_defaults(func=run_combine)
 
 
 def run_inspect(args: argparse.Namespace) -> int:
@@ -86,3 +117,23 @@ def print_card(card) -> None:
 
     for warning in card.warnings:
         console.print(f"[bold yellow]warning:[/] {warning}")
+
+
+def run_combine(args: argparse.Namespace) -> int:
+    from trainer.logs.combine import combine_logs
+    from trainer.report import console, print_table
+
+    result = combine_logs(
+        args.out, args.logs, state=args.state, min_length=args.min_length, env_id=args.env_id, progress=True
+    )
+    print_table(
+        [s.row() for s in result.inputs], title=f"combined {len(result.inputs)} logs into {result.out}"
+    )
+    for note in result.notes:
+        console.print(f"[bold]note:[/] {note}")
+    console.print(
+        f"wrote {result.out}: env {result.meta.env_id}, state_dim {result.meta.state_dim} ({result.state}), "
+        f"{result.episodes} episodes, {result.steps} steps, {result.rows} agent-steps, "
+        f"{len(result.files)} files"
+    )
+    return 0
