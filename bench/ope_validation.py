@@ -24,6 +24,7 @@ from trainer.logs import open_log
 from trainer.ope import FQEConfig, evaluate_offline
 from trainer.policies import load_controller
 from trainer.rollout import run_episode
+from trainer.threads import single_threaded
 
 PLANS = {
     # env: (logging controller, log episodes, rule candidates, train steps, eval seeds)
@@ -47,7 +48,8 @@ PLANS = {
 def truth(env_id: str, source: str, seeds: list[int]) -> tuple[float, float]:
     env = make_env(env_id)
     controller = build_controller(env_id, source) if "/" not in source else load_controller(source, env_id)
-    returns = [run_episode(env, controller, s).episode_return for s in seeds]
+    with single_threaded():
+        returns = [run_episode(env, controller, s).episode_return for s in seeds]
     return float(np.mean(returns)), float(np.std(returns) / np.sqrt(len(returns)))
 
 

@@ -40,9 +40,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from trainer.report import ci95, mean_and_std  # noqa: E402
+
 INSPO = str(Path(sys.executable).with_name("inspo"))
 ABLATIONS = ("inspo-simultaneous", "inspo-noresample", "inspo-beta0")
-T975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23}
 METRICS = {  # metric -> (column title, lower is better)
     "avg_wait": ("avg wait (s)", True),
     "avg_sq_wait": ("avg squared wait (s²)", True),
@@ -215,20 +216,6 @@ def evaluate_all(env_id: str, groups: dict[str, list[str]], seeds: list[int], wo
 # ---------------------------------------------------------------- statistics and report
 
 
-def mean_std(values) -> tuple[float, float]:
-    arr = np.asarray(values, dtype=float)
-    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
-
-
-def ci95(values) -> tuple[float, float]:
-    arr = np.asarray(values, dtype=float)
-    if arr.size < 2:
-        return float("nan"), float("nan")
-    m, s = mean_std(arr)
-    half = T975.get(arr.size - 1, 1.96) * s / math.sqrt(arr.size)
-    return m - half, m + half
-
-
 def summarize(results: dict, seeds: list[int]) -> list[dict]:
     rows = []
     for label, by_source in results.items():
@@ -236,8 +223,8 @@ def summarize(results: dict, seeds: list[int]) -> list[dict]:
         for key in METRICS:
             per_run = [np.mean([e[key] for e in eps]) for eps in by_source.values()]
             all_eps = [e[key] for eps in by_source.values() for e in eps]
-            row[key] = mean_std(per_run) if len(per_run) > 1 else mean_std(all_eps)
-            row[key + "_episodes"] = mean_std(all_eps)
+            row[key] = mean_and_std(per_run) if len(per_run) > 1 else mean_and_std(all_eps)
+            row[key + "_episodes"] = mean_and_std(all_eps)
             # 95% interval: over training seeds for learned methods, over episodes for rules
             row[key + "_ci"] = ci95(per_run) if len(per_run) > 1 else ci95(all_eps)
         # per evaluation seed, averaged over training seeds (for paired differences)
@@ -398,7 +385,8 @@ def main(argv: list[str] | None = None) -> int:
         command = ".venv/bin/python bench/results.py " + " ".join(
             shlex.quote(a) for a in (argv or sys.argv[1:])
         )
-        desc = f"`{bench['dataset']}` dataset of `envs/elevator/registry.py` ({args.log or 'collected'})"
+        package = {"sumo": "traffic"}.get(bench["env"].split(":")[0], bench["env"].split(":")[0])
+        desc = f"`{bench['dataset']}` dataset of `envs/{package}/registry.py` ({args.log or 'collected'})"
         sections.append(section(name, cfg, rows, seeds, train_seeds, command.strip(), pngs, desc))
         (work / "summary.json").write_text(json.dumps(rows, indent=2, default=str))
     header = [

@@ -13,6 +13,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import signal
 import sys
 from pathlib import Path
@@ -199,7 +200,11 @@ async def serve(config: RuntimeConfig, ready_file: str | None = None) -> None:
             ),
         )
     if ready_file:
-        Path(ready_file).write_text(json.dumps({"port": server.port, "metrics_port": server.metrics_port}))
+        # atomically (write, then rename): a watcher never reads a half-written file
+        target = Path(ready_file)
+        partial = target.with_name(target.name + ".partial")
+        partial.write_text(json.dumps({"port": server.port, "metrics_port": server.metrics_port}))
+        os.replace(partial, target)
     await server.wait()
 
 

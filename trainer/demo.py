@@ -38,8 +38,9 @@ class DemoPlan:
     grpc_seeds: int = 2  # evaluation seeds also driven through the runtime
     algorithms: tuple[str, ...] = ("inspo", "bc")
     train_overrides: dict[str, dict] = field(default_factory=dict)
-    env_kwargs: dict = field(default_factory=dict)
+    env_kwargs: dict = field(default_factory=dict)  # options for every env the demo makes
     workers: int = 2
+    train_threads: int | None = None  # torch intra-op threads while training (None: torch's default)
 
 
 PLANS: dict[str, DemoPlan] = {
@@ -50,6 +51,9 @@ PLANS: dict[str, DemoPlan] = {
         model_name="elevator",
         train_overrides={"inspo": {"iterations": 1500}, "bc": {"iterations": 300}},
     ),
+    # The first 15 minutes of grid4x4 (the benchmark hour's routes): about 0.5 s of SUMO per episode,
+    # so collection and evaluation take seconds and the time goes to training. Every env the demo
+    # makes (collection workers, evaluation, the gRPC drive) gets ``env_kwargs``.
     "traffic": DemoPlan(
         env_id="sumo:grid4x4",
         dataset="demo",
@@ -57,9 +61,41 @@ PLANS: dict[str, DemoPlan] = {
         model_name="grid4x4",
         eval_seeds=4,
         grpc_seeds=1,
-        train_overrides={"inspo": {"iterations": 800}, "bc": {"iterations": 200}},
+        train_overrides={
+            # Small per-agent nets, a short-horizon critic (gamma 0.9 = ~50 s of traffic) trained well
+            # before the actor moves, teammate weights over grid neighbours with tight ratio clips, and
+            # a strong pull to mu (alpha 5): with the defaults 16 agents' ratio products blow the local
+            # Q up and the policy gridlocks the net within 300 iterations (measured).
+            "inspo": {
+                "iterations": 300,
+                "hidden": [64, 64],
+                "critic_hidden": [128, 128],
+                "batch_size": 128,
+                "resample_factor": 2,
+                "mu_steps": 1000,
+                "critic_warmup": 1000,
+                "actor_init": "mu",
+                "actor_init_noise": 0.0,
+                "alpha": 5.0,
+                "soft_critic": False,
+                "gamma": 0.9,
+                "polyak": 0.02,
+                "use_neighbors": True,
+                "ratio_min": 0.5,
+                "ratio_max": 2.0,
+            },
+            "bc": {"iterations": 200},
+        },
+        env_kwargs={"num_seconds": 900},
+        train_threads=1,  # small nets on a shared 2-core machine: a second thread made training 10x slower
     ),
 }
+
+
+def describe(plan: DemoPlan) -> str:
+    """``env_id`` plus its options, e.g. ``sumo:grid4x4 (num_seconds=900)``."""
+    options = ", ".join(f"{k}={v}" for k, v in plan.env_kwargs.items())
+    return f"{plan.env_id} ({options})" if options else plan.env_id
 
 
 def stage(title: str) -> None:
@@ -89,6 +125,7 @@ def show_card(log: Path) -> None:
 
 def train_all(plan: DemoPlan, log: Path, out: Path, seed: int = 0) -> dict[str, Path]:
     from trainer.logs import load_log
+    from trainer.threads import torch_threads
     from trainer.train_loop import train
 
     data = load_log(log)
@@ -98,7 +135,10 @@ def train_all(plan: DemoPlan, log: Path, out: Path, seed: int = 0) -> dict[str, 
         console.print(
             f"training [bold]{algo}[/] on {data.n_episodes} episodes, {data.n_steps} steps -> {run}"
         )
-        train(algo, data, run, overrides=dict(plan.train_overrides.get(algo, {})), seed=seed, progress=True)
+        with torch_threads(plan.train_threads):
+            train(
+                algo, data, run, overrides=dict(plan.train_overrides.get(algo, {})), seed=seed, progress=True
+            )
         runs[algo] = run
     return runs
 
@@ -108,14 +148,16 @@ def evaluate_all(plan: DemoPlan, runs: dict[str, Path], out: Path) -> list[dict]
     from trainer.report import print_table
 
     sources = [*plan.heuristics, *(str(r) for r in runs.values())]
-    groups = evaluate(sources, plan.env_id, plan.eval_seeds)
-    for group in groups:  # show run directories by algorithm name
+    groups = evaluate(sources, plan.env_id, plan.eval_seeds, env_kwargs=plan.env_kwargs)
+    for group in groups:  # show run directories by algorithm name (table, plots and episodes.csv)
         for algo, run in runs.items():
             if group.label == str(run):
                 group.label = algo
+                for result in group.episodes():
+                    result.controller = algo
     written = write_outputs(groups, plan.env_id, out / "eval")
     summary = summarize(groups)
-    print_table(table_rows(summary), title=f"{plan.env_id}: {plan.eval_seeds} held-out evaluation seeds")
+    print_table(table_rows(summary), title=f"{describe(plan)}: {plan.eval_seeds} held-out evaluation seeds")
     console.print("plots: " + ", ".join(str(p) for p in written if p.suffix == ".png"))
     return summary
 
@@ -189,12 +231,16 @@ def start_runtime(models: Path, decision_log: Path, out: Path, timeout: float = 
     ]
     process = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + timeout
-    while not ready.exists():
+    info = None
+    while info is None:
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             raise RuntimeError(f"the runtime did not start; see {out / 'runtime.log'}")
         time.sleep(0.1)
-    info = json.loads(ready.read_text())
+        try:  # the runtime creates the file, then writes it: an empty or partial file means "not yet"
+            info = json.loads(ready.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            info = None
     return RunningRuntime(process, int(info["port"]), int(info["metrics_port"]))
 
 
@@ -205,25 +251,31 @@ def drive_through_grpc(plan: DemoPlan, runtime: RunningRuntime, models: Path) ->
     from trainer.rollout import run_episode
     from trainer.served_policies import grpc_controller, onnx_controller
 
-    env = make_env(plan.env_id, **plan.env_kwargs)
+    env = make_env(plan.env_id, **plan.env_kwargs)  # one env for both (libsumo: one per process)
     served = grpc_controller(f"{runtime.url}/{plan.model_name}", env, report_outcomes=True)
     local = onnx_controller(models / plan.model_name, env)
     rows = []
-    for seed in evaluation_seeds(plan.grpc_seeds):
-        over_grpc = run_episode(env, served, seed)
-        in_process = run_episode(env, local, seed)
-        same = (
-            over_grpc.metrics == in_process.metrics and over_grpc.episode_return == in_process.episode_return
-        )
-        rows.append(
-            {
-                "seed": seed,
-                "return (gRPC)": f"{over_grpc.episode_return:.4f}",
-                "return (in-process)": f"{in_process.episode_return:.4f}",
-                "identical": "yes" if same else "NO",
-            }
-        )
-    served.close()
+    try:
+        for seed in evaluation_seeds(plan.grpc_seeds):
+            over_grpc = run_episode(env, served, seed)
+            in_process = run_episode(env, local, seed)
+            same = (
+                over_grpc.metrics == in_process.metrics
+                and over_grpc.episode_return == in_process.episode_return
+            )
+            rows.append(
+                {
+                    "seed": seed,
+                    "return (gRPC)": f"{over_grpc.episode_return:.4f}",
+                    "return (in-process)": f"{in_process.episode_return:.4f}",
+                    "identical": "yes" if same else "NO",
+                }
+            )
+    finally:
+        served.close()
+        close = getattr(env, "close", None)
+        if close is not None:
+            close()
     return rows
 
 
@@ -254,17 +306,29 @@ def run_demo(domain: str, out: Path, fast: bool = False) -> dict:
         shutil.rmtree(out)
     out.mkdir(parents=True)
     started = time.monotonic()
+    stage_seconds: dict[str, float] = {}
+    lap = [started]
 
-    stage(f"1/7 collect logs: {plan.env_id}, dataset {plan.dataset!r}")
+    def done(name: str) -> None:  # wall seconds per stage, for demo.json and the last line
+        now = time.monotonic()
+        stage_seconds[name] = round(now - lap[0], 1)
+        lap[0] = now
+
+    stage(f"1/7 collect logs: {describe(plan)}, dataset {plan.dataset!r}")
     log = collect_logs(plan, out)
+    done("collect")
     stage("2/7 dataset card")
     show_card(log)
+    done("card")
     stage("3/7 train " + " and ".join(plan.algorithms))
     runs = train_all(plan, log, out)
+    done("train")
     stage("4/7 evaluate on held-out seeds")
     summary = evaluate_all(plan, runs, out)
+    done("evaluate")
     stage("5/7 export InSPO to ONNX")
     models = export_model(plan, runs[plan.algorithms[0]], out)
+    done("export")
     stage("6/7 serve and drive the simulator through gRPC")
     runtime = start_runtime(models, out / "decision-log", out)
     try:
@@ -274,6 +338,7 @@ def run_demo(domain: str, out: Path, fast: bool = False) -> dict:
         show_metrics(runtime)
     finally:
         code = runtime.stop()
+    done("serve")
     stage("7/7 stopped")
     console.print(f"runtime exited with code {code}; decision log in {out / 'decision-log'}")
     result = {
@@ -281,9 +346,11 @@ def run_demo(domain: str, out: Path, fast: bool = False) -> dict:
         "grpc": rows,
         "runtime_exit_code": code,
         "seconds": time.monotonic() - started,
+        "stage_seconds": stage_seconds,
     }
     (out / "demo.json").write_text(json.dumps(result, indent=2, default=str))
-    console.print(f"done in {result['seconds']:.0f} s; everything is under {out}")
+    per_stage = ", ".join(f"{k} {v:.0f}" for k, v in stage_seconds.items())
+    console.print(f"done in {result['seconds']:.0f} s ({per_stage}); everything is under {out}")
     return result
 
 
@@ -292,7 +359,11 @@ def fast_plan(plan: DemoPlan) -> DemoPlan:
     from dataclasses import replace
 
     overrides = {
-        algo: {**cfg, "iterations": max(20, cfg.get("iterations", 100) // 30)}
+        algo: {
+            **cfg,
+            "iterations": max(20, cfg.get("iterations", 100) // 30),
+            **{k: max(50, cfg[k] // 10) for k in ("mu_steps", "critic_warmup") if k in cfg},
+        }
         for algo, cfg in plan.train_overrides.items()
     }
     return replace(

@@ -13,16 +13,14 @@ import csv
 import glob
 import importlib
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from envs.seeds import evaluation_seeds
+from trainer.report import ci95, mean_and_std
 from trainer.rollout import EpisodeResult, run_episode
-
-T975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23}
 
 
 @dataclass
@@ -45,37 +43,41 @@ def expand_sources(sources: list[str]) -> list[Group]:
 
 
 def evaluate(
-    sources: list[str], env_id: str, n_seeds: int, progress: bool = True, deterministic: bool | None = None
+    sources: list[str],
+    env_id: str,
+    n_seeds: int,
+    progress: bool = True,
+    deterministic: bool | None = None,
+    env_kwargs: dict | None = None,
 ) -> list[Group]:
+    """Every source on the first ``n_seeds`` evaluation seeds; ``env_kwargs`` go to ``make_env``
+    (e.g. ``{"num_seconds": 900}`` for a short SUMO scenario) and every source shares that one env."""
     from tqdm.auto import tqdm
 
     from envs.registry import make_env
     from trainer.policies import TorchPolicyController, load_controller
+    from trainer.threads import single_threaded
 
-    env = make_env(env_id)
+    env = make_env(env_id, **(env_kwargs or {}))
     seeds = evaluation_seeds(n_seeds)
     groups = expand_sources(sources)
     total = sum(len(g.sources) for g in groups) * len(seeds)
     bar = tqdm(total=total, desc=f"eval {env_id}", unit="ep", disable=not progress)
     for group in groups:
         for source in group.sources:
-            controller = load_controller(source, env_id)
+            controller = load_controller(source, env_id, env=env)
             if deterministic is not None and isinstance(controller, TorchPolicyController):
                 controller.deterministic = deterministic
             runs = []
-            for seed in seeds:
-                r = run_episode(env, controller, seed)
-                r.controller = group.label
-                runs.append(r)
-                bar.update(1)
+            with single_threaded():
+                for seed in seeds:
+                    r = run_episode(env, controller, seed)
+                    r.controller = group.label
+                    runs.append(r)
+                    bar.update(1)
             group.results[source] = runs
     bar.close()
     return groups
-
-
-def _mean_std(values) -> tuple[float, float]:
-    arr = np.asarray(values, dtype=float)
-    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
 
 
 def summarize(groups: list[Group]) -> list[dict]:
@@ -93,15 +95,12 @@ def summarize(groups: list[Group]) -> list[dict]:
                     return float(r.length)
                 return float(r.metrics.get(key, np.nan))
 
-            m, s = _mean_std([value(r) for r in episodes])
+            m, s = mean_and_std([value(r) for r in episodes])
             row[f"{key}_mean"], row[f"{key}_std_episodes"] = m, s
             if len(g.results) > 1:
                 per_run = [np.mean([value(r) for r in rs]) for rs in g.results.values()]
-                rm, rs_ = _mean_std(per_run)
-                n = len(per_run)
-                half = T975.get(n - 1, 1.96) * rs_ / math.sqrt(n)
-                row[f"{key}_std_seeds"] = rs_
-                row[f"{key}_ci95"] = [rm - half, rm + half]
+                row[f"{key}_std_seeds"] = mean_and_std(per_run)[1]
+                row[f"{key}_ci95"] = list(ci95(per_run))
         rows.append(row)
     return rows
 

@@ -22,6 +22,7 @@ import torch
 from envs.base import MultiAgentEnv
 from envs.controllers import Controller, build_controller, masks_of
 from trainer.nets import PolicyNet
+from trainer.threads import single_threaded  # noqa: F401 - re-exported for rollout callers
 
 
 class TorchPolicyController(Controller):
@@ -35,11 +36,6 @@ class TorchPolicyController(Controller):
         self.deterministic = deterministic
         self.name = name
         self.model_version = name
-
-    def reset(self, env: MultiAgentEnv, seed: int) -> None:
-        # One small forward pass per step: a second intra-op thread only adds hand-off and, on a busy
-        # 2-core machine, spin-waiting that made evaluation 20x slower than the simulator.
-        torch.set_num_threads(1)
 
     @torch.no_grad()
     def distribution(self, env: MultiAgentEnv, obs, infos) -> dict[str, np.ndarray]:
@@ -67,13 +63,17 @@ def is_run_dir(path: str | Path) -> bool:
     return (Path(path) / "policy" / "policy.json").exists()
 
 
-def load_controller(source: str, env_id: str) -> Controller:
-    """Resolve a controller source (run dir, ONNX model dir, grpc:// URL or rule spec) for ``env_id``."""
+def load_controller(source: str, env_id: str, env: MultiAgentEnv | None = None) -> Controller:
+    """Resolve a controller source (run dir, ONNX model dir, grpc:// URL or rule spec) for ``env_id``.
+
+    ONNX and gRPC sources check their model against an env: ``env`` when given (the one the caller
+    rolls out in, with its options; SUMO allows one live simulation per process), else ``make_env(env_id)``.
+    """
     if source.startswith("grpc://"):
         from envs.registry import make_env
         from trainer.served_policies import grpc_controller  # the runtime engineer's module
 
-        return grpc_controller(source, make_env(env_id))
+        return grpc_controller(source, env if env is not None else make_env(env_id))
     path_text, _, mode = source.partition(":") if not Path(source).exists() else (source, "", "")
     if mode not in ("", "greedy", "sample"):
         path_text, mode = source, ""
@@ -82,7 +82,7 @@ def load_controller(source: str, env_id: str) -> Controller:
         from envs.registry import make_env
         from trainer.served_policies import onnx_controller
 
-        return onnx_controller(str(path), make_env(env_id))
+        return onnx_controller(str(path), env if env is not None else make_env(env_id))
     if is_run_dir(path):
         from trainer.run_dir import load_policy
 

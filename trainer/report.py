@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 
@@ -14,13 +15,35 @@ from trainer.rollout import EpisodeResult
 console = Console()
 
 
+# two-sided 97.5% quantiles of Student's t by degrees of freedom (1.96 beyond the table)
+T975 = {1: 12.71, 2: 4.30, 3: 3.18, 4: 2.78, 5: 2.57, 6: 2.45, 7: 2.36, 8: 2.31, 9: 2.26, 10: 2.23}
+
+
+def mean_and_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (ddof=1; 0 for a single value)."""
+    arr = np.asarray(values, dtype=float)
+    return float(arr.mean()), float(arr.std(ddof=1)) if arr.size > 1 else 0.0
+
+
+def ci95(values: Sequence[float]) -> tuple[float, float]:
+    """Student-t 95% interval of the mean (NaN for fewer than two values)."""
+    arr = np.asarray(values, dtype=float)
+    if arr.size < 2:
+        return float("nan"), float("nan")
+    m, s = mean_and_std(arr)
+    half = T975.get(arr.size - 1, 1.96) * s / math.sqrt(arr.size)
+    return m - half, m + half
+
+
 def mean_std(values: Sequence[float]) -> str:
+    """``mean ± std`` for a table cell."""
     arr = np.asarray(values, dtype=float)
     if arr.size == 0:
         return "-"
     if arr.size == 1:
         return f"{arr[0]:.4g}"
-    return f"{arr.mean():.4g} ± {arr.std(ddof=1):.2g}"
+    m, s = mean_and_std(arr)
+    return f"{m:.4g} ± {s:.2g}"
 
 
 def summarize_results(results: Iterable[EpisodeResult]) -> list[dict[str, str | int]]:

@@ -41,14 +41,15 @@ def _env_for(env_id: str):
 def evaluate_actor(algo: Algorithm, env, episodes: int, deterministic: bool = True) -> dict[str, float]:
     """Mean return and env metrics of the current actor on the first ``episodes`` tuning seeds."""
     from envs.seeds import tuning_seeds
-    from trainer.policies import TorchPolicyController
+    from trainer.policies import TorchPolicyController, single_threaded
     from trainer.rollout import run_episode
 
     assert algo.actor is not None
     controller = TorchPolicyController(
         algo.actor, algo.agent_ids, deterministic=deterministic, name=algo.name
     )
-    results = [run_episode(env, controller, seed) for seed in tuning_seeds(episodes)]
+    with single_threaded():
+        results = [run_episode(env, controller, seed) for seed in tuning_seeds(episodes)]
     algo.actor.train()
     out = {"eval/return": float(np.mean([r.episode_return for r in results]))}
     for key in results[0].metrics:

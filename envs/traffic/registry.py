@@ -57,7 +57,9 @@ def datasets(env_id: str) -> dict[str, list[tuple[str, int]]]:
 
     ``mixed``: mostly epsilon-explored max-pressure (the strong behaviour, with every phase
     logged now and then), plus explored fixed-time and some uniform-random episodes for coverage.
-    ``small``: the same mixture in 8 episodes, for demos and smoke runs.
+    ``demo``: the same mixture in 48 episodes, for ``inspo demo --domain traffic`` (which runs the
+    first 900 s of the hour; about half a second of SUMO per episode).
+    ``small``: the same mixture in 8 episodes, for smoke runs (``inspo demo --fast``).
     """
     _net_name(env_id)
     return {
@@ -66,6 +68,12 @@ def datasets(env_id: str) -> dict[str, list[tuple[str, int]]]:
             ("max-pressure@eps=0.3", 8),
             ("fixed@eps=0.1", 16),
             ("random", 8),
+        ],
+        "demo": [
+            ("max-pressure@eps=0.1", 24),
+            ("max-pressure@eps=0.3", 8),
+            ("fixed@eps=0.1", 12),
+            ("random", 4),
         ],
         "small": [("max-pressure@eps=0.1", 4), ("fixed@eps=0.1", 2), ("random", 2)],
         "max-pressure": [("max-pressure@eps=0.1", 32)],

@@ -56,6 +56,12 @@ class InSPOConfig:
     critic_lr: float = 3e-4
     critic_steps: int = 1  # per iteration
     critic_warmup: int = 500  # extra critic steps once, before the first actor phase (evaluates pi_0)
+    # True: the MEBR value (Eq. 10), future -alpha log(pi/mu) - beta log pi inside the TD target.
+    # False: the critic evaluates pi's plain return; alpha/beta act only in the closed-form step.
+    # Long event-driven episodes want False: the per-step bonus, summed over ~1/(1-gamma) decision
+    # steps, outweighs the unit-scale return and rewards states with many decisions (measured on the
+    # elevator: idle cars learn to hold).
+    soft_critic: bool = True
     polyak: float = 0.005
     resample_factor: int = 4  # candidate pool = resample_factor * batch_size, then draw batch_size
     # sequential actor phase

@@ -39,7 +39,8 @@ mean (``normalize_weights``); the regulariser in the critic target uses the clip
 along and XOR-balanced stalls at the symmetric point (measured); the actor starts from a random init
 (``actor_init="mu"``: mu plus parameter noise) which breaks the symmetry sequential updates need
 (reference §8.6); ``critic_warmup`` critic steps evaluate the initial policy before the first actor
-phase.
+phase; ``soft_critic=False`` drops the regularisers from the TD target (the critic then evaluates
+π's plain return, see docs/algorithm.md "On the real domains").
 """
 
 from __future__ import annotations
@@ -227,8 +228,8 @@ class InSPO(Algorithm):
                 next_log_pi.clamp(min=-20.0),
                 next_log_pi.clamp(min=-20.0) - log_r,
                 c.gamma,
-                c.alpha,
-                c.beta,
+                c.alpha if c.soft_critic else 0.0,
+                c.beta if c.soft_critic else 0.0,
             )
         q = self.critic(d.states[rows], d.actions[rows])
         loss = losses.mse(q, target)
