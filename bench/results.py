@@ -44,13 +44,29 @@ from trainer.report import ci95, mean_and_std  # noqa: E402
 
 INSPO = str(Path(sys.executable).with_name("inspo"))
 ABLATIONS = ("inspo-simultaneous", "inspo-noresample", "inspo-beta0")
-METRICS = {  # metric -> (column title, lower is better)
-    "avg_wait": ("avg wait (s)", True),
-    "avg_sq_wait": ("avg squared wait (s²)", True),
-    "avg_system_time": ("system time (s)", True),
-    "pct_wait_over_60": ("% wait > 60 s", True),
+# per env family: metric -> column title; the first is the primary one (lower is better)
+DOMAIN_METRICS = {
+    "elevator": {
+        "avg_wait": "avg wait (s)",
+        "avg_sq_wait": "avg squared wait (s²)",
+        "avg_system_time": "system time (s)",
+        "pct_wait_over_60": "% wait > 60 s",
+    },
+    "sumo": {
+        "delay": "trip delay (s)",
+        "delay_all": "delay incl. unfinished (s)",
+        "throughput": "throughput (trips)",
+        "avg_queue": "avg queue (veh)",
+    },
 }
-PRIMARY = "avg_wait"
+
+
+def metrics_for(env_id: str) -> dict[str, str]:
+    return DOMAIN_METRICS[env_id.split(":")[0]]
+
+
+def primary_of(metrics: dict[str, str]) -> str:
+    return next(iter(metrics))
 
 
 def log(msg: str) -> None:
@@ -131,9 +147,10 @@ def ensure_log(cfg: dict, work: Path, given: str | None, workers: int) -> Path:
 
         shutil.rmtree(out)
     bench = cfg["bench"]
+    env_args = [f"--env-arg={k}={json.dumps(v)}" for k, v in bench.get("env_args", {}).items()]
     sh(
         [INSPO, "collect", "--env", bench["env"], "--dataset", bench["dataset"], "--workers", str(workers),
-         "--out", str(out)],
+         "--out", str(out), *env_args],
         work / "collect.log",
     )  # fmt: skip
     done.write_text(time.strftime("%Y-%m-%dT%H:%M:%S"))
@@ -161,7 +178,9 @@ def train_all(cfg: dict, algos: list[str], seeds: list[int], data: Path, work: P
     return {algo: [runs[(algo, s)] for s in seeds] for algo in algos}
 
 
-def _eval_source(env_id: str, source: str, seeds: list[int], cache: Path) -> list[dict]:
+def _eval_source(
+    env_id: str, source: str, seeds: list[int], cache: Path, env_args: dict | None = None
+) -> list[dict]:
     """Per-episode metrics of one controller source; cached line by line (resumable)."""
     from envs.registry import make_env
     from trainer.policies import load_controller
@@ -178,8 +197,8 @@ def _eval_source(env_id: str, source: str, seeds: list[int], cache: Path) -> lis
         import torch
 
         torch.set_num_threads(1)
-        env = make_env(env_id)
-        controller = load_controller(source, env_id)
+        env = make_env(env_id, **(env_args or {}))
+        controller = load_controller(source, env_id, env=env)
         cache.parent.mkdir(parents=True, exist_ok=True)
         for seed in missing:
             r = run_episode(env, controller, seed)
@@ -191,11 +210,19 @@ def _eval_source(env_id: str, source: str, seeds: list[int], cache: Path) -> lis
     return [done[s] for s in seeds]
 
 
-def _eval_task(args: tuple[str, str, list[int], str]) -> list[dict]:
-    return _eval_source(args[0], args[1], args[2], Path(args[3]))
+def _eval_task(args: tuple) -> list[dict]:
+    """``(env_id, source, seeds, cache path[, env_args])``."""
+    return _eval_source(args[0], args[1], args[2], Path(args[3]), *args[4:])
 
 
-def evaluate_all(env_id: str, groups: dict[str, list[str]], seeds: list[int], work: Path, jobs: int) -> dict:
+def evaluate_all(
+    env_id: str,
+    groups: dict[str, list[str]],
+    seeds: list[int],
+    work: Path,
+    jobs: int,
+    env_args: dict | None = None,
+) -> dict:
     """groups: label -> sources (several = training seeds). Returns label -> source -> episode rows."""
     from concurrent.futures import ProcessPoolExecutor
     from multiprocessing import get_context
@@ -204,7 +231,7 @@ def evaluate_all(env_id: str, groups: dict[str, list[str]], seeds: list[int], wo
     for label, sources in groups.items():
         for src in sources:
             cache = work / "eval" / (Path(src).name if Path(src).exists() else src.replace("/", "_"))
-            tasks.append((label, src, (env_id, src, seeds, str(cache) + ".jsonl")))
+            tasks.append((label, src, (env_id, src, seeds, str(cache) + ".jsonl", env_args or {})))
     with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
         results = list(pool.map(_eval_task, [t[2] for t in tasks]))
     out: dict[str, dict[str, list[dict]]] = {label: {} for label in groups}
@@ -216,11 +243,12 @@ def evaluate_all(env_id: str, groups: dict[str, list[str]], seeds: list[int], wo
 # ---------------------------------------------------------------- statistics and report
 
 
-def summarize(results: dict, seeds: list[int]) -> list[dict]:
+def summarize(results: dict, seeds: list[int], metrics: dict[str, str]) -> list[dict]:
+    primary = primary_of(metrics)
     rows = []
     for label, by_source in results.items():
         row = {"label": label, "runs": len(by_source), "episodes": sum(len(v) for v in by_source.values())}
-        for key in METRICS:
+        for key in metrics:
             per_run = [np.mean([e[key] for e in eps]) for eps in by_source.values()]
             all_eps = [e[key] for eps in by_source.values() for e in eps]
             row[key] = mean_and_std(per_run) if len(per_run) > 1 else mean_and_std(all_eps)
@@ -229,14 +257,17 @@ def summarize(results: dict, seeds: list[int]) -> list[dict]:
             row[key + "_ci"] = ci95(per_run) if len(per_run) > 1 else ci95(all_eps)
         # per evaluation seed, averaged over training seeds (for paired differences)
         row["per_seed"] = {
-            s: float(np.mean([next(e[PRIMARY] for e in eps if e["seed"] == s) for eps in by_source.values()]))
+            s: float(np.mean([next(e[primary] for e in eps if e["seed"] == s) for eps in by_source.values()]))
             for s in seeds
         }
         rows.append(row)
     return rows
 
 
-def plots(rows: list[dict], results: dict, name: str, out_dir: Path) -> list[Path]:
+def plots(
+    rows: list[dict], results: dict, name: str, out_dir: Path, metrics: dict[str, str], factor: float
+) -> list[Path]:
+    primary, title = primary_of(metrics), metrics[primary_of(metrics)]
     import matplotlib
 
     matplotlib.use("Agg")
@@ -245,26 +276,28 @@ def plots(rows: list[dict], results: dict, name: str, out_dir: Path) -> list[Pat
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     labels = [r["label"] for r in rows]
-    # 1. avg wait: mean over training seeds with the 95% interval, each run / episode as a dot
+    # 1. the primary metric: mean over training seeds with the 95% interval, each run / episode as a dot
     fig, ax = plt.subplots(figsize=(1.3 * len(rows) + 2.5, 3.8))
     for i, r in enumerate(rows):
-        m = r[PRIMARY][0]
-        lo, hi = r[PRIMARY + "_ci"]
+        m = r[primary][0]
+        lo, hi = r[primary + "_ci"]
         yerr = None if math.isnan(lo) else [[m - lo], [hi - m]]
         ax.bar(i, m, color="tab:blue" if r["runs"] > 1 else "tab:gray", alpha=0.6)
         ax.errorbar(i, m, yerr=yerr, color="k", capsize=4)
         if r["runs"] > 1:
-            per_run = [np.mean([e[PRIMARY] for e in eps]) for eps in results[r["label"]].values()]
+            per_run = [np.mean([e[primary] for e in eps]) for eps in results[r["label"]].values()]
             ax.scatter([i] * len(per_run), per_run, color="k", s=12, zorder=3)
-    best = min((r for r in rows if r["runs"] == 1), key=lambda r: r[PRIMARY][0], default=None)
+    best = min((r for r in rows if r["runs"] == 1), key=lambda r: r[primary][0], default=None)
     if best is not None:
-        ax.axhline(0.9 * best[PRIMARY][0], color="tab:red", ls="--", lw=1, label="0.9 × best heuristic")
+        ax.axhline(
+            factor * best[primary][0], color="tab:red", ls="--", lw=1, label=f"{factor:g} × best heuristic"
+        )
         ax.legend(loc="upper right", fontsize=8)
     ax.set_xticks(range(len(rows)), labels, rotation=20, ha="right")
-    ax.set_ylabel("average wait (s)")
+    ax.set_ylabel(title)
     ax.set_title(f"{name}: mean, 95% interval; dots = training seeds")
     fig.tight_layout()
-    path = out_dir / f"{name}_avg_wait.png"
+    path = out_dir / f"{name}_{primary}.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)
     written.append(path)
@@ -276,7 +309,7 @@ def plots(rows: list[dict], results: dict, name: str, out_dir: Path) -> list[Pat
         ax.boxplot(data, showmeans=True)
         ax.axhline(0.0, color="k", lw=0.8)
         ax.set_xticks(range(1, len(rows) + 1), labels, rotation=20, ha="right")
-        ax.set_ylabel(f"avg wait − {best['label']} (s)")
+        ax.set_ylabel(f"{title} − {best['label']}")
         ax.set_title(f"{name}: paired difference per evaluation seed ({len(seeds)} seeds)")
         fig.tight_layout()
         path = out_dir / f"{name}_paired_diff.png"
@@ -293,10 +326,14 @@ def fmt(ms: tuple[float, float], digits: int = 1) -> str:
 def section(name: str, cfg: dict, rows: list[dict], seeds: list[int], train_seeds: list[int], command: str,
             pngs: list[Path], data_desc: str) -> str:  # fmt: skip
     bench = cfg["bench"]
+    metrics = metrics_for(bench["env"])
+    primary, title = primary_of(metrics), metrics[primary_of(metrics)]
+    factor = float(bench.get("target_factor", 0.9))
     heur = [r for r in rows if r["runs"] == 1]
-    best = min(heur, key=lambda r: r[PRIMARY][0])
+    best = min(heur, key=lambda r: r[primary][0])
+    env_args = ", ".join(f"{k}={v}" for k, v in bench.get("env_args", {}).items())
     lines = [
-        f"## {bench['env']} ({name})",
+        f"## {bench['env']}{f' ({env_args})' if env_args else ''} — `{name}`",
         "",
         f"Log: {data_desc}. Evaluation: the first {len(seeds)} evaluation seeds of `envs.seeds` "
         f"({seeds[0]}–{seeds[-1]}), the same for every controller (paired); learned methods over "
@@ -307,35 +344,35 @@ def section(name: str, cfg: dict, rows: list[dict], seeds: list[int], train_seed
         "and 95% interval over episodes.",
         "",
         "| controller | runs | episodes | "
-        + " | ".join(t for t, _ in METRICS.values())
-        + " | 95% interval avg wait | std over episodes (avg wait) | vs best heuristic (paired, s) |",
-        "|---|---|---|" + "---|" * len(METRICS) + "---|---|---|",
+        + " | ".join(metrics.values())
+        + f" | 95% interval ({title}) | std over episodes | vs best heuristic (paired) |",
+        "|---|---|---|" + "---|" * len(metrics) + "---|---|---|",
     ]
     for r in rows:
         diffs = [r["per_seed"][s] - best["per_seed"][s] for s in seeds]
         dm = float(np.mean(diffs))
         dlo, dhi = ci95(diffs)
-        lo, hi = r[PRIMARY + "_ci"]
+        lo, hi = r[primary + "_ci"]
         cells = [
-            fmt(r[k], 2 if k == "pct_wait_over_60" else (0 if k == "avg_sq_wait" else 1)) for k in METRICS
+            fmt(r[k], 2 if k == "pct_wait_over_60" else (0 if k == "avg_sq_wait" else 1)) for k in metrics
         ]
         diff = "—" if r is best else f"{dm:+.2f} [{dlo:+.2f}, {dhi:+.2f}]"
         lines.append(
             f"| {r['label']} | {r['runs']} | {r['episodes']} | " + " | ".join(cells)
-            + f" | [{lo:.2f}, {hi:.2f}] | {r[PRIMARY + '_episodes'][1]:.1f} | {diff} |"
+            + f" | [{lo:.2f}, {hi:.2f}] | {r[primary + '_episodes'][1]:.1f} | {diff} |"
         )  # fmt: skip
     lines += ["", "```bash", command, "```", ""]
     inspo = next((r for r in rows if r["label"] == "inspo"), None)
     bc = next((r for r in rows if r["label"] == "bc"), None)
     if inspo is not None:
-        target = 0.9 * best[PRIMARY][0]
-        met_target = inspo[PRIMARY][0] <= target
-        beats_bc = bc is not None and inspo[PRIMARY][0] < bc[PRIMARY][0]
+        target = factor * best[primary][0]
+        met_target = inspo[primary][0] <= target
+        beats_bc = bc is not None and inspo[primary][0] < bc[primary][0]
         lines += [
-            f"**Acceptance** (InSPO avg wait ≤ 0.9 × best logged heuristic `{best['label']}` = "
-            f"{target:.2f} s, and better than BC): InSPO {inspo[PRIMARY][0]:.2f} s → "
+            f"**Acceptance** (InSPO {title} ≤ {factor:g} × best logged heuristic `{best['label']}` = "
+            f"{target:.2f}, and better than BC): InSPO {inspo[primary][0]:.2f} → "
             f"target {'**met**' if met_target else '**not met**'}; "
-            + (f"vs BC {bc[PRIMARY][0]:.2f} s → {'better' if beats_bc else '**not better**'}." if bc else ""),
+            + (f"vs BC {bc[primary][0]:.2f} → {'better' if beats_bc else '**not better**'}." if bc else ""),
             "",
         ]
     for p in pngs:
@@ -379,9 +416,11 @@ def main(argv: list[str] | None = None) -> int:
             runs = train_all(cfg, algos, train_seeds, data, work, args.jobs)
         groups = {h: [h] for h in logged_heuristics(bench["env"], bench["dataset"])}
         groups.update({a: [str(r) for r in v] for a, v in runs.items()})
-        results = evaluate_all(bench["env"], groups, seeds, work, args.jobs)
-        rows = summarize(results, seeds)
-        pngs = plots(rows, results, name, ROOT / "docs" / "results")
+        results = evaluate_all(bench["env"], groups, seeds, work, args.jobs, bench.get("env_args"))
+        metrics = metrics_for(bench["env"])
+        rows = summarize(results, seeds, metrics)
+        factor = float(bench.get("target_factor", 0.9))
+        pngs = plots(rows, results, name, ROOT / "docs" / "results", metrics, factor)
         command = ".venv/bin/python bench/results.py " + " ".join(
             shlex.quote(a) for a in (argv or sys.argv[1:])
         )

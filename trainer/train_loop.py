@@ -22,6 +22,7 @@ from tqdm.auto import tqdm
 
 from trainer.algos import Algorithm, config_dict, make_algorithm
 from trainer.logs.dataset import OfflineData
+from trainer.threads import torch_threads
 
 EXCLUDED_FROM_RESUME_CHECK = ("iterations",)
 
@@ -41,8 +42,9 @@ def _env_for(env_id: str):
 def evaluate_actor(algo: Algorithm, env, episodes: int, deterministic: bool = True) -> dict[str, float]:
     """Mean return and env metrics of the current actor on the first ``episodes`` tuning seeds."""
     from envs.seeds import tuning_seeds
-    from trainer.policies import TorchPolicyController, single_threaded
+    from trainer.policies import TorchPolicyController
     from trainer.rollout import run_episode
+    from trainer.threads import single_threaded
 
     assert algo.actor is not None
     controller = TorchPolicyController(
@@ -106,8 +108,35 @@ def train(
     checkpoint_every: int = 100,
     stop_after: int | None = None,
     progress: bool = True,
+    threads: int | None = 1,
 ) -> Algorithm:
-    """Train ``algo_name`` on a log (path or loaded data) into the run directory ``out``."""
+    """Train ``algo_name`` on a log (path or loaded data) into the run directory ``out``.
+
+    ``threads``: torch intra-op threads while training (``trainer.threads``; ``None``/0 = torch's
+    default). One by default: our MLPs gain little from more, and parallel jobs or a busy machine make
+    extra threads spin (measured 10-20x slower on the shared 2-core machine)."""
+    with torch_threads(threads):
+        return _train(
+            algo_name, data, out, config_file, overrides, seed, resume, eval_every, eval_episodes,
+            log_every, checkpoint_every, stop_after, progress,
+        )  # fmt: skip
+
+
+def _train(
+    algo_name: str,
+    data: OfflineData | str | Path,
+    out: str | Path,
+    config_file: str | Path | None,
+    overrides: list[str] | dict[str, Any] | None,
+    seed: int | None,
+    resume: bool,
+    eval_every: int,
+    eval_episodes: int,
+    log_every: int,
+    checkpoint_every: int,
+    stop_after: int | None,
+    progress: bool,
+) -> Algorithm:
     run = Path(out)
     ckpt = run / "checkpoints" / "last.pt"
     if isinstance(data, str | Path):

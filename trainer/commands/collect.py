@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from trainer.commands import ENV_ARG_HELP, parse_env_args
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -25,6 +27,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--seed", type=int, default=0, help="first collection seed (episodes use consecutive seeds)"
     )
     p.add_argument("--workers", type=int, default=1, help="processes (each runs its own simulator)")
+    p.add_argument("--env-arg", action="append", default=[], metavar="KEY=VALUE", help=ENV_ARG_HELP)
     p.add_argument("--site", default=None, help="site name for the partition (default: from the env id)")
     p.add_argument(
         "--backend",
@@ -58,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
         site=args.site,
         backend=args.backend,
         address=args.address,
+        env_kwargs=parse_env_args(args.env_arg),
     )
     print_table(summarize_results(results), title=f"collected {len(results)} episodes into {args.out}")
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from trainer.commands import ENV_ARG_HELP, parse_env_args
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -20,6 +22,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "grpc://host:port/model, or a quoted glob of run dirs; repeat for several",
     )
     p.add_argument("--env", required=True, help="env id")
+    p.add_argument("--env-arg", action="append", default=[], metavar="KEY=VALUE", help=ENV_ARG_HELP)
     p.add_argument("--seeds", type=int, default=32, help="number of evaluation seeds (max 32)")
     p.add_argument("--out", default=None, help="directory for episodes.csv, summary.csv/json and PNG plots")
     p.add_argument("--stochastic", action="store_true", help="sample learned policies instead of argmax")
@@ -30,7 +33,13 @@ def run(args: argparse.Namespace) -> int:
     from trainer.evaluate import evaluate, summarize, table_rows, write_outputs
     from trainer.report import print_table
 
-    groups = evaluate(args.controller, args.env, args.seeds, deterministic=not args.stochastic)
+    groups = evaluate(
+        args.controller,
+        args.env,
+        args.seeds,
+        deterministic=not args.stochastic,
+        env_kwargs=parse_env_args(args.env_arg),
+    )
     print_table(table_rows(summarize(groups)), title=f"{args.env}: {args.seeds} evaluation seeds")
     if args.out:
         written = write_outputs(groups, args.env, args.out)

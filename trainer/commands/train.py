@@ -26,16 +26,16 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--checkpoint-every", type=int, default=100)
     p.add_argument("--stop-after", type=int, default=None, help="stop (with a checkpoint) after N iterations")
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch intra-op threads (0: torch's default, one per core)"
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    import torch
-
     from trainer.report import print_table
     from trainer.train_loop import train
 
-    torch.set_num_threads(1)  # small MLPs: one thread is fastest and shares the machine
     algo = train(
         args.algo,
         args.data,
@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         log_every=args.log_every,
         checkpoint_every=args.checkpoint_every,
         stop_after=args.stop_after,
+        threads=args.threads,
     )
     done = algo.iteration >= algo.config.iterations
     print_table(

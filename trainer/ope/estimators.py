@@ -165,13 +165,11 @@ def fqe(
     import torch
     from torch import nn
 
+    from trainer.threads import single_threaded
+
     cfg = config or FQEConfig()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a small MLP: threads only contend on a shared machine
-    try:
+    with single_threaded():  # a small MLP: threads only contend on a shared machine
         return _fqe(torch, nn, cfg, states, actions, rewards, filled, target_dist, gamma, bootstrap)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _fqe(torch, nn, cfg, states, actions, rewards, filled, target_dist, gamma, bootstrap) -> FQEResult:
