@@ -1,22 +1,29 @@
 """OPE estimates next to simulated truth (docs/ope.md): ``python bench/ope_validation.py [--quick]``.
 
-For each env: one log from a stochastic logging controller on collection seeds; candidates (rule
-controllers with other epsilons, the logged controller itself, behaviour cloning and InSPO trained on
-the same log) are evaluated (1) off-policy on the log (PDWIS; FQE for learned policies) and (2) in closed
-loop on the evaluation seeds (envs/seeds.py) for the truth. Writes ``<out>/ope_validation.csv`` / ``.md``
-and a scatter ``<out>/ope_validation.png`` (estimate vs truth, with intervals).
+For each env: one log from a stochastic logging controller (or an env's named mixture of them) on
+collection seeds; candidates (rule controllers with other epsilons, the logged controllers themselves,
+behaviour cloning and InSPO trained on the same log) are evaluated (1) off-policy on the log (PDWIS; FQE
+for learned policies) and (2) in closed loop on the evaluation seeds (envs/seeds.py) for the truth. A
+rule target is identified from episodes of the same rule, so on a mixed log it is estimated on that
+rule's episodes only. Every env the plan makes (collection workers, truth) gets the plan's
+``env_kwargs``; the truth runs share one env (libsumo: one simulation per process). Writes
+``<out>/ope_validation.csv`` / ``.md`` / ``.json`` and a scatter ``<out>/ope_validation.png`` (estimate
+vs truth, with intervals); logs and runs go to ``--work`` (default under the ignored bench/.cache/).
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import gc
 import json
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from envs.controllers import build_controller
+from envs.controllers import build_controller, parse_component
 from envs.registry import make_env
 from envs.seeds import evaluation_seeds
 from trainer.collect import collect
@@ -26,34 +33,79 @@ from trainer.policies import load_controller
 from trainer.rollout import run_episode
 from trainer.threads import single_threaded
 
+
+@dataclass(frozen=True)
+class Plan:
+    logger: str | None  # logging controller spec (with ``episodes``), or None with ``dataset``
+    episodes: int
+    rules: list[str]  # rule candidates (PDWIS only: no FQE for rules)
+    train_steps: int  # iterations of BC and InSPO unless ``train_overrides`` sets them
+    eval_seeds: int  # truth: evaluation seeds per candidate
+    dataset: str | None = None  # an env's named mixture (``envs.registry.dataset_plan``)
+    quick_dataset: str | None = None  # the smaller mixture for ``--quick``
+    env_kwargs: dict = field(default_factory=dict)  # scenario options for every env made
+    train_overrides: dict[str, dict] = field(default_factory=dict)  # per algorithm
+    fqe_iterations: int = 30  # Bellman backups (the horizon warning fires below the episode length)
+    workers: int = 1  # collection processes (SUMO: >1 keeps the simulations out of this process)
+
+
+def _traffic_demo_overrides() -> dict[str, dict]:
+    """The traffic demo's BC/InSPO settings (trainer/demo.py; InSPO's defaults gridlock the net)."""
+    from trainer.demo import PLANS as DEMO_PLANS
+
+    return {algo: dict(o) for algo, o in DEMO_PLANS["traffic"].train_overrides.items()}
+
+
 PLANS = {
-    # env: (logging controller, log episodes, rule candidates, train steps, eval seeds)
-    "bridge": (
+    "bridge": Plan(
         "optimal@eps=0.3",
         500,
         ["optimal", "optimal@eps=0.1", "optimal@eps=0.3", "optimal@eps=0.6"],
         300,
         32,
     ),
-    "elevator:cb10x4:downpeak": (
+    "elevator:cb10x4:downpeak": Plan(
         "etd@eps=0.1",
         24,
         ["etd", "etd@eps=0.05", "etd@eps=0.1", "etd@eps=0.3"],
         200,
         8,
     ),
+    # The first 900 s of the benchmark hour (the traffic demo's scenario: 180 decisions of 16 signals,
+    # about a second of SUMO per episode), the demo's 48-episode mixture and its training settings.
+    "sumo:grid4x4": Plan(
+        None,
+        0,
+        [
+            "max-pressure",
+            "max-pressure@eps=0.05",
+            "max-pressure@eps=0.1",
+            "max-pressure@eps=0.3",
+            "fixed",
+            "fixed@eps=0.1",
+        ],
+        0,
+        8,
+        dataset="demo",
+        quick_dataset="small",
+        env_kwargs={"num_seconds": 900},
+        train_overrides=_traffic_demo_overrides(),
+        fqe_iterations=200,
+        workers=2,
+    ),
 }
 
 
-def truth(env_id: str, source: str, seeds: list[int]) -> tuple[float, float]:
-    env = make_env(env_id)
-    controller = build_controller(env_id, source) if "/" not in source else load_controller(source, env_id)
+def truth(env, env_id: str, source: str, seeds: list[int]) -> tuple[float, float]:
+    controller = (
+        build_controller(env_id, source) if "/" not in source else load_controller(source, env_id, env=env)
+    )
     with single_threaded():
         returns = [run_episode(env, controller, s).episode_return for s in seeds]
     return float(np.mean(returns)), float(np.std(returns) / np.sqrt(len(returns)))
 
 
-def train_runs(env_id: str, log: Path, out: Path, steps: int) -> list[str]:
+def train_runs(env_id: str, log: Path, out: Path, plan: Plan, steps: int) -> list[str]:
     """BC and InSPO on the log (few iterations: candidates of different quality, not tuned results)."""
     from trainer.train_loop import train
 
@@ -62,56 +114,147 @@ def train_runs(env_id: str, log: Path, out: Path, steps: int) -> list[str]:
         run = out / f"run-{algo}"
         try:
             if not (run / "policy" / "policy.json").exists():
-                train(algo, str(log), run, overrides={"iterations": steps}, seed=0, progress=False)
+                overrides = plan.train_overrides.get(algo, {"iterations": steps})
+                gc.collect()  # train() opens the env for its neighbours: no other simulation may be live
+                t0 = time.time()
+                train(algo, str(log), run, overrides=overrides, seed=0, progress=False)
+                print(f"  trained {algo} in {time.time() - t0:.0f} s")
             runs.append(str(run))
         except Exception as err:  # noqa: BLE001 - the trainer is work in progress elsewhere
             print(f"  {algo}: training failed ({type(err).__name__}: {err}); left out")
     return runs
 
 
-def validate(env_id: str, out: Path, quick: bool) -> list[dict]:
-    logger, episodes, rules, steps, n_eval = PLANS[env_id]
+def rule_log(loaded, spec: str):
+    """The part of the log a rule target can be identified from: the episodes of the same rule."""
+    controllers = getattr(loaded.columns, "controller", None)
+    if controllers is None:
+        return loaded
+    name = parse_component(spec)[0]
+    keep = np.array([parse_component(str(c))[0] == name and "," not in str(c) for c in controllers])
+    if keep.all() or not keep.any():
+        return loaded  # all of it, or none (evaluate_offline then says why not)
+    d = loaded.data
+    per_episode = {
+        f.name: getattr(d, f.name)[keep]
+        for f in dataclasses.fields(d)
+        if isinstance(getattr(d, f.name), np.ndarray)
+    }
+    sub = dataclasses.replace(
+        d, **per_episode, episode_ids=[e for e, k in zip(d.episode_ids, keep, strict=True) if k]
+    )
+    # evaluate_offline reads only ``data`` and ``columns.controller``
+    return dataclasses.replace(
+        loaded, data=sub, columns=dataclasses.replace(loaded.columns, controller=controllers[keep])
+    )
+
+
+def short_warning(text: str) -> str:
+    for needle, tag in (
+        ("all importance weights are 0", "no covering episode"),
+        ("effective sample size", "ESS"),
+        ("Bellman backups", "FQE horizon"),
+        ("deterministic", "deterministic log"),
+        ("behavior_prob is missing", "no behavior_prob"),
+    ):
+        if needle in text:
+            return tag
+    return "" if "not available for rule targets" in text else text.split(":")[0]
+
+
+def validate(env_id: str, work: Path, quick: bool) -> tuple[list[dict], dict]:
+    plan = PLANS[env_id]
+    episodes, steps, n_eval, dataset = plan.episodes, plan.train_steps, plan.eval_seeds, plan.dataset
+    fqe_iterations = plan.fqe_iterations
     if quick:
         episodes, steps, n_eval = max(8, episodes // 3), max(50, steps // 3), max(4, n_eval // 2)
-    folder = out / env_id.replace(":", "_")
+        dataset = plan.quick_dataset or dataset
+        fqe_iterations = max(15, fqe_iterations // 2)
+    folder = work / env_id.replace(":", "_")
     log = folder / "log"
+    seconds: dict[str, float] = {}
     if not log.exists():
         t0 = time.time()
-        collect(env_id, log, controller=logger, episodes=episodes, progress=False)
-        print(f"{env_id}: collected {episodes} episodes of {logger} in {time.time() - t0:.0f} s")
+        if dataset:
+            collect(
+                env_id, log, dataset=dataset, workers=plan.workers, env_kwargs=plan.env_kwargs, progress=False
+            )
+        else:
+            collect(
+                env_id,
+                log,
+                controller=plan.logger,
+                episodes=episodes,
+                workers=plan.workers,
+                env_kwargs=plan.env_kwargs,
+                progress=False,
+            )
+        seconds["collect"] = time.time() - t0
+        print(f"{env_id}: collected {dataset or plan.logger} in {seconds['collect']:.0f} s")
     loaded = open_log(log)
+    controllers = getattr(loaded.columns, "controller", None)
+    logged = set(map(str, controllers)) if controllers is not None else {plan.logger}
     seeds = evaluation_seeds(n_eval)
-    candidates = list(rules) + train_runs(env_id, log, folder, steps)
+    t0 = time.time()
+    candidates = list(plan.rules) + train_runs(env_id, log, folder, plan, steps)
+    seconds["train"] = time.time() - t0
+    gc.collect()  # the training env must be gone before the truth env starts (libsumo)
+    env = make_env(env_id, **plan.env_kwargs)  # one env for every truth rollout
+    seconds["ope"] = seconds["truth"] = 0.0
     rows = []
-    for cand in candidates:
-        t0 = time.time()
-        rep = evaluate_offline(
-            cand, str(log), bootstrap=200, data=loaded, fqe_config=FQEConfig(iterations=15 if quick else 30)
-        )
-        mean, se = truth(env_id, cand, seeds)
-        row = {
-            "env": env_id,
-            "candidate": Path(cand).name if "/" in cand else cand,
-            "logged": cand == logger,
-            "truth": mean,
-            "truth_se": se,
-            "wis": rep.wis,
-            "wis_lo": rep.wis_ci[0] if rep.wis_ci else None,
-            "wis_hi": rep.wis_ci[1] if rep.wis_ci else None,
-            "fqe": rep.fqe,
-            "fqe_lo": rep.fqe_ci[0] if rep.fqe_ci else None,
-            "fqe_hi": rep.fqe_ci[1] if rep.fqe_ci else None,
-            "ess": rep.ess,
-            "episodes": rep.episodes,
-            "trustworthy": rep.trustworthy,
-            "warnings": " | ".join(w.split(":")[0] for w in rep.warnings),
-        }
-        rows.append(row)
-        print(
-            f"  {row['candidate']:<22} truth {mean:8.3f}  WIS {_f(rep.wis)} [{_f(row['wis_lo'])}, {_f(row['wis_hi'])}]"
-            f"  FQE {_f(rep.fqe)}  ESS {_f(rep.ess)}  {'ok' if rep.trustworthy else 'FLAGGED'}  ({time.time() - t0:.0f} s)"
-        )
-    return rows
+    try:
+        for cand in candidates:
+            t0 = time.time()
+            part = rule_log(loaded, cand) if "/" not in cand else loaded
+            rep = evaluate_offline(
+                cand,
+                str(log),
+                bootstrap=200,
+                data=part,
+                fqe_config=FQEConfig(iterations=fqe_iterations),
+            )
+            t1 = time.time()
+            mean, se = truth(env, env_id, cand, seeds)
+            seconds["ope"] += t1 - t0
+            seconds["truth"] += time.time() - t1
+            row = {
+                "env": env_id,
+                "candidate": Path(cand).name if "/" in cand else cand,
+                "logged": cand in logged,
+                "truth": mean,
+                "truth_se": se,
+                "wis": rep.wis,
+                "wis_lo": rep.wis_ci[0] if rep.wis_ci else None,
+                "wis_hi": rep.wis_ci[1] if rep.wis_ci else None,
+                "fqe": rep.fqe,
+                "fqe_lo": rep.fqe_ci[0] if rep.fqe_ci else None,
+                "fqe_hi": rep.fqe_ci[1] if rep.fqe_ci else None,
+                "estimate": rep.wis if rep.wis is not None and np.isfinite(rep.wis) else rep.fqe,
+                "ess": rep.ess,
+                "episodes": rep.episodes,
+                "trustworthy": rep.trustworthy,
+                "flags": ", ".join(t for t in map(short_warning, rep.warnings) if t),
+                "warnings": " | ".join(w.split(":")[0] for w in rep.warnings),
+            }
+            rows.append(row)
+            print(
+                f"  {row['candidate']:<22} truth {mean:8.3f}  WIS {_f(rep.wis)} [{_f(row['wis_lo'])}, "
+                f"{_f(row['wis_hi'])}]  FQE {_f(rep.fqe)} [{_f(row['fqe_lo'])}, {_f(row['fqe_hi'])}]"
+                f"  ESS {_f(rep.ess)} of {rep.episodes}  {'ok' if rep.trustworthy else 'FLAGGED ' + row['flags']}"
+                f"  ({time.time() - t0:.0f} s)"
+            )
+    finally:
+        env.close()
+    sizes = {
+        "log": dataset or f"{episodes} x {plan.logger}",
+        "log_episodes": loaded.data.n_episodes,
+        "logged_controllers": sorted(logged),
+        "env_kwargs": plan.env_kwargs,
+        "eval_seeds": n_eval,
+        "fqe_iterations": fqe_iterations,
+        "seconds": {k: round(v, 1) for k, v in seconds.items()},
+    }
+    return rows, sizes
 
 
 def markdown(df) -> str:
@@ -128,7 +271,9 @@ def _f(x) -> str:
 
 
 def rank_agreement(rows: list[dict], key: str) -> float | None:
-    """Spearman correlation of the estimate with the truth over the candidates that have one."""
+    """Spearman correlation of the estimate with the truth over the candidates that have one.
+
+    ``estimate``: PDWIS where it is defined, else FQE (what OPE would report for each candidate)."""
     pairs = [(r[key], r["truth"]) for r in rows if r[key] is not None and r[key] == r[key]]
     if len(pairs) < 3:
         return None
@@ -155,9 +300,12 @@ def plot(rows: list[dict], path: Path) -> None:
             lo = np.array([r[f"{key}_lo"] if r[f"{key}_lo"] is not None else np.nan for r in pts])
             hi = np.array([r[f"{key}_hi"] if r[f"{key}_hi"] is not None else np.nan for r in pts])
             yerr = np.vstack([np.nan_to_num(y - lo), np.nan_to_num(hi - y)])
-            ax.errorbar(x, y, yerr=yerr, fmt=marker, color=color, capsize=3, label=key.upper())
-            for r, xi, yi in zip(pts, x, y, strict=True):
-                ax.annotate(r["candidate"] + ("" if r["trustworthy"] else " (flagged)"), (xi, yi), fontsize=7)
+            xerr = np.array([r.get("truth_se") or 0.0 for r in pts])
+            ax.errorbar(x, y, xerr=xerr, yerr=yerr, fmt=marker, color=color, capsize=3, label=key.upper())
+            for r, xi, yi in zip(pts, x, y, strict=True):  # numbers: names would overlap in clusters
+                ax.annotate(
+                    str(sub.index(r) + 1), (xi, yi), xytext=(4, 3), textcoords="offset points", fontsize=8
+                )
         vals = [r["truth"] for r in sub] + [
             r[k] for r in sub for k in ("wis", "fqe") if r[k] is not None and r[k] == r[k]
         ]
@@ -165,9 +313,16 @@ def plot(rows: list[dict], path: Path) -> None:
         pad = 0.1 * (hi_ - lo_ + 1e-9)
         ax.plot([lo_ - pad, hi_ + pad], [lo_ - pad, hi_ + pad], "k--", lw=0.8, label="estimate = truth")
         ax.set_title(env)
-        ax.set_xlabel("simulated return (evaluation seeds)")
+        ax.set_xlabel("simulated return (evaluation seeds, ± s.e.)")
         ax.set_ylabel("OPE estimate from the log (95% bootstrap CI)")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left")
+        names = [
+            f"{i}  {r['candidate']}"
+            + ("" if r["trustworthy"] else " (flagged)")
+            + ("" if any(r[k] is not None and r[k] == r[k] for k in ("wis", "fqe")) else ": no estimate")
+            for i, r in enumerate(sub, 1)
+        ]
+        ax.text(0.98, 0.02, "\n".join(names), transform=ax.transAxes, fontsize=7, ha="right", va="bottom")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
 
@@ -175,24 +330,41 @@ def plot(rows: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="docs/ope")
+    parser.add_argument("--work", help="logs and runs (default: bench/.cache/ope_validation/<out name>)")
     parser.add_argument("--env", action="append", help=f"default: {list(PLANS)}")
     parser.add_argument("--quick", action="store_true", help="smaller logs and fewer seeds")
+    parser.add_argument(
+        "--plot-only", action="store_true", help="redraw <out>/ope_validation.png from its JSON"
+    )
     args = parser.parse_args()
     out = Path(args.out)
+    if args.plot_only:
+        plot(json.loads((out / "ope_validation.json").read_text())["rows"], out / "ope_validation.png")
+        return
     out.mkdir(parents=True, exist_ok=True)
-    rows = []
+    work = Path(args.work) if args.work else Path("bench/.cache/ope_validation") / out.name
+    started = time.time()
+    rows, sizes = [], {}
     for env_id in args.env or list(PLANS):
         print(f"== {env_id}")
-        rows += validate(env_id, out / "work", args.quick)
+        env_rows, sizes[env_id] = validate(env_id, work, args.quick)
+        rows += env_rows
     import pandas as pd
 
     df = pd.DataFrame(rows)
     df.to_csv(out / "ope_validation.csv", index=False)
     summary = {
-        env: {k: rank_agreement([r for r in rows if r["env"] == env], k) for k in ("wis", "fqe")}
+        env: {k: rank_agreement([r for r in rows if r["env"] == env], k) for k in ("wis", "fqe", "estimate")}
         for env in sorted({r["env"] for r in rows})
     }
-    (out / "ope_validation.json").write_text(json.dumps({"rows": rows, "rank_spearman": summary}, indent=2))
+    report = {
+        "rows": rows,
+        "rank_spearman": summary,
+        "sizes": sizes,
+        "quick": args.quick,
+        "wall_s": round(time.time() - started, 1),
+    }
+    (out / "ope_validation.json").write_text(json.dumps(report, indent=2))
     cols = [
         "env",
         "candidate",
@@ -205,12 +377,15 @@ def main() -> None:
         "fqe_lo",
         "fqe_hi",
         "ess",
+        "episodes",
         "trustworthy",
+        "flags",
     ]
     (out / "ope_validation.md").write_text(markdown(df[cols]))
     plot(rows, out / "ope_validation.png")
     print(df[cols].to_string(index=False))
     print("rank agreement (Spearman, estimate vs truth):", json.dumps(summary))
+    print(f"wall time {time.time() - started:.0f} s")
 
 
 if __name__ == "__main__":

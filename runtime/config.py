@@ -176,6 +176,9 @@ class DecisionLogConfig:
         return bool(self.dir)
 
 
+_DEFAULT_MODEL = ModelConfig()  # shared, read-only: what a model without a table gets
+
+
 @dataclass
 class RuntimeConfig:
     host: str = "127.0.0.1"
@@ -198,7 +201,9 @@ class RuntimeConfig:
     decision_log: DecisionLogConfig = field(default_factory=DecisionLogConfig)
 
     def model(self, name: str) -> ModelConfig:
-        return self.models.get(name) or self.models.get("default") or ModelConfig()
+        """The model's table, else ``[models.default]``, else the defaults (on the hot path: no allocation)."""
+        found = self.models.get(name) or self.models.get("default")
+        return found if found is not None else _DEFAULT_MODEL
 
     def describe(self) -> dict[str, Any]:
         """The effective configuration with secrets redacted (safe to log)."""
