@@ -41,14 +41,11 @@ from runtime.logformat import SIM_EPOCH, LogMeta, LogWriter, list_column, site_n
 from trainer.logs.errors import LogValidationError
 from trainer.logs.reader import RawLog, parse_meta, part_files, read_log
 from trainer.logs.validate import (
-    _agents,
-    _behavior_prob,
-    _encode_sorted,
     _finite,
     _fixed_lists,
     _no_nulls,
     _scalars,
-    fail,
+    check_rows,
     validate,
 )
 
@@ -253,36 +250,12 @@ def _repair(
     table = parts.table
 
     # the loader's value checks (they name the input file, column and row of the first bad value)
-    _no_nulls(parts, "episode_id")
-    episode_ids, episode, _ = _encode_sorted(table.column("episode_id"))
-    t = _scalars(parts, "t").astype(np.int64)
-    fail(parts, t < 0, "t", lambda r: f"negative t={t[r]}; steps count from 0")
+    v = check_rows(parts, meta)
+    episode_ids, episode, t = v.episode_ids, v.episode, v.t
     position = {a: i for i, a in enumerate(agent_ids)}  # the output's agent order
-    agent = np.array([position[a] for a in meta.agent_ids], dtype=np.int64)[_agents(parts, meta.agent_ids)]
-    obs = _fixed_lists(parts, "obs", obs_dim, "obs_dim")
-    _finite(parts, "obs", obs)
-    masks = _fixed_lists(parts, "action_mask", meta.n_actions, "n_actions")
-    fail(
-        parts, ~masks.any(axis=1), "action_mask", lambda r: "no legal action; at least one entry must be true"
-    )
-    actions = _scalars(parts, "action").astype(np.int64)
-    fail(
-        parts,
-        (actions < 0) | (actions >= meta.n_actions),
-        "action",
-        lambda r: f"action {actions[r]} outside 0..{meta.n_actions - 1}",
-    )
-    fail(
-        parts,
-        ~masks[np.arange(len(actions)), actions],
-        "action",
-        lambda r: f"action {actions[r]} is not allowed by its action_mask {masks[r].astype(int).tolist()}",
-    )
-    rewards = _scalars(parts, "reward").astype(np.float32)
-    _finite(parts, "reward", rewards)
-    terminated = _scalars(parts, "terminated").astype(bool)
-    truncated = _scalars(parts, "truncated").astype(bool)
-    probs = _behavior_prob(parts)
+    agent = np.array([position[a] for a in meta.agent_ids], dtype=np.int64)[v.agent]
+    obs, masks, actions, rewards = v.obs, v.masks, v.actions, v.rewards
+    terminated, truncated, probs = v.terminated, v.truncated, v.probs
 
     # steps: rows sorted by (episode, t, agent); a step is complete with one row per agent
     order = np.lexsort((agent, t, episode))

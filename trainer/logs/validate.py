@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from runtime.logformat import LogMeta
 from trainer.logs.errors import LogValidationError
 from trainer.logs.reader import PartTables, RawLog
 
@@ -199,9 +200,25 @@ def _diagnose_episode(parts, episode, t, agent, agent_ids: list[str], e: int, le
     )
 
 
-def validate(raw: RawLog) -> Columns:
-    """Check every value of the log and return the validated columns."""
-    meta, parts = raw.meta, raw.agents
+@dataclass
+class RowValues:
+    """Every agent row's values, each checked (an error names the file, column and row)."""
+
+    episode_ids: np.ndarray  # sorted unique episode ids
+    episode: np.ndarray  # per row: index into episode_ids
+    t: np.ndarray
+    agent: np.ndarray  # per row: index into the log's agent_ids
+    obs: np.ndarray
+    masks: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    probs: np.ndarray
+
+
+def check_rows(parts: PartTables, meta: LogMeta) -> RowValues:
+    """The per-row checks of docs/log-format.md (shared by the loader and ``inspo data combine``)."""
     _no_nulls(parts, "episode_id")
     episode_ids, episode, _ = _encode_sorted(parts.table.column("episode_id"))
     t = _scalars(parts, "t").astype(np.int64)
@@ -233,22 +250,31 @@ def validate(raw: RawLog) -> Columns:
     terminated = _scalars(parts, "terminated").astype(bool)
     truncated = _scalars(parts, "truncated").astype(bool)
     probs = _behavior_prob(parts)
-    lengths = _check_keys(parts, episode, t, agent, meta.agent_ids, len(episode_ids))
-    controller = _episode_controllers(parts, episode, t, len(episode_ids))
+    return RowValues(
+        episode_ids, episode, t, agent, obs, masks, actions, rewards, terminated, truncated, probs
+    )
+
+
+def validate(raw: RawLog) -> Columns:
+    """Check every value of the log and return the validated columns."""
+    meta, parts = raw.meta, raw.agents
+    v = check_rows(parts, meta)
+    lengths = _check_keys(parts, v.episode, v.t, v.agent, meta.agent_ids, len(v.episode_ids))
+    controller = _episode_controllers(parts, v.episode, v.t, len(v.episode_ids))
 
     columns = Columns(
-        episode_ids,
-        episode,
-        t,
-        agent,
+        v.episode_ids,
+        v.episode,
+        v.t,
+        v.agent,
         lengths,
-        obs,
-        masks,
-        actions,
-        rewards,
-        terminated,
-        truncated,
-        probs,
+        v.obs,
+        v.masks,
+        v.actions,
+        v.rewards,
+        v.terminated,
+        v.truncated,
+        v.probs,
         controller,
         None,
         None,
