@@ -338,8 +338,9 @@ class ActStream:
         self.call = call
 
     async def act_raw(self, request: policy_pb2.ActRequest) -> policy_pb2.ActResponse:
-        # If the server already ended the call (e.g. refused it), read() reports its status.
-        with contextlib.suppress(asyncio.InvalidStateError):
+        # If the server already ended the call (e.g. refused it), the write fails with a generic error
+        # ("Internal error from Core" when it races the server's abort); the call's own status says why.
+        with contextlib.suppress(asyncio.InvalidStateError, grpc.aio.AioRpcError):
             await self.call.write(request)
         response = await self.call.read()
         if response is grpc.aio.EOF:
