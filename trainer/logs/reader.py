@@ -207,7 +207,14 @@ def _read_kind(root: Path, kind: str, hasher) -> tuple[PartTables | None, list[t
         table, meta = read_part(path, kind, hasher)
         tables.append(table)
         metas.append((path, meta))
-    # Files may differ in which optional columns they hold: fill missing ones with nulls.
+    return concat_parts(tables, files, kind), metas
+
+
+def concat_parts(tables: list[pa.Table], files: list[Path], kind: str) -> PartTables:
+    """One table from part files' tables, remembering which rows came from which file.
+
+    Files may differ in which optional columns they hold: missing ones are filled with nulls.
+    """
     names = list(dict.fromkeys(n for t in tables for n in t.column_names))
     fields = {f.name: f for f in (AGENT_STEPS_FIELDS if kind == "agent_steps" else ENV_STEPS_FIELDS)}
     aligned = [
@@ -219,8 +226,7 @@ def _read_kind(root: Path, kind: str, hasher) -> tuple[PartTables | None, list[t
         )
         for t in tables
     ]
-    starts = np.cumsum([0] + [t.num_rows for t in tables])
-    return PartTables(pa.concat_tables(aligned), files, starts), metas
+    return PartTables(pa.concat_tables(aligned), files, np.cumsum([0] + [t.num_rows for t in tables]))
 
 
 def _check_same_meta(metas: list[tuple[Path, LogMeta]]) -> LogMeta:

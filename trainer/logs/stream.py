@@ -30,12 +30,12 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from runtime.logformat import AGENT_STEPS_FIELDS, ENV_STEPS_FIELDS, LogMeta
+from runtime.logformat import LogMeta
 from trainer.logs.card import JOINT_COVERAGE_LIMIT, DatasetCard, _action_names, _stats, _warnings
 from trainer.logs.convert import LoadedLog, to_offline_data
 from trainer.logs.dataset import OfflineData
 from trainer.logs.errors import LogValidationError
-from trainer.logs.reader import PartTables, RawLog, _check_same_meta, part_files, read_part
+from trainer.logs.reader import PartTables, RawLog, _check_same_meta, concat_parts, part_files, read_part
 from trainer.logs.validate import validate
 
 ARRAYS = {  # name -> (dtype, trailing shape key, padding value)
@@ -221,21 +221,9 @@ def plan_log(path: str | os.PathLike) -> LogPlan:
 
 # -- pass 2: one group at a time ------------------------------------------------------------------
 def _part_tables(files: list[Path], kind: str) -> PartTables:
-    """Like ``reader._read_kind`` for a list of files: read, align optional columns, concatenate."""
-    hasher = hashlib.sha256()  # the fingerprint came from pass 1
-    tables = [read_part(p, kind, hasher)[0] for p in files]
-    names = list(dict.fromkeys(n for t in tables for n in t.column_names))
-    fields = {f.name: f for f in (AGENT_STEPS_FIELDS if kind == "agent_steps" else ENV_STEPS_FIELDS)}
-    aligned = [
-        t
-        if t.column_names == names
-        else pa.Table.from_arrays(
-            [t.column(n) if n in t.column_names else pa.nulls(t.num_rows, fields[n].type) for n in names],
-            names=names,
-        )
-        for t in tables
-    ]
-    return PartTables(pa.concat_tables(aligned), files, np.cumsum([0] + [t.num_rows for t in tables]))
+    """Like ``reader._read_kind`` for a list of files (the fingerprint came from pass 1)."""
+    hasher = hashlib.sha256()  # unused: the fingerprint came from pass 1
+    return concat_parts([read_part(p, kind, hasher)[0] for p in files], files, kind)
 
 
 def read_group(plan: LogPlan, group: FileGroup) -> LoadedLog:
