@@ -70,6 +70,15 @@ class Decoded:
         )
 
 
+def _per_agent(values, n: int, field: str) -> list | None:
+    """An optional packed column with one value per agent: ``None`` when empty."""
+    if not len(values):
+        return None
+    if len(values) != n:
+        raise _invalid(field, f"expected {n} values (one per agent), got {len(values)}")
+    return list(values)
+
+
 def decode_agents(request: policy_pb2.ActRequest, model: LoadedModel, max_agents: int) -> Decoded:
     """Turn a request's agents into arrays, or raise :class:`RequestError` naming the bad field."""
     index, O, A = model.agent_index, model.obs_dim, model.n_actions  # noqa: E741
@@ -105,21 +114,8 @@ def decode_agents(request: policy_pb2.ActRequest, model: LoadedModel, max_agents
             mask = np.frombuffer(packed.action_mask_raw, dtype=np.uint8).reshape(n, A) != 0
         else:
             mask = None
-        current = elapsed = None
-        if len(packed.current_action):
-            if len(packed.current_action) != n:
-                raise _invalid(
-                    "packed.current_action",
-                    f"expected {n} values (one per agent), got {len(packed.current_action)}",
-                )
-            current = list(packed.current_action)
-        if len(packed.current_action_elapsed):
-            if len(packed.current_action_elapsed) != n:
-                raise _invalid(
-                    "packed.current_action_elapsed",
-                    f"expected {n} values (one per agent), got {len(packed.current_action_elapsed)}",
-                )
-            elapsed = list(packed.current_action_elapsed)
+        current = _per_agent(packed.current_action, n, "packed.current_action")
+        elapsed = _per_agent(packed.current_action_elapsed, n, "packed.current_action_elapsed")
         prefix = "packed.agent_ids"
     else:
         items = request.agents

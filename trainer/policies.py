@@ -22,7 +22,6 @@ import torch
 from envs.base import MultiAgentEnv
 from envs.controllers import Controller, build_controller, masks_of
 from trainer.nets import PolicyNet
-from trainer.threads import single_threaded  # noqa: F401 - re-exported for rollout callers
 
 
 class TorchPolicyController(Controller):
