@@ -25,7 +25,7 @@ from grpc_reflection.v1alpha import reflection
 
 from protos.inspo.runtime.v1 import admin_pb2, admin_pb2_grpc, policy_pb2, policy_pb2_grpc
 from runtime.args import add_arguments
-from runtime.auth import TokenAuthInterceptor
+from runtime.auth import TokenAuthInterceptor, disabled_service
 from runtime.config import RuntimeConfig, load_config
 from runtime.decision_log import DecisionLog
 from runtime.deployment import Deployments, ShadowRunner
@@ -100,12 +100,26 @@ class RuntimeServer:
             ("grpc.max_send_message_length", cfg.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
+        any_token = bool(auth.policy_tokens or auth.admin_tokens)
         self.server = grpc.aio.server(
-            interceptors=[TokenAuthInterceptor(auth.policy_tokens, auth.admin_tokens, self.metrics)],
+            interceptors=(
+                [TokenAuthInterceptor(auth.policy_tokens, auth.admin_tokens, self.metrics)]
+                if any_token
+                else None
+            ),
             options=options,
         )
         policy_pb2_grpc.add_PolicyServiceServicer_to_server(self.policy, self.server)
-        admin_pb2_grpc.add_ModelAdminServicer_to_server(self.admin, self.server)
+        if any_token:
+            admin_pb2_grpc.add_ModelAdminServicer_to_server(self.admin, self.server)
+        else:  # no interceptor on the hot path; the admin service refuses every call by itself
+            self.server.add_generic_rpc_handlers(
+                (
+                    disabled_service(
+                        admin_pb2.DESCRIPTOR.services_by_name["ModelAdmin"], "admin", self.metrics
+                    ),
+                )
+            )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
             [
