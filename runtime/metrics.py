@@ -235,10 +235,11 @@ class ActionTable:
         self.counts = np.zeros((len(agent_ids), n_actions), dtype=np.int64)
 
     def add(self, agents: np.ndarray, actions: np.ndarray) -> None:
+        """Count one served action per row; ``agents`` are distinct (a request names an agent once)."""
         if len(agents) == 1:
             self.counts[agents[0], actions[0]] += 1
-        else:
-            np.add.at(self.counts, (agents, actions), 1)
+        else:  # distinct agents give distinct cells, so fancy-index += counts each exactly once
+            self.counts.reshape(-1)[agents * self.counts.shape[1] + actions] += 1
 
 
 class ActionCollector:

@@ -65,7 +65,9 @@ class LoadedModel:
             slack = self.fallback.bounds_tolerance * np.maximum(high - low, 1e-6)
             self.obs_low, self.obs_high = low - slack, high + slack
         self.all_legal_cache: dict[int, np.ndarray] = {}
-        self._run = self.session.run
+        # agent lists of packed requests already resolved to indices (a site sends the same list each step)
+        self.packed_agents_cache: dict[tuple[str, ...], np.ndarray] = {}
+        self._run = _fast_run(self.session)
         self._outputs = ["probs", "action"]
         self.fallback_actions = self._fallback_table()
         self.action_table = None  # runtime.metrics.ActionTable, bound on first use
@@ -129,6 +131,20 @@ class LoadedModel:
             "metadata_json": json.dumps(self.meta, sort_keys=True),
             "loaded_at_unix": self.loaded_at,
         }
+
+
+def _fast_run(session: ort.InferenceSession):
+    """``run(output_names, feeds)`` without the Python wrapper's per-call input checks.
+
+    ``InferenceSession.run`` re-validates the feed names and wraps errors on every call (about 25 µs of
+    a 35 µs batch-1 inference, measured); the runtime has already checked names, dtypes and shapes when
+    decoding the request, so it calls the bound native session that ``run`` itself delegates to. Falls
+    back to the public method where that attribute does not exist.
+    """
+    native = getattr(session, "_sess", None)
+    if native is None or not callable(getattr(native, "run", None)):
+        return session.run
+    return lambda outputs, feeds: native.run(outputs, feeds, None)
 
 
 def _check_signature(session: ort.InferenceSession, obs_dim: int, n_actions: int) -> None:

@@ -79,6 +79,39 @@ def _per_agent(values, n: int, field: str) -> list | None:
     return list(values)
 
 
+PACKED_CACHE_SIZE = 64  # distinct packed agent lists remembered per model version
+
+
+def _raise_duplicate(ids: list[str], field: str) -> None:
+    seen: set[str] = set()
+    for i, a in enumerate(ids):
+        if a in seen:
+            raise _invalid(field.format(i), f"agent {a!r} appears twice in one request")
+        seen.add(a)
+
+
+def _packed_agents(ids: list[str], model: LoadedModel, max_agents: int) -> np.ndarray:
+    """Indices of a packed request's agent list (validated: known, distinct, not too many)."""
+    n = len(ids)
+    if n == 0:
+        raise _invalid("packed.agent_ids", "empty request: no agents")
+    if n > max_agents:
+        raise _invalid("packed.agent_ids", f"{n} agents exceed max_agents_per_request={max_agents}")
+    index = model.agent_index
+    try:
+        agents = np.fromiter((index[a] for a in ids), dtype=np.int64, count=n)
+    except KeyError as err:
+        i = ids.index(err.args[0])
+        raise _invalid(
+            f"packed.agent_ids[{i}]",
+            f"unknown agent {err.args[0]!r} for model {model.name} (known: {model.agent_ids[:20]})",
+        ) from None
+    if n > 1 and len(set(ids)) != n:
+        _raise_duplicate(ids, "packed.agent_ids[{}]")
+    agents.flags.writeable = False  # shared by every request with this list
+    return agents
+
+
 def decode_agents(request: policy_pb2.ActRequest, model: LoadedModel, max_agents: int) -> Decoded:
     """Turn a request's agents into arrays, or raise :class:`RequestError` naming the bad field."""
     index, O, A = model.agent_index, model.obs_dim, model.n_actions  # noqa: E741
@@ -86,20 +119,14 @@ def decode_agents(request: policy_pb2.ActRequest, model: LoadedModel, max_agents
         if len(request.agents):
             raise _invalid("packed", "set either agents or packed, not both")
         packed = request.packed
-        ids = list(packed.agent_ids)
+        key = tuple(packed.agent_ids)
+        ids = list(key)
         n = len(ids)
-        if n == 0:
-            raise _invalid("packed.agent_ids", "empty request: no agents")
-        if n > max_agents:
-            raise _invalid("packed.agent_ids", f"{n} agents exceed max_agents_per_request={max_agents}")
-        try:
-            agents = np.fromiter((index[a] for a in ids), dtype=np.int64, count=n)
-        except KeyError as err:
-            i = ids.index(err.args[0])
-            raise _invalid(
-                f"packed.agent_ids[{i}]",
-                f"unknown agent {err.args[0]!r} for model {model.name} (known: {model.agent_ids[:20]})",
-            ) from None
+        agents = model.packed_agents_cache.get(key)
+        if agents is None:
+            agents = _packed_agents(ids, model, max_agents)
+            if len(model.packed_agents_cache) < PACKED_CACHE_SIZE:
+                model.packed_agents_cache[key] = agents
         if len(packed.obs_raw) != n * O * 4:
             raise _invalid(
                 "packed.obs_raw", f"expected {n}x{O} float32 = {n * O * 4} bytes, got {len(packed.obs_raw)}"
@@ -173,12 +200,8 @@ def decode_agents(request: policy_pb2.ActRequest, model: LoadedModel, max_agents
                     elapsed = [None] * n
                 elapsed[i] = item.current_action_elapsed
         prefix = "agents"
-    if n > 1 and len(set(ids)) != n:
-        seen: set[str] = set()
-        for i, a in enumerate(ids):
-            if a in seen:
-                raise _invalid(f"{prefix}[{i}].agent_id", f"agent {a!r} appears twice in one request")
-            seen.add(a)
+    if prefix == "agents" and n > 1 and len(set(ids)) != n:
+        _raise_duplicate(ids, "agents[{}].agent_id")
     if mask is not None:
         legal = mask.any(axis=1)
         if not legal.all():
@@ -202,19 +225,20 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self.deployments = deployments
         self.shadow_runner = shadow_runner or ShadowRunner(metrics, config.decision_log.__class__())
         self._guardrails: dict[tuple, Guardrails] = {}
+        self._guardrails_of: dict[tuple, Guardrails | None] = {}  # per loaded version: a lookup cache
         self.rng = np.random.default_rng()
-        self.batchers: dict[str, Batcher] = {}
-        self.inflight = 0
+        self.batchers: dict[str, Batcher | None] = {}  # None: batching off for that model
+        self.inflight = 0  # exported by the inflight gauge at scrape time (no gauge update per call)
+        metrics.inflight.set_function(lambda: self.inflight)
 
     def batcher(self, model: LoadedModel) -> Batcher | None:
+        if model.name in self.batchers:
+            return self.batchers[model.name]
         cfg = self.config.model(model.name).batching
-        if not cfg.enabled:
-            return None
-        b = self.batchers.get(model.name)
-        if b is None:
-            b = self.batchers[model.name] = Batcher(
-                cfg.max_batch_size, cfg.max_queue_delay_us, self.metrics.model(model.name)
-            )
+        b = None
+        if cfg.enabled:
+            b = Batcher(cfg.max_batch_size, cfg.max_queue_delay_us, self.metrics.model(model.name))
+        self.batchers[model.name] = b
         return b
 
     # -- the Act core --------------------------------------------------------------------------
@@ -233,8 +257,9 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             model.action_table = mm.action_table(model.agent_ids, model.n_actions)
         n = len(d.agents)
         mask = d.mask
-        finite = np.isfinite(d.obs).all(axis=1)
-        if not finite.all() and model.fallback.nonfinite_obs == "reject":
+        all_finite = bool(np.isfinite(d.obs).all())
+        finite = np.isfinite(d.obs).all(axis=1) if not all_finite else None
+        if finite is not None and model.fallback.nonfinite_obs == "reject":
             i = int(np.flatnonzero(~finite)[0])
             field = "packed.obs_raw" if request.HasField("packed") else f"agents[{i}].obs"
             raise _invalid(field, f"agent {d.ids[i]!r}: observation contains NaN or Inf")
@@ -242,11 +267,13 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         # A request pinned to a version bypasses the deployment (it asked for that version).
         dep = None if request.version or self.deployments is None else self.deployments.get(model.name)
         arms: list[str] | None = None
-        fixed = np.zeros(n, dtype=bool)
+        fixed = None  # rows a guardrail must leave alone (fallbacks, rule answers); built when needed
         candidate = None
         served_version = model.version
         if dep is None:
-            obs, probs, action, chosen, fallback = await self._decide(model, request, d, remaining)
+            obs, probs, action, chosen, fallback = await self._decide(
+                model, request, d, remaining, all_finite
+            )
         else:
             incumbent = None
             if dep.incumbent and dep.incumbent != "rule":
@@ -268,7 +295,8 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             in_canary = (
                 dep.candidate_flags(model.agent_ids)[d.agents] if candidate is not None else np.zeros(n, bool)
             )
-            obs = np.where(finite[:, None], d.obs, 0.0).astype(np.float32) if not finite.all() else d.obs
+            obs = np.where(finite[:, None], d.obs, 0.0).astype(np.float32) if finite is not None else d.obs
+            fixed = np.zeros(n, dtype=bool)
             probs = np.zeros((n, model.n_actions), dtype=np.float32)
             action = np.zeros(n, dtype=np.int64)
             chosen = np.ones(n, dtype=np.float32)
@@ -287,7 +315,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                     probs[arm_rows, a] = 1.0
                     fixed[arm_rows] = True
                     continue
-                _, p, a, c, fb = await self._decide(arm_model, request, sub, remaining)
+                _, p, a, c, fb = await self._decide(arm_model, request, sub, remaining, all_finite)
                 probs[arm_rows], action[arm_rows], chosen[arm_rows] = p, a, c
                 for j, reason in fb.items():
                     fallback[int(arm_rows[j])] = reason
@@ -296,12 +324,14 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 k = int(in_canary.sum()) if arm == CANDIDATE else n - int(in_canary.sum())
                 if k:
                     self.metrics.arm_decisions.labels(model.name, arm).inc(k)
-        for i in fallback:
-            fixed[i] = True
         run_mask = mask if mask is not None else model.all_legal(n)
         guard = self.guardrails(model)
         changed: dict[int, str] = {}
         if guard is not None:
+            if fixed is None:
+                fixed = np.zeros(n, dtype=bool)
+            for i in fallback:
+                fixed[i] = True
             rng = np.random.default_rng(request.seed) if request.HasField("seed") else self.rng
             enforced = guard.enforce(
                 d.agents,
@@ -409,25 +439,35 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self.shadow_runner.submit(job, dep.shadow_queue)
 
     def guardrails(self, model: LoadedModel) -> Guardrails | None:
+        """The model's guardrails; versions with the same agents share one (the hold clocks carry over)."""
+        version_key = (model.name, model.version, id(model))
+        if version_key in self._guardrails_of:
+            return self._guardrails_of[version_key]
         cfg = self.config.model(model.name).guardrails
-        if not cfg.enabled:
-            return None
-        key = (model.name, tuple(model.agent_ids), model.n_actions, id(cfg))
-        g = self._guardrails.get(key)
-        if g is None:
-            g = self._guardrails[key] = Guardrails(cfg, model.agent_ids, model.n_actions)
+        g = None
+        if cfg.enabled:
+            key = (model.name, tuple(model.agent_ids), model.n_actions, id(cfg))
+            g = self._guardrails.get(key)
+            if g is None:
+                g = self._guardrails[key] = Guardrails(cfg, model.agent_ids, model.n_actions)
+        if len(self._guardrails_of) > 1024:  # many reloads: forget the lookups, keep the guardrails
+            self._guardrails_of.clear()
+        self._guardrails_of[version_key] = g
         return g
 
-    async def _decide(self, model: LoadedModel, request, d: Decoded, remaining):
-        """One model's answer for the rows of ``d``: ``(obs, probs, action, chosen, fallback rows)``."""
+    async def _decide(self, model: LoadedModel, request, d: Decoded, remaining, all_finite: bool = False):
+        """One model's answer for the rows of ``d``: ``(obs, probs, action, chosen, fallback rows)``.
+
+        ``all_finite``: the caller already knows every observation is finite (skips the row check).
+        """
         mm = self.metrics.model(model.name)
         rule = model.fallback
         n = len(d.agents)
         obs, mask = d.obs, d.mask
         fallback: dict[int, str] = {}
 
-        finite = np.isfinite(obs).all(axis=1)
-        if not finite.all():
+        finite = None if all_finite else np.isfinite(obs).all(axis=1)
+        if finite is not None and not finite.all():
             bad = np.flatnonzero(~finite)
             if rule.nonfinite_obs == "reject":
                 i = int(bad[0])
@@ -437,7 +477,9 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             for i in bad:
                 fallback[int(i)] = "nonfinite_obs"
         if model.has_bounds:
-            oob = ((obs < model.obs_low) | (obs > model.obs_high)).any(axis=1) & finite
+            oob = ((obs < model.obs_low) | (obs > model.obs_high)).any(axis=1)
+            if finite is not None:
+                oob &= finite
             if oob.any():
                 for i in np.flatnonzero(oob):
                     mm.out_of_bounds(d.ids[i]).inc()
@@ -502,7 +544,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         """Run ``fn`` and turn errors into statuses; count the request and its duration."""
         started = time.perf_counter()
         model = request.model or "-"
-        self.metrics.inflight.inc()
+        self.inflight += 1
         code = "OK"
         try:
             return await fn(request, context)
@@ -522,7 +564,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             log.exception("%s failed", method)
             await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(err).__name__}")
         finally:
-            self.metrics.inflight.dec()
+            self.inflight -= 1
             self.metrics.request(method, model, code).inc()
             self.metrics.duration(method, model).observe(time.perf_counter() - started)
 

@@ -194,6 +194,7 @@ def test_fallback_rules_answer_and_are_counted(repo):
     assert 'inspo_runtime_fallbacks_total{model="grid",reason="deadline"} 3.0' in text
     assert 'inspo_runtime_fallbacks_total{model="grid",reason="nonfinite_obs"} 2.0' in text
     assert 'inspo_runtime_obs_out_of_bounds_total{agent="tl_2",model="grid"} 2.0' in text
+    assert "inspo_runtime_inflight_requests 0.0" in text  # every call, fallbacks included, was counted out
 
 
 @pytest.mark.parametrize("rule, extra, expected", [("obs_index", {"obs_index": 2}, 2), ("current", {}, 3)])
