@@ -11,7 +11,7 @@ from serving_helpers import AGENTS, N_ACTIONS, OBS_DIM, export, make_run
 
 from trainer.cli import main as cli
 from trainer.export import ParityError, export_policy
-from trainer.nets import ExportedPolicy, PolicyNet
+from trainer.nets import ExportedPolicy, InferenceGraph, PolicyNet
 from trainer.run_dir import load_policy
 
 REQUIRED = [
@@ -60,21 +60,22 @@ def test_artifact_metadata_versioning_and_single_file(tmp_path):
     assert sorted(p.name for p in (tmp_path / "models" / "grid").iterdir()) == ["1", "2"]  # no temp leftovers
 
 
-class _DivergesInExport(PolicyNet):
-    """A policy whose exported graph differs from eager (the bug parity checks exist to catch)."""
+class _DivergingGraph(InferenceGraph):
+    """An export graph that differs from the policy (the bug parity checks exist to catch)."""
 
     def forward(self, obs, agent, action_mask):
-        logits = super().forward(obs, agent, action_mask)
-        if torch.onnx.is_in_onnx_export():
-            logits = logits + torch.arange(logits.shape[-1], dtype=logits.dtype) * 0.5
-        return logits
+        probs, _ = super().forward(obs, agent, action_mask)
+        shifted = probs + torch.arange(probs.shape[-1], dtype=probs.dtype) * 0.5
+        probs = shifted / shifted.sum(-1, keepdim=True)
+        return probs, probs.argmax(-1)
 
 
-def test_failed_parity_writes_nothing(tmp_path):
+def test_failed_parity_writes_nothing(tmp_path, monkeypatch):
     torch.manual_seed(0)
-    bad = _DivergesInExport(OBS_DIM, len(AGENTS), N_ACTIONS, hidden=(16,))
+    monkeypatch.setattr("trainer.export.InferenceGraph", _DivergingGraph)
+    policy = PolicyNet(OBS_DIM, len(AGENTS), N_ACTIONS, hidden=(16,))
     with pytest.raises(ParityError, match="parity failed"):
-        export_policy(bad, {"agent_ids": AGENTS}, tmp_path / "models", "grid", exporter="torchscript")
+        export_policy(policy, {"agent_ids": AGENTS}, tmp_path / "models", "grid", exporter="torchscript")
     assert list((tmp_path / "models" / "grid").iterdir()) == []
 
 
@@ -84,3 +85,23 @@ def test_cli_export(tmp_path, capsys):
     assert "exported lift version 7" in capsys.readouterr().out
     assert (tmp_path / "m" / "lift" / "7" / "policy.onnx").is_file()
     assert cli(["export", str(tmp_path / "nope"), "--models", str(tmp_path / "m"), "--name", "x"]) == 2
+
+
+@pytest.mark.parametrize("shared", [True, False])
+@pytest.mark.parametrize("hidden", [(), (16,), (8, 8)])
+def test_inference_graph_computes_the_policy(shared, hidden):
+    """The rewritten export graph (row lookup for the agent one-hot, scalar mask) is the same function."""
+    torch.manual_seed(1)
+    policy = PolicyNet(
+        OBS_DIM, len(AGENTS), N_ACTIONS, hidden=hidden, shared=shared,
+        obs_mean=torch.randn(OBS_DIM), obs_std=torch.rand(OBS_DIM) + 0.1,
+    ).eval()  # fmt: skip
+    obs = torch.randn(64, OBS_DIM) * 3
+    agent = torch.arange(64) % len(AGENTS)
+    mask = torch.rand(64, N_ACTIONS) < 0.6
+    mask[:, 1] = True
+    with torch.no_grad():
+        ref_probs, ref_action = ExportedPolicy(policy)(obs, agent, mask)
+        probs, action = InferenceGraph(policy)(obs, agent, mask)
+    assert torch.allclose(probs, ref_probs, atol=1e-6)
+    assert torch.equal(action, ref_action) and (probs[~mask] < 1e-6).all()

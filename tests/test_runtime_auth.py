@@ -3,6 +3,7 @@
 import asyncio
 import shutil
 import subprocess
+import urllib.request
 
 import grpc
 import numpy as np
@@ -70,6 +71,25 @@ def test_policy_token_acts_but_cannot_administer(server):
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     with AdminClient(server.target, token="admin-1") as admin:
         assert [m.name for m in admin.list().models] == ["grid"]
+
+
+def test_without_tokens_policy_is_open_and_admin_is_disabled(repo):
+    """No token configured: no interceptor runs, yet ModelAdmin refuses every call (and counts it)."""
+    with ServerThread(config(repo), metrics=True) as s:
+        assert s.server.server is not None
+        with PolicyClient(s.target) as c:
+            assert c.act("grid", OBS).model_version == "1"
+        for token in (None, "anything"):
+            with AdminClient(s.target, token=token) as admin, pytest.raises(grpc.RpcError) as err:
+                admin.list()
+            assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert "admin service is disabled" in err.value.details()
+        with AdminClient(s.target) as admin, pytest.raises(grpc.RpcError) as err:
+            admin.rollback("grid")
+        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        url = f"http://127.0.0.1:{s.server.metrics_port}/metrics"
+        text = urllib.request.urlopen(url, timeout=10).read().decode()
+        assert 'inspo_runtime_auth_failures_total{service="admin"} 3.0' in text
 
 
 def test_tokens_are_refused_in_the_config_file(tmp_path):

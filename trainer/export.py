@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from trainer.nets import ExportedPolicy, PolicyNet
+from trainer.nets import ExportedPolicy, InferenceGraph, PolicyNet
 from trainer.run_dir import load_policy
 
 MODEL_SCHEMA_VERSION = 1
@@ -101,7 +101,7 @@ def export_onnx(policy: PolicyNet, path: Path, exporter: str = "auto", opset: in
     """Write the ``(obs, agent, action_mask) -> (probs, action)`` graph as one ONNX file (no external
     data) with a dynamic batch axis; return the exporter used."""
     exporter = resolve_exporter(exporter)
-    graph = ExportedPolicy(policy).eval()
+    graph = InferenceGraph(policy).eval()
     example = (
         torch.zeros(2, policy.obs_dim),
         torch.zeros(2, dtype=torch.int64),
