@@ -306,3 +306,68 @@ def test_second_simulation_in_one_process_is_refused():
     assert "refused: a SUMO env (sumo:cologne8) is already open" in proc.stdout
     assert "second ok 16 True" in proc.stdout
     assert "padding [2, 3, 4] True" in proc.stdout  # cologne8 mixes 2-4 phases and lane counts
+
+
+def test_observations_and_rewards_equal_a_per_lane_reference():
+    """The env's bulk computation equals the per-signal, per-lane definition, bit for bit.
+
+    Reference: sumo-rl's phase rules tracked independently, every lane read with its own getter
+    (vehicles and halted vehicles), features computed per agent in plain Python floats.
+    """
+    code = """
+        import numpy as np
+        from envs.registry import make_env
+        from envs.traffic.env import PRESSURE_SCALE, VEHICLE_SPACE_M
+        from envs.traffic.sumo_setup import import_sumo
+        traci, _ = import_sumo()
+        for net in ("cologne8", "grid4x4"):
+            env = make_env(f"sumo:{net}", num_seconds=300)
+            c = env.config
+            A, L = env.n_actions, env.max_lanes
+            phase = {a: 0 for a in env.possible_agents}
+            since = {a: 0 for a in env.possible_agents}
+            rng = np.random.default_rng(3)
+            obs, infos = env.reset(seed=4)
+            links = {a: traci.trafficlight.getControlledLinks(a) for a in env.possible_agents}
+            checked = 0
+            while env.agents:
+                actions = {a: int(rng.integers(-1, A + 1)) for a in env.possible_agents if rng.random() > 0.1}
+                for i, a in enumerate(env.possible_agents):
+                    want = actions.get(a, phase[a])
+                    passed = since[a] >= c.yellow_time + c.min_green
+                    if want != phase[a] and 0 <= want < env.n_green[i] and passed:
+                        phase[a], since[a] = want, 0
+                    since[a] += c.delta_time
+                obs, rewards, _, _, infos = env.step(actions)
+                if not env.agents:
+                    break
+                count = lambda ln: traci.lane.getLastStepVehicleNumber(ln)
+                halt = lambda ln: traci.lane.getLastStepHaltingNumber(ln)
+                for i, a in enumerate(env.possible_agents):
+                    lanes = env.in_lanes[a]
+                    cap = [max(traci.lane.getLength(ln) / VEHICLE_SPACE_M, 1e-6) for ln in lanes]
+                    pressure = [0.0] * A
+                    for p, state in enumerate(env.green_states[a]):
+                        green = [lk for s, sig in enumerate(links[a]) if state[s] in "Gg" for lk in sig]
+                        pressure[p] = float(sum(count(lk[0]) - count(lk[1]) for lk in green))
+                    pad = [0.0] * (L - len(lanes))
+                    want = np.array(
+                        [float(p == phase[a]) for p in range(A)]
+                        + [float(since[a] >= c.yellow_time + c.min_green)]
+                        + [x / PRESSURE_SCALE for x in pressure]
+                        + [min(count(ln) / k, 1.0) for ln, k in zip(lanes, cap)] + pad
+                        + [min(halt(ln) / k, 1.0) for ln, k in zip(lanes, cap)] + pad,
+                        dtype=np.float32,
+                    )
+                    assert obs[a].tobytes() == want.tobytes(), (net, a, obs[a], want)
+                    assert rewards[a] == -float(sum(halt(ln) for ln in lanes)), (net, a)
+                    assert env.phase_pressure()[i].tolist() == pressure, (net, a)
+                    assert infos[a]["executed_action"] == phase[a] == infos[a]["green_phase"]
+                    assert traci.trafficlight.getRedYellowGreenState(a) == env.green_states[a][phase[a]]
+                    checked += 1
+            env.close()
+            print(net, "checked", checked)
+        """
+    proc = run_python(code, timeout=180)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "cologne8 checked 472" in proc.stdout and "grid4x4 checked 944" in proc.stdout, proc.stdout

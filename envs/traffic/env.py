@@ -4,9 +4,13 @@ One agent per signalized intersection. sumo-rl's ``SumoEnvironment``/``TrafficSi
 phase logic (green phases from the net's program, generated yellow transitions, min-green),
 so our dynamics equal sumo-rl's and the measured baselines. We replace its hot path:
 
-* the step loop advances SUMO ``delta_time`` seconds and only touches signals in yellow;
-* lane counts are read once per decision for all lanes, and observation, reward, max-pressure
-  scores and metrics are computed from them with numpy (sumo-rl makes ~4 calls per lane per agent).
+* after ``reset`` the env runs ``TrafficSignal``'s phase rules itself: the same SUMO calls at the
+  same simulated seconds (yellow transition at the decision, the green once ``yellow_time`` has
+  passed), without its per-signal, per-second Python; SUMO is advanced to those seconds in one call;
+* lane counts are read once per decision (vehicles on every lane, halted vehicles on the occupied
+  incoming lanes), and observation, reward, max-pressure scores and metrics are computed from them
+  with a few numpy calls (sumo-rl makes ~4 calls per lane per agent). Outputs are bit-for-bit
+  those of the per-signal computation they replace.
 
 Padding: agents have different numbers of green phases (actions) and incoming lanes. Every
 observation is ``[phase one-hot (A) | min-green passed (1) | pressure per phase (A) |
@@ -25,12 +29,14 @@ libsumo runs one simulation per process: a second live env in the same process r
 from __future__ import annotations
 
 import contextlib
+import re
 import shutil
 import subprocess
 import tempfile
 import weakref
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, fields
+from itertools import compress
 from pathlib import Path
 from typing import Any
 
@@ -244,22 +250,6 @@ class TrafficEnv(MultiAgentEnv):
         self._in_valid = self._in_idx < pad
         capacity = np.append(length / VEHICLE_SPACE_M, 1.0)
         self._in_capacity = np.maximum(capacity[self._in_idx], 1e-6)
-        # links (in-lane -> out-lane) per agent and which phases give them green: pressure = G @ (n_in - n_out)
-        k_max = max(sum(len(sig) for sig in links[a]) for a in self.possible_agents)
-        self._link_in = np.full((n, k_max), pad, dtype=np.int64)
-        self._link_out = np.full((n, k_max), pad, dtype=np.int64)
-        self._green = np.zeros((n, self.n_actions, k_max), dtype=np.float64)
-        for i, a in enumerate(self.possible_agents):
-            k = 0
-            for signal, sig_links in enumerate(links[a]):
-                for lk in sig_links:
-                    self._link_in[i, k], self._link_out[i, k] = (
-                        self._lane_index[lk[0]],
-                        self._lane_index[lk[1]],
-                    )
-                    for p, state in enumerate(green_states[a]):
-                        self._green[i, p, k] = state[signal] in "Gg"
-                    k += 1
         self._agent_index = {a: i for i, a in enumerate(self.possible_agents)}
         self._neighbors = _signal_neighbors(self.possible_agents, in_lanes, links, downstream)
         try:  # libsumo's SWIG functions without the Python wrapper (~30% faster per call)
@@ -270,8 +260,55 @@ class TrafficEnv(MultiAgentEnv):
         except (ImportError, AttributeError):
             self._get_count = tr.lane.getLastStepVehicleNumber
             self._get_halting = tr.lane.getLastStepHaltingNumber
-        self._lane_count = np.zeros(len(lanes) + 1)
-        self._lane_halt = np.zeros(len(lanes) + 1)
+        # The lane reads form one list: vehicle counts of all lanes, a dummy lane, halting counts of
+        # the incoming lanes, a dummy lane (dummies count 0 and pad agents with fewer lanes).
+        m, m_in, a_max, l_max = len(lanes), self._n_in_lanes, self.n_actions, self.max_lanes
+        self._in_lane_ids = lanes[:m_in]
+        self._no_halting = [0] * (m_in + 1)
+        # Per agent one row gathered from that list (one np.fromiter for all agents):
+        # [halted vehicles in all (1) | pressure per phase (A) | vehicles (L) and halted vehicles (L) on
+        # its incoming lanes | vehicles on the out-lanes of its links that are not incoming lanes (O)].
+        # The first 1 + A are filled by one einsum whose coefficients give the halted total and each
+        # phase's pressure (sum over its green links of in- minus out-lane vehicles; integers, exact).
+        # Then [pressure | vehicles | halted] / [20 | capacity], capped at [inf | 1], is the tail of the
+        # observation, written in one call.
+        out_only = {
+            a: list(dict.fromkeys(lk[1] for sig in links[a] for lk in sig if lk[1] not in in_lanes[a]))
+            for a in self.possible_agents
+        }
+        lanes_w = 2 * l_max + max(len(v) for v in out_only.values())
+        self._row_width = 1 + a_max + lanes_w
+        feat = np.full((n, self._row_width), m, dtype=np.int64)  # default: the count dummy
+        feat[:, 1 + a_max : 1 + a_max + l_max] = self._in_idx
+        feat[:, 1 + a_max + l_max : 1 + a_max + 2 * l_max] = np.where(
+            self._in_valid, self._in_idx + m + 1, m + 1 + m_in
+        )
+        coef = np.zeros((n, 1 + a_max, lanes_w))
+        for i, a in enumerate(self.possible_agents):
+            column = {ln: j for j, ln in enumerate(in_lanes[a])}
+            for j, ln in enumerate(out_only[a]):
+                column[ln] = 2 * l_max + j
+                feat[i, 1 + a_max + column[ln]] = self._lane_index[ln]
+            coef[i, 0, l_max : l_max + len(in_lanes[a])] = 1.0
+            for signal, sig_links in enumerate(links[a]):
+                for lk in sig_links:
+                    for p, state in enumerate(green_states[a]):
+                        if state[signal] in "Gg":
+                            coef[i, 1 + p, column[lk[0]]] += 1.0
+                            coef[i, 1 + p, column[lk[1]]] -= 1.0
+        self._feat_list = feat.ravel().tolist()
+        self._lane_coef = coef
+        self._tail_div = np.concatenate(
+            [np.full((n, a_max), PRESSURE_SCALE), self._in_capacity, self._in_capacity], axis=1
+        )
+        self._tail_max = np.concatenate([np.full((n, a_max), np.inf), np.ones((n, 2 * l_max))], axis=1)
+        # action masks by agent (may switch: its green phases) or by n + phase (inside min-green: only
+        # the current phase), gathered in one call
+        legal = np.arange(a_max)[None, :] < self.n_green[:, None]
+        self._mask_rows = np.concatenate([legal, np.eye(a_max, dtype=bool)])
+        self._n_green_list = [int(g) for g in self.n_green]
+        self._min_green_s = self.config.yellow_time + self.config.min_green
+        self._obs_tail = None  # [pressure | density | queue] of the observation buffer, set in reset
 
     # -- episode ------------------------------------------------------------------------------------
     def reset(self, seed: int | None = None, options: dict | None = None):
@@ -284,105 +321,160 @@ class TrafficEnv(MultiAgentEnv):
             raise SumoStartError(f"SUMO failed to start: {self._sumo_errors() or err}") from err
         self.agents = list(self.possible_agents)
         self._signals = [self._sim.traffic_signals[a] for a in self.possible_agents]
+        self._init_phase_state()
         self._t = 0
-        self._queue_trace: list[np.ndarray] = []
+        self._queue_trace: list[list[float]] = []
+        self._obs.fill(0.0)
+        a_max = self.n_actions
+        self._obs_tail = self._obs[:, a_max + 1 :]
+        self._head: list[tuple[int, bool | None]] = [(0, None)] * self.n_agents  # obs holds: phase, passed
         self._metrics, self._extras = {}, {}
         self._observe()
         return self._obs_dict(), self._infos()
+
+    def _init_phase_state(self) -> None:
+        """Take over the signal state sumo-rl's fresh ``TrafficSignal`` objects start from.
+
+        From here on the env runs sumo-rl's phase rules itself (``step``): the same SUMO calls at the
+        same simulated seconds as ``TrafficSignal.set_next_phase``/``update``, without their per-signal,
+        per-second Python. The ``TrafficSignal`` objects then serve only sumo-rl's own reward functions.
+        """
+        signals = self._signals
+        self._phase = [ts.green_phase for ts in signals]  # current (or, in yellow, next) green phase
+        self._yellow = [ts.is_yellow for ts in signals]
+        self._since = [ts.time_since_last_phase_change for ts in signals]
+        self._green_state = [[p.state for p in ts.all_phases[: ts.num_green_phases]] for ts in signals]
+        self._yellow_state = [
+            {pair: ts.all_phases[index].state for pair, index in ts.yellow_dict.items()} for ts in signals
+        ]
+        self._time0 = float(self._traci.simulation.getTime())
+        # sumo-rl's pressure reward (out-lane minus in-lane vehicles), from the lane counts read anyway
+        self._pressure_reward_lanes = None
+        index = self._lane_index
+        if self.config.reward == "pressure" and all(
+            ln in index for ts in signals for ln in list(ts.lanes) + list(ts.out_lanes)
+        ):
+            self._pressure_reward_lanes = [
+                ([index[ln] for ln in ts.out_lanes], [index[ln] for ln in ts.lanes]) for ts in signals
+            ]
 
     def step(self, actions):
         if not self.agents:
             raise RuntimeError("step() after the episode ended; call reset()")
         tr = self._traci
-        requested = {}
-        for i, a in enumerate(self.possible_agents):
-            ts = self._signals[i]
-            want = int(actions.get(a, ts.green_phase))
-            requested[a] = want
-            # sumo-rl's rule: switch only to another valid green once yellow + min-green have passed.
+        agents = self.possible_agents
+        set_state = tr.trafficlight.setRedYellowGreenState
+        phase, yellow, since, can_switch = self._phase, self._yellow, self._since, self._can_switch
+        requested = []
+        for i, a in enumerate(agents):
+            current = phase[i]
+            want = int(actions.get(a, current))
+            requested.append(want)
+            # sumo-rl's rule: switch only to another valid green once yellow + min-green have passed
+            # (TrafficSignal.set_next_phase: yellow transition now, the green when yellow_time is over).
             # A kept phase needs no call: SUMO holds the state set last (sumo-rl re-sets it; same result).
-            if want != ts.green_phase and 0 <= want < self.n_green[i] and self._can_switch[i]:
-                ts.set_next_phase(want)
-        in_yellow = [ts for ts in self._signals if ts.is_yellow]
-        steady = [ts for ts in self._signals if not ts.is_yellow]
-        for _ in range(self.config.delta_time):
-            tr.simulationStep()
-            for ts in in_yellow:
-                ts.update()
-        for ts in steady:
-            ts.time_since_last_phase_change += self.config.delta_time
-        self._t += self.config.delta_time
+            if want != current and can_switch[i] and 0 <= want < self._n_green_list[i]:
+                set_state(a, self._yellow_state[i][current, want])
+                phase[i], yellow[i], since[i] = want, True, 0
+        # TrafficSignal.update, once per simulated second: a yellow signal turns green when its time
+        # since the switch reaches yellow_time. SUMO advances to that second, the greens are set, then on.
+        delta, yellow_time = self.config.delta_time, self.config.yellow_time
+        ends: dict[int, list[int]] = {}
+        for i, is_yellow in enumerate(yellow):
+            if is_yellow and 0 < yellow_time - since[i] <= delta:
+                ends.setdefault(yellow_time - since[i], []).append(i)
+        start, done = self._time0 + self._t, 0
+        for k in sorted(ends):
+            tr.simulationStep(start + k)  # runs SUMO up to that time (k - done steps of 1 s)
+            for i in ends[k]:
+                set_state(agents[i], self._green_state[i][phase[i]])
+                yellow[i] = False
+            done = k
+        if done < delta:
+            tr.simulationStep(start + delta)
+        self._since = [s + delta for s in since]
+        self._t += delta
         self._observe()
-        halting = self._agent_halting()
+        halting = self._halting
         self._queue_trace.append(halting)
         rewards = self._rewards(halting)
-        done = self._t >= self.config.num_seconds
-        infos = self._infos()
-        for i, a in enumerate(self.possible_agents):
-            executed = int(self._signals[i].green_phase)
-            infos[a]["executed_action"] = executed
-            infos[a]["requested_action"] = requested[a]
+        done_episode = self._t >= self.config.num_seconds
+        masks = self.action_masks()
+        infos = {
+            a: {"action_mask": mask, "green_phase": g, "executed_action": g, "requested_action": want}
+            for a, mask, g, want in zip(agents, masks, phase, requested, strict=True)
+        }
         obs = self._obs_dict()
-        terms = {a: False for a in self.possible_agents}
-        truncs = {a: done for a in self.possible_agents}
-        if done:
+        terms = dict.fromkeys(agents, False)
+        truncs = dict.fromkeys(agents, done_episode)
+        if done_episode:
             self.agents = []
             self._finish_episode()
         return obs, rewards, terms, truncs, infos
 
     def _observe(self) -> None:
-        count, halt, m, m_in = self._lane_count, self._lane_halt, len(self._lanes), self._n_in_lanes
-        count[:m] = np.fromiter(map(self._get_count, self._lanes), np.float64, m)
-        halt[:m_in] = np.fromiter(map(self._get_halting, self._lanes[:m_in]), np.float64, m_in)
-        n, a_max, l_max = self.n_agents, self.n_actions, self.max_lanes
-        link_pressure = count[self._link_in] - count[self._link_out]
-        self._pressure = np.einsum("nak,nk->na", self._green, link_pressure)
-        obs = self._obs
-        obs.fill(0.0)
-        phase = np.array([ts.green_phase for ts in self._signals])
-        obs[np.arange(n), phase] = 1.0
-        min_green = self.config.yellow_time + self.config.min_green
-        since = np.array([ts.time_since_last_phase_change for ts in self._signals])
-        obs[:, a_max] = since >= min_green
-        obs[:, a_max + 1 : 2 * a_max + 1] = self._pressure / PRESSURE_SCALE
-        base = 2 * a_max + 1
-        obs[:, base : base + l_max] = (
-            np.minimum(count[self._in_idx] / self._in_capacity, 1.0) * self._in_valid
-        )
-        obs[:, base + l_max :] = np.minimum(halt[self._in_idx] / self._in_capacity, 1.0) * self._in_valid
-        self._can_switch = since >= min_green
+        # numpy's per-call overhead dominates arrays this small, and SUMO's step has just evicted the
+        # caches: five numpy calls, the last writing into the observation buffer.
+        m_in, a_max = self._n_in_lanes, self.n_actions
+        counts = list(map(self._get_count, self._lanes))
+        # halting counts of the occupied incoming lanes only (SUMO counts both over the lane's vehicles)
+        halting = self._no_halting.copy()
+        occupied = compress(range(m_in), counts)
+        for i, h in zip(occupied, map(self._get_halting, compress(self._in_lane_ids, counts)), strict=True):
+            halting[i] = h
+        self._counts = counts
+        lane_vals = counts + [0] + halting
+        rows = np.fromiter(map(lane_vals.__getitem__, self._feat_list), np.float64, len(self._feat_list))
+        rows = rows.reshape(self.n_agents, self._row_width)
+        np.einsum("nak,nk->na", self._lane_coef, rows[:, 1 + a_max :], out=rows[:, : 1 + a_max])  # exact
+        self._pressure = rows[:, 1 : 1 + a_max]
+        self._halting = rows[:, 0].tolist()
+        tail = rows[:, 1 : 1 + self._tail_div.shape[1]]
+        np.minimum(np.divide(tail, self._tail_div), self._tail_max, out=self._obs_tail)
+        # phase one-hot and "min-green passed": only the agents whose entries changed
+        min_green, obs, head = self._min_green_s, self._obs, self._head
+        self._can_switch = can = [s >= min_green for s in self._since]
+        for i, (p, ok) in enumerate(zip(self._phase, can, strict=True)):
+            if head[i] != (p, ok):
+                obs[i, head[i][0]] = 0.0
+                obs[i, p] = 1.0
+                obs[i, a_max] = ok
+                head[i] = (p, ok)
 
-    def _agent_halting(self) -> np.ndarray:
-        return (self._lane_halt[self._in_idx] * self._in_valid).sum(axis=1)
-
-    def _rewards(self, halting: np.ndarray) -> dict[str, float]:
+    def _rewards(self, halting: list[float]) -> dict[str, float]:
         kind = self.config.reward
         if kind == "queue":
-            values = -halting
+            return dict(zip(self.possible_agents, [-h for h in halting], strict=True))
         elif kind == "pressure":  # sumo-rl's: vehicles on out-lanes minus on in-lanes
-            values = np.array([ts.get_pressure() for ts in self._signals], dtype=np.float64)
+            if self._pressure_reward_lanes is not None:  # the same integer sums
+                count = self._counts.__getitem__
+                values = np.array(
+                    [sum(map(count, out)) - sum(map(count, inc)) for out, inc in self._pressure_reward_lanes],
+                    dtype=np.float64,
+                )
+            else:
+                values = np.array([ts.get_pressure() for ts in self._signals], dtype=np.float64)
         else:
             values = np.array([ts.compute_reward() for ts in self._signals], dtype=np.float64)
-        return {a: float(values[i]) for i, a in enumerate(self.possible_agents)}
+        return dict(zip(self.possible_agents, values.tolist(), strict=True))
 
     def action_masks(self) -> np.ndarray:
         """``[N, A]`` legal actions now: the agent's green phases, only the current one inside min-green."""
-        masks = np.arange(self.n_actions)[None, :] < self.n_green[:, None]
-        for i, ts in enumerate(self._signals):
-            if not self._can_switch[i]:
-                masks[i] = False
-                masks[i, ts.green_phase] = True
-        return masks
+        n = self.n_agents
+        keys = [
+            i if ok else n + p for i, (ok, p) in enumerate(zip(self._can_switch, self._phase, strict=True))
+        ]
+        return self._mask_rows[keys]
 
     def _infos(self) -> dict[str, dict]:
         masks = self.action_masks()
         return {
-            a: {"action_mask": masks[i], "green_phase": int(self._signals[i].green_phase)}
-            for i, a in enumerate(self.possible_agents)
+            a: {"action_mask": mask, "green_phase": g}
+            for a, mask, g in zip(self.possible_agents, masks, self._phase, strict=True)
         }
 
     def _obs_dict(self) -> dict[str, np.ndarray]:
-        return {a: self._obs[i].copy() for i, a in enumerate(self.possible_agents)}
+        return dict(zip(self.possible_agents, self._obs.copy(), strict=True))
 
     def state(self) -> np.ndarray:
         """All intersections' observations, concatenated in ``possible_agents`` order."""
@@ -405,7 +497,7 @@ class TrafficEnv(MultiAgentEnv):
         return self._pressure.copy()
 
     def current_phases(self) -> np.ndarray:
-        return np.array([ts.green_phase for ts in self._signals], dtype=np.int64)
+        return np.array(self._phase, dtype=np.int64)
 
     def sumo_phase_states(self) -> dict[str, str]:
         """SUMO's signal state string per traffic light right now (ground truth for tests)."""
@@ -483,10 +575,24 @@ def _mean(values: np.ndarray) -> float:
     return float(values.mean()) if values.size else float("nan")
 
 
+_TRIP_FIELDS = {  # read_tripinfo's outputs and the tripinfo attributes they come from
+    "time_loss": b"timeLoss",
+    "waiting": b"waitingTime",
+    "duration": b"duration",
+    "arrived": b"arrival",
+}
+_TRIP_ATTR = {key: re.compile(rb' %s="([^"]*)"' % attr) for key, attr in _TRIP_FIELDS.items()}
+
+
 def read_tripinfo(path: Path) -> dict[str, np.ndarray]:
     """Per trip: ``time_loss``, ``waiting``, ``duration`` and ``arrived`` (False for unfinished trips)."""
+    path = Path(path)
+    if path.exists() and path.stat().st_size:
+        fast = _read_plain_tripinfo(path.read_bytes())
+        if fast is not None:
+            return fast
     time_loss, waiting, duration, arrived = [], [], [], []
-    if Path(path).exists() and Path(path).stat().st_size:
+    if path.exists() and path.stat().st_size:
         for _, elem in ET.iterparse(path):
             if elem.tag == "tripinfo":
                 time_loss.append(float(elem.get("timeLoss", "nan")))
@@ -500,6 +606,30 @@ def read_tripinfo(path: Path) -> dict[str, np.ndarray]:
         "duration": np.array(duration),
         "arrived": np.array(arrived, dtype=bool),
     }
+
+
+def _read_plain_tripinfo(data: bytes) -> dict[str, np.ndarray] | None:
+    """``read_tripinfo`` for a complete file of vehicle trips only, by four scans (~3x faster than XML).
+
+    SUMO writes every ``<tripinfo>`` with all four attributes; anything else (persons, containers, a
+    truncated file, an attribute missing or elsewhere) returns None and the XML parser is used.
+    """
+    start = data.find(b"<tripinfos")
+    if start < 0 or not data.rstrip().endswith(b"</tripinfos>"):
+        return None
+    body = data[start:]
+    if b"<personinfo" in body or b"<containerinfo" in body:
+        return None
+    n = body.count(b"<tripinfo ")
+    values = {key: pattern.findall(body) for key, pattern in _TRIP_ATTR.items()}
+    if any(len(v) != n for v in values.values()):
+        return None
+    try:
+        out = {key: np.array(list(map(float, values[key])), dtype=np.float64) for key in _TRIP_FIELDS}
+    except ValueError:
+        return None
+    out["arrived"] = out["arrived"] >= 0
+    return out
 
 
 def read_teleports(path: Path) -> int:
