@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import copy
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -82,10 +83,26 @@ class LocalQ(nn.Module):
         self.obs_norm = Normalizer(obs_dim, norms[2], norms[3])
         self.body = mlp(state_dim + obs_dim + n_agents, hidden, n_actions)
 
-    def forward(self, state: torch.Tensor, obs: torch.Tensor, agent: int) -> torch.Tensor:
+    def inputs(self, state: torch.Tensor, obs: torch.Tensor, agent: int) -> torch.Tensor:
+        """The body's input; computed once when the same rows are evaluated more than once."""
         one_hot = torch.zeros(state.shape[0], self.n_agents, dtype=state.dtype)
         one_hot[:, agent] = 1.0
-        return self.body(torch.cat([self.state_norm(state), self.obs_norm(obs), one_hot], -1))
+        return torch.cat([self.state_norm(state), self.obs_norm(obs), one_hot], -1)
+
+    def forward(self, state: torch.Tensor, obs: torch.Tensor, agent: int) -> torch.Tensor:
+        return self.body(self.inputs(state, obs, agent))
+
+
+@dataclass
+class _Batch:
+    """One iteration's rows, gathered once; per-agent fields are lists indexed by agent."""
+
+    states: torch.Tensor  # [B, S]
+    joint_actions: torch.Tensor  # [B, N]
+    obs: list[torch.Tensor]  # [B, O] each
+    actions: list[torch.Tensor]  # [B]
+    masks: list[torch.Tensor]  # [B, A]
+    log_mu_all: list[torch.Tensor]  # [B, A] floored log mu of every action
 
 
 class InSPO(Algorithm):
@@ -235,41 +252,79 @@ class InSPO(Algorithm):
         loss = losses.mse(q, target)
         clip_step(self.critic_opt, loss, self.critic.parameters(), c.grad_clip)
         with torch.no_grad():
-            for p, tp in zip(self.critic.parameters(), self.critic_target.parameters(), strict=True):
-                tp.lerp_(p, c.polyak)
+            torch._foreach_lerp_(
+                list(self.critic_target.parameters()), list(self.critic.parameters()), c.polyak
+            )
         return {"critic_loss": float(loss.detach()), "critic_ess": ess, "q_mean": float(q.detach().mean())}
 
     # -- 2b/c. sequential actor phase -----------------------------------------------------------
     def agent_update(
-        self, i: int, rows: torch.Tensor, joint_q: torch.Tensor, baseline: torch.Tensor, log_w: torch.Tensor
+        self,
+        i: int,
+        batch: _Batch,
+        joint_q: torch.Tensor,
+        baseline: torch.Tensor,
+        log_w: torch.Tensor,
+        start_log_p: torch.Tensor | None = None,
     ) -> dict[str, float]:
-        """Fit agent ``i``'s local Q on the unnormalized target, then its actor on the closed-form weights."""
-        c, d = self.config, self.data
-        assert d is not None and self.log_mu_all is not None and self.actor is not None
-        state, obs_i = d.states[rows], d.obs[rows, i]
-        act_i, mask_i = d.actions[rows, i], d.masks[rows, i]
-        log_mu_i = self.log_mu_all[rows, i]
+        """Fit agent ``i``'s local Q on the unnormalized target, then its actor on the closed-form weights.
+
+        ``start_log_p``, if given, is agent ``i``'s ``log pi`` of the logged actions computed *with its
+        graph* by its still untouched network: the first actor step backpropagates through it instead of
+        repeating the same forward pass.
+        """
+        c = self.config
+        assert self.actor is not None
+        state, obs_i, act_i, mask_i = batch.states, batch.obs[i], batch.actions[i], batch.masks[i]
         target = losses.unnormalized_local_q_target(joint_q, log_w, baseline)
+        q_in = self.local_q.inputs(state, obs_i, i)
         q_loss = torch.zeros(())
         for _ in range(c.local_q_steps):
-            pred = self.local_q(state, obs_i, i).gather(-1, act_i.unsqueeze(-1)).squeeze(-1)
+            pred = self.local_q.body(q_in).gather(-1, act_i.unsqueeze(-1)).squeeze(-1)
             q_loss = losses.mse(pred, target)
             clip_step(self.local_q_opt, q_loss, self.local_q.parameters(), c.grad_clip)
         with torch.no_grad():
-            q_all = self.local_q(state, obs_i, i)
-            weights = losses.target_weights(q_all, log_mu_i, mask_i, act_i, c.alpha, c.beta, c.exp_clip)
+            q_all = self.local_q.body(q_in)
+            weights = losses.target_weights(
+                q_all, batch.log_mu_all[i], mask_i, act_i, c.alpha, c.beta, c.exp_clip
+            )
             raw_mean = float(weights.mean())
             if c.normalize_weights:
                 weights = weights / weights.mean().clamp(min=1e-8)
+        # only agent i's parameters get a gradient (with one network per agent): clip just those
+        params = list(self.actor.parameters() if c.shared else self.actor.net.bodies[i].parameters())
         a_loss = torch.zeros(())
-        for _ in range(c.actor_steps):
-            a_loss = losses.bc_loss(agent_logits(self.actor, obs_i, i, mask_i), act_i, weights)
-            clip_step(self.actor_opt, a_loss, self.actor.parameters(), c.grad_clip)
+        for step in range(c.actor_steps):
+            if step == 0 and start_log_p is not None:
+                a_loss = -(weights * start_log_p).mean()  # losses.bc_loss on the same logits
+            else:
+                a_loss = losses.bc_loss(agent_logits(self.actor, obs_i, i, mask_i), act_i, weights)
+            clip_step(self.actor_opt, a_loss, params, c.grad_clip)
         return {
             "local_q_loss": float(q_loss.detach()),
             "actor_loss": float(a_loss.detach()),
             "weight_mean": raw_mean,
         }
+
+    def _batch(self, rows: torch.Tensor) -> _Batch:
+        d = self.data
+        assert d is not None and self.log_mu_all is not None
+        obs, actions, masks, log_mu_all = d.obs[rows], d.actions[rows], d.masks[rows], self.log_mu_all[rows]
+        agents = range(d.n_agents)
+        return _Batch(
+            states=d.states[rows],
+            joint_actions=actions,
+            obs=[obs[:, i].contiguous() for i in agents],
+            actions=[actions[:, i].contiguous() for i in agents],
+            masks=[masks[:, i].contiguous() for i in agents],
+            log_mu_all=[log_mu_all[:, i].contiguous() for i in agents],
+        )
+
+    def _agent_log_probs(self, batch: _Batch, i: int) -> torch.Tensor:
+        """``log pi^i`` of agent ``i``'s logged actions on the batch (with a graph if grad is enabled)."""
+        assert self.actor is not None
+        logits = agent_logits(self.actor, batch.obs[i], i, batch.masks[i])
+        return torch.log_softmax(logits, -1).gather(-1, batch.actions[i].unsqueeze(-1)).squeeze(-1)
 
     def train_iteration(self) -> dict[str, float]:
         c, d = self.config, self.data
@@ -282,31 +337,44 @@ class InSPO(Algorithm):
         for _ in range(c.critic_steps):
             metrics.update(self.critic_step())
         rows = self.sample_rows(c.batch_size)
+        batch = self._batch(rows)
         with torch.no_grad():
-            joint_q = self.critic(d.states[rows], d.actions[rows])
+            joint_q = self.critic(batch.states, batch.joint_actions)
         baseline = losses.pessimistic_baseline(joint_q, c.baseline_quantile, c.baseline_min_margin)
-        log_mu = self.logged_log_mu(rows)
-        log_r = losses.clipped_log_ratios(
-            self.policy_log_probs(rows), log_mu, self.log_ratio_min, self.log_ratio_max
+        log_mu = torch.stack(
+            [
+                m.gather(-1, a.unsqueeze(-1)).squeeze(-1)
+                for m, a in zip(batch.log_mu_all, batch.actions, strict=True)
+            ],
+            dim=1,
         )
+        # With one network per agent, agent i's network is untouched until its own update, so its
+        # iteration-start log-probs are exactly what its first actor step's forward pass would compute:
+        # keep their graphs and let that step backpropagate through them (same numbers, N fewer passes).
+        reuse = not c.shared and c.actor_steps > 0
+        graphs: list[torch.Tensor | None] = [None] * d.n_agents
+        if reuse:
+            start_log_p = [self._agent_log_probs(batch, i) for i in range(d.n_agents)]
+            graphs = list(start_log_p)
+            log_pi = torch.stack(start_log_p, dim=1).detach()
+        else:
+            log_pi = self.policy_log_probs(rows)
+        log_r = losses.clipped_log_ratios(log_pi, log_mu, self.log_ratio_min, self.log_ratio_max)
         frozen = log_r.clone()  # iteration-start ratios (what simultaneous updates use)
-        order = torch.randperm(d.n_agents, generator=self.generator)
+        order = torch.randperm(d.n_agents, generator=self.generator).tolist()
         per_agent: list[dict[str, float]] = []
         ess = []
-        for i in order.tolist():
+        for k, i in enumerate(order):
             source = log_r if c.update == "sequential" else frozen
             if c.resample:
                 log_w = losses.teammate_log_weights(source, self.teammates)[:, i]
             else:
                 log_w = torch.zeros(rows.shape[0])
             ess.append(float(losses.ess_from_log_weights(log_w)))
-            per_agent.append(self.agent_update(i, rows, joint_q, baseline, log_w))
-            if c.update == "sequential":
+            per_agent.append(self.agent_update(i, batch, joint_q, baseline, log_w, graphs[i]))
+            if c.update == "sequential" and k + 1 < len(order):  # the last agent's new ratios are unused
                 with torch.no_grad():
-                    logits = agent_logits(self.actor, d.obs[rows, i], i, d.masks[rows, i])
-                    new = (
-                        torch.log_softmax(logits, -1).gather(-1, d.actions[rows, i].unsqueeze(-1)).squeeze(-1)
-                    )
+                    new = self._agent_log_probs(batch, i)
                 log_r[:, i] = losses.clipped_log_ratios(
                     new, log_mu[:, i], self.log_ratio_min, self.log_ratio_max
                 )
