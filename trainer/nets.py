@@ -136,7 +136,8 @@ class InferenceGraph(nn.Module):
     scalar constant (no Cast/Shape/ConstantOfShape). The observation normalisation stays as it is:
     folding it into the weights would multiply them by up to 1/std_min = 1e3 and cost float32
     precision on near-constant features. Measured in ONNX Runtime on the serving benchmark's
-    model (obs 64, 64 agents, 256x256): batch 1 52 -> 32 µs, batch 64 208 -> 171 µs.
+    model (obs 64, 64 agents, 256x256): batch 1 40 -> 36 µs, batch 64 210 -> 173 µs
+    (both graphs in one process, best of 7 rounds).
     """
 
     def __init__(self, policy: PolicyNet):
