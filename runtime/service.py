@@ -225,7 +225,6 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self.deployments = deployments
         self.shadow_runner = shadow_runner or ShadowRunner(metrics, config.decision_log.__class__())
         self._guardrails: dict[tuple, Guardrails] = {}
-        self._guardrails_of: dict[tuple, Guardrails | None] = {}  # per loaded version: a lookup cache
         self.rng = np.random.default_rng()
         self.batchers: dict[str, Batcher | None] = {}  # None: batching off for that model
         self.inflight = 0  # exported by the inflight gauge at scrape time (no gauge update per call)
@@ -440,19 +439,13 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
 
     def guardrails(self, model: LoadedModel) -> Guardrails | None:
         """The model's guardrails; versions with the same agents share one (the hold clocks carry over)."""
-        version_key = (model.name, model.version, id(model))
-        if version_key in self._guardrails_of:
-            return self._guardrails_of[version_key]
         cfg = self.config.model(model.name).guardrails
-        g = None
-        if cfg.enabled:
-            key = (model.name, tuple(model.agent_ids), model.n_actions, id(cfg))
-            g = self._guardrails.get(key)
-            if g is None:
-                g = self._guardrails[key] = Guardrails(cfg, model.agent_ids, model.n_actions)
-        if len(self._guardrails_of) > 1024:  # many reloads: forget the lookups, keep the guardrails
-            self._guardrails_of.clear()
-        self._guardrails_of[version_key] = g
+        if not cfg.enabled:
+            return None
+        key = (model.name, tuple(model.agent_ids), model.n_actions, id(cfg))
+        g = self._guardrails.get(key)
+        if g is None:
+            g = self._guardrails[key] = Guardrails(cfg, model.agent_ids, model.n_actions)
         return g
 
     async def _decide(self, model: LoadedModel, request, d: Decoded, remaining, all_finite: bool = False):
