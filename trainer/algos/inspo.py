@@ -341,22 +341,15 @@ class InSPO(Algorithm):
         with torch.no_grad():
             joint_q = self.critic(batch.states, batch.joint_actions)
         baseline = losses.pessimistic_baseline(joint_q, c.baseline_quantile, c.baseline_min_margin)
-        log_mu = torch.stack(
-            [
-                m.gather(-1, a.unsqueeze(-1)).squeeze(-1)
-                for m, a in zip(batch.log_mu_all, batch.actions, strict=True)
-            ],
-            dim=1,
-        )
+        log_mu = self.logged_log_mu(rows)
         # With one network per agent, agent i's network is untouched until its own update, so its
         # iteration-start log-probs are exactly what its first actor step's forward pass would compute:
         # keep their graphs and let that step backpropagate through them (same numbers, N fewer passes).
         reuse = not c.shared and c.actor_steps > 0
         graphs: list[torch.Tensor | None] = [None] * d.n_agents
         if reuse:
-            start_log_p = [self._agent_log_probs(batch, i) for i in range(d.n_agents)]
-            graphs = list(start_log_p)
-            log_pi = torch.stack(start_log_p, dim=1).detach()
+            graphs = [self._agent_log_probs(batch, i) for i in range(d.n_agents)]
+            log_pi = torch.stack(graphs, dim=1).detach()
         else:
             log_pi = self.policy_log_probs(rows)
         log_r = losses.clipped_log_ratios(log_pi, log_mu, self.log_ratio_min, self.log_ratio_max)
