@@ -6,9 +6,9 @@ cannot administer; an admin token may also act). Health and reflection stay open
 a service, that service is open (document your network boundary, or configure tokens).
 
 With no token configured at all, no interceptor is installed (a Python server interceptor adds a
-coroutine to every call, so the hot path should not pay for it when it checks nothing): PolicyService is
-open and ModelAdmin is registered as
-:func:`disabled_service`, which refuses every call exactly as the interceptor would.
+coroutine to every call, so the hot path should not pay for it when it checks nothing): PolicyService
+is open and ModelAdmin is registered as :func:`disabled_service`, which refuses every call exactly as
+the interceptor would.
 """
 
 from __future__ import annotations

@@ -136,10 +136,10 @@ class LoadedModel:
 def _fast_run(session: ort.InferenceSession):
     """``run(output_names, feeds)`` without the Python wrapper's per-call input checks.
 
-    ``InferenceSession.run`` re-validates the feed names and wraps errors on every call (about 25 µs of
-    a 35 µs batch-1 inference, measured); the runtime has already checked names, dtypes and shapes when
-    decoding the request, so it calls the bound native session that ``run`` itself delegates to. Falls
-    back to the public method where that attribute does not exist.
+    ``InferenceSession.run`` re-validates the feed names and wraps errors on every call; the runtime has
+    already checked names, dtypes and shapes when decoding the request, so it calls the bound native
+    session that ``run`` itself delegates to (``bench/serving.py``, batch 1: 0.77-0.96x the time of
+    ``session.run`` over three runs). Falls back to the public method where that attribute does not exist.
     """
     native = getattr(session, "_sess", None)
     if native is None or not callable(getattr(native, "run", None)):
