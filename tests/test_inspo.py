@@ -107,11 +107,13 @@ def test_bc_reproduces_the_data_marginals_and_misses_coordination():
     assert joint[1, 1] > 0.15  # product of 50/50 marginals: (B,B) about 0.25
 
 
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
+@pytest.mark.parametrize("actor_ema", [0.0, 0.9])
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, actor_ema):
     from trainer.train_loop import train
 
     data = matrix_dataset(XOR, XOR_BALANCED, 300, seed=5)
     settings = {**FAST, "mu_steps": 20, "local_q_steps": 2, "actor_steps": 2, "iterations": 12}
+    settings["actor_ema"] = actor_ema  # with an average, it is saved, resumed and deployed too
     torch.set_num_threads(1)
     full = train("inspo", data, tmp_path / "full", overrides=settings, checkpoint_every=5, progress=False)
     train(
@@ -134,6 +136,37 @@ def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path):
     saved_full = torch.load(tmp_path / "full" / "policy" / "policy.pt", weights_only=True)
     saved_cut = torch.load(tmp_path / "cut" / "policy" / "policy.pt", weights_only=True)
     assert all(torch.equal(saved_full[k], saved_cut[k]) for k in saved_full)
+    deployed = full.deployed_actor().state_dict()
+    assert all(
+        torch.equal(deployed[k], saved_full[k]) for k in saved_full
+    )  # the saved policy is the deployed one
+    assert any(not torch.equal(deployed[k], full.actor.state_dict()[k]) for k in deployed) == (actor_ema > 0)
+
+
+def test_actor_ema_deploys_the_polyak_average_of_the_iterates():
+    data = matrix_dataset(XOR, XOR_BALANCED, 300, seed=5)
+    algo = make_algorithm(
+        "inspo", overrides={**FAST, "mu_steps": 20, "local_q_steps": 2, "actor_steps": 2, "actor_ema": 0.5}
+    )
+    algo.setup(data)
+    expected = None
+    for _ in range(4):
+        algo.train_iteration()
+        algo.iteration += 1
+        iterate = [p.detach().clone() for p in algo.actor.parameters()]
+        expected = (
+            iterate
+            if expected is None
+            else [0.5 * e + 0.5 * x for e, x in zip(expected, iterate, strict=True)]
+        )
+    averaged = list(algo.deployed_actor().parameters())
+    assert all(torch.allclose(a, e, atol=1e-6) for a, e in zip(averaged, expected, strict=True))
+    assert not all(torch.equal(a, x) for a, x in zip(averaged, algo.actor.parameters(), strict=True))
+    probs = algo.action_probs(np.ones((2, 1), np.float32), np.ones((2, 2), bool))
+    direct = torch.softmax(
+        algo.deployed_actor()(torch.ones(2, 1), torch.arange(2), torch.ones(2, 2, dtype=torch.bool)), -1
+    )
+    assert np.allclose(probs, direct.detach().numpy(), atol=1e-6)  # evaluation reads the average
 
 
 def test_neighbour_graph_restricts_the_teammate_product():
@@ -179,7 +212,9 @@ def test_inspo_matches_the_optimal_return_on_bridge(tmp_path):
     algo.setup(data)
     algo.fit()
     env = make_env("bridge")
-    ret = run_episode(env, TorchPolicyController(algo.actor, algo.agent_ids), 10_000).episode_return
+    ret = run_episode(
+        env, TorchPolicyController(algo.deployed_actor(), algo.agent_ids), 10_000
+    ).episode_return
     best = float(data.episode_returns().mean())
     assert ret >= best - 0.05 * abs(best)
 

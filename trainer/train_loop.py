@@ -46,13 +46,11 @@ def evaluate_actor(algo: Algorithm, env, episodes: int, deterministic: bool = Tr
     from trainer.rollout import run_episode
     from trainer.threads import single_threaded
 
-    assert algo.actor is not None
-    controller = TorchPolicyController(
-        algo.actor, algo.agent_ids, deterministic=deterministic, name=algo.name
-    )
+    actor = algo.deployed_actor()
+    controller = TorchPolicyController(actor, algo.agent_ids, deterministic=deterministic, name=algo.name)
     with single_threaded():
         results = [run_episode(env, controller, seed) for seed in tuning_seeds(episodes)]
-    algo.actor.train()
+    actor.train()
     out = {"eval/return": float(np.mean([r.episode_return for r in results]))}
     for key in results[0].metrics:
         out[f"eval/{key}"] = float(np.mean([r.metrics.get(key, np.nan) for r in results]))
@@ -222,10 +220,9 @@ def _train(
     if algo.iteration >= total:
         from trainer.run_dir import save_policy
 
-        assert algo.actor is not None
         meta = algo.policy_meta()
         meta["action_names"] = getattr(env, "action_names", None) if env is not None else None
         meta["metrics"] = {"train": last, "eval": last_eval, "iterations": algo.iteration}
-        save_policy(run, algo.actor, meta)
+        save_policy(run, algo.deployed_actor(), meta)
         algo.save(ckpt)
     return algo

@@ -97,11 +97,16 @@ class Algorithm:
                 callback(self, metrics)
 
     # -- the policy ---------------------------------------------------------------------------
+    def deployed_actor(self) -> PolicyNet:
+        """The policy that is evaluated, saved and exported: the trained actor (InSPO may average it)."""
+        assert self.actor is not None
+        return self.actor
+
     @torch.no_grad()
     def action_probs(self, obs: np.ndarray, masks: np.ndarray) -> np.ndarray:
-        """The actor's distribution for every agent: ``obs [N, O]``, ``masks [N, A]`` -> ``[N, A]``."""
-        assert self.actor is not None
-        logits = all_agents_logits(self.actor, torch.as_tensor(obs)[None], torch.as_tensor(masks)[None])
+        """The deployed policy's distribution for every agent: ``obs [N, O]``, ``masks [N, A]`` -> ``[N, A]``."""
+        actor = self.deployed_actor()
+        logits = all_agents_logits(actor, torch.as_tensor(obs)[None], torch.as_tensor(masks)[None])
         return torch.softmax(logits[0], -1).numpy()
 
     def policy_meta(self) -> dict[str, Any]:

@@ -81,6 +81,10 @@ class InSPOConfig:
     normalize_weights: bool = True  # divide target weights by their batch mean
     grad_clip: float = 1.0
     iterations: int = 2000
+    # deployed policy: 0 = the last iterate; d in (0, 1) = a Polyak average of the actor's parameters
+    # (decay d per iteration, ~1/(1-d) iterations), so a run that stops inside a brief dip of the
+    # iterates still deploys the policy around it. Training itself always uses the iterate.
+    actor_ema: float = 0.0
 
 
 ALGORITHMS: dict[str, tuple[type, dict[str, Any]]] = {

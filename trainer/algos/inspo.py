@@ -116,6 +116,8 @@ class InSPO(Algorithm):
             raise ValueError(f"actor_init must be 'random' or 'mu', got {config.actor_init!r}")
         if config.alpha <= 0 or config.beta < 0:
             raise ValueError("need alpha > 0 and beta >= 0")
+        if not 0.0 <= config.actor_ema < 1.0:
+            raise ValueError(f"actor_ema must be in [0, 1), got {config.actor_ema}")
         super().__init__(config)
         self.name = name
         self.log_ratio_min = math.log(config.ratio_min)
@@ -146,15 +148,37 @@ class InSPO(Algorithm):
                         self.teammates[index[agent], index[other]] = 1.0
         self.mu_done = False
         self.log_mu_all: torch.Tensor | None = None  # [K, N, A], filled after mu is fitted
+        # Polyak average of the actor (the deployed policy when actor_ema > 0); starts as the first iterate
+        self.actor_avg = copy.deepcopy(self.actor).requires_grad_(False) if c.actor_ema > 0 else None
+        self.avg_started = False
 
     def modules(self) -> dict[str, nn.Module]:
-        return {
+        out = {
             "mu": self.mu,
             "actor": self.actor,
             "critic": self.critic,
             "critic_target": self.critic_target,
             "local_q": self.local_q,
         }
+        if self.actor_avg is not None:
+            out["actor_avg"] = self.actor_avg
+        return out
+
+    def deployed_actor(self):
+        """The averaged actor when ``actor_ema > 0`` (after the first iteration), else the iterate."""
+        if self.actor_avg is not None and self.avg_started:
+            return self.actor_avg
+        return super().deployed_actor()
+
+    @torch.no_grad()
+    def _update_average(self) -> None:
+        assert self.actor is not None and self.actor_avg is not None
+        avg, cur = list(self.actor_avg.parameters()), list(self.actor.parameters())
+        if self.avg_started:
+            torch._foreach_lerp_(avg, cur, 1.0 - self.config.actor_ema)
+        else:  # the first iterate (after mu is fitted and, with actor_init="mu", copied)
+            torch._foreach_copy_(avg, cur)
+            self.avg_started = True
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {
@@ -165,11 +189,12 @@ class InSPO(Algorithm):
         }
 
     def extra_state(self) -> dict[str, Any]:
-        return {"mu_done": self.mu_done, "teammates": self.teammates}
+        return {"mu_done": self.mu_done, "teammates": self.teammates, "avg_started": self.avg_started}
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.teammates = state["teammates"]
         self.mu_done = bool(state["mu_done"])
+        self.avg_started = bool(state.get("avg_started", False))
         self.log_mu_all = self._compute_log_mu() if self.mu_done else None
 
     # -- 1. behaviour policy ------------------------------------------------------------------
@@ -373,6 +398,8 @@ class InSPO(Algorithm):
                 )
         for key in per_agent[0]:
             metrics[key] = sum(m[key] for m in per_agent) / len(per_agent)
+        if self.actor_avg is not None:
+            self._update_average()
         metrics.update(
             {
                 "baseline": float(baseline),
