@@ -229,3 +229,40 @@ def test_plot_eval_writes_both_figures(tmp_path):
     paths = plot_eval(results, tmp_path)
     assert [p.name for p in paths] == ["elevator_wait_distribution.png", "elevator_waiting_per_floor.png"]
     assert all(p.stat().st_size > 10_000 for p in paths)
+
+
+def test_resample_future_keeps_the_past_and_its_own_seed_is_the_identity():
+    """A copy with a resampled future: the episode's own seed reproduces the episode exactly; another
+    seed keeps everyone who already arrived (and the cars) and changes only who comes later."""
+    import copy
+
+    from envs.elevator.controllers import ETD
+    from trainer.rollout import action_rng
+
+    env = make_env("elevator:cb10x4:downpeak")
+    obs, infos = env.reset(seed=3)
+    etd, rng = ETD(), action_rng(0)
+    for _ in range(600):
+        actions, _ = etd.act(env, obs, infos, rng)
+        obs, _, _, _, infos = env.step(actions)
+    arrived = env.core.l_next
+
+    def finish(sim, obs, infos):
+        while sim.agents:
+            actions, _ = etd.act(sim, obs, infos, rng)
+            obs, _, _, _, infos = sim.step(actions)
+        return sim.episode_metrics(), sim.core.arr[0, : sim.core.n_pax[0]].copy()
+
+    same, other = copy.deepcopy(env), copy.deepcopy(env)
+    same.resample_future(3)
+    other.resample_future(12345)
+    for name in ("pos", "mode", "dir", "load", "riders", "arrived", "boarded"):  # cars and queues untouched
+        assert np.array_equal(getattr(other.core, name), getattr(env.core, name)), name
+    assert np.array_equal(other.core.board_t[0, :arrived], env.core.board_t[0, :arrived], equal_nan=True)
+    base_metrics, base_arr = finish(env, obs, infos)
+    same_metrics, same_arr = finish(same, obs, infos)
+    other_metrics, other_arr = finish(other, obs, infos)
+    assert same_metrics == base_metrics and np.array_equal(same_arr, base_arr)
+    assert np.array_equal(other_arr[:arrived], base_arr[:arrived])  # the past is kept
+    assert not np.array_equal(other_arr[arrived : arrived + 20], base_arr[arrived : arrived + 20])
+    assert other_metrics["avg_wait"] != base_metrics["avg_wait"]

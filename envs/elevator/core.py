@@ -67,12 +67,9 @@ class ElevatorCore:
             self._others = np.zeros((1, 0), int)
 
     # ------------------------------------------------------------------ reset
-    def reset(self, seeds) -> None:
-        seeds = [int(s) for s in seeds]
-        if len(seeds) != self.B:
-            raise ValueError(f"need {self.B} seeds, got {len(seeds)}")
-        B, C, F, K = self.B, self.C, self.F, self.K
-        pax = [generate(self.bld, self.trf, s) for s in seeds]
+    def _load_passengers(self, pax: list[Passengers]) -> None:
+        """The passenger arrays of every env (sorted by arrival; per (floor, direction) in arrival order)."""
+        B, F = self.B, self.F
         self.passengers: list[Passengers] = pax
         N = max(1, max(len(p) for p in pax))
         self.N = N
@@ -97,13 +94,20 @@ class ElevatorCore:
         self.arr, self.orig, self.dest, self.pdi, self.loadt = arr, orig, dest, pdi, loadt
         self.fd_order, self.fd_start = fd_order, fd_start
         self._row = (np.arange(B) * (N + 1))[:, None, None]  # flat offsets into [B, N + 1] arrays
+        self.board_t = np.full((B, N + 1), np.nan)
+        self.deliver_t = np.full((B, N + 1), np.nan)
+
+    def reset(self, seeds) -> None:
+        seeds = [int(s) for s in seeds]
+        if len(seeds) != self.B:
+            raise ValueError(f"need {self.B} seeds, got {len(seeds)}")
+        B, C, F, K = self.B, self.C, self.F, self.K
+        self._load_passengers([generate(self.bld, self.trf, s) for s in seeds])
         self.S1 = np.zeros((B, F, 2))  # sum of arrival times of the waiting passengers per queue
         self.corr = np.zeros(B)  # (t0 - a)^2 of passengers who arrived within the current tick
         self.arrived = np.zeros((B, F, 2), np.int64)
         self.boarded = np.zeros((B, F, 2), np.int64)
         self.next_p = np.zeros(B, np.int64)
-        self.board_t = np.full((B, N + 1), np.nan)
-        self.deliver_t = np.full((B, N + 1), np.nan)
         self.n_delivered = np.zeros(B, np.int64)
         # cars
         rng0 = [np.random.default_rng(np.random.SeedSequence([s, 0xCA45])) for s in seeds]
@@ -121,7 +125,7 @@ class ElevatorCore:
         self.call_ver = np.zeros(B, np.int64)
         self.riders = np.zeros((B, C, F), np.int64)
         self.load = np.zeros((B, C), np.int64)
-        self.slot_pid = np.full((B, C, K), N, np.int64)
+        self.slot_pid = np.full((B, C, K), self.N, np.int64)
         self.slot_dest = np.full((B, C, K), -1, np.int64)
         self.slot_load = np.zeros((B, C, K))
         self.dist = np.zeros((B, C))

@@ -154,6 +154,17 @@ class ElevatorEnv(MultiAgentEnv):
             "window": core.window,
         }
 
+    def resample_future(self, seed: int) -> None:
+        """Swap the passengers who have not arrived yet for a fresh draw of the same traffic profile.
+
+        For lookahead on a *copy* of the env (``copy.deepcopy``): the copy then plays one possible
+        future that a controller knowing the profile, but not tomorrow's passengers, must reckon with
+        (``bench/elevator_rollout_bound.py``). The episode's own seed gives back the same future.
+        """
+        if not isinstance(self.core, ScalarCore):
+            raise NotImplementedError("resample_future needs the scalar backend")
+        self.core.resample_future(seed)
+
     # ------------------------------------------------------------------ testing aids
     def trajectory_digest(self) -> str:
         """A hash of the full simulator state (for determinism tests)."""

@@ -25,6 +25,7 @@ from envs.elevator.core import (
     UP,
     ElevatorCore,
 )
+from envs.elevator.traffic import Passengers, generate
 
 
 class ScalarCore(ElevatorCore):
@@ -34,18 +35,7 @@ class ScalarCore(ElevatorCore):
     def reset(self, seeds) -> None:
         super().reset(seeds)  # builds passengers, arrays and the t = 0 state
         C, F = self.C, self.F
-        n = int(self.n_pax[0])
-        self.l_arr = self.arr[0, : n + 1].tolist()
-        self.l_orig = self.orig[0, :n].tolist()
-        self.l_dest = self.dest[0, :n].tolist()
-        self.l_pdi = self.pdi[0, :n].tolist()
-        self.l_load = self.loadt[0, :n].tolist()
-        order = self.fd_order[0]
-        start = self.fd_start[0]
-        counts = np.bincount(self.orig[0, :n] * 2 + self.pdi[0, :n], minlength=2 * F).reshape(F, 2)
-        self.l_queue = [
-            [order[start[f, d] : start[f, d] + counts[f, d]].tolist() for d in range(2)] for f in range(F)
-        ]
+        self._passenger_lists()
         self.l_arrived = self.arrived[0].tolist()
         self.l_boarded = self.boarded[0].tolist()
         self.l_S1 = self.S1[0].tolist()
@@ -78,6 +68,49 @@ class ScalarCore(ElevatorCore):
         self._deliver_buf: list[tuple[int, float]] = []
         self._lmasks()
         self.sync()
+
+    def _passenger_lists(self) -> None:
+        """List views of the passenger arrays (arrival, origin, destination, per-queue order)."""
+        F = self.F
+        n = int(self.n_pax[0])
+        self.l_arr = self.arr[0, : n + 1].tolist()
+        self.l_orig = self.orig[0, :n].tolist()
+        self.l_dest = self.dest[0, :n].tolist()
+        self.l_pdi = self.pdi[0, :n].tolist()
+        self.l_load = self.loadt[0, :n].tolist()
+        order = self.fd_order[0]
+        start = self.fd_start[0]
+        counts = np.bincount(self.orig[0, :n] * 2 + self.pdi[0, :n], minlength=2 * F).reshape(F, 2)
+        self.l_queue = [
+            [order[start[f, d] : start[f, d] + counts[f, d]].tolist() for d in range(2)] for f in range(F)
+        ]
+
+    def resample_future(self, seed: int) -> None:
+        """Replace every passenger who has not arrived yet by a fresh draw of the same traffic (``seed``).
+
+        The past (everyone who arrived, their waits, boardings and deliveries) and the cars are untouched,
+        so a copy of a running building can be played forward on *another possible future*: what a
+        controller that knows the traffic profile but not the passengers to come can expect. With the
+        episode's own seed it is the identity.
+        """
+        old, k = self.passengers[0], self.l_next  # passengers 0..k-1 have arrived (sorted by arrival)
+        new = generate(self.bld, self.trf, seed)
+        later = new.arrival > self.t + EPS
+        merged = Passengers(
+            *(
+                np.concatenate([a[:k], b[later]])
+                for a, b in zip(
+                    (old.arrival, old.origin, old.dest, old.load),
+                    (new.arrival, new.origin, new.dest, new.load),
+                    strict=True,
+                )
+            )
+        )
+        self.sync()  # flush pending boarding/delivery times into the arrays before they are rebuilt
+        board_t, deliver_t = self.board_t[0, :k].copy(), self.deliver_t[0, :k].copy()
+        self._load_passengers([merged])
+        self.board_t[0, :k], self.deliver_t[0, :k] = board_t, deliver_t
+        self._passenger_lists()
 
     # ------------------------------------------------------------------ masks
     def _lmasks(self) -> None:
