@@ -6,14 +6,16 @@
 
 At every decision step the rollout controller considers ETD's joint action and every one-car deviation
 from it. Each candidate is played on copies of the building for ``--horizon`` simulated seconds, ETD
-deciding after the first step, and scored by the passengers' accumulated waiting (the linear-wait reward).
+deciding after the first step, and scored by the passengers' accumulated waiting (the linear-wait reward) over the same window.
 The copies do **not** know the real future: each gets its passengers-to-come from a fresh draw of the
 same traffic profile (``ElevatorEnv.resample_future``), ``--samples`` draws per step shared by all
-candidates (common random numbers). A deviation is taken only when its paired advantage over ETD's
-action is clear (mean > ``--z`` standard errors). That is the classic rollout algorithm: one policy
-improvement step over ETD with ETD's value estimated by simulation, i.e. what an offline learner that
-recovered Q^ETD exactly could gain in one step. ``--clairvoyant`` keeps the real future in the copies
-(no sampling): an upper bound no controller can reach.
+candidates (common random numbers). They do know the present exactly, including how many passengers
+wait where and where they go, which the cars' observations do not show (hall buttons and the oldest
+wait only). A deviation is taken only when its paired advantage over ETD's action is clear (mean >
+``--z`` standard errors). That is the classic rollout algorithm: one policy improvement step over ETD
+with ETD's value estimated by simulation from the full present state, so it bounds from above what a
+learner that recovered Q^ETD from observations could gain in one step. ``--clairvoyant`` keeps the real
+future in the copies (no sampling): an upper bound no controller can reach.
 
 Also prints which deviations the rollouts chose (car mode, ETD's action -> chosen action): they show
 where the headroom over ETD lies. Runs on tuning seeds only. Slow: ~8 CPU-min per episode at the
@@ -44,14 +46,20 @@ def etd_actions(etd, env, obs, infos) -> dict[str, int]:
 
 
 def rollout_value(etd, start, first: dict[str, int], horizon: float) -> float:
-    """Reward collected on a copy of ``start``: ``first``, then ETD for ``horizon`` simulated seconds."""
+    """Reward collected on a copy of ``start``: ``first``, then ETD, over exactly ``horizon`` simulated
+    seconds (to the tick): every candidate is scored over the same window, so none gains by stopping
+    earlier (a decision step normally runs on to the next decision)."""
     sim = copy.deepcopy(start)
-    t0 = sim.sim_time()
-    obs, rewards, _, _, infos = sim.step(first)
-    total = sim.team_reward(rewards)
-    while sim.agents and sim.sim_time() - t0 < horizon:
-        obs, rewards, _, _, infos = sim.step(etd_actions(etd, sim, obs, infos))
+    end, dt = sim.sim_time() + horizon, sim.core.dt
+    total, actions = 0.0, first
+    while sim.agents:
+        ticks_left = int(round((end - sim.sim_time()) / dt))
+        if ticks_left <= 0:
+            break
+        sim.max_ticks_per_step = max(1, ticks_left - 1)  # the decision tick + the forced ticks after it
+        obs, rewards, _, _, infos = sim.step(actions)
         total += sim.team_reward(rewards)
+        actions = etd_actions(etd, sim, obs, infos)
     return total
 
 
@@ -79,7 +87,7 @@ def run_seed(job: tuple) -> dict:
                 for k in range(1 if clairvoyant else samples):
                     start = copy.deepcopy(env)
                     if not clairvoyant:  # sampled futures: seeds far from every seed list of envs.seeds
-                        start.resample_future(1_000_000_000 + seed * 100_000 + steps * 16 + k)
+                        start.resample_future(1_000_000_000 + (seed * 10_000 + steps) * samples + k)
                     starts.append(start)
                 values = np.array([[rollout_value(etd, s, c, horizon) for s in starts] for c in candidates])
                 gain = values[1:] - values[0]  # paired with ETD's own action

@@ -138,6 +138,19 @@ def evaluate_point(algo, env_id: str, env, greedy_only: bool = False) -> dict[st
     return out
 
 
+def run_overrides(env_id: str, setting: str, algo_name: str, seed: int) -> dict:
+    """The config values of one run (also stored with its result, so a changed config reruns it)."""
+    if algo_name == "bc":
+        overrides = {**BC, "seed": seed, "iterations": BC_ITERATIONS[env_id]}
+    else:
+        from trainer.algos.config import ALGORITHMS
+
+        # the ablation's defining values (e.g. beta = 0) win over the game's settings
+        game = {**GAME_CONFIG[env_id], **SETTINGS.get(setting, {}).get("config", {})}
+        overrides = {**game, **ALGORITHMS[algo_name][1], "seed": seed}
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()}
+
+
 def train_one(job: tuple[str, str, str, str, int, str]) -> dict:
     import torch
 
@@ -149,15 +162,7 @@ def train_one(job: tuple[str, str, str, str, int, str]) -> dict:
     env_id, dataset, setting, algo_name, seed, path = job
     data = load_log(path)
     env = make_env(env_id)
-    if algo_name == "bc":
-        overrides = {**BC, "seed": seed, "iterations": BC_ITERATIONS[env_id]}
-    else:
-        from trainer.algos.config import ALGORITHMS
-
-        # the ablation's defining values (e.g. beta = 0) win over the game's settings
-        game = {**GAME_CONFIG[env_id], **SETTINGS.get(setting, {}).get("config", {})}
-        overrides = {**game, **ALGORITHMS[algo_name][1], "seed": seed}
-    overrides = {k: list(v) if isinstance(v, tuple) else v for k, v in overrides.items()}
+    overrides = run_overrides(env_id, setting, algo_name, seed)
     algo = make_algorithm(algo_name, overrides=overrides)
     algo.setup(data, env.neighbors())
     total = algo.config.iterations
@@ -177,6 +182,7 @@ def train_one(job: tuple[str, str, str, str, int, str]) -> dict:
         "dataset": dataset,
         "setting": setting,
         "algo": algo_name,
+        "config": overrides,
         "seed": seed,
         "final": final,
         "curve": curve,
@@ -229,10 +235,17 @@ def main() -> None:
     results_path = Path(args.results)
     results_path.parent.mkdir(parents=True, exist_ok=True)
     done = {}
+    stale = 0
     if results_path.exists():
         for line in results_path.read_text().splitlines():
             r = json.loads(line)
+            env_id, _, setting, algo, seed = run_key(r)
+            if r.get("config") != run_overrides(env_id, setting, algo, seed):
+                stale += 1  # trained with other settings than the script's now: run it again
+                continue
             done[run_key(r)] = r
+    if stale:
+        print(f"{stale} cached runs were trained with other settings; they run again", flush=True)
     todo = [] if args.report_only else sorted((j for j in jobs if j[:5] not in done), key=priority)
     print(f"{len(jobs)} runs, {len(todo)} to do", flush=True)
     with ProcessPoolExecutor(max_workers=args.workers, mp_context=get_context("spawn")) as pool:

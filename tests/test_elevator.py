@@ -264,5 +264,8 @@ def test_resample_future_keeps_the_past_and_its_own_seed_is_the_identity():
     other_metrics, other_arr = finish(other, obs, infos)
     assert same_metrics == base_metrics and np.array_equal(same_arr, base_arr)
     assert np.array_equal(other_arr[:arrived], base_arr[:arrived])  # the past is kept
+    # the simulator plays the new passengers (not only the arrays report them): everyone is delivered
+    assert other.core.l_arr[:-1] == other_arr.tolist()
+    assert other_metrics["served"] == other_metrics["passengers"] and not other.core.truncated[0]
     assert not np.array_equal(other_arr[arrived : arrived + 20], base_arr[arrived : arrived + 20])
     assert other_metrics["avg_wait"] != base_metrics["avg_wait"]

@@ -251,3 +251,25 @@ def test_exact_sequential_updates_coordinate_where_simultaneous_ones_oscillate()
     off_data = [j[0, 0] + j[1, 1] for j in simultaneous]
     assert max(off_data) > 0.9  # at least one iterate sits almost entirely on (A, A) or (B, B)
     assert min(j[0, 1] + j[1, 0] for j in simultaneous) < 0.1
+
+
+def test_a_checkpoint_from_before_a_new_config_field_still_loads(tmp_path):
+    """Fields added to the config later (e.g. ``actor_ema``) count as their default in old checkpoints;
+    a real difference is still refused."""
+    data = matrix_dataset(XOR, XOR_BALANCED, 300, seed=5)
+    settings = {**FAST, "mu_steps": 20, "local_q_steps": 2, "actor_steps": 2}
+    algo = make_algorithm("inspo", overrides=settings)
+    algo.setup(data)
+    algo.train_iteration()
+    state = algo.state_dict()
+    del state["config"]["actor_ema"]  # as written before the field existed
+    fresh = make_algorithm("inspo", overrides=settings)
+    fresh.setup(data)
+    fresh.load_state_dict(state)
+    assert all(
+        torch.equal(a, b) for a, b in zip(fresh.actor.parameters(), algo.actor.parameters(), strict=True)
+    )
+    other = make_algorithm("inspo", overrides={**settings, "alpha": 0.5})
+    other.setup(data)
+    with pytest.raises(ValueError, match="alpha"):
+        other.load_state_dict(state)

@@ -151,8 +151,10 @@ class Algorithm:
         if state["algorithm"] != self.name:
             raise ValueError(f"checkpoint is for {state['algorithm']!r}, not {self.name!r}")
         mine = config_dict(self.config)
-        if state["config"] != mine:
-            diff = {k: (state["config"].get(k), v) for k, v in mine.items() if state["config"].get(k) != v}
+        # a field added after the checkpoint was written has its default there
+        stored = {**config_dict(type(self.config)()), **state["config"]}
+        if stored != mine:
+            diff = {k: (stored.get(k), v) for k, v in mine.items() if stored.get(k) != v}
             raise ValueError(f"checkpoint config differs from this run's: {diff}")
         self.iteration = int(state["iteration"])
         self.generator.set_state(state["generator"])
