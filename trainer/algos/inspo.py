@@ -40,7 +40,9 @@ along and XOR-balanced stalls at the symmetric point (measured); the actor start
 (``actor_init="mu"``: mu plus parameter noise) which breaks the symmetry sequential updates need
 (reference §8.6); ``critic_warmup`` critic steps evaluate the initial policy before the first actor
 phase; ``soft_critic=False`` drops the regularisers from the TD target (the critic then evaluates
-π's plain return, see docs/algorithm.md "On the real domains").
+π's plain return, see docs/algorithm.md "On the real domains"); ``actor_ema > 0`` deploys a Polyak
+average of the actor's parameters instead of the last iterate (``deployed_actor``; training uses the
+iterate).
 """
 
 from __future__ import annotations
