@@ -178,6 +178,12 @@ class Algorithm:
         self.load_state_dict(torch.load(path, weights_only=True))
 
 
+@torch.no_grad()
+def polyak_(target: nn.Module, source: nn.Module, rate: float) -> None:
+    """``target <- (1 - rate) target + rate source``, parameter by parameter, in place."""
+    torch._foreach_lerp_(list(target.parameters()), list(source.parameters()), rate)
+
+
 def clip_step(optimizer: torch.optim.Optimizer, loss: torch.Tensor, params, grad_clip: float) -> None:
     optimizer.zero_grad(set_to_none=True)
     loss.backward()

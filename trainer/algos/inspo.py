@@ -56,7 +56,7 @@ import torch
 from torch import nn
 
 from trainer.algos import losses
-from trainer.algos.base import Algorithm, agent_logits, all_agents_logits, clip_step
+from trainer.algos.base import Algorithm, agent_logits, all_agents_logits, clip_step, polyak_
 from trainer.algos.config import InSPOConfig
 from trainer.nets import Normalizer, mlp
 
@@ -175,11 +175,10 @@ class InSPO(Algorithm):
     @torch.no_grad()
     def _update_average(self) -> None:
         assert self.actor is not None and self.actor_avg is not None
-        avg, cur = list(self.actor_avg.parameters()), list(self.actor.parameters())
         if self.avg_started:
-            torch._foreach_lerp_(avg, cur, 1.0 - self.config.actor_ema)
+            polyak_(self.actor_avg, self.actor, 1.0 - self.config.actor_ema)
         else:  # the first iterate (after mu is fitted and, with actor_init="mu", copied)
-            torch._foreach_copy_(avg, cur)
+            self.actor_avg.load_state_dict(self.actor.state_dict())
             self.avg_started = True
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
@@ -278,10 +277,7 @@ class InSPO(Algorithm):
         q = self.critic(d.states[rows], d.actions[rows])
         loss = losses.mse(q, target)
         clip_step(self.critic_opt, loss, self.critic.parameters(), c.grad_clip)
-        with torch.no_grad():
-            torch._foreach_lerp_(
-                list(self.critic_target.parameters()), list(self.critic.parameters()), c.polyak
-            )
+        polyak_(self.critic_target, self.critic, c.polyak)
         return {"critic_loss": float(loss.detach()), "critic_ess": ess, "q_mean": float(q.detach().mean())}
 
     # -- 2b/c. sequential actor phase -----------------------------------------------------------
