@@ -279,7 +279,7 @@ def test_inspo_finds_the_optimal_bridge_crossing_in_the_mixed_log_where_bc_does_
     """Bridge `mixed` (optimal + uniform-random episodes) with the paper-reproduction config, shortened
     to 300 iterations: InSPO's deployed greedy policy crosses optimally; BC on the same log does not."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
-    from paper_games import BC, GAME_CONFIG
+    from paper_games import run_overrides
 
     from envs.games.bridge import optimal_return
     from envs.registry import make_env
@@ -295,14 +295,17 @@ def test_inspo_finds_the_optimal_bridge_crossing_in_the_mixed_log_where_bc_does_
     optimal = optimal_return()
 
     def greedy_return(name: str, overrides: dict) -> float:
-        algo = make_algorithm(name, overrides={**overrides, "seed": 0})
+        algo = make_algorithm(name, overrides=overrides)
         algo.setup(data)
         algo.fit()
         return run_episode(
             env, TorchPolicyController(algo.deployed_actor(), algo.agent_ids), 10_000
         ).episode_return
 
-    config = {k: list(v) if isinstance(v, tuple) else v for k, v in GAME_CONFIG["bridge"].items()}
-    assert greedy_return("inspo", {**config, "iterations": 300}) >= optimal - 0.05 * abs(optimal)
-    bc = {k: list(v) if isinstance(v, tuple) else v for k, v in BC.items()}
-    assert greedy_return("bc", {**bc, "iterations": 100}) < optimal - 0.05 * abs(optimal)
+    inspo = {
+        **run_overrides("bridge", "default", "inspo", 0),
+        "iterations": 300,
+    }  # the report's config, shorter
+    assert greedy_return("inspo", inspo) >= optimal - 0.05 * abs(optimal)
+    bc = run_overrides("bridge", "default", "bc", 0)  # the report's BC run (100 iterations)
+    assert greedy_return("bc", bc) < optimal - 0.05 * abs(optimal)
