@@ -5,6 +5,10 @@
 Servers run in their own processes on loopback (``--pin``: server on cpu0, clients on cpu1):
   1. unary Act, 1 agent: our runtime vs an empty grpc.aio handler of the same method (the floor);
   2. 64 agents per request (packed): decisions/s with 1 and 4 concurrent clients;
+  1b/2b. the same two figures for a *minimal* model handler (decode the packed or per-agent
+     observations, one ONNX Runtime call, answer; no validation, metrics, fallback or guardrails):
+     what any handler that runs the model in this Python process costs on this machine, i.e. how much
+     of each goal is reachable at all;
   3. in-process inference: our wrapper (LoadedModel.infer) vs raw session.run vs torch eager;
   4. ActStream ping-pong vs unary;
   5. dynamic batching off/on with 64 concurrent single-agent clients.
@@ -63,6 +67,57 @@ def empty_server(ready: str) -> None:
             ),
             "ActStream": grpc.stream_stream_rpc_method_handler(
                 stream, policy_pb2.ActRequest.FromString, policy_pb2.ActResponse.SerializeToString
+            ),
+        }
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler("inspo.runtime.v1.PolicyService", handlers),)
+        )
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        Path(ready).write_text(json.dumps({"port": port}))
+        await server.wait_for_termination()
+
+    asyncio.run(main())
+
+
+# -- the minimal model handler (what inference alone costs inside a grpc.aio server) -------------
+def minimal_server(ready: str, model_dir: str) -> None:
+    """Decode, one ``session.run``, answer: the least a handler that serves the model can do."""
+    import grpc
+    import onnxruntime as ort
+
+    from protos.inspo.runtime.v1 import policy_pb2
+    from runtime.model import session_options
+
+    session = ort.InferenceSession(str(Path(model_dir) / "policy.onnx"), session_options(1, 1))
+    index = {a: k for k, a in enumerate(IDS)}
+    legal = np.ones((AGENTS, ACTIONS), dtype=bool)
+
+    async def act(request, context):
+        if request.HasField("packed"):
+            ids = request.packed.agent_ids
+            obs = np.frombuffer(request.packed.obs_raw, dtype="<f4").reshape(len(ids), OBS)
+        else:
+            ids = [item.agent_id for item in request.agents]
+            obs = np.frombuffer(b"".join(item.obs_raw for item in request.agents), dtype="<f4")
+            obs = obs.reshape(len(ids), OBS)
+        agents = np.fromiter((index[a] for a in ids), dtype=np.int64, count=len(ids))
+        probs, action = session.run(None, {"obs": obs, "agent": agents, "action_mask": legal[: len(ids)]})
+        response = policy_pb2.ActResponse(model=request.model, model_version="1")
+        chosen = probs[np.arange(len(ids)), action].tolist()
+        if request.HasField("packed"):
+            response.packed.action.extend(action.tolist())
+            response.packed.probability.extend(chosen)
+        else:
+            for a, k, c in zip(ids, action.tolist(), chosen, strict=True):
+                response.actions.add(agent_id=a, action=k, probability=c)
+        return response
+
+    async def main():
+        server = grpc.aio.server()
+        handlers = {
+            "Act": grpc.unary_unary_rpc_method_handler(
+                act, policy_pb2.ActRequest.FromString, policy_pb2.ActResponse.SerializeToString
             ),
         }
         server.add_generic_rpc_handlers(
@@ -277,9 +332,13 @@ def main() -> None:
     parser.add_argument("--json", help="also write the figures here")
     parser.add_argument("--empty-server", help=argparse.SUPPRESS)
     parser.add_argument("--ready-file", help=argparse.SUPPRESS)
+    parser.add_argument("--minimal-server", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.empty_server:
         empty_server(args.ready_file)
+        return
+    if args.minimal_server:
+        minimal_server(args.ready_file, args.minimal_server)
         return
     n = 1500 if args.quick else 5000
     secs = 1.5 if args.quick else 4.0
@@ -293,12 +352,16 @@ def main() -> None:
         results["inference_us"] = inference(tmp / "models", n)
         empty = Proc([__file__, "--empty-server", "1"], server_cpu, tmp, "empty")
         ours = runtime_server(tmp, server_cpu, "ours")
+        minimal = Proc(
+            [__file__, "--minimal-server", str(tmp / "models" / "bench" / "1")], server_cpu, tmp, "minimal"
+        )
         try:
             # interleave floor and ours in rounds so drift hits both alike
-            floor, act, floor_stream, act_stream, act_aio = [], [], [], [], []
+            floor, act, floor_stream, act_stream, act_aio, least = [], [], [], [], [], []
             for _ in range(3):
                 floor.append(unary_latency(empty.port, n // 3))
                 act.append(unary_latency(ours.port, n // 3))
+                least.append(unary_latency(minimal.port, n // 3))
                 floor_stream.append(stream_latency(empty.port, n // 3))
                 act_stream.append(stream_latency(ours.port, n // 3))
                 act_aio.append(aio_unary_latency(ours.port, n // 3))
@@ -307,15 +370,20 @@ def main() -> None:
                 "empty_handler": med(floor),
                 "runtime": med(act),
                 "runtime_aio_client": med(act_aio),
+                "minimal_model_handler": med(least),
             }
             results["stream_1_agent_us"] = {"empty_handler": med(floor_stream), "runtime": med(act_stream)}
             results["packed_64_agents"] = {c: throughput(ours.port, c, 64, secs) for c in (1, 4)}
+            # the same load on the minimal model handler and on the empty one (no model at all)
+            results["packed_64_agents_minimal"] = {c: throughput(minimal.port, c, 64, secs) for c in (1, 4)}
+            results["packed_64_agents_empty"] = {c: throughput(empty.port, c, 64, secs) for c in (1, 4)}
             results["per_agent_64_agents"] = {
                 c: throughput(ours.port, c, 64, secs, packed=False) for c in (1, 4)
             }
         finally:
             empty.stop()
             ours.stop()
+            minimal.stop()
         batched = {}
         for on in (False, True):
             server = runtime_server(tmp, server_cpu, f"batch{int(on)}", batching=on)
@@ -342,6 +410,18 @@ def report(r: dict) -> None:
         print(
             f"2. 64 agents/request (packed), {c} concurrent client(s): {v['decisions_per_s'] / 1e3:.0f}k decisions/s "
             f"({v['rps']:.0f} req/s, p50 {v['p50_us']:.0f} µs) (goal >= 150k/s with concurrency)"
+        )
+    m50, m99 = u["minimal_model_handler"]
+    print(
+        f"1b. minimal model handler (decode + session.run + answer) p50/p99 {m50:.0f}/{m99:.0f} µs -> {m50 / f50:.2f}x "
+        f"the empty handler: the least any in-process model handler costs here; ours is {a50 / m50:.2f}x it"
+    )
+    for c, v in r["packed_64_agents"].items():
+        least, empty = r["packed_64_agents_minimal"][c], r["packed_64_agents_empty"][c]
+        print(
+            f"2b. 64 agents/request, {c} client(s): minimal model handler {least['decisions_per_s'] / 1e3:.0f}k, "
+            f"empty handler {empty['decisions_per_s'] / 1e3:.0f}k decisions/s -> ours is "
+            f"{v['decisions_per_s'] / least['decisions_per_s']:.2f}x the minimal handler"
         )
     for c, v in r["per_agent_64_agents"].items():
         print(
