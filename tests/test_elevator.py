@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from envs.controllers import build_controller
 from envs.elevator.config import PRESETS, Building, Traffic
-from envs.elevator.core import CONTINUE, DOWN, DWELL, MOVING, STOP, UP, ElevatorCore
+from envs.elevator.core import CONTINUE, DOWN, DWELL, IDLE, MOVING, STOP, UP, ElevatorCore
 from envs.elevator.registry import make_env, parse_env_id
 from envs.elevator.traffic import generate
 from envs.registry import make_env as registry_make_env
@@ -269,3 +269,35 @@ def test_resample_future_keeps_the_past_and_its_own_seed_is_the_identity():
     assert other_metrics["served"] == other_metrics["passengers"] and not other.core.truncated[0]
     assert not np.array_equal(other_arr[arrived : arrived + 20], base_arr[arrived : arrived + 20])
     assert other_metrics["avg_wait"] != base_metrics["avg_wait"]
+
+
+def test_observation_carries_etds_assignment_and_clips_call_ages():
+    """The last 2F entries of each car's observation give every open, unclaimed hall call to exactly one
+    car (a nearest one when all cars idle, empty and without car calls); call ages stop at 2 minutes."""
+    from envs.elevator.core import OBS_AGE_CLIP
+
+    env = make_env("elevator:cb10x4:uppeak", **SHORT)
+    plain = make_env("elevator:cb10x4:uppeak", assignment_obs=False, **SHORT)
+    F = env.building.n_floors
+    assert env.obs_dim == plain.obs_dim + 2 * F
+    ctrl = build_controller("elevator:cb10x4:uppeak", "nearest-car@eps=0.3")
+    rng = np.random.default_rng(0)
+    obs, infos = env.reset(seed=3)
+    ctrl.reset(env, 3)
+    core, checked_idle, steps = env.core, 0, 0
+    while env.agents:
+        bits = np.stack([obs[a][-2 * F :] for a in env.possible_agents])  # [C, 2F]
+        open_calls = (core.arrived[0] > core.boarded[0]) & ~core.claimed[0]  # [F, 2]
+        assert np.array_equal(bits.sum(axis=0), open_calls.reshape(-1).astype(np.float32))
+        idle = bool((core.mode[0] == IDLE).all()) and core.load[0].sum() == 0
+        if idle and open_calls.sum() == 1 and not core.riders[0].any():
+            f = int(np.flatnonzero(open_calls.any(axis=1))[0])
+            distance = np.abs(core.pos[0] - f)
+            owner = int(np.flatnonzero(bits.any(axis=1))[0])
+            assert distance[owner] == distance.min()
+            checked_idle += 1
+        ages = np.stack([obs[a][8 + 4 * F : 8 + 6 * F] for a in env.possible_agents])
+        assert ages.max() <= OBS_AGE_CLIP
+        obs, _, _, _, infos = env.step(ctrl.act(env, obs, infos, rng)[0])
+        steps += 1
+    assert steps > 100 and checked_idle > 0

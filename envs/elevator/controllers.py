@@ -92,6 +92,11 @@ def eta(v: _View, c: int, f: int, d: int, stops: set[int]) -> float:
     return t + dist * b.floor_time + (len(stops) + 1) * stop_cost + 2 * b.turn_time
 
 
+def etd_assignment(env) -> list[set[tuple[int, int]]]:
+    """Per car, the open hall calls ``(floor, d)`` (d: 0 up, 1 down) ETD would give it now."""
+    return ETD().assign(_View(env))
+
+
 class ElevatorDispatch(ScoringController):
     """Base: assignment -> per-car actions through the movement layer."""
 

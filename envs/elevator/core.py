@@ -43,6 +43,13 @@ def _didx(sign: np.ndarray) -> np.ndarray:
     return (sign < 0).astype(np.int64)
 
 
+# Hall-call ages in the *observation* stop at 2 minutes: logged heuristics rarely let a call wait that
+# long, so larger values lie outside the logs, and a policy that meets one extrapolates (measured: greedy
+# BC and InSPO held every idle car while 60+ passengers waited at the lobby, at ages of 3-5 min, and
+# never recovered). The global state (critic only) keeps ages up to 5 minutes.
+OBS_AGE_CLIP = 2.0
+
+
 class ElevatorCore:
     """B buildings in lockstep. ``reset(seeds)`` then ``step(actions[B, C])`` per tick."""
 
@@ -455,7 +462,8 @@ class ElevatorCore:
         """[B, C, obs_dim] float32 per-car observations (own car, hall calls with ages, other cars, time).
 
         Layout: own [pos, dir(-,0,+), mode(idle, moving, doors), load, car calls F, decision floor F],
-        hall [up F, down F, up age F, down age F], others (C-1) x [pos, dir, moving, doors, load, calls F],
+        hall [up F, down F, up age F, down age F] (ages in minutes, clipped at ``OBS_AGE_CLIP``),
+        others (C-1) x [pos, dir, moving, doors, load, calls F],
         context [sin, cos time of day, phase, boarding rates x3].
         """
         B, C, F = self.B, self.C, self.F
@@ -484,7 +492,7 @@ class ElevatorCore:
             dfloor[ib, ic, self.floor[ib, ic]] = 1.0
         k = 8 + 2 * F
         hall = self.arrived > self.boarded  # [B, F, 2]
-        age = np.where(hall, np.clip((self.t - self._oldest_arrival()) / 60.0, 0.0, 5.0), 0.0)
+        age = np.where(hall, np.clip((self.t - self._oldest_arrival()) / 60.0, 0.0, OBS_AGE_CLIP), 0.0)
         out[..., k : k + F] = hall[:, None, :, 0]
         out[..., k + F : k + 2 * F] = hall[:, None, :, 1]
         out[..., k + 2 * F : k + 3 * F] = age[:, None, :, 0]

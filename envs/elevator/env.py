@@ -15,6 +15,7 @@ import numpy as np
 
 from envs.base import MultiAgentEnv
 from envs.elevator.config import Building, Traffic
+from envs.elevator.controllers import etd_assignment
 from envs.elevator.core import ACTION_NAMES, N_ACTIONS, ElevatorCore
 from envs.elevator.scalar import ScalarCore
 
@@ -30,6 +31,7 @@ class ElevatorEnv(MultiAgentEnv):
         env_id: str = "",
         max_ticks_per_step: int | None = None,
         backend: str = "scalar",
+        assignment_obs: bool = True,
     ):
         self.building = building or Building()
         self.traffic = traffic or Traffic()
@@ -43,7 +45,12 @@ class ElevatorEnv(MultiAgentEnv):
         self.env_id = env_id or f"elevator:{self.building.name}:{self.traffic.profile}"
         self.possible_agents = [f"car_{i}" for i in range(self.building.n_cars)]
         self.agents = list(self.possible_agents)
-        self.obs_dim = self.core.obs_dim
+        # assignment_obs: append to each car's observation the hall calls ETD's assignment gives it (2F
+        # bits). A function of what the observation already holds (ETD uses nothing else), made explicit
+        # because one network per car does not learn ETD's argmin over cars from a few hundred episodes:
+        # without it, greedy cloned policies left every idle car holding while calls waited (docs/elevator.md).
+        self.assignment_obs = bool(assignment_obs)
+        self.obs_dim = self.core.obs_dim + (2 * self.building.n_floors if self.assignment_obs else 0)
         self.n_actions = N_ACTIONS
         self.state_dim = self.core.state_dim
         self.action_names = list(ACTION_NAMES)
@@ -117,7 +124,17 @@ class ElevatorEnv(MultiAgentEnv):
 
     def _obs(self):
         o = self.core.observe()[0]
+        if self.assignment_obs:
+            o = np.concatenate([o, self._assignment_bits()], axis=1)
         return {agent: o[i] for i, agent in enumerate(self.possible_agents)}
+
+    def _assignment_bits(self) -> np.ndarray:
+        """``[C, 2F]``: 1 where ETD's assignment gives the car the hall call (floor f, direction d) at ``2f + d``."""
+        bits = np.zeros((self.building.n_cars, 2 * self.building.n_floors), dtype=np.float32)
+        for c, calls in enumerate(etd_assignment(self)):
+            for f, d in calls:
+                bits[c, 2 * f + d] = 1.0
+        return bits
 
     def _infos(self):
         m = self.core.mask[0]
