@@ -409,7 +409,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--log", default=None, help="reuse this log instead of collecting (single config only)")
     p.add_argument("--train-seeds", type=int, nargs="+", default=None, help="default: the config's")
     p.add_argument("--eval-seeds", type=int, default=None, help="number of evaluation seeds (max 32)")
-    p.add_argument("--ablations", action="store_true", help="also train/evaluate " + ", ".join(ABLATIONS))
+    p.add_argument(
+        "--ablations",
+        action="store_true",
+        help="also train/evaluate " + ", ".join(ABLATIONS) + " (a config can ask with `ablations = true`)",
+    )
     p.add_argument("--jobs", type=int, default=2, help="trainings / evaluation processes at once")
     p.add_argument("--work", default=str(ROOT / "bench" / ".cache" / "results"), help="runs, logs, cache")
     p.add_argument("--out", default=str(ROOT / "docs" / "results.md"))
@@ -429,7 +433,9 @@ def main(argv: list[str] | None = None) -> int:
         n_eval = args.eval_seeds or int(bench.get("eval_seeds", 32))
         seeds = evaluation_seeds(n_eval)
         data = ensure_log(cfg, work, args.log if len(args.configs) == 1 else None, args.jobs)
-        algos = ["inspo", "bc", *(ABLATIONS if args.ablations else ())]
+        # ablations: with --ablations for every config, or where the config asks (`ablations = true`)
+        ablate = args.ablations or bool(bench.get("ablations", False))
+        algos = ["inspo", "bc", *(ABLATIONS if ablate else ())]
         if args.skip_train:
             runs = {a: sorted(work.glob(f"runs/{a}-s*/policy")) for a in algos}
             runs = {a: [r.parent for r in v if int(r.parent.name.rsplit("-s", 1)[1]) in train_seeds]

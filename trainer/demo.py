@@ -50,7 +50,7 @@ PLANS: dict[str, DemoPlan] = {
         model_name="elevator",
         # the elevator setting of bench/configs/elevator-downpeak.toml (chosen on tuning seeds)
         train_overrides={
-            "inspo": {"iterations": 1500, "actor_init": "mu", "alpha": 1.0},
+            "inspo": {"iterations": 1500, "actor_init": "mu", "alpha": 3.0, "critic_steps": 4},
             "bc": {"iterations": 300},
         },
     ),
