@@ -48,7 +48,6 @@ def make_model(repo: Path) -> None:
 
 # -- the empty handler (the floor) ------------------------------------------------------------
 def empty_server(ready: str) -> None:
-    import grpc
 
     from protos.inspo.runtime.v1 import policy_pb2
 
@@ -59,16 +58,27 @@ def empty_server(ready: str) -> None:
         async for _ in request_iterator:
             yield policy_pb2.ActResponse()
 
+    _serve(ready, act, stream)
+
+
+def _serve(ready: str, act, stream=None) -> None:
+    """A bare grpc.aio server with these PolicyService handlers on a free loopback port."""
+    import grpc
+
+    from protos.inspo.runtime.v1 import policy_pb2
+
+    handlers = {
+        "Act": grpc.unary_unary_rpc_method_handler(
+            act, policy_pb2.ActRequest.FromString, policy_pb2.ActResponse.SerializeToString
+        ),
+    }
+    if stream is not None:
+        handlers["ActStream"] = grpc.stream_stream_rpc_method_handler(
+            stream, policy_pb2.ActRequest.FromString, policy_pb2.ActResponse.SerializeToString
+        )
+
     async def main():
         server = grpc.aio.server()
-        handlers = {
-            "Act": grpc.unary_unary_rpc_method_handler(
-                act, policy_pb2.ActRequest.FromString, policy_pb2.ActResponse.SerializeToString
-            ),
-            "ActStream": grpc.stream_stream_rpc_method_handler(
-                stream, policy_pb2.ActRequest.FromString, policy_pb2.ActResponse.SerializeToString
-            ),
-        }
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler("inspo.runtime.v1.PolicyService", handlers),)
         )
@@ -83,7 +93,6 @@ def empty_server(ready: str) -> None:
 # -- the minimal model handler (what inference alone costs inside a grpc.aio server) -------------
 def minimal_server(ready: str, model_dir: str) -> None:
     """Decode, one ``session.run``, answer: the least a handler that serves the model can do."""
-    import grpc
     import onnxruntime as ort
 
     from protos.inspo.runtime.v1 import policy_pb2
@@ -113,22 +122,7 @@ def minimal_server(ready: str, model_dir: str) -> None:
                 response.actions.add(agent_id=a, action=k, probability=c)
         return response
 
-    async def main():
-        server = grpc.aio.server()
-        handlers = {
-            "Act": grpc.unary_unary_rpc_method_handler(
-                act, policy_pb2.ActRequest.FromString, policy_pb2.ActResponse.SerializeToString
-            ),
-        }
-        server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler("inspo.runtime.v1.PolicyService", handlers),)
-        )
-        port = server.add_insecure_port("127.0.0.1:0")
-        await server.start()
-        Path(ready).write_text(json.dumps({"port": port}))
-        await server.wait_for_termination()
-
-    asyncio.run(main())
+    _serve(ready, act)
 
 
 class Proc:
