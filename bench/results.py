@@ -8,9 +8,10 @@ For each env of ``bench/configs/<name>.toml`` (default: ``elevator-downpeak``):
 
 1. **log**: ``inspo collect --dataset <bench.dataset>`` on collection seeds (skipped with ``--log`` or
    when ``<work>/log`` is complete);
-2. **train**: ``inspo train`` for InSPO and BC (and with ``--ablations`` the InSPO ablations) on every
-   training seed, ``--jobs`` at a time; a finished run (``<run>/policy``) is skipped, an interrupted one
-   resumes from its checkpoint (``--resume``: bit-identical);
+2. **train**: ``inspo train`` for InSPO and BC (and with ``--ablations``, or ``ablations = true`` in the
+   config, the InSPO ablations) on every training seed, ``--jobs`` at a time; a finished run
+   (``<run>/policy``) is skipped, an interrupted one resumes from its checkpoint (``--resume``:
+   bit-identical);
 3. **evaluate** every logged heuristic (the rule each logged controller explores around), every run,
    on the same first ``--eval-seeds`` evaluation seeds of ``envs.seeds`` (paired; never used for
    training or tuning). Each (controller, seed) episode is cached in ``<work>/eval/*.jsonl``;
@@ -18,8 +19,9 @@ For each env of ``bench/configs/<name>.toml`` (default: ``elevator-downpeak``):
    95% t-interval over training seeds, std over episodes, episode counts; the paired difference to
    the best heuristic; the acceptance check; the command) and PNGs under ``docs/results/``.
 
-Everything is resumable: rerunning the same command only does what is missing. Tuning happened on
-tuning seeds only (``envs.seeds.tuning_seeds``); the config records what was chosen and why.
+Everything is resumable: rerunning the same command only does what is missing. A config whose TOML or
+env code (``envs/``) changed since its cache was made starts over (``<work>/inputs.json``). Tuning
+happened on tuning seeds only (``envs.seeds.tuning_seeds``); the config records what was chosen and why.
 """
 
 from __future__ import annotations
@@ -133,6 +135,50 @@ def logged_heuristics(env_id: str, dataset: str) -> list[str]:
 
 
 # ---------------------------------------------------------------- steps
+
+
+def inputs_stamp(cfg: dict) -> dict:
+    """What a config's cached log, runs and evaluations were made from: its TOML and the env code.
+
+    The env code enters as git's tree hash of ``envs/`` (an observation change makes old logs and
+    runs unusable); outside a git checkout only the config counts.
+    """
+    import hashlib
+
+    stamp = {"config_sha256": hashlib.sha256(cfg["_path"].read_bytes()).hexdigest()}
+    try:
+        tree = subprocess.run(
+            ["git", "rev-parse", "HEAD:envs"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "envs"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        stamp["envs_tree"] = tree + ("+uncommitted" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        pass
+    return stamp
+
+
+def ensure_fresh_work(cfg: dict, work: Path) -> None:
+    """Start a config's work folder over when its inputs changed (or were never recorded)."""
+    import shutil
+
+    stamp_file = work / "inputs.json"
+    stamp = inputs_stamp(cfg)
+    if work.exists() and any(work.iterdir()):
+        old = json.loads(stamp_file.read_text()) if stamp_file.exists() else None
+        if old == stamp:
+            return
+        log(
+            f"{work.name}: config or env code changed since its cache was made ({old} -> {stamp}): starting over"
+        )
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    stamp_file.write_text(json.dumps(stamp, indent=2))
 
 
 def ensure_log(cfg: dict, work: Path, given: str | None, workers: int) -> Path:
@@ -428,7 +474,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_bench_config(name)
         bench = cfg["bench"]
         work = Path(args.work) / name
-        work.mkdir(parents=True, exist_ok=True)
+        ensure_fresh_work(cfg, work)
         train_seeds = args.train_seeds or list(bench.get("train_seeds", [0, 1, 2]))
         n_eval = args.eval_seeds or int(bench.get("eval_seeds", 32))
         seeds = evaluation_seeds(n_eval)

@@ -57,6 +57,13 @@ def test_load_controller_resolves_rule_specs_and_run_directories(xor_log, tmp_pa
     assert run_episode(env, rule, 10_000).episode_return == 1.0  # (A,B) or (B,A) only
     with pytest.raises(ValueError, match="trained on env"):
         load_controller(str(tmp_path / "run"), "mne")
+    # a run whose observation width differs from the env's (an env's observation changed since) fails
+    # with a message naming both widths, not inside torch
+    env.obs_dim += 1
+    with pytest.raises(
+        ValueError, match=f"observations of {env.obs_dim - 1} values, env xor gives {env.obs_dim}"
+    ):
+        learned.distribution(env, *env.reset(seed=1))
 
 
 def test_eval_writes_table_csv_json_and_plots_with_seed_groups(xor_log, tmp_path):

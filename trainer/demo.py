@@ -48,7 +48,8 @@ PLANS: dict[str, DemoPlan] = {
         dataset="demo",
         heuristics=["etd", "collective", "sector", "nearest-car"],
         model_name="elevator",
-        # the elevator setting of bench/configs/elevator-downpeak.toml (chosen on tuning seeds)
+        # the elevator setting of bench/configs/elevator-downpeak.toml (chosen on tuning seeds with its
+        # 150-episode log; the demo trains on the 32-episode `demo` log)
         train_overrides={
             "inspo": {"iterations": 1500, "actor_init": "mu", "alpha": 3.0, "critic_steps": 4},
             "bc": {"iterations": 300},

@@ -41,6 +41,13 @@ class TorchPolicyController(Controller):
         agents = list(env.possible_agents)
         if agents != self.agent_ids:
             raise ValueError(f"policy was trained for agents {self.agent_ids}, env has {agents}")
+        width = getattr(self.policy, "obs_dim", None)
+        if width is not None and getattr(env, "obs_dim", width) != width:
+            raise ValueError(
+                f"policy {self.name} takes observations of {width} values, env {env.env_id} gives "
+                f"{env.obs_dim}: it was trained on another version of the env's observation; retrain it "
+                "on a log collected with this one"
+            )
         masks = masks_of(env, infos)
         o = torch.as_tensor(np.stack([obs[a] for a in agents]), dtype=torch.float32)
         m = torch.as_tensor(np.stack([masks[a] for a in agents]))

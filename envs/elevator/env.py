@@ -46,9 +46,9 @@ class ElevatorEnv(MultiAgentEnv):
         self.possible_agents = [f"car_{i}" for i in range(self.building.n_cars)]
         self.agents = list(self.possible_agents)
         # assignment_obs: append to each car's observation the hall calls ETD's assignment gives it (2F
-        # bits). A function of what the observation already holds (ETD uses nothing else), made explicit
-        # because one network per car does not learn ETD's argmin over cars from a few hundred episodes:
-        # without it, greedy cloned policies left every idle car holding while calls waited (docs/elevator.md).
+        # bits). Mostly a function of the other entries (plus door time left, claimed calls and the order
+        # of old calls), made explicit because one network per car does not learn ETD's argmin over cars
+        # from a few hundred episodes: without it greedy cloned policies stalled the building (docs/elevator.md).
         self.assignment_obs = bool(assignment_obs)
         self.obs_dim = self.core.obs_dim + (2 * self.building.n_floors if self.assignment_obs else 0)
         self.n_actions = N_ACTIONS

@@ -36,7 +36,19 @@ def parse_env_id(env_id: str) -> tuple[str, str, float | None]:
     return preset, profile, intensity
 
 
+def _flag(value, name: str) -> bool:
+    """A boolean option from Python or from ``--env-arg`` text (``true``/``false``/``1``/``0``)."""
+    if isinstance(value, bool | int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
+        return value.strip().lower() in ("true", "1")
+    raise ValueError(f"elevator option {name} expects true or false, got {value!r}")
+
+
 def make_env(env_id: str, **overrides) -> ElevatorEnv:
+    """``elevator:<preset>:<profile>[:<intensity>]`` with overrides: Building fields (``n_floors``,
+    ``n_cars`` ...), Traffic fields (``intensity``, ``hours``, ``warmup``, ``drain``), ``reward``
+    (``wait2`` | ``wait``), ``backend`` (``scalar`` | ``numpy``), ``assignment_obs`` (default true)."""
     preset, profile, intensity = parse_env_id(env_id)
     bkw = {k: overrides.pop(k) for k in list(overrides) if k in _BUILDING_FIELDS}
     tkw = {k: overrides.pop(k) for k in list(overrides) if k in _TRAFFIC_FIELDS}
@@ -46,7 +58,7 @@ def make_env(env_id: str, **overrides) -> ElevatorEnv:
     traffic = Traffic(profile=profile, **tkw)
     reward = overrides.pop("reward", "wait2")
     backend = overrides.pop("backend", "scalar")
-    assignment_obs = bool(overrides.pop("assignment_obs", True))
+    assignment_obs = _flag(overrides.pop("assignment_obs", True), "assignment_obs")
     if overrides:
         raise ValueError(f"unknown elevator options {sorted(overrides)} for {env_id!r}")
     return ElevatorEnv(
@@ -85,8 +97,8 @@ def datasets(env_id: str) -> dict[str, list[tuple[str, int]]]:
             ("sector@eps=0.15", 4),
             ("collective@eps=0.2", 4),
         ],
-        # the demo mix at 150 episodes, for bench/results.py: InSPO gains much more from a larger log
-        # than BC does (docs/algorithm.md, "On the real domains")
+        # the demo's controllers in 150 episodes (a third ETD at eps 0.1), for bench/results.py: InSPO
+        # gains much more from a larger log than BC does (docs/algorithm.md, "On the real domains")
         "large": [
             ("etd@eps=0.1", 50),
             ("etd@temp=0.5", 36),
