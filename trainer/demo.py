@@ -51,7 +51,13 @@ PLANS: dict[str, DemoPlan] = {
         # the elevator setting of bench/configs/elevator-downpeak.toml (chosen on tuning seeds with its
         # 150-episode log; the demo trains on the 32-episode `demo` log)
         train_overrides={
-            "inspo": {"iterations": 1500, "actor_init": "mu", "alpha": 3.0, "critic_steps": 4},
+            "inspo": {
+                "iterations": 1500,
+                "actor_init": "mu",
+                "alpha": 3.0,
+                "critic_steps": 4,
+                "soft_critic": False,
+            },
             "bc": {"iterations": 300},
         },
     ),
