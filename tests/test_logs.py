@@ -257,4 +257,20 @@ def test_same_seed_gives_identical_log_bytes(tmp_path):
 
     first, again, other = collect("a", 3), collect("b", 3), collect("c", 4)
     assert first == again
-    assert first.keys() == other.keys() and first != other
+    assert len(first) == len(other) and first != other
+
+
+def test_collecting_into_an_existing_log_appends_and_refuses_logged_seeds(tmp_path, capsys):
+    """A second collection into the same log keeps the first one's episodes (part files are named
+    after their seeds, not a per-run chunk index), and logging the same seeds twice is refused."""
+    argv = ["collect", "--env", "bridge", "--episodes", "20", "--out", str(tmp_path)]
+    assert main([*argv, "--controller", "optimal", "--seed", "0"]) == 0
+    first = {p: p.read_bytes() for p in tmp_path.rglob("*.parquet")}
+    assert main([*argv, "--controller", "random", "--seed", "20"]) == 0
+    assert all(p.read_bytes() == b for p, b in first.items())  # nothing overwritten
+    log = load_log(tmp_path)
+    assert log.n_episodes == 40
+    assert main([*argv, "--controller", "random", "--seed", "10"]) == 2
+    err = capsys.readouterr().err
+    assert "already holds 20 of these episodes" in err and "seeds 10..29" in err and "--seed 30" in err
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*.parquet") if p in first} == first

@@ -1,8 +1,10 @@
 """Collect logs: run controllers in a simulator and write the Parquet log (design.md §3.3).
 
 Episodes are cut into fixed chunks of consecutive seeds; each chunk is written by one writer
-with its own part files. The chunking depends only on the seeds, never on the number of
-worker processes, so a collection is byte-identical whether it ran in 1 process or 8.
+with its own part files, named after the chunk's seeds. The chunking depends only on the seeds,
+never on the number of worker processes, so a collection is byte-identical whether it ran in 1
+process or 8, and collections appended to one log (other seeds) never overwrite each other's
+files; seeds a log already holds are refused before anything runs.
 libsumo allows one simulation per process, so each worker process builds its own env.
 """
 
@@ -15,12 +17,13 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
 from envs.controllers import build_controller
 from envs.registry import dataset_plan, make_env
-from runtime.logformat import LogWriter
-from trainer.rollout import EpisodeResult, log_meta, run_episode
+from runtime.logformat import LogWriter, site_name
+from trainer.rollout import EpisodeResult, log_meta, run_episode, seed_episode_id
 
 
 @dataclass(frozen=True)
@@ -43,13 +46,39 @@ def plan_chunks(plan: Sequence[tuple[str, int]], start_seed: int, chunk_size: in
     return chunks
 
 
+def chunk_writer_id(chunk: Chunk) -> str:
+    """Part files of a chunk are named after its seeds: unique within a log that several collections
+    append to (a chunk index is not: every collection starts at chunk 0), and the same for the same seeds."""
+    return f"seeds{chunk.seeds[0]:06d}-{chunk.seeds[-1]:06d}"
+
+
+def logged_episode_ids(out: str | os.PathLike, site: str) -> set[str]:
+    """Episode ids already in ``out`` for ``site`` (empty for a new log)."""
+    ids: set[str] = set()
+    for part in sorted(Path(out).glob(f"env_steps/site={site}/*/part-*.parquet")):
+        ids.update(pq.read_table(part, columns=["episode_id"]).column("episode_id").to_pylist())
+    return ids
+
+
+def _refuse_logged_seeds(out: str | os.PathLike, site: str, chunks: list[Chunk]) -> None:
+    """Appending the same seeds again would log two episodes under one id: refuse, name the seeds."""
+    planned = {seed_episode_id(s): s for c in chunks for s in c.seeds}
+    clash = sorted(planned[e] for e in logged_episode_ids(out, site) if e in planned)
+    if clash:
+        free = max(s for c in chunks for s in c.seeds) + 1
+        raise ValueError(
+            f"{out} already holds {len(clash)} of these episodes for site {site!r} (seeds {clash[0]}..{clash[-1]}); "
+            f"collect other seeds into it (e.g. --seed {free}) or write to a new directory"
+        )
+
+
 def _run_chunk(
     env_id: str, env_kwargs: dict, chunk: Chunk, epsilon: float | None, out: str, site: str | None
 ) -> list[EpisodeResult]:
     env = _worker_env(env_id, env_kwargs)
     controller = build_controller(env_id, chunk.controller, epsilon=epsilon)
     results = []
-    with LogWriter(out, log_meta(env), site=site, writer_id=f"{chunk.index:05d}") as writer:
+    with LogWriter(out, log_meta(env), site=site, writer_id=chunk_writer_id(chunk)) as writer:
         for seed in chunk.seeds:
             results.append(run_episode(env, controller, seed, writer=writer))
     return results
@@ -100,6 +129,7 @@ def collect(
     env_kwargs = env_kwargs or {}
     chunks = plan_chunks(plan, start_seed, chunk_size)
     total = sum(len(c.seeds) for c in chunks)
+    _refuse_logged_seeds(out, site or site_name(env_id), chunks)
     Path(out).mkdir(parents=True, exist_ok=True)
     results: list[EpisodeResult] = []
     bar = tqdm(total=total, desc=f"collect {env_id}", unit="ep", disable=not progress)

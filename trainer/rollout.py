@@ -49,6 +49,11 @@ def action_rng(seed: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), 104729])
 
 
+def seed_episode_id(seed: int) -> str:
+    """The episode id a collected episode gets: its seed, which is what makes it reproducible."""
+    return f"seed-{seed:06d}"
+
+
 def run_episode(
     env: MultiAgentEnv,
     controller: Controller,
@@ -63,7 +68,7 @@ def run_episode(
     controller.reset(env, seed)
     rng = action_rng(seed)
     agents = list(env.possible_agents)
-    episode_id = episode_id or f"seed-{seed:06d}"
+    episode_id = episode_id or seed_episode_id(seed)
     total, t = 0.0, 0
     name = controller.describe()
     while True:
