@@ -60,13 +60,10 @@ def datasets(env_id: str) -> dict[str, list[tuple[str, int]]]:
     ``demo``: the same mixture in 48 episodes, for ``inspo demo --domain traffic`` (which runs the
     first 900 s of the hour; about half a second of SUMO per episode).
     ``small``: the same mixture in 8 episodes, for smoke runs (``inspo demo --fast``).
-    ``max-pressure``: 48 epsilon-explored max-pressure episodes (what bench/configs/traffic-cologne8.toml
-    trains on: there the softmax episodes of ``explored`` made InSPO worse on tuning seeds).
-    ``explored``: max-pressure only, half with epsilon exploration and half with softmax exploration
-    over its pressures (``@temp=1``). The softmax episodes log the phases the rule nearly chose, where
-    a learned controller can beat it; fixed-time and random episodes teach nothing about those
-    states. With it InSPO beat max-pressure on grid4x4 tuning seeds where ``demo`` left it behind
-    (bench/configs/traffic-grid4x4.toml says by how much).
+    ``max-pressure``: 48 epsilon-explored max-pressure episodes (bench/configs/traffic-cologne8.toml).
+    ``explored``: 96 episodes of max-pressure with softmax exploration over its pressures (``@temp=1``),
+    which logs the phases the rule nearly chose: on grid4x4 tuning seeds InSPO improved on max-pressure
+    from these logs and not from epsilon-explored ones (bench/configs/traffic-grid4x4.toml has the numbers).
     """
     _net_name(env_id)
     return {
@@ -83,7 +80,7 @@ def datasets(env_id: str) -> dict[str, list[tuple[str, int]]]:
             ("random", 4),
         ],
         "small": [("max-pressure@eps=0.1", 4), ("fixed@eps=0.1", 2), ("random", 2)],
-        "explored": [("max-pressure@eps=0.1", 48), ("max-pressure@temp=1", 48)],
+        "explored": [("max-pressure@temp=1", 96)],
         "max-pressure": [("max-pressure@eps=0.1", 48)],
     }
 
