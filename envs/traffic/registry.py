@@ -57,6 +57,8 @@ def datasets(env_id: str) -> dict[str, list[tuple[str, int]]]:
 
     ``mixed``: mostly epsilon-explored max-pressure (the strong behaviour, with every phase
     logged now and then), plus explored fixed-time and some uniform-random episodes for coverage.
+    ``rules``: the same mixture in 48 episodes (the traffic demo's log until 2026-12-05; what
+    bench/ope_validation.py evaluates off-policy estimators on).
     ``small``: the same mixture in 8 episodes, for smoke runs (``inspo demo --fast``).
     ``demo``: 48 softmax-explored max-pressure episodes, for ``inspo demo --domain traffic`` (which runs
     the first 900 s of the hour; about half a second of SUMO per episode). Not a mix of rules: with 8
@@ -75,6 +77,12 @@ def datasets(env_id: str) -> dict[str, list[tuple[str, int]]]:
             ("max-pressure@eps=0.3", 8),
             ("fixed@eps=0.1", 16),
             ("random", 8),
+        ],
+        "rules": [
+            ("max-pressure@eps=0.1", 24),
+            ("max-pressure@eps=0.3", 8),
+            ("fixed@eps=0.1", 12),
+            ("random", 4),
         ],
         "demo": [("max-pressure@temp=1", 48)],
         "small": [("max-pressure@eps=0.1", 4), ("fixed@eps=0.1", 2), ("random", 2)],
