@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 from envs.controllers import build_controller
 from envs.registry import dataset_plan, make_env
 from runtime.logformat import LogWriter, site_name
+from trainer.logs.reader import part_files
 from trainer.rollout import EpisodeResult, log_meta, run_episode, seed_episode_id
 
 
@@ -53,10 +54,11 @@ def chunk_writer_id(chunk: Chunk) -> str:
 
 
 def logged_episode_ids(out: str | os.PathLike, site: str) -> set[str]:
-    """Episode ids already in ``out`` for ``site`` (empty for a new log)."""
+    """Episode ids already in ``out`` for ``site`` (empty for a new log); files found as the reader finds them."""
     ids: set[str] = set()
-    for part in sorted(Path(out).glob(f"env_steps/site={site}/*/part-*.parquet")):
-        ids.update(pq.read_table(part, columns=["episode_id"]).column("episode_id").to_pylist())
+    for part in part_files(Path(out), "env_steps"):
+        if f"site={site}" in part.parts:
+            ids.update(pq.read_table(part, columns=["episode_id"]).column("episode_id").to_pylist())
     return ids
 
 
