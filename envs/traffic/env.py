@@ -37,6 +37,7 @@ import weakref
 import xml.etree.ElementTree as ET
 from dataclasses import asdict, dataclass, fields
 from itertools import compress
+from operator import add, ne
 from pathlib import Path
 from typing import Any
 
@@ -265,50 +266,79 @@ class TrafficEnv(MultiAgentEnv):
         m, m_in, a_max, l_max = len(lanes), self._n_in_lanes, self.n_actions, self.max_lanes
         self._in_lane_ids = lanes[:m_in]
         self._no_halting = [0] * (m_in + 1)
-        # Per agent one row gathered from that list (one np.fromiter for all agents):
-        # [halted vehicles in all (1) | pressure per phase (A) | vehicles (L) and halted vehicles (L) on
-        # its incoming lanes | vehicles on the out-lanes of its links that are not incoming lanes (O)].
-        # The first 1 + A are filled by one einsum whose coefficients give the halted total and each
-        # phase's pressure (sum over its green links of in- minus out-lane vehicles; integers, exact).
-        # Then [pressure | vehicles | halted] / [20 | capacity], capped at [inf | 1], is the tail of the
+        # Per agent one row, [halted vehicles in all (1) | pressure per phase (A) | vehicles (L) and
+        # halted vehicles (L) on its incoming lanes], each entry a sum over that list: the halted total
+        # and each phase's pressure (sum over its green links of in- minus out-lane vehicles, where an
+        # out-lane may be no incoming lane of the agent) by coefficients, the per-lane entries a single
+        # term. All rows come from one gather, one multiply and one reduceat (integers, exact); then
+        # [pressure | vehicles | halted] / [20 | capacity], capped at [inf | 1], is the tail of the
         # observation, written in one call.
         out_only = {
             a: list(dict.fromkeys(lk[1] for sig in links[a] for lk in sig if lk[1] not in in_lanes[a]))
             for a in self.possible_agents
         }
         lanes_w = 2 * l_max + max(len(v) for v in out_only.values())
-        self._row_width = 1 + a_max + lanes_w
-        feat = np.full((n, self._row_width), m, dtype=np.int64)  # default: the count dummy
-        feat[:, 1 + a_max : 1 + a_max + l_max] = self._in_idx
-        feat[:, 1 + a_max + l_max : 1 + a_max + 2 * l_max] = np.where(
-            self._in_valid, self._in_idx + m + 1, m + 1 + m_in
-        )
-        coef = np.zeros((n, 1 + a_max, lanes_w))
+        lane_at = np.full((n, lanes_w), m, dtype=np.int64)  # per agent column: index into the list
+        lane_at[:, :l_max] = self._in_idx
+        lane_at[:, l_max : 2 * l_max] = np.where(self._in_valid, self._in_idx + m + 1, m + 1 + m_in)
+        coef = np.zeros((n, 1 + a_max, lanes_w), dtype=np.int64)  # halted total and pressures
         for i, a in enumerate(self.possible_agents):
             column = {ln: j for j, ln in enumerate(in_lanes[a])}
             for j, ln in enumerate(out_only[a]):
                 column[ln] = 2 * l_max + j
-                feat[i, 1 + a_max + column[ln]] = self._lane_index[ln]
-            coef[i, 0, l_max : l_max + len(in_lanes[a])] = 1.0
+                lane_at[i, column[ln]] = self._lane_index[ln]
+            coef[i, 0, l_max : l_max + len(in_lanes[a])] = 1
             for signal, sig_links in enumerate(links[a]):
                 for lk in sig_links:
                     for p, state in enumerate(green_states[a]):
                         if state[signal] in "Gg":
-                            coef[i, 1 + p, column[lk[0]]] += 1.0
-                            coef[i, 1 + p, column[lk[1]]] -= 1.0
-        self._feat_list = feat.ravel().tolist()
-        self._lane_coef = coef
+                            coef[i, 1 + p, column[lk[0]]] += 1
+                            coef[i, 1 + p, column[lk[1]]] -= 1
+        term_idx: list[int] = []  # the terms of all row entries, entry after entry
+        term_coef: list[int] = []
+        term_start: list[int] = []
+        for i in range(n):
+            for j in range(1 + a_max):
+                term_start.append(len(term_idx))
+                used = np.flatnonzero(coef[i, j])
+                if not used.size:  # an empty sum: the dummy lane (reduceat needs one term)
+                    term_idx.append(m)
+                    term_coef.append(1)
+                    continue
+                term_idx += lane_at[i, used].tolist()
+                term_coef += coef[i, j, used].tolist()
+            for k in range(2 * l_max):
+                term_start.append(len(term_idx))
+                term_idx.append(int(lane_at[i, k]))
+                term_coef.append(1)
+        self._term_idx = np.array(term_idx, dtype=np.intp)
+        self._term_coef = np.array(term_coef, dtype=np.int64)
+        self._term_start = np.array(term_start, dtype=np.intp)
+        self._row_width = 1 + a_max + 2 * l_max
         self._tail_div = np.concatenate(
             [np.full((n, a_max), PRESSURE_SCALE), self._in_capacity, self._in_capacity], axis=1
         )
         self._tail_max = np.concatenate([np.full((n, a_max), np.inf), np.ones((n, 2 * l_max))], axis=1)
-        # action masks by agent (may switch: its green phases) or by n + phase (inside min-green: only
-        # the current phase), gathered in one call
+        # The observation's head, [phase one-hot (A) | min-green passed (1)], by key 2 * phase + passed;
+        # action masks by agent, phase and passed (may switch: its green phases; inside min-green only
+        # the current phase), key 2 * A * agent + 2 * phase + passed. Both are one table gather.
+        head = np.zeros((2 * a_max, a_max + 1), dtype=np.float32)
+        head[np.arange(2 * a_max), np.arange(2 * a_max) // 2] = 1.0
+        head[1::2, a_max] = 1.0
+        self._head_rows = head
         legal = np.arange(a_max)[None, :] < self.n_green[:, None]
-        self._mask_rows = np.concatenate([legal, np.eye(a_max, dtype=bool)])
+        masks = np.zeros((n, a_max, 2, a_max), dtype=bool)
+        masks[:, :, 0, :] = np.eye(a_max, dtype=bool)[None]
+        masks[:, :, 1, :] = legal[:, None, :]
+        self._mask_rows = masks.reshape(n * 2 * a_max, a_max)
+        self._mask_base = [2 * a_max * i for i in range(n)]
         self._n_green_list = [int(g) for g in self.n_green]
         self._min_green_s = self.config.yellow_time + self.config.min_green
         self._obs_tail = None  # [pressure | density | queue] of the observation buffer, set in reset
+        self._rows_shape = (n, self._row_width)
+        self._agent_range = range(n)
+        self._in_range = range(m_in)
+        self._delta_time, self._yellow_time = self.config.delta_time, self.config.yellow_time
 
     # -- episode ------------------------------------------------------------------------------------
     def reset(self, seed: int | None = None, options: dict | None = None):
@@ -327,7 +357,7 @@ class TrafficEnv(MultiAgentEnv):
         self._obs.fill(0.0)
         a_max = self.n_actions
         self._obs_tail = self._obs[:, a_max + 1 :]
-        self._head: list[tuple[int, bool | None]] = [(0, None)] * self.n_agents  # obs holds: phase, passed
+        self._head_keys: list[int] = []  # the head keys the observation holds (none yet)
         self._metrics, self._extras = {}, {}
         self._observe()
         return self._obs_dict(), self._infos()
@@ -365,23 +395,21 @@ class TrafficEnv(MultiAgentEnv):
         agents = self.possible_agents
         set_state = tr.trafficlight.setRedYellowGreenState
         phase, yellow, since, can_switch = self._phase, self._yellow, self._since, self._can_switch
-        requested = []
-        for i, a in enumerate(agents):
-            current = phase[i]
-            want = int(actions.get(a, current))
-            requested.append(want)
-            # sumo-rl's rule: switch only to another valid green once yellow + min-green have passed
-            # (TrafficSignal.set_next_phase: yellow transition now, the green when yellow_time is over).
-            # A kept phase needs no call: SUMO holds the state set last (sumo-rl re-sets it; same result).
-            if want != current and can_switch[i] and 0 <= want < self._n_green_list[i]:
-                set_state(a, self._yellow_state[i][current, want])
+        requested = list(map(int, map(actions.get, agents, phase)))  # a missing action keeps the phase
+        # sumo-rl's rule: switch only to another valid green once yellow + min-green have passed
+        # (TrafficSignal.set_next_phase: yellow transition now, the green when yellow_time is over).
+        # A kept phase needs no call: SUMO holds the state set last (sumo-rl re-sets it; same result).
+        for i in compress(self._agent_range, map(ne, requested, phase)):
+            want = requested[i]
+            if can_switch[i] and 0 <= want < self._n_green_list[i]:
+                set_state(agents[i], self._yellow_state[i][phase[i], want])
                 phase[i], yellow[i], since[i] = want, True, 0
         # TrafficSignal.update, once per simulated second: a yellow signal turns green when its time
         # since the switch reaches yellow_time. SUMO advances to that second, the greens are set, then on.
-        delta, yellow_time = self.config.delta_time, self.config.yellow_time
+        delta, yellow_time = self._delta_time, self._yellow_time
         ends: dict[int, list[int]] = {}
-        for i, is_yellow in enumerate(yellow):
-            if is_yellow and 0 < yellow_time - since[i] <= delta:
+        for i in compress(self._agent_range, yellow):
+            if 0 < yellow_time - since[i] <= delta:
                 ends.setdefault(yellow_time - since[i], []).append(i)
         start, done = self._time0 + self._t, 0
         for k in sorted(ends):
@@ -414,32 +442,29 @@ class TrafficEnv(MultiAgentEnv):
 
     def _observe(self) -> None:
         # numpy's per-call overhead dominates arrays this small, and SUMO's step has just evicted the
-        # caches: five numpy calls, the last writing into the observation buffer.
-        m_in, a_max = self._n_in_lanes, self.n_actions
+        # caches: one conversion and five numpy calls, the last writing into the observation buffer.
         counts = list(map(self._get_count, self._lanes))
         # halting counts of the occupied incoming lanes only (SUMO counts both over the lane's vehicles)
         halting = self._no_halting.copy()
-        occupied = compress(range(m_in), counts)
+        occupied = compress(self._in_range, counts)
         for i, h in zip(occupied, map(self._get_halting, compress(self._in_lane_ids, counts)), strict=True):
             halting[i] = h
         self._counts = counts
-        lane_vals = counts + [0] + halting
-        rows = np.fromiter(map(lane_vals.__getitem__, self._feat_list), np.float64, len(self._feat_list))
-        rows = rows.reshape(self.n_agents, self._row_width)
-        np.einsum("nak,nk->na", self._lane_coef, rows[:, 1 + a_max :], out=rows[:, : 1 + a_max])  # exact
+        values = np.array(counts + [0] + halting, dtype=np.int64)
+        terms = values.take(self._term_idx)
+        np.multiply(terms, self._term_coef, out=terms)
+        rows = np.add.reduceat(terms, self._term_start, dtype=np.float64).reshape(self._rows_shape)
+        a_max = self.n_actions
         self._pressure = rows[:, 1 : 1 + a_max]
         self._halting = rows[:, 0].tolist()
-        tail = rows[:, 1 : 1 + self._tail_div.shape[1]]
-        np.minimum(np.divide(tail, self._tail_div), self._tail_max, out=self._obs_tail)
-        # phase one-hot and "min-green passed": only the agents whose entries changed
-        min_green, obs, head = self._min_green_s, self._obs, self._head
+        np.minimum(np.divide(rows[:, 1:], self._tail_div), self._tail_max, out=self._obs_tail)
+        # phase one-hot and "min-green passed": all rows from one table gather, when any agent's changed
+        min_green = self._min_green_s
         self._can_switch = can = [s >= min_green for s in self._since]
-        for i, (p, ok) in enumerate(zip(self._phase, can, strict=True)):
-            if head[i] != (p, ok):
-                obs[i, head[i][0]] = 0.0
-                obs[i, p] = 1.0
-                obs[i, a_max] = ok
-                head[i] = (p, ok)
+        keys = [2 * p + ok for p, ok in zip(self._phase, can, strict=True)]
+        if keys != self._head_keys:
+            self._obs[:, : a_max + 1] = self._head_rows[keys]
+            self._head_keys = keys
 
     def _rewards(self, halting: list[float]) -> dict[str, float]:
         kind = self.config.reward
@@ -460,11 +485,7 @@ class TrafficEnv(MultiAgentEnv):
 
     def action_masks(self) -> np.ndarray:
         """``[N, A]`` legal actions now: the agent's green phases, only the current one inside min-green."""
-        n = self.n_agents
-        keys = [
-            i if ok else n + p for i, (ok, p) in enumerate(zip(self._can_switch, self._phase, strict=True))
-        ]
-        return self._mask_rows[keys]
+        return self._mask_rows[list(map(add, self._mask_base, self._head_keys))]
 
     def _infos(self) -> dict[str, dict]:
         masks = self.action_masks()
