@@ -56,6 +56,10 @@ class InSPOConfig:
     critic_lr: float = 3e-4
     critic_steps: int = 1  # per iteration
     critic_warmup: int = 500  # extra critic steps once, before the first actor phase (evaluates pi_0)
+    # what the warm-up fits: "td" (the TD steps above) or "mc" (regression on the logged discounted
+    # returns-to-go, i.e. Q^mu without propagating the horizon step by step; with actor_init="mu" that
+    # is the value of pi_0 up to the init noise), after which TD takes over
+    critic_init: str = "td"
     # True: the MEBR value (Eq. 10), future -alpha log(pi/mu) - beta log pi inside the TD target.
     # False: the critic evaluates pi's plain return; alpha/beta act only in the closed-form step.
     # Long event-driven episodes want False: the per-step bonus, summed over ~1/(1-gamma) decision

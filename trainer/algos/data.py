@@ -49,6 +49,7 @@ class Transitions:
     masks: torch.Tensor  # [K, N, A] bool
     states: torch.Tensor  # [K, S]
     rewards: torch.Tensor  # [K] normalised team reward
+    returns: torch.Tensor  # [K] normalised discounted return-to-go along the logged episode
     done: torch.Tensor  # [K] float (1: no bootstrap)
     next_index: torch.Tensor  # [K] int64
     reward_scale: float
@@ -92,6 +93,7 @@ def build_transitions(data: OfflineData, gamma: float, reward_scale: float | Non
     next_index = np.where(has_next, rows + 1, rows)
     done = data.terminated[e_idx, t_idx].astype(bool) | ~has_next
     scale = float(reward_scale) if reward_scale else auto_reward_scale(data, gamma)
+    returns = discounted_returns_to_go(data.team_rewards.astype(np.float64), filled, gamma)
     obs = data.obs[e_idx, t_idx].astype(np.float32)
     masks = data.masks[e_idx, t_idx].astype(bool)
     actions = data.actions[e_idx, t_idx].astype(np.int64)
@@ -107,6 +109,7 @@ def build_transitions(data: OfflineData, gamma: float, reward_scale: float | Non
         masks=torch.from_numpy(masks),
         states=torch.from_numpy(states),
         rewards=torch.from_numpy((data.team_rewards[e_idx, t_idx] / scale).astype(np.float32)),
+        returns=torch.from_numpy((returns[e_idx, t_idx] / scale).astype(np.float32)),
         done=torch.from_numpy(done.astype(np.float32)),
         next_index=torch.from_numpy(next_index.astype(np.int64)),
         reward_scale=scale,

@@ -114,6 +114,8 @@ class InSPO(Algorithm):
         config = config or InSPOConfig()
         if config.update not in ("sequential", "simultaneous"):
             raise ValueError(f"update must be 'sequential' or 'simultaneous', got {config.update!r}")
+        if config.critic_init not in ("td", "mc"):
+            raise ValueError(f"critic_init must be 'td' or 'mc', got {config.critic_init!r}")
         if config.actor_init not in ("random", "mu"):
             raise ValueError(f"actor_init must be 'random' or 'mu', got {config.actor_init!r}")
         if config.alpha <= 0 or config.beta < 0:
@@ -280,6 +282,16 @@ class InSPO(Algorithm):
         polyak_(self.critic_target, self.critic, c.polyak)
         return {"critic_loss": float(loss.detach()), "critic_ess": ess, "q_mean": float(q.detach().mean())}
 
+    def critic_mc_step(self) -> dict[str, float]:
+        """Regress the critic on logged discounted returns-to-go (Monte Carlo ``Q^mu``); warm-up only."""
+        c, d = self.config, self.data
+        assert d is not None
+        rows = self.sample_rows(c.batch_size)
+        q = self.critic(d.states[rows], d.actions[rows])
+        loss = losses.mse(q, d.returns[rows])
+        clip_step(self.critic_opt, loss, self.critic.parameters(), c.grad_clip)
+        return {"critic_mc_loss": float(loss.detach())}
+
     # -- 2b/c. sequential actor phase -----------------------------------------------------------
     def agent_update(
         self,
@@ -355,8 +367,13 @@ class InSPO(Algorithm):
         metrics: dict[str, float] = {}
         if not self.mu_done:
             metrics.update(self.fit_mu())
-            for _ in range(c.critic_warmup):
-                self.critic_step()
+            if c.critic_init == "mc":
+                for _ in range(c.critic_warmup):
+                    metrics.update(self.critic_mc_step())
+                self.critic_target.load_state_dict(self.critic.state_dict())
+            else:
+                for _ in range(c.critic_warmup):
+                    self.critic_step()
         for _ in range(c.critic_steps):
             metrics.update(self.critic_step())
         rows = self.sample_rows(c.batch_size)
