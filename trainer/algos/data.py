@@ -27,18 +27,17 @@ def discounted_returns_to_go(rewards: np.ndarray, filled: np.ndarray, gamma: flo
     return out
 
 
-def auto_reward_scale(data: OfflineData, gamma: float) -> float:
+def auto_reward_scale(returns: np.ndarray) -> float:
     """The 5-95% spread of in-sample discounted returns-to-go; 1 when the data show one value.
 
     Dividing rewards by it puts Q on a unit scale, so ``alpha`` means the same in every domain. It is
     invariant to shifting rewards (a property the pessimistic baseline needs, see tests).
     """
-    g = discounted_returns_to_go(data.team_rewards.astype(np.float64), data.filled, gamma)[data.filled]
-    if g.size == 0:
+    if returns.size == 0:
         return 1.0
-    spread = float(np.quantile(g, 0.95) - np.quantile(g, 0.05))
+    spread = float(np.quantile(returns, 0.95) - np.quantile(returns, 0.05))
     if spread < 1e-6:
-        spread = float(g.max() - g.min())
+        spread = float(returns.max() - returns.min())
     return spread if spread > 1e-6 else 1.0
 
 
@@ -92,8 +91,8 @@ def build_transitions(data: OfflineData, gamma: float, reward_scale: float | Non
     has_next[nxt] = filled[e_idx[nxt], t_idx[nxt] + 1]
     next_index = np.where(has_next, rows + 1, rows)
     done = data.terminated[e_idx, t_idx].astype(bool) | ~has_next
-    scale = float(reward_scale) if reward_scale else auto_reward_scale(data, gamma)
     returns = discounted_returns_to_go(data.team_rewards.astype(np.float64), filled, gamma)
+    scale = float(reward_scale) if reward_scale else auto_reward_scale(returns[filled])
     obs = data.obs[e_idx, t_idx].astype(np.float32)
     masks = data.masks[e_idx, t_idx].astype(bool)
     actions = data.actions[e_idx, t_idx].astype(np.int64)
