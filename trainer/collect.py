@@ -24,7 +24,7 @@ from envs.controllers import build_controller
 from envs.registry import dataset_plan, make_env
 from runtime.logformat import LogWriter, site_name
 from trainer.logs.reader import part_files
-from trainer.rollout import EpisodeResult, log_meta, run_episode, seed_episode_id
+from trainer.rollout import EpisodeResult, episode_seed, log_meta, run_episode, seed_episode_id
 
 
 @dataclass(frozen=True)
@@ -65,9 +65,12 @@ def logged_episode_ids(out: str | os.PathLike, site: str) -> set[str]:
 def _refuse_logged_seeds(out: str | os.PathLike, site: str, chunks: list[Chunk]) -> None:
     """Appending the same seeds again would log two episodes under one id: refuse, name the seeds."""
     planned = {seed_episode_id(s): s for c in chunks for s in c.seeds}
-    clash = sorted(planned[e] for e in logged_episode_ids(out, site) if e in planned)
+    logged = logged_episode_ids(out, site)
+    clash = sorted(planned[e] for e in logged if e in planned)
     if clash:
-        free = max(s for c in chunks for s in c.seeds) + 1
+        # the first seed past both this plan and every seed the log holds (a suggestion that works)
+        logged_seeds = [s for s in map(episode_seed, logged) if s is not None]
+        free = max([*planned.values(), *logged_seeds]) + 1
         raise ValueError(
             f"{out} already holds {len(clash)} of these episodes for site {site!r} (seeds {clash[0]}..{clash[-1]}); "
             f"collect other seeds into it (e.g. --seed {free}) or write to a new directory"

@@ -54,6 +54,12 @@ def seed_episode_id(seed: int) -> str:
     return f"seed-{seed:06d}"
 
 
+def episode_seed(episode_id: str) -> int | None:
+    """The seed of a collected episode's id (``seed_episode_id``'s inverse); None for other ids."""
+    prefix, _, digits = episode_id.partition("-")
+    return int(digits) if prefix == "seed" and digits.isdigit() else None
+
+
 def run_episode(
     env: MultiAgentEnv,
     controller: Controller,
