@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Set up a fresh machine: .venv with torch==2.13.0 (pip, CPU wheel) and the project with every extra.
-# Idempotent: a second run only checks that everything is installed.
+# Set up a fresh machine: .venv with torch==2.13.0 (pip, CPU wheel) and the project with every extra,
+# every dependency at the exact version in requirements/lock.txt (refresh it with scripts/lock.sh).
+# Idempotent: a second run only checks that everything is installed at its pinned version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -13,5 +14,5 @@ $VPIP install --quiet --upgrade pip
 if ! .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 1)" 2>/dev/null; then
   $VPIP install --quiet "torch==2.13.0"
 fi
-$VPIP install --quiet -e ".[train,traffic,ray,dev]"
+$VPIP install --quiet -c requirements/lock.txt -e ".[train,traffic,ray,dev]"
 echo "setup: ok ($(.venv/bin/python -c 'import torch, onnxruntime, grpc; print("torch", torch.__version__, "| onnxruntime", onnxruntime.__version__, "| grpcio", grpc.__version__)'))"
