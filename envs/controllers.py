@@ -13,7 +13,9 @@ queues, ETD needs the whole building). Wrappers compose:
 * :class:`EpisodeMixture`  one component drawn per episode (its name goes to the log)
 
 A controller spec string builds any of these: ``"etd"``, ``"etd@eps=0.1"``,
-``"nearest-car@temp=2"``, ``"etd@eps=0.1,sector@eps=0.2"`` (per-episode mixture).
+``"nearest-car@temp=2"``, ``"etd@eps=0.1,sector@eps=0.2"`` (per-episode mixture), and
+``"etd@exp=0.2"``: the env family's logged experiment on top of the rule (docs/algorithm.md,
+"Logs that contain the improvement").
 """
 
 from __future__ import annotations
@@ -205,9 +207,9 @@ def parse_component(spec: str) -> tuple[str, dict[str, float]]:
     parsed: dict[str, float] = {}
     for option in options:
         key, sep, value = option.partition("=")
-        if not sep or key not in ("eps", "temp"):
+        if not sep or key not in ("eps", "temp", "exp"):
             raise ValueError(
-                f"bad controller option {option!r} in {spec!r}: expected eps=<float> or temp=<float>"
+                f"bad controller option {option!r} in {spec!r}: expected eps=<float>, temp=<float> or exp=<float>"
             )
         parsed[key] = float(value)
     return name, parsed
@@ -219,13 +221,15 @@ def build_controller(env_id: str, spec: str, epsilon: float | None = None, **kwa
     ``epsilon`` applies to components that do not set their own ``eps``. Names resolve through
     the env family's rule controllers (``envs.registry``); ``random`` is always available.
     """
-    from envs.registry import make_rule_controller
+    from envs.registry import make_experiment, make_rule_controller
 
     components: list[Controller] = []
     for part in spec.split(","):
         name, options = parse_component(part)
         base = RandomLegal() if name == "random" else make_rule_controller(env_id, name, **kwargs)
         controller: Controller = base
+        if "exp" in options:
+            controller = make_experiment(env_id, base, options["exp"])
         if "temp" in options:
             controller = SoftmaxScores(base, options["temp"])  # type: ignore[arg-type]
         eps = options.get("eps", epsilon)

@@ -58,6 +58,14 @@ def make_rule_controller(env_id: str, name: str, **kwargs) -> Controller:
     return _family_module(env_id).make_controller(env_id, name, **kwargs)
 
 
+def make_experiment(env_id: str, base: Controller, p: float) -> Controller:
+    """The env family's logged experiment around rule ``base`` (``<rule>@exp=<p>``)."""
+    module = _family_module(env_id)
+    if not hasattr(module, "make_experiment"):
+        raise ValueError(f"env {env_id!r} has no logged experiment (@exp=); its family defines none")
+    return module.make_experiment(base, p)
+
+
 def controller_names(env_id: str) -> list[str]:
     return list(_family_module(env_id).controller_names(env_id))
 

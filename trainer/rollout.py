@@ -86,8 +86,12 @@ def run_episode(
         # What was executed may differ from what was asked (e.g. SUMO's min-green): envs report it.
         executed = {a: int(next_infos.get(a, {}).get("executed_action", actions[a])) for a in agents}
         dists = controller.last_distribution
+        # An overridden request was turned into the executed action by the env (e.g. a car whose stop a
+        # teammate took in the same tick keeps going): that action happens whenever it is requested or
+        # the overridden one is, so its probability is their sum (given the teammates' actions).
         exec_probs = {
-            a: probs[a] if executed[a] == actions[a] else float(dists[a][executed[a]]) for a in agents
+            a: probs[a] if executed[a] == actions[a] else float(dists[a][executed[a]]) + probs[a]
+            for a in agents
         }
         controller.observe(env, rewards, terms, truncs)
         team = env.team_reward(rewards)

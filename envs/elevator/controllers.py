@@ -119,7 +119,8 @@ class ElevatorDispatch(ScoringController):
             out[agent] = s
         return out
 
-    def preferred(self, v: _View, c: int, mine: set[tuple[int, int]]) -> int:
+    def preferred(self, v: _View, c: int, mine: set[tuple[int, int]], park: int | None = None) -> int:
+        """Car ``c``'s action under the rule; a ``park`` floor overrides the rule's ``park_floor``."""
         targets = set(v.car_calls[c]) | {f for f, _ in mine}
         if v.mode[c] == MOVING and v.cross[c]:
             n, s = v.nxt[c], v.dir[c]
@@ -130,7 +131,7 @@ class ElevatorDispatch(ScoringController):
             if (n, 1 - di) in mine and not beyond:
                 return STOP
             if v.load[c] == 0 and not beyond:
-                park = self.park_floor(v, c)
+                park = self._park(v, c, park)
                 if targets or park is None or park == n or (park - n) * s < 0:
                     return STOP
             return CONTINUE
@@ -144,10 +145,13 @@ class ElevatorDispatch(ScoringController):
             if others:
                 near = min(others, key=lambda x: (abs(x - f), x))
                 return UP if near > f else DOWN
-            park = self.park_floor(v, c)
+            park = self._park(v, c, park)
             if park is not None and park != f:
                 return UP if park > f else DOWN
         return CONTINUE
+
+    def _park(self, v: _View, c: int, override: int | None) -> int | None:
+        return self.park_floor(v, c) if override is None else override
 
 
 class Collective(ElevatorDispatch):

@@ -76,6 +76,13 @@ def make_controller(env_id: str, name: str, **kwargs):
     return CONTROLLERS[name](**kwargs)
 
 
+def make_experiment(base, p: float):
+    """``<rule>@exp=<p>``: a randomised parking floor at the start of an idle spell (envs/elevator/experiment.py)."""
+    from envs.elevator.experiment import ParkingExperiment
+
+    return ParkingExperiment(base, p)
+
+
 def datasets(env_id: str) -> dict[str, list[tuple[str, int]]]:
     """Named datasets. ``mixed``: every heuristic, epsilon- and softmax-explored, plus a little random."""
     return {
@@ -111,6 +118,10 @@ def datasets(env_id: str) -> dict[str, list[tuple[str, int]]]:
         # seeds InSPO learned more from it than from `large` (12.41 / 12.62 s vs 13.0-13.3; ETD 12.50),
         # as on traffic, where softmax logs of the best rule beat mixes (docs/algorithm.md)
         "etd-softmax": [("etd@temp=0.5", 100)],
+        # ETD with the logged parking experiment (envs/elevator/experiment.py): at the start of an idle
+        # spell, with probability 0.2, the car goes to a uniformly drawn floor. It puts multi-floor parking
+        # moves, the improvement over ETD at down-peak, into the log with exact probabilities.
+        "etd-experiment": [("etd@exp=0.2", 100)],
     }
 
 

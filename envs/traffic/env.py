@@ -520,6 +520,10 @@ class TrafficEnv(MultiAgentEnv):
     def current_phases(self) -> np.ndarray:
         return np.array(self._phase, dtype=np.int64)
 
+    def time_in_phase(self) -> np.ndarray:
+        """``[N]`` seconds since each intersection's last phase change (what min/max-green rules count)."""
+        return np.array(self._since, dtype=np.float64)
+
     def sumo_phase_states(self) -> dict[str, str]:
         """SUMO's signal state string per traffic light right now (ground truth for tests)."""
         return {a: self._traci.trafficlight.getRedYellowGreenState(a) for a in self.possible_agents}

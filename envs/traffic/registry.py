@@ -47,6 +47,13 @@ def make_controller(env_id: str, name: str, **kwargs):
     return builders[name](**kwargs)
 
 
+def make_experiment(base, p: float):
+    """``<rule>@exp=<p>``: hold or end the current green early with probability p (envs/traffic/experiment.py)."""
+    from envs.traffic.experiment import GreenExperiment
+
+    return GreenExperiment(base, p)
+
+
 def controller_names(env_id: str) -> list[str]:
     _net_name(env_id)
     return list(CONTROLLERS)
@@ -69,6 +76,9 @@ def datasets(env_id: str) -> dict[str, list[tuple[str, int]]]:
     ``explored``: 96 episodes of max-pressure with softmax exploration over its pressures (``@temp=1``),
     which logs the phases the rule nearly chose: on grid4x4 tuning seeds InSPO improved on max-pressure
     from these logs and not from epsilon-explored ones (bench/configs/traffic-grid4x4.toml has the numbers).
+    ``experiment``: 96 episodes of max-pressure with the logged green-time experiment (``@exp=0.2``:
+    hold or end the green early, envs/traffic/experiment.py), which logs the decisions worth learning
+    with exact probabilities.
     """
     _net_name(env_id)
     return {
@@ -88,6 +98,7 @@ def datasets(env_id: str) -> dict[str, list[tuple[str, int]]]:
         "small": [("max-pressure@eps=0.1", 4), ("fixed@eps=0.1", 2), ("random", 2)],
         "explored": [("max-pressure@temp=1", 96)],
         "max-pressure": [("max-pressure@eps=0.1", 48)],
+        "experiment": [("max-pressure@exp=0.2", 96)],
     }
 
 

@@ -59,8 +59,14 @@ class Algorithm:
     # -- set-up -------------------------------------------------------------------------------
     def setup(self, data: OfflineData, neighbors: dict[str, list[str]] | None = None) -> None:
         """Build tensors and networks for ``data`` (network init is seeded by ``config.seed``)."""
-        gamma = getattr(self.config, "gamma", 0.99)
-        self.data = build_transitions(data, gamma, getattr(self.config, "reward_scale", None))
+        c = self.config
+        self.data = build_transitions(
+            data,
+            getattr(c, "gamma", 0.99),
+            getattr(c, "reward_scale", None),
+            discount=getattr(c, "discount", "step"),
+            horizon_s=getattr(c, "horizon_s", 0.0),
+        )
         self.agent_ids, self.env_id, self.fingerprint = list(data.agent_ids), data.env_id, data.fingerprint
         torch.manual_seed(int(self.config.seed))
         self._build(neighbors)

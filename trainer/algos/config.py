@@ -85,6 +85,30 @@ class InSPOConfig:
     normalize_weights: bool = True  # divide target weights by their batch mean
     grad_clip: float = 1.0
     iterations: int = 2000
+    # returns (docs/algorithm.md, "Time-aware returns")
+    discount: str = "step"  # "step": gamma per decision step; "time": exp(-dt/horizon_s) over the log's ts
+    horizon_s: float = 0.0  # with discount="time": the return's horizon in seconds (1/e weight after it)
+    # the per-agent advantage estimator inside the sequential loop (docs/algorithm.md)
+    estimator: str = (
+        "local_q"  # "local_q": the paper's local-Q regression | "residual": trainer/algos/advantage.py
+    )
+    # True: importance ratios and residuals use the log's behavior_prob where present (the fitted mu is
+    # still the KL anchor and fills in logs without probabilities); False: the fitted mu everywhere
+    exact_propensity: bool = False
+    value_folds: int = 2  # residual: episode folds of the cross-fitted state value V(s)
+    value_steps: int = 2000  # residual: gradient steps per fold of V(s)
+    value_lr: float = 1e-3
+    lam: float = 1.0  # residual: lambda of the returns (1: Monte Carlo; < 1 bootstraps on the cross-fitted V)
+    adv_members: int = 5  # residual: ensemble members of each agent's advantage head
+    adv_lr: float = 1e-3
+    adv_warmup: int = (
+        2000  # residual: steps fitting every agent's heads (teammates as logged) before the actor
+    )
+    adv_steps: int = 1  # residual: steps per agent per iteration, teammates weighted by pi~/mu
+    kappa: float = 1.0  # residual: act on mean - kappa * std over the members (pessimism)
+    # residual: divide A by its typical size (mu-weighted RMS over decisions), so alpha = 1 means "a typical
+    # advantage multiplies an action's odds by e"; False: alpha in normalised reward units as for local_q
+    adv_normalize: bool = True
     # deployed policy: 0 = the last iterate; d in (0, 1) = a Polyak average of the actor's parameters
     # (decay d per iteration, ~1/(1-d) iterations), so a run that stops inside a brief dip of the
     # iterates still deploys the policy around it. Training itself always uses the iterate.

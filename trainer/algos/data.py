@@ -17,14 +17,43 @@ import torch
 from trainer.logs.dataset import OfflineData
 
 
-def discounted_returns_to_go(rewards: np.ndarray, filled: np.ndarray, gamma: float) -> np.ndarray:
-    """``G_t = r_t + gamma G_{t+1}`` per episode over ``[E, T]`` arrays (0 past the end)."""
+def discounted_returns_to_go(
+    rewards: np.ndarray, filled: np.ndarray, gamma: float | np.ndarray
+) -> np.ndarray:
+    """``G_t = r_t + gamma_t G_{t+1}`` per episode over ``[E, T]`` arrays (0 past the end).
+
+    ``gamma`` is one factor for every step, or ``[E, T]``: the discount from step t to step t+1.
+    """
     out = np.zeros_like(rewards, dtype=np.float64)
     running = np.zeros(rewards.shape[0])
+    factors = np.broadcast_to(np.asarray(gamma, dtype=np.float64), rewards.shape)
     for t in range(rewards.shape[1] - 1, -1, -1):
-        running = np.where(filled[:, t], rewards[:, t] + gamma * running, 0.0)
+        running = np.where(filled[:, t], rewards[:, t] + factors[:, t] * running, 0.0)
         out[:, t] = running
     return out
+
+
+def step_discounts(data: OfflineData, gamma: float, discount: str, horizon_s: float) -> np.ndarray:
+    """``[E, T]`` discount from each step to the next.
+
+    ``"step"``: ``gamma`` per decision step. ``"time"``: ``exp(-dt / horizon_s)`` over the seconds ``dt``
+    between the steps' ``ts``, so the horizon is the same number of seconds whatever the decisions'
+    spacing (the elevator decides at every floor an empty car passes, a parked car rarely).
+    """
+    if discount == "step":
+        return np.full(data.filled.shape, gamma, dtype=np.float64)
+    if discount != "time":
+        raise ValueError(f"discount must be 'step' or 'time', got {discount!r}")
+    if horizon_s <= 0:
+        raise ValueError(f"discount='time' needs horizon_s > 0 (seconds), got {horizon_s}")
+    if data.ts is None or np.isnan(data.ts[data.filled]).any():
+        raise ValueError("discount='time' needs the log's ts column on every step; use discount='step'")
+    dt = np.zeros(data.filled.shape, dtype=np.float64)
+    dt[:, :-1] = np.nan_to_num(data.ts[:, 1:] - data.ts[:, :-1], nan=0.0)
+    if (dt < 0).any():
+        e, t = np.argwhere(dt < 0)[0]
+        raise ValueError(f"ts goes backwards in episode {data.episode_ids[e]!r} at t={t}")
+    return np.exp(-dt / horizon_s)
 
 
 def auto_reward_scale(returns: np.ndarray) -> float:
@@ -51,6 +80,10 @@ class Transitions:
     returns: torch.Tensor  # [K] normalised discounted return-to-go along the logged episode
     done: torch.Tensor  # [K] float (1: no bootstrap)
     next_index: torch.Tensor  # [K] int64
+    discounts: torch.Tensor  # [K] discount from this row to the next (gamma, or exp(-dt/horizon_s))
+    episode: torch.Tensor  # [K] int64 episode index (for episode folds)
+    agent_rewards: torch.Tensor  # [K, N] normalised per-agent rewards
+    behavior_prob: torch.Tensor  # [K, N] logged probability of the executed action; NaN where unknown
     reward_scale: float
     obs_mean: torch.Tensor  # [O]
     obs_std: torch.Tensor
@@ -80,7 +113,13 @@ class Transitions:
         return int(self.states.shape[1])
 
 
-def build_transitions(data: OfflineData, gamma: float, reward_scale: float | None = None) -> Transitions:
+def build_transitions(
+    data: OfflineData,
+    gamma: float,
+    reward_scale: float | None = None,
+    discount: str = "step",
+    horizon_s: float = 0.0,
+) -> Transitions:
     filled = data.filled.astype(bool)
     if not filled.any():
         raise ValueError("the dataset has no filled steps")
@@ -91,7 +130,8 @@ def build_transitions(data: OfflineData, gamma: float, reward_scale: float | Non
     has_next[nxt] = filled[e_idx[nxt], t_idx[nxt] + 1]
     next_index = np.where(has_next, rows + 1, rows)
     done = data.terminated[e_idx, t_idx].astype(bool) | ~has_next
-    returns = discounted_returns_to_go(data.team_rewards.astype(np.float64), filled, gamma)
+    factors = step_discounts(data, gamma, discount, horizon_s)
+    returns = discounted_returns_to_go(data.team_rewards.astype(np.float64), filled, factors)
     scale = float(reward_scale) if reward_scale else auto_reward_scale(returns[filled])
     obs = data.obs[e_idx, t_idx].astype(np.float32)
     masks = data.masks[e_idx, t_idx].astype(bool)
@@ -111,6 +151,10 @@ def build_transitions(data: OfflineData, gamma: float, reward_scale: float | Non
         returns=torch.from_numpy((returns[e_idx, t_idx] / scale).astype(np.float32)),
         done=torch.from_numpy(done.astype(np.float32)),
         next_index=torch.from_numpy(next_index.astype(np.int64)),
+        discounts=torch.from_numpy(factors[e_idx, t_idx].astype(np.float32)),
+        episode=torch.from_numpy(e_idx.astype(np.int64)),
+        agent_rewards=torch.from_numpy((data.rewards[e_idx, t_idx] / scale).astype(np.float32)),
+        behavior_prob=torch.from_numpy(data.behavior_prob[e_idx, t_idx].astype(np.float32)),
         reward_scale=scale,
         obs_mean=torch.from_numpy(flat_obs.mean(0)),
         obs_std=torch.from_numpy(flat_obs.std(0)).clamp(min=1e-3),

@@ -55,7 +55,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer.algos import losses
+from trainer.algos import advantage, losses
 from trainer.algos.base import Algorithm, agent_logits, all_agents_logits, clip_step, polyak_
 from trainer.algos.config import InSPOConfig
 from trainer.nets import Normalizer, mlp
@@ -118,6 +118,10 @@ class InSPO(Algorithm):
             raise ValueError(f"critic_init must be 'td' or 'mc', got {config.critic_init!r}")
         if config.actor_init not in ("random", "mu"):
             raise ValueError(f"actor_init must be 'random' or 'mu', got {config.actor_init!r}")
+        if config.estimator not in ("local_q", "residual"):
+            raise ValueError(f"estimator must be 'local_q' or 'residual', got {config.estimator!r}")
+        if not 0.0 <= config.lam <= 1.0 or config.kappa < 0 or config.adv_members < 1:
+            raise ValueError("need 0 <= lam <= 1, kappa >= 0 and adv_members >= 1")
         if config.alpha <= 0 or config.beta < 0:
             raise ValueError("need alpha > 0 and beta >= 0")
         if not 0.0 <= config.actor_ema < 1.0:
@@ -152,6 +156,16 @@ class InSPO(Algorithm):
                         self.teammates[index[agent], index[other]] = 1.0
         self.mu_done = False
         self.log_mu_all: torch.Tensor | None = None  # [K, N, A], filled after mu is fitted
+        self.adv_heads: advantage.AdvantageHeads | None = None
+        if c.estimator == "residual":
+            self.adv_heads = advantage.AdvantageHeads(
+                d.state_dim, d.obs_dim, n, a, c.adv_members, c.critic_hidden, norms
+            )
+            self.adv_opt = torch.optim.Adam(self.adv_heads.parameters(), lr=c.adv_lr)
+        self.residual: torch.Tensor | None = None  # [K] G - V(s), cross-fitted (residual estimator)
+        self.propensity_all: torch.Tensor | None = None  # [K, N, A] e(a) (residual estimator)
+        self.adv_scale = torch.ones(())  # running typical size of the advantages (adv_normalize)
+        self.logged_log_prob = self._logged_log_prob()
         # Polyak average of the actor (the deployed policy when actor_ema > 0); starts as the first iterate
         self.actor_avg = copy.deepcopy(self.actor).requires_grad_(False) if c.actor_ema > 0 else None
         self.avg_started = False
@@ -166,6 +180,8 @@ class InSPO(Algorithm):
         }
         if self.actor_avg is not None:
             out["actor_avg"] = self.actor_avg
+        if self.adv_heads is not None:
+            out["adv_heads"] = self.adv_heads
         return out
 
     def deployed_actor(self):
@@ -184,21 +200,34 @@ class InSPO(Algorithm):
             self.avg_started = True
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
-        return {
+        out = {
             "mu": self.mu_opt,
             "actor": self.actor_opt,
             "critic": self.critic_opt,
             "local_q": self.local_q_opt,
         }
+        if self.adv_heads is not None:
+            out["adv_heads"] = self.adv_opt
+        return out
 
     def extra_state(self) -> dict[str, Any]:
-        return {"mu_done": self.mu_done, "teammates": self.teammates, "avg_started": self.avg_started}
+        return {
+            "mu_done": self.mu_done,
+            "teammates": self.teammates,
+            "avg_started": self.avg_started,
+            "residual": self.residual,
+            "adv_scale": self.adv_scale,
+        }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
         self.teammates = state["teammates"]
         self.mu_done = bool(state["mu_done"])
         self.avg_started = bool(state.get("avg_started", False))
+        self.residual = state.get("residual")
+        self.adv_scale = state.get("adv_scale", torch.ones(()))
         self.log_mu_all = self._compute_log_mu() if self.mu_done else None
+        if self.mu_done and self.adv_heads is not None:
+            self.propensity_all = self._compute_propensities()
 
     # -- 1. behaviour policy ------------------------------------------------------------------
     def fit_mu(self) -> dict[str, float]:
@@ -240,9 +269,86 @@ class InSPO(Algorithm):
         logp = torch.log_softmax(all_agents_logits(self.actor, d.obs[rows], d.masks[rows]), -1)
         return logp.gather(-1, d.actions[rows].unsqueeze(-1)).squeeze(-1)
 
+    def _logged_log_prob(self) -> torch.Tensor | None:
+        """``[K, N]`` log of the log's exact behaviour probabilities (NaN where unknown); None when unused."""
+        d = self.data
+        assert d is not None
+        if not self.config.exact_propensity or torch.isnan(d.behavior_prob).all():
+            return None
+        return torch.log(d.behavior_prob.clamp(min=1e-30))
+
     def logged_log_mu(self, rows: torch.Tensor) -> torch.Tensor:
+        """``log mu^i(a^i)`` of the logged actions: the exact logged probability where known and
+        ``exact_propensity`` is on, else the fitted (floored) mu."""
         assert self.log_mu_all is not None and self.data is not None
-        return self.log_mu_all[rows].gather(-1, self.data.actions[rows].unsqueeze(-1)).squeeze(-1)
+        fitted = self.log_mu_all[rows].gather(-1, self.data.actions[rows].unsqueeze(-1)).squeeze(-1)
+        if self.logged_log_prob is None:
+            return fitted
+        exact = self.logged_log_prob[rows]
+        return torch.where(torch.isnan(exact), fitted, exact)
+
+    @torch.no_grad()
+    def _compute_propensities(self) -> torch.Tensor:
+        d = self.data
+        assert d is not None and self.log_mu_all is not None
+        probs = (
+            d.behavior_prob
+            if self.logged_log_prob is not None
+            else torch.full_like(d.behavior_prob, torch.nan)
+        )
+        return advantage.propensities(self.log_mu_all, d.actions, probs)
+
+    # -- residual estimator: baseline, heads ---------------------------------------------------------
+    def fit_residuals(self) -> dict[str, float]:
+        """Cross-fitted ``V(s)`` on episode folds, then each row's residual ``G - V(s)`` (once per run)."""
+        c, d = self.config, self.data
+        assert d is not None
+        fold = advantage.episode_folds(d.episode, c.value_folds, self.generator)
+
+        def make_net() -> advantage.StateValue:
+            return advantage.StateValue(d.state_dim, c.critic_hidden, d.state_mean, d.state_std)
+
+        values = advantage.crossfit_values(
+            d.states, d.returns, fold, make_net, c.value_steps, 2 * c.batch_size, c.value_lr, self.generator
+        )
+        target = d.returns
+        if c.lam < 1.0:
+            target = advantage.lambda_returns(d.rewards, d.discounts, d.done, d.next_index, values, c.lam)
+        self.residual = target - values
+        explained = 1.0 - float(self.residual.var() / d.returns.var().clamp(min=1e-12))
+        return {"value_r2": explained, "residual_std": float(self.residual.std())}
+
+    def _centred_advantages(self, state, obs, agent, mask, log_mu_all) -> torch.Tensor:
+        assert self.adv_heads is not None
+        return losses.centre_advantages(self.adv_heads(state, obs, agent), torch.exp(log_mu_all), mask)
+
+    def _bootstrap(self, n: int) -> torch.Tensor:
+        """Bayesian-bootstrap weights (Exp(1)) per row and member: each member sees its own resample."""
+        return torch.empty(n, self.config.adv_members).exponential_(generator=self.generator)
+
+    def adv_warmup_step(self) -> dict[str, float]:
+        """Fit every agent's heads at once on one batch, teammates as logged (before any actor update)."""
+        c, d = self.config, self.data
+        assert d is not None and self.residual is not None and self.propensity_all is not None
+        assert self.log_mu_all is not None and self.adv_heads is not None
+        rows = self.sample_rows(c.batch_size)
+        n = d.n_agents
+        adv = self._centred_advantages(
+            d.states[rows].repeat_interleave(n, 0),
+            d.obs[rows].flatten(0, 1),
+            torch.arange(n).repeat(len(rows)),
+            d.masks[rows].flatten(0, 1),
+            self.log_mu_all[rows].flatten(0, 1),
+        )
+        loss = losses.residual_advantage_loss(
+            adv,
+            d.actions[rows].flatten(),
+            self.propensity_all[rows].flatten(0, 1),
+            self.residual[rows].repeat_interleave(n),
+            self._bootstrap(len(rows) * n),
+        )
+        clip_step(self.adv_opt, loss, self.adv_heads.parameters(), c.grad_clip)
+        return {"adv_loss": float(loss.detach())}
 
     # -- 2a. critic ---------------------------------------------------------------------------
     def critic_step(self) -> dict[str, float]:
@@ -302,15 +408,9 @@ class InSPO(Algorithm):
         log_w: torch.Tensor,
         start_log_p: torch.Tensor | None = None,
     ) -> dict[str, float]:
-        """Fit agent ``i``'s local Q on the unnormalized target, then its actor on the closed-form weights.
-
-        ``start_log_p``, if given, is agent ``i``'s ``log pi`` of the logged actions computed *with its
-        graph* by its still untouched network: the first actor step backpropagates through it instead of
-        repeating the same forward pass.
-        """
+        """Fit agent ``i``'s local Q on the unnormalized target, then its actor on the closed-form weights."""
         c = self.config
-        assert self.actor is not None
-        state, obs_i, act_i, mask_i = batch.states, batch.obs[i], batch.actions[i], batch.masks[i]
+        state, obs_i, act_i = batch.states, batch.obs[i], batch.actions[i]
         target = losses.unnormalized_local_q_target(joint_q, log_w, baseline)
         q_in = self.local_q.inputs(state, obs_i, i)
         q_loss = torch.zeros(())
@@ -320,6 +420,86 @@ class InSPO(Algorithm):
             clip_step(self.local_q_opt, q_loss, self.local_q.parameters(), c.grad_clip)
         with torch.no_grad():
             q_all = self.local_q.body(q_in)
+        return {"local_q_loss": float(q_loss.detach()), **self._fit_actor(i, batch, q_all, start_log_p)}
+
+    def agent_update_residual(
+        self,
+        i: int,
+        batch: _Batch,
+        rows: torch.Tensor,
+        log_w: torch.Tensor,
+        start_log_p: torch.Tensor | None = None,
+    ) -> dict[str, float]:
+        """Fit agent ``i``'s advantage heads on the residuals, teammates weighted by ``pi~/mu``; then its
+        actor on the closed form with the pessimistic, normalised advantage in place of the local Q."""
+        c = self.config
+        assert self.adv_heads is not None and self.residual is not None and self.propensity_all is not None
+        state, obs_i, act_i, mask_i = batch.states, batch.obs[i], batch.actions[i], batch.masks[i]
+        agent = torch.full((len(rows),), i, dtype=torch.long)
+        weights = torch.exp(log_w - log_w.max()) if c.resample else torch.ones(len(rows))
+        weights = (weights / weights.mean().clamp(min=1e-12)).unsqueeze(-1)
+        loss = torch.zeros(())
+        for _ in range(c.adv_steps):
+            adv = self._centred_advantages(state, obs_i, agent, mask_i, batch.log_mu_all[i])
+            loss = losses.residual_advantage_loss(
+                adv,
+                act_i,
+                self.propensity_all[rows, i],
+                self.residual[rows],
+                weights * self._bootstrap(len(rows)),
+            )
+            clip_step(self.adv_opt, loss, self.adv_heads.parameters(), c.grad_clip)
+        with torch.no_grad():
+            adv = self._centred_advantages(state, obs_i, agent, mask_i, batch.log_mu_all[i])
+            pessimistic = losses.pessimistic_advantage(adv, c.kappa)
+            if c.adv_normalize:
+                self._update_adv_scale(adv.mean(1), batch.log_mu_all[i], mask_i)
+                pessimistic = pessimistic / self.adv_scale
+        return {"adv_loss": float(loss.detach()), **self._fit_actor(i, batch, pessimistic, start_log_p)}
+
+    @torch.no_grad()
+    def _typical_advantage(self, adv: torch.Tensor, log_mu_all: torch.Tensor, mask: torch.Tensor):
+        """mu-weighted RMS of the advantages over rows with a choice (None if the rows have none)."""
+        choice = mask.sum(-1) > 1
+        if not bool(choice.any()):
+            return None
+        return (torch.exp(log_mu_all) * adv**2).sum(-1)[choice].mean().sqrt()
+
+    def _init_adv_scale(self) -> None:
+        """The advantages' typical size after the warm-up, over a large sample of every agent's rows."""
+        d = self.data
+        assert d is not None and self.log_mu_all is not None
+        rows = self.sample_rows(min(d.size, 8192))
+        n = d.n_agents
+        with torch.no_grad():
+            adv = self._centred_advantages(
+                d.states[rows].repeat_interleave(n, 0),
+                d.obs[rows].flatten(0, 1),
+                torch.arange(n).repeat(len(rows)),
+                d.masks[rows].flatten(0, 1),
+                self.log_mu_all[rows].flatten(0, 1),
+            ).mean(1)
+        size = self._typical_advantage(adv, self.log_mu_all[rows].flatten(0, 1), d.masks[rows].flatten(0, 1))
+        self.adv_scale = size.clamp(min=1e-8) if size is not None else torch.ones(())
+
+    def _update_adv_scale(self, adv: torch.Tensor, log_mu_all: torch.Tensor, mask: torch.Tensor) -> None:
+        size = self._typical_advantage(adv, log_mu_all, mask)
+        if size is not None:
+            self.adv_scale = (0.99 * self.adv_scale + 0.01 * size).clamp(min=1e-8)
+
+    def _fit_actor(
+        self, i: int, batch: _Batch, q_all: torch.Tensor, start_log_p: torch.Tensor | None
+    ) -> dict[str, float]:
+        """Weighted BC of agent ``i``'s logged actions towards the closed form ``pi* ∝ mu^(alpha/tau) exp(Q/tau)``.
+
+        ``start_log_p``, if given, is agent ``i``'s ``log pi`` of the logged actions computed *with its
+        graph* by its still untouched network: the first actor step backpropagates through it instead of
+        repeating the same forward pass.
+        """
+        c = self.config
+        assert self.actor is not None
+        obs_i, act_i, mask_i = batch.obs[i], batch.actions[i], batch.masks[i]
+        with torch.no_grad():
             weights = losses.target_weights(
                 q_all, batch.log_mu_all[i], mask_i, act_i, c.alpha, c.beta, c.exp_clip
             )
@@ -335,11 +515,7 @@ class InSPO(Algorithm):
             else:
                 a_loss = losses.bc_loss(agent_logits(self.actor, obs_i, i, mask_i), act_i, weights)
             clip_step(self.actor_opt, a_loss, params, c.grad_clip)
-        return {
-            "local_q_loss": float(q_loss.detach()),
-            "actor_loss": float(a_loss.detach()),
-            "weight_mean": raw_mean,
-        }
+        return {"actor_loss": float(a_loss.detach()), "weight_mean": raw_mean}
 
     def _batch(self, rows: torch.Tensor) -> _Batch:
         d = self.data
@@ -365,7 +541,14 @@ class InSPO(Algorithm):
         c, d = self.config, self.data
         assert d is not None
         metrics: dict[str, float] = {}
-        if not self.mu_done:
+        if not self.mu_done and c.estimator == "residual":
+            metrics.update(self.fit_mu())
+            self.propensity_all = self._compute_propensities()
+            metrics.update(self.fit_residuals())
+            for _ in range(c.adv_warmup):
+                metrics.update(self.adv_warmup_step())
+            self._init_adv_scale()
+        elif not self.mu_done:
             metrics.update(self.fit_mu())
             if c.critic_init == "mc":
                 for _ in range(c.critic_warmup):
@@ -374,13 +557,16 @@ class InSPO(Algorithm):
             else:
                 for _ in range(c.critic_warmup):
                     self.critic_step()
-        for _ in range(c.critic_steps):
+        local_q = c.estimator == "local_q"
+        for _ in range(c.critic_steps if local_q else 0):  # the residual estimator needs no joint critic
             metrics.update(self.critic_step())
         rows = self.sample_rows(c.batch_size)
         batch = self._batch(rows)
-        with torch.no_grad():
-            joint_q = self.critic(batch.states, batch.joint_actions)
-        baseline = losses.pessimistic_baseline(joint_q, c.baseline_quantile, c.baseline_min_margin)
+        joint_q, baseline = torch.zeros(()), torch.zeros(())
+        if local_q:
+            with torch.no_grad():
+                joint_q = self.critic(batch.states, batch.joint_actions)
+            baseline = losses.pessimistic_baseline(joint_q, c.baseline_quantile, c.baseline_min_margin)
         log_mu = self.logged_log_mu(rows)
         # With one network per agent, agent i's network is untouched until its own update, so its
         # iteration-start log-probs are exactly what its first actor step's forward pass would compute:
@@ -404,7 +590,10 @@ class InSPO(Algorithm):
             else:
                 log_w = torch.zeros(rows.shape[0])
             ess.append(float(losses.ess_from_log_weights(log_w)))
-            per_agent.append(self.agent_update(i, batch, joint_q, baseline, log_w, graphs[i]))
+            if local_q:
+                per_agent.append(self.agent_update(i, batch, joint_q, baseline, log_w, graphs[i]))
+            else:
+                per_agent.append(self.agent_update_residual(i, batch, rows, log_w, graphs[i]))
             if c.update == "sequential" and k + 1 < len(order):  # the last agent's new ratios are unused
                 with torch.no_grad():
                     new = self._agent_log_probs(batch, i)
@@ -415,9 +604,12 @@ class InSPO(Algorithm):
             metrics[key] = sum(m[key] for m in per_agent) / len(per_agent)
         if self.actor_avg is not None:
             self._update_average()
+        if local_q:
+            metrics["baseline"] = float(baseline)
+        else:
+            metrics["adv_scale"] = float(self.adv_scale)
         metrics.update(
             {
-                "baseline": float(baseline),
                 "ess_mean": sum(ess) / len(ess),
                 "ess_min": min(ess),
                 "first_agent": float(order[0]),

@@ -151,3 +151,41 @@ def ess_from_log_weights(log_w: torch.Tensor, dim: int = 0) -> torch.Tensor:
 
 def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.mse_loss(pred, target.detach())
+
+
+def centre_advantages(adv: torch.Tensor, probs: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``A - sum_a probs(a) A(a)`` over legal actions, illegal entries set to 0.
+
+    ``adv [B, M, A]`` (``M`` ensemble members), ``probs [B, A]`` (mu), ``mask [B, A]``. Centring makes the
+    heads identifiable: only differences between actions are learnable from the residual regression.
+    """
+    adv = adv.masked_fill(~mask.unsqueeze(1), 0.0)
+    mean = (adv * probs.unsqueeze(1)).sum(-1, keepdim=True)
+    return (adv - mean).masked_fill(~mask.unsqueeze(1), 0.0)
+
+
+def residual_advantage_loss(
+    adv: torch.Tensor,
+    actions: torch.Tensor,
+    propensity: torch.Tensor,
+    residual: torch.Tensor,
+    weights: torch.Tensor,
+) -> torch.Tensor:
+    """Weighted squared error of the residual regression ``G - V(s) ~ A(a_logged) - sum_a e(a) A(a)``.
+
+    ``adv [B, M, A]``, ``actions [B]``, ``propensity [B, A]`` (e), ``residual [B]`` (G - V), ``weights [B, M]``
+    (teammate importance weight times each member's bootstrap weight). Rows where ``e`` is one-hot carry
+    no information about ``A`` and contribute no gradient.
+    """
+    index = actions.long().view(-1, 1, 1).expand(-1, adv.shape[1], 1)
+    taken = adv.gather(-1, index).squeeze(-1)
+    expected = (adv * propensity.unsqueeze(1)).sum(-1)
+    return (weights * (residual.unsqueeze(-1) - (taken - expected)) ** 2).mean()
+
+
+def pessimistic_advantage(adv: torch.Tensor, kappa: float) -> torch.Tensor:
+    """``mean - kappa * std`` over the ensemble axis: ``[B, M, A] -> [B, A]`` (std 0 with one member)."""
+    mean = adv.mean(1)
+    if adv.shape[1] < 2 or kappa == 0:
+        return mean
+    return mean - kappa * adv.std(1)

@@ -42,6 +42,9 @@ def to_offline_data(raw: RawLog, cols: Columns) -> OfflineData:
         states = obs.reshape(n_ep, steps, n_agents * meta.obs_dim).copy()
         team = rewards.mean(axis=2, dtype=np.float32)
     all_terminated = terminated.all(axis=2) & filled
+    ts = None
+    if cols.ts is not None:  # every agent row of a step carries the step's time (an agent may be missing)
+        ts = np.fmax.reduce(_scatter(grid, flat, cols.ts, np.nan, np.float64), axis=2)
     return OfflineData(
         env_id=meta.env_id,
         agent_ids=list(meta.agent_ids),
@@ -57,6 +60,7 @@ def to_offline_data(raw: RawLog, cols: Columns) -> OfflineData:
         filled=filled,
         episode_ids=list(cols.episode_ids),
         fingerprint=raw.fingerprint,
+        ts=ts,
     )
 
 

@@ -27,6 +27,7 @@ class OfflineData:
     filled: np.ndarray  # [E, T] bool
     episode_ids: list[str] = field(default_factory=list)
     fingerprint: str = ""  # content hash of the source log (for caching and the model card)
+    ts: np.ndarray | None = None  # [E, T] float64 seconds of each step (NaN past the end); None if not logged
 
     @property
     def n_episodes(self) -> int:

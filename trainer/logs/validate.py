@@ -41,6 +41,7 @@ class Columns:
     env_t: np.ndarray | None
     states: np.ndarray | None  # [m, S]
     team_rewards: np.ndarray | None  # [m]
+    ts: np.ndarray | None = None  # [n] float64 seconds since the simulation epoch; None without a ts column
 
 
 def _context(parts: PartTables, row: int) -> str:
@@ -280,10 +281,23 @@ def validate(raw: RawLog) -> Columns:
         None,
         None,
         None,
+        _timestamps(parts),
     )
     if raw.envs is not None:
         _validate_env_steps(raw, columns)
     return columns
+
+
+def _timestamps(parts: PartTables) -> np.ndarray | None:
+    """``ts`` as float seconds (time-aware discounting reads it); None when the log has no ts column."""
+    if "ts" not in parts.table.column_names:
+        return None
+    column = parts.table.column("ts")
+    if column.null_count:
+        known = pc.is_valid(column).to_numpy(zero_copy_only=False)
+        fail(parts, ~known, "ts", lambda r: "null timestamp; ts is required when the column is present")
+    micros = pc.cast(column, pa.timestamp("us")).cast(pa.int64()).to_numpy(zero_copy_only=False)
+    return micros.astype(np.float64) * 1e-6
 
 
 def _behavior_prob(parts: PartTables) -> np.ndarray:

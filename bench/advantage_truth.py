@@ -1,0 +1,323 @@
+"""Does a per-agent advantage estimator see the truth? Offline estimates vs paired simulation (elevator).
+
+    .venv/bin/python bench/advantage_truth.py                       # down-peak, etd@exp=0.2 log of 100 episodes
+    .venv/bin/python bench/advantage_truth.py --log LOG --states 60 --futures 8 --out docs/results/advantage
+
+1. A log of the behaviour policy (default: the logged parking experiment ``etd@exp=0.2``, collection seeds
+   6200+, cached under bench/.cache) trains both estimators with the actor frozen at mu (``actor_lr = 0``,
+   ``actor_init = "mu"``), so both estimate the behaviour's own advantage ``A^mu_i(s, a)``:
+   the paper's local Q (``estimator = "local_q"``) and the residual estimator (``"residual"``).
+2. Held-out states: episodes of the same behaviour on *tuning* seeds (20000+), a snapshot at every
+   ``--every``-th step where an idle car has a choice. The car's teammates' actions at that step are fixed
+   to one draw of the behaviour.
+3. Truth: for every legal action of the car, ``--futures`` paired rollouts of the behaviour from a copy of
+   the building (passengers to come redrawn by ``resample_future``, the same draws for every action),
+   discounted exactly as the learner discounts (its ``discount``/``horizon_s``/``gamma``), in the learner's
+   reward units (divided by the log's reward scale). The difference to the behaviour's preferred action is
+   the truth; its paired standard error says how well the simulation pinned it down.
+4. Printed side by side for both estimators: correlation with the truth, sign accuracy where
+   ``|truth| > 2 SE``, and a calibration plot (PNG). Runs on tuning seeds only, never evaluation seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+ENV = "elevator:cb10x4:downpeak"
+BEHAVIOUR = "etd@exp=0.2"
+SETTINGS = {  # what both estimators share (the elevator results config's returns)
+    "discount": "time",
+    "horizon_s": 120.0,
+    "exact_propensity": True,
+    "actor_init": "mu",
+    "actor_lr": 0.0,
+}
+
+
+def collect_log(path: Path, episodes: int, workers: int) -> Path:
+    from trainer.collect import collect
+
+    if not (path / "agent_steps").exists():
+        collect(ENV, path, controller=BEHAVIOUR, episodes=episodes, start_seed=6200, workers=workers)
+    return path
+
+
+def train_estimator(log: Path, estimator: str, iterations: int, seed: int):
+    import torch
+
+    from trainer.algos.config import make_config
+    from trainer.algos.inspo import InSPO
+    from trainer.logs import load_log
+
+    torch.set_num_threads(1)
+    config = make_config(
+        "inspo", overrides={**SETTINGS, "estimator": estimator, "iterations": iterations, "seed": seed}
+    )
+    algo = InSPO(config)
+    algo.setup(load_log(log))
+    algo.fit()
+    return algo
+
+
+def estimated_advantages(algo, states: np.ndarray, obs: np.ndarray, agents: np.ndarray, masks: np.ndarray):
+    """``[S, A]`` advantage of each snapshot's car, centred under the fitted mu (local Q: its values centred)."""
+    import torch
+
+    from trainer.algos import losses
+    from trainer.algos.base import agent_logits
+
+    s, o, m = torch.as_tensor(states), torch.as_tensor(obs), torch.as_tensor(masks)
+    agent = torch.as_tensor(agents, dtype=torch.long)
+    with torch.no_grad():
+        log_mu = torch.stack(
+            [
+                losses.floored_log_probs(
+                    agent_logits(algo.mu, o[k : k + 1], int(agent[k]), m[k : k + 1]),
+                    m[k : k + 1],
+                    algo.config.mu_floor,
+                )[0]
+                for k in range(len(agent))
+            ]
+        )
+        if algo.config.estimator == "residual":
+            adv = algo._centred_advantages(s, o, agent, m, log_mu).mean(1)
+        else:
+            q = torch.stack(
+                [algo.local_q(s[k : k + 1], o[k : k + 1], int(agent[k]))[0] for k in range(len(agent))]
+            )
+            adv = losses.centre_advantages(q.unsqueeze(1), torch.exp(log_mu), m)[:, 0]
+    return adv.numpy()
+
+
+def snapshots(seed: int, every: int):
+    """Decision states of one behaviour episode where an idle car has a choice (env, controller, car, ...)."""
+    from envs.controllers import build_controller
+    from envs.elevator.core import IDLE
+    from envs.registry import make_env
+    from trainer.rollout import action_rng
+
+    env = make_env(ENV)
+    ctl = build_controller(ENV, BEHAVIOUR)
+    obs, infos = env.reset(seed=seed)
+    ctl.reset(env, seed)
+    rng = action_rng(seed)
+    out, k = [], 0
+    while env.agents:
+        choosers = [
+            c
+            for c, a in enumerate(env.possible_agents)
+            if infos[a]["action_mask"].sum() > 1 and env.core.l_mode[c] == IDLE
+        ]
+        record = choosers and k % every == 0
+        if record:
+            before = (copy.deepcopy(env), copy.deepcopy(ctl), copy.deepcopy(rng))
+        actions, _ = ctl.act(env, obs, infos, rng)
+        if record:
+            c = choosers[int(rng.integers(len(choosers)))]
+            agent = env.possible_agents[c]
+            out.append(
+                {
+                    "env": before[0],
+                    "controller": before[1],
+                    "car": c,
+                    "actions": dict(actions),
+                    "dist": ctl.last_distribution[agent].copy(),
+                    "state": env.state().astype(np.float32),
+                    "obs": obs[agent].astype(np.float32),
+                    "mask": np.asarray(infos[agent]["action_mask"], bool),
+                }
+            )
+        obs, _, _, _, infos = env.step(actions)
+        k += 1
+    return out
+
+
+def rollout(job) -> float:
+    """Discounted reward of one future: the car's candidate action now, then the behaviour."""
+    env0, ctl0, car, actions, candidate, future, discount, horizon_s, gamma = job
+    from trainer.rollout import action_rng
+
+    env, ctl = copy.deepcopy(env0), copy.deepcopy(ctl0)
+    env.resample_future(future)
+    rng = action_rng(future)
+    # replay the snapshot step with the car's candidate (the controller's spell posterior follows it)
+    obs, infos = env._obs(), env._infos()
+    ctl.distribution(env, obs, infos)
+    first = dict(actions)
+    first[env.possible_agents[car]] = candidate
+    t0 = env.sim_time()
+    total, weight, steps = 0.0, 1.0, 0
+    obs, rewards, _, _, infos = env.step(first)
+    _keep_spells(ctl, env, first)
+    total += env.team_reward(rewards)
+    while env.agents:
+        elapsed = env.sim_time() - t0
+        if discount == "time":
+            weight = float(np.exp(-elapsed / horizon_s))
+            if elapsed > 6 * horizon_s:
+                break
+        else:
+            weight = gamma ** (steps + 1)
+            if weight < 2e-3:
+                break
+        acts, _ = ctl.act(env, obs, infos, rng)
+        obs, rewards, _, _, infos = env.step(acts)
+        total += weight * env.team_reward(rewards)
+        steps += 1
+    return total
+
+
+def _keep_spells(ctl, env, actions) -> None:
+    """After a forced first step, keep the parking targets consistent with it (as ``act`` would)."""
+    spells = getattr(ctl, "spells", None)
+    if spells is None:
+        return
+    for c, agent in enumerate(env.possible_agents):
+        spell = spells[c]
+        if spell is not None:
+            kept = {t: w for t, w in spell.items() if ctl._actions[c].get(t) == actions[agent]}
+            total = sum(kept.values())
+            spells[c] = {t: w / total for t, w in kept.items()} if total > 0 else None
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--log", type=Path, default=ROOT / "bench" / ".cache" / "advantage-truth-log")
+    p.add_argument("--episodes", type=int, default=100, help="episodes of the log when it is collected here")
+    p.add_argument("--iterations", type=int, default=600, help="estimator training iterations (actor frozen)")
+    p.add_argument("--seed", type=int, default=0, help="training seed of the estimators")
+    p.add_argument(
+        "--tuning-episodes", type=int, default=2, help="held-out behaviour episodes (tuning seeds)"
+    )
+    p.add_argument("--every", type=int, default=40, help="snapshot every N-th step with an idle choice")
+    p.add_argument("--states", type=int, default=40)
+    p.add_argument("--futures", type=int, default=8, help="paired futures per action")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "advantage")
+    args = p.parse_args()
+    from envs.seeds import tuning_seeds
+
+    t0 = time.time()
+    log = collect_log(args.log, args.episodes, args.workers)
+    print(f"log {log} [{time.time() - t0:.0f}s]")
+    algos = {name: train_estimator(log, name, args.iterations, args.seed) for name in ("residual", "local_q")}
+    ref = algos["residual"]
+    scale, c = ref.data.reward_scale, ref.config
+    print(
+        f"estimators trained ({args.iterations} iterations each); reward scale {scale:.4g} [{time.time() - t0:.0f}s]"
+    )
+    snaps = [s for seed in tuning_seeds(args.tuning_episodes) for s in snapshots(seed, args.every)][
+        : args.states
+    ]
+    jobs, index = [], []
+    for si, snap in enumerate(snaps):
+        for a in np.flatnonzero(snap["mask"]):
+            for r in range(args.futures):
+                future = 30_000_000 + si * 100 + r
+                jobs.append(
+                    (
+                        snap["env"],
+                        snap["controller"],
+                        snap["car"],
+                        snap["actions"],
+                        int(a),
+                        future,
+                        c.discount,
+                        c.horizon_s,
+                        c.gamma,
+                    )
+                )
+                index.append((si, int(a), r))
+    with ProcessPoolExecutor(args.workers, mp_context=get_context("fork")) as pool:
+        values = list(pool.map(rollout, jobs, chunksize=4))
+    print(f"{len(snaps)} states, {len(jobs)} rollouts [{time.time() - t0:.0f}s]")
+    q: dict[int, dict[int, np.ndarray]] = {}
+    for (si, a, r), v in zip(index, values, strict=True):
+        q.setdefault(si, {}).setdefault(a, np.zeros(args.futures))[r] = v / scale
+    states = np.stack([s["state"] for s in snaps])
+    obs = np.stack([s["obs"] for s in snaps])
+    cars = np.array([s["car"] for s in snaps])
+    masks = np.stack([s["mask"] for s in snaps])
+    estimates = {name: estimated_advantages(algo, states, obs, cars, masks) for name, algo in algos.items()}
+    rows = []
+    for si, snap in enumerate(snaps):
+        pref = int(np.argmax(snap["dist"]))
+        for a, v in q[si].items():
+            if a == pref:
+                continue
+            diff = v - q[si][pref]
+            rows.append(
+                {
+                    "state": si,
+                    "action": a,
+                    "preferred": pref,
+                    "truth": float(diff.mean()),
+                    "se": float(diff.std(ddof=1) / np.sqrt(len(diff))),
+                    **{name: float(est[si, a] - est[si, pref]) for name, est in estimates.items()},
+                }
+            )
+    summary = summarize(rows, list(estimates))
+    for name, s in summary.items():
+        print(
+            f"{name:9s} corr {s['corr']:+.3f}  sign accuracy {s['sign_acc']:.0%} on {s['n_clear']} clear pairs "
+            f"(|truth| > 2 SE of {s['n']})"
+        )
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "advantage_truth.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
+    plot(rows, list(estimates), summary, args.out / "advantage_truth.png")
+    print(f"wrote {args.out}/advantage_truth.json, advantage_truth.png [{time.time() - t0:.0f}s]")
+
+
+def summarize(rows: list[dict], names: list[str]) -> dict[str, dict[str, float]]:
+    truth = np.array([r["truth"] for r in rows])
+    se = np.array([r["se"] for r in rows])
+    clear = np.abs(truth) > 2 * se
+    out = {}
+    for name in names:
+        est = np.array([r[name] for r in rows])
+        corr = float(np.corrcoef(truth, est)[0, 1]) if len(rows) > 2 and est.std() > 0 else float("nan")
+        sign = float((np.sign(est[clear]) == np.sign(truth[clear])).mean()) if clear.any() else float("nan")
+        out[name] = {"corr": corr, "sign_acc": sign, "n_clear": int(clear.sum()), "n": len(rows)}
+    return out
+
+
+def plot(rows: list[dict], names: list[str], summary: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    truth = np.array([r["truth"] for r in rows])
+    se = np.array([r["se"] for r in rows])
+    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.8), squeeze=False)
+    for ax, name in zip(axes[0], names, strict=True):
+        est = np.array([r[name] for r in rows])
+        ax.errorbar(truth, est, xerr=2 * se, fmt="o", ms=4, alpha=0.7, elinewidth=0.8)
+        lim = np.abs(np.concatenate([truth, est])).max() * 1.1 + 1e-9
+        ax.axhline(0, color="0.7", lw=0.8)
+        ax.axvline(0, color="0.7", lw=0.8)
+        ax.set_xlim(-lim, lim)
+        s = summary[name]
+        ax.set_title(f"{name}: corr {s['corr']:+.2f}, sign {s['sign_acc']:.0%} ({s['n_clear']} clear)")
+        ax.set_xlabel("truth: A(action) - A(preferred), paired simulation (±2 SE)")
+        ax.set_ylabel("estimate from the log")
+    fig.suptitle(f"{ENV}, behaviour {BEHAVIOUR}: idle-car decisions on tuning seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,99 @@
+"""A logged parking experiment on top of any dispatch rule (``etd@exp=0.2``).
+
+Why: the improvement a learner can find over ETD at down-peak is mostly *where idle cars wait*
+(docs/elevator.md, "Headroom"), and parking k floors up takes k consecutive deviations that an
+epsilon- or softmax-explored log almost never contains. An operator can afford a small randomised
+experiment instead: at the start of an idle spell (a car with no riders and no assigned call at an
+idle decision), with probability ``p`` the car is sent to a parking floor drawn uniformly from all
+floors (the one it is on included); otherwise the rule acts as usual. The spell ends when the car
+gets work.
+
+The draw is never stored: at each step the controller keeps the posterior over the candidate targets
+("the rule's own choice" with weight 1 - p and each floor with p / F) that are consistent with the
+actions taken so far in the spell, and its distribution is their predictive mixture. Sampling actions
+from it step by step is the same as drawing the target at the spell's start, and the logged
+probability of each executed action is exact (its product over a spell is the probability of the
+whole move).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from envs.controllers import Controller, masks_of
+from envs.elevator.controllers import ElevatorDispatch, _View
+from envs.elevator.core import IDLE
+
+RULE = -1  # the candidate "no experiment: the rule's own parking choice"
+
+
+class ParkingExperiment(Controller):
+    """``base`` with a randomised parking floor at the start of an idle spell, with probability ``p``."""
+
+    def __init__(self, base: ElevatorDispatch, p: float):
+        if not isinstance(base, ElevatorDispatch):
+            raise TypeError(
+                f"the parking experiment needs an elevator dispatch rule, got {base.describe()!r}"
+            )
+        if not 0.0 < p <= 1.0:
+            raise ValueError(f"experiment probability must be in (0, 1], got {p}")
+        self.base, self.p = base, float(p)
+        self.name = f"{base.describe()}@exp={p:g}"
+        self.spells: list[dict[int, float] | None] = []  # per car: candidate target -> posterior weight
+        self._actions: list[dict[int, int]] = []  # per car: candidate -> its action at this step
+
+    def reset(self, env, seed):
+        self.base.reset(env, seed)
+        self.spells = [None] * env.building.n_cars
+        self._actions = [{} for _ in range(env.building.n_cars)]
+
+    def observe(self, env, rewards, terminations, truncations):
+        self.base.observe(env, rewards, terminations, truncations)
+
+    def distribution(self, env, obs, infos):
+        v = _View(env)
+        assigned = self.base.assign(v)
+        masks = masks_of(env, infos)
+        out = {}
+        for c, agent in enumerate(env.possible_agents):
+            mask = masks[agent]
+            has_work = bool(v.car_calls[c] or assigned[c] or v.load[c])
+            if has_work:
+                self.spells[c] = None
+            elif self.spells[c] is None and v.mode[c] == IDLE and v.idle_decide[c]:
+                self.spells[c] = {RULE: 1.0 - self.p, **{f: self.p / v.F for f in range(v.F)}}
+            spell = self.spells[c]
+            if spell is None:
+                self._actions[c] = {RULE: _legal(self.base.preferred(v, c, assigned[c]), mask)}
+                spell = {RULE: 1.0}
+            else:
+                self._actions[c] = {
+                    target: _legal(
+                        self.base.preferred(v, c, assigned[c], park=None if target == RULE else target),
+                        mask,
+                    )
+                    for target in spell
+                }
+            dist = np.zeros(env.n_actions)
+            for target, weight in spell.items():
+                dist[self._actions[c][target]] += weight
+            out[agent] = dist / dist.sum()
+        return out
+
+    def act(self, env, obs, infos, rng):
+        actions, probs = super().act(env, obs, infos, rng)
+        for c, agent in enumerate(env.possible_agents):  # keep the targets that agree with what was done
+            spell = self.spells[c]
+            if spell is not None:
+                kept = {t: w for t, w in spell.items() if self._actions[c][t] == actions[agent]}
+                total = sum(kept.values())
+                self.spells[c] = {t: w / total for t, w in kept.items()}
+        return actions, probs
+
+
+def _legal(action: int, mask: np.ndarray) -> int:
+    """What a scoring rule executes: its preferred action if legal, else the first legal one."""
+    return action if mask[action] else int(np.argmax(mask))
+
+
+__all__ = ["ParkingExperiment"]

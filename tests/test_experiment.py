@@ -1,0 +1,93 @@
+"""Logged experiments (``<rule>@exp=p``): exact behaviour probabilities of the alternatives they add."""
+
+import numpy as np
+import pytest
+
+from envs.controllers import build_controller
+from envs.elevator.core import CONTINUE, IDLE, UP
+from envs.registry import make_env
+from trainer.rollout import action_rng, run_episode
+
+
+def _steps(env, controller, seed):
+    """Yield (infos, distribution, cars whose idle spell began at this step) for every step of an episode."""
+    obs, infos = env.reset(seed=seed)
+    controller.reset(env, seed)
+    rng = action_rng(seed)
+    while env.agents:
+        before = [spell is None for spell in controller.spells]
+        actions, _ = controller.act(env, obs, infos, rng)
+        began = [c for c, was_none in enumerate(before) if was_none and controller.spells[c] is not None]
+        yield infos, controller.last_distribution, began
+        obs, _, _, _, infos = env.step(actions)
+
+
+def test_parking_experiment_draws_a_uniform_floor_at_the_start_of_an_idle_spell():
+    env = make_env("elevator:cb10x4:downpeak", hours=0.25)
+    p, floors = 0.2, env.building.n_floors
+    ctl = build_controller(env.env_id, f"etd@exp={p}")
+    etd = build_controller(env.env_id, "etd")
+    seen = 0
+    for infos, dist, began in _steps(env, ctl, seed=3):
+        for c, agent in enumerate(env.possible_agents):
+            at_lobby = c in began and env.core.l_mode[c] == IDLE and env.core.l_floor[c] == 0
+            # at the lobby ETD holds: the car holds unless the draw is a floor above
+            if at_lobby and etd.distribution(env, {}, infos)[agent][CONTINUE] == 1.0:
+                assert dist[agent][CONTINUE] == pytest.approx(1 - p + p / floors)
+                assert dist[agent][UP] == pytest.approx(p * (floors - 1) / floors)
+                seen += 1
+            assert dist[agent].sum() == pytest.approx(1.0)
+            assert np.all(dist[agent][~infos[agent]["action_mask"]] == 0)
+    assert seen > 0
+
+
+def test_parking_experiment_logs_valid_probabilities_and_moves_cars_the_rule_would_not(tmp_path):
+    from runtime.logformat import LogWriter
+    from trainer.logs import load_log
+    from trainer.rollout import log_meta
+
+    env = make_env("elevator:cb10x4:downpeak", hours=0.25)
+    ctl = build_controller(env.env_id, "etd@exp=0.5")
+    with LogWriter(tmp_path / "log", log_meta(env)) as writer:
+        for seed in (1, 2):
+            run_episode(env, ctl, seed, writer=writer)
+    data = load_log(tmp_path / "log")  # validates every probability in (0, 1]
+    probs = data.behavior_prob[data.filled]
+    assert np.all((probs > 0) & (probs <= 1))
+    assert (probs < 1).mean() > 0.01  # the experiment is in the log
+    assert data.ts is not None and np.all(np.diff(data.ts[0][data.filled[0]]) >= 0)
+
+
+def test_experiment_spec_errors_are_clear():
+    with pytest.raises(ValueError, match="in \\(0, 1\\]"):
+        build_controller("elevator:cb10x4:downpeak", "etd@exp=1.5")
+    with pytest.raises(ValueError, match="no logged experiment"):
+        build_controller("xor", "random@exp=0.2")
+
+
+@pytest.mark.sumo
+def test_green_experiment_holds_or_ends_the_green_with_the_logged_mixture():
+    env = make_env("sumo:grid4x4", num_seconds=120)
+    p = 0.4
+    ctl = build_controller(env.env_id, f"max-pressure@exp={p}")
+    rule = build_controller(env.env_id, "max-pressure")
+    checked = 0
+    try:
+        obs, infos = env.reset(seed=5)
+        ctl.reset(env, 5)
+        rng = action_rng(5)
+        while env.agents:
+            base = rule.distribution(env, obs, infos)
+            actions, probs = ctl.act(env, obs, infos, rng)
+            dist = ctl.last_distribution
+            for i, agent in enumerate(env.possible_agents):
+                mask = infos[agent]["action_mask"]
+                assert dist[agent].sum() == pytest.approx(1.0) and probs[agent] > 0
+                if mask.sum() > 1:  # a switchable decision: the rule's mass shrinks to 1 - p
+                    green = int(env.current_phases()[i])
+                    assert dist[agent][green] >= (1 - p) * base[agent][green] + p / 2 - 1e-9
+                    checked += 1
+            obs, _, _, _, infos = env.step(actions)
+    finally:
+        env.close()
+    assert checked > 0
