@@ -54,7 +54,7 @@ def collect_log(path: Path, episodes: int, workers: int) -> Path:
     return path
 
 
-def train_estimator(log: Path, estimator: str, iterations: int, seed: int):
+def train_estimator(log: Path, estimator: str, iterations: int, seed: int, extra: dict | None = None):
     import torch
 
     from trainer.algos.config import make_config
@@ -206,13 +206,20 @@ def main() -> None:
     p.add_argument("--futures", type=int, default=8, help="paired futures per action")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "advantage")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="residual estimator option"
+    )
     args = p.parse_args()
     from envs.seeds import tuning_seeds
 
     t0 = time.time()
     log = collect_log(args.log, args.episodes, args.workers)
     print(f"log {log} [{time.time() - t0:.0f}s]")
-    algos = {name: train_estimator(log, name, args.iterations, args.seed) for name in ("residual", "local_q")}
+    extra = dict(item.split("=", 1) for item in args.set)
+    algos = {
+        "residual": train_estimator(log, "residual", args.iterations, args.seed, extra),
+        "local_q": train_estimator(log, "local_q", args.iterations, args.seed),
+    }
     ref = algos["residual"]
     scale, c = ref.data.reward_scale, ref.config
     print(
@@ -263,20 +270,25 @@ def main() -> None:
                     "state": si,
                     "action": a,
                     "preferred": pref,
+                    "behaviour_prob": float(snap["dist"][a]),
                     "truth": float(diff.mean()),
                     "se": float(diff.std(ddof=1) / np.sqrt(len(diff))),
                     **{name: float(est[si, a] - est[si, pref]) for name, est in estimates.items()},
                 }
             )
-    summary = summarize(rows, list(estimates))
-    for name, s in summary.items():
-        print(
-            f"{name:9s} corr {s['corr']:+.3f}  sign accuracy {s['sign_acc']:.0%} on {s['n_clear']} clear pairs "
-            f"(|truth| > 2 SE of {s['n']})"
-        )
+    # What a log can teach: alternatives the behaviour takes at that state (an in-sample learner never
+    # acts on the others, and no log holds their value). All pairs are reported beside them.
+    supported = [r for r in rows if r["behaviour_prob"] > 0]
+    summary = {"supported": summarize(supported, list(estimates)), "all": summarize(rows, list(estimates))}
+    for subset, table in summary.items():
+        for name, s in table.items():
+            print(
+                f"{subset:9s} {name:9s} corr {s['corr']:+.3f}  sign accuracy {s['sign_acc']:.0%} on "
+                f"{s['n_clear']} clear pairs (|truth| > 2 SE) of {s['n']}"
+            )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "advantage_truth.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
-    plot(rows, list(estimates), summary, args.out / "advantage_truth.png")
+    plot(supported, list(estimates), summary["supported"], args.out / "advantage_truth.png")
     print(f"wrote {args.out}/advantage_truth.json, advantage_truth.png [{time.time() - t0:.0f}s]")
 
 
@@ -313,7 +325,7 @@ def plot(rows: list[dict], names: list[str], summary: dict, path: Path) -> None:
         ax.set_title(f"{name}: corr {s['corr']:+.2f}, sign {s['sign_acc']:.0%} ({s['n_clear']} clear)")
         ax.set_xlabel("truth: A(action) - A(preferred), paired simulation (±2 SE)")
         ax.set_ylabel("estimate from the log")
-    fig.suptitle(f"{ENV}, behaviour {BEHAVIOUR}: idle-car decisions on tuning seeds")
+    fig.suptitle(f"{ENV}, behaviour {BEHAVIOUR}: idle-car decisions the log supports, tuning seeds")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -164,6 +164,7 @@ class InSPO(Algorithm):
             self.adv_opt = torch.optim.Adam(self.adv_heads.parameters(), lr=c.adv_lr)
         self.residual: torch.Tensor | None = None  # [K] G - V(s), cross-fitted (residual estimator)
         self.propensity_all: torch.Tensor | None = None  # [K, N, A] e(a) (residual estimator)
+        self.informative: torch.Tensor | None = None  # rows where some agent's logged action was not certain
         self.adv_scale = torch.ones(())  # running typical size of the advantages (adv_normalize)
         self.logged_log_prob = self._logged_log_prob()
         # Polyak average of the actor (the deployed policy when actor_ema > 0); starts as the first iterate
@@ -227,7 +228,7 @@ class InSPO(Algorithm):
         self.adv_scale = state.get("adv_scale", torch.ones(()))
         self.log_mu_all = self._compute_log_mu() if self.mu_done else None
         if self.mu_done and self.adv_heads is not None:
-            self.propensity_all = self._compute_propensities()
+            self._set_propensities()
 
     # -- 1. behaviour policy ------------------------------------------------------------------
     def fit_mu(self) -> dict[str, float]:
@@ -288,15 +289,23 @@ class InSPO(Algorithm):
         return torch.where(torch.isnan(exact), fitted, exact)
 
     @torch.no_grad()
-    def _compute_propensities(self) -> torch.Tensor:
+    def _set_propensities(self) -> None:
+        """``e(a)`` of every row, and the rows that carry information about an advantage: those where
+        some agent's logged action was not certain (elsewhere the residual regression has no gradient)."""
         d = self.data
         assert d is not None and self.log_mu_all is not None
-        probs = (
-            d.behavior_prob
-            if self.logged_log_prob is not None
-            else torch.full_like(d.behavior_prob, torch.nan)
-        )
-        return advantage.propensities(self.log_mu_all, d.actions, probs)
+        unknown = torch.full_like(d.behavior_prob, torch.nan)
+        probs = d.behavior_prob if self.logged_log_prob is not None else unknown
+        self.propensity_all = advantage.propensities(self.log_mu_all, d.actions, probs)
+        taken = self.propensity_all.gather(-1, d.actions.unsqueeze(-1)).squeeze(-1)
+        self.informative = torch.nonzero((taken < 1.0 - 1e-6).any(-1)).squeeze(-1)
+
+    def sample_residual_rows(self, n: int, informative_share: float) -> torch.Tensor:
+        """Rows for the residual estimator: ``informative_share`` of them from the informative rows."""
+        assert self.informative is not None
+        k = int(round(n * informative_share)) if len(self.informative) else 0
+        pick = torch.randint(0, max(len(self.informative), 1), (k,), generator=self.generator)
+        return torch.cat([self.sample_rows(n - k), self.informative[pick]])
 
     # -- residual estimator: baseline, heads ---------------------------------------------------------
     def fit_residuals(self) -> dict[str, float]:
@@ -331,7 +340,7 @@ class InSPO(Algorithm):
         c, d = self.config, self.data
         assert d is not None and self.residual is not None and self.propensity_all is not None
         assert self.log_mu_all is not None and self.adv_heads is not None
-        rows = self.sample_rows(c.batch_size)
+        rows = self.sample_residual_rows(c.batch_size, 1.0)
         n = d.n_agents
         adv = self._centred_advantages(
             d.states[rows].repeat_interleave(n, 0),
@@ -543,7 +552,7 @@ class InSPO(Algorithm):
         metrics: dict[str, float] = {}
         if not self.mu_done and c.estimator == "residual":
             metrics.update(self.fit_mu())
-            self.propensity_all = self._compute_propensities()
+            self._set_propensities()
             metrics.update(self.fit_residuals())
             for _ in range(c.adv_warmup):
                 metrics.update(self.adv_warmup_step())
@@ -560,7 +569,9 @@ class InSPO(Algorithm):
         local_q = c.estimator == "local_q"
         for _ in range(c.critic_steps if local_q else 0):  # the residual estimator needs no joint critic
             metrics.update(self.critic_step())
-        rows = self.sample_rows(c.batch_size)
+        # the residual estimator oversamples the rows that inform it; the actor's per-state target (the
+        # closed form) does not depend on how often a state is drawn
+        rows = self.sample_rows(c.batch_size) if local_q else self.sample_residual_rows(c.batch_size, 0.5)
         batch = self._batch(rows)
         joint_q, baseline = torch.zeros(()), torch.zeros(())
         if local_q:
