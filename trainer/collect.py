@@ -10,6 +10,7 @@ libsumo allows one simulation per process, so each worker process builds its own
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -22,6 +23,7 @@ from tqdm.auto import tqdm
 
 from envs.controllers import build_controller
 from envs.registry import dataset_plan, make_env
+from envs.site import partition_env_id
 from runtime.logformat import LogWriter, site_name
 from trainer.logs.reader import part_files
 from trainer.rollout import EpisodeResult, episode_seed, log_meta, run_episode, seed_episode_id
@@ -94,7 +96,7 @@ _ENV_CACHE: dict[tuple, object] = {}
 
 def _worker_env(env_id: str, env_kwargs: dict):
     """One env per worker process, reused across its chunks (libsumo: one simulation per process)."""
-    key = (env_id, tuple(sorted(env_kwargs.items())))
+    key = (env_id, json.dumps(env_kwargs, sort_keys=True, default=repr))  # values may be lists (payoff=...)
     if key not in _ENV_CACHE:
         _ENV_CACHE.clear()
         _ENV_CACHE[key] = make_env(env_id, **env_kwargs)
@@ -134,7 +136,8 @@ def collect(
     env_kwargs = env_kwargs or {}
     chunks = plan_chunks(plan, start_seed, chunk_size)
     total = sum(len(c.seeds) for c in chunks)
-    _refuse_logged_seeds(out, site or site_name(env_id), chunks)
+    site = site or site_name(partition_env_id(env_id))  # a site file's rows go under site=site-<name>
+    _refuse_logged_seeds(out, site, chunks)
     Path(out).mkdir(parents=True, exist_ok=True)
     results: list[EpisodeResult] = []
     bar = tqdm(total=total, desc=f"collect {env_id}", unit="ep", disable=not progress)

@@ -53,6 +53,7 @@ class Algorithm:
         self.agent_ids: list[str] = []
         self.env_id = ""
         self.fingerprint = ""
+        self.site_spec: dict | None = None
         self.generator = torch.Generator().manual_seed(int(config.seed))
         self.actor: PolicyNet | None = None
 
@@ -62,6 +63,7 @@ class Algorithm:
         gamma = getattr(self.config, "gamma", 0.99)
         self.data = build_transitions(data, gamma, getattr(self.config, "reward_scale", None))
         self.agent_ids, self.env_id, self.fingerprint = list(data.agent_ids), data.env_id, data.fingerprint
+        self.site_spec = data.site_spec
         torch.manual_seed(int(self.config.seed))
         self._build(neighbors)
 
@@ -120,6 +122,7 @@ class Algorithm:
             "config": config_dict(self.config),
             "dataset_fingerprint": self.fingerprint,
             "reward_scale": self.data.reward_scale,
+            "site_spec": self.site_spec,
         }
 
     # -- state --------------------------------------------------------------------------------

@@ -57,6 +57,7 @@ def to_offline_data(raw: RawLog, cols: Columns) -> OfflineData:
         filled=filled,
         episode_ids=list(cols.episode_ids),
         fingerprint=raw.fingerprint,
+        site_spec=meta.site_spec,
     )
 
 

@@ -27,6 +27,7 @@ class OfflineData:
     filled: np.ndarray  # [E, T] bool
     episode_ids: list[str] = field(default_factory=list)
     fingerprint: str = ""  # content hash of the source log (for caching and the model card)
+    site_spec: dict | None = None  # the resolved site the log was collected on (envs/site.py), if recorded
 
     @property
     def n_episodes(self) -> int:
