@@ -196,15 +196,28 @@ def test_custom_building_is_recorded_and_checked_from_collect_to_serving(tmp_pat
         runtime.stop()
 
 
-def test_a_log_mixing_two_buildings_is_refused_naming_the_field(tmp_path, capsys):
+def test_a_log_mixing_two_buildings_is_refused_naming_the_field(tmp_path):
     from trainer.collect import collect
     from trainer.logs import load_log
+    from trainer.logs.combine import combine_logs
 
+    hq = _site(tmp_path, "hq")
     log = tmp_path / "log"
-    collect(_site(tmp_path, "hq"), log, "etd", 1, progress=False)
-    collect(_site(tmp_path, "hq"), log, "etd", 1, start_seed=1, progress=False, env_kwargs={"capacity": 20})
+    collect(hq, log, "etd", 1, progress=False)
+    collect(hq, log, "etd", 1, start_seed=1, progress=False, env_kwargs={"capacity": 20})
     with pytest.raises(LogValidationError, match="site_spec: site mismatch: capacity 13 .* vs 20"):
         load_log(log)
+    # inspo data combine keeps the site of logs that share it and refuses to mix buildings
+    a, b, c = tmp_path / "a", tmp_path / "b", tmp_path / "c"
+    collect(hq, a, "etd", 1, progress=False)
+    collect(hq, b, "etd", 1, start_seed=1, progress=False, env_kwargs={"capacity": 20})
+    collect(hq, c, "etd", 1, start_seed=2, progress=False, env_kwargs={"intensity": 2.0})
+    combine_logs(tmp_path / "ac", [a, c])
+    assert load_log(tmp_path / "ac").site_spec == load_log(a).site_spec
+    with pytest.raises(
+        ValueError, match="cannot combine logs of different sites: site mismatch: capacity 13"
+    ):
+        combine_logs(tmp_path / "ab", [a, b])
 
 
 @pytest.mark.parametrize(
