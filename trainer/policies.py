@@ -110,8 +110,10 @@ def load_controller(source: str, env_id: str, env: MultiAgentEnv | None = None) 
 
         policy, meta = load_policy(path)
         if not _site_checked(meta.get("site_spec"), env, f"run {path}"):
+            from envs.site import partition_env_id
+
             trained_on = meta.get("env_id")
-            if trained_on and trained_on != env_id:
+            if trained_on and trained_on not in (env_id, partition_env_id(env_id)):
                 raise ValueError(f"run {path} was trained on env {trained_on!r}, not {env_id!r}")
         name = f"{meta.get('algorithm', 'policy')}:{path.name}"
         return TorchPolicyController(policy, meta["agent_ids"], deterministic=mode != "sample", name=name)
