@@ -306,6 +306,17 @@ def test_a_payoff_table_game_needs_no_code(tmp_path, capsys):
     ]
 
 
+def test_floor_shares_weight_the_upper_floors():
+    shares = [0.0] * 8 + [1.0]  # every upper-floor trip end on the top floor
+    env = make_env("elevator:cb10x4:downpeak", floor_shares=shares, warmup=0.0)
+    people = generate(env.building, env.traffic, 3)
+    assert len(people) > 100 and set(people.origin.tolist()) == {9} and set(people.dest.tolist()) == {0}
+    with pytest.raises(ValueError, match=r"floor_shares expects 9 values \(one per upper floor\), got 2"):
+        make_env("elevator:cb10x4:downpeak", floor_shares=[0.5, 0.5])
+    with pytest.raises(ValueError, match="floor_shares expects .*they sum to 0.5, not 1"):
+        make_env("elevator:cb10x4:downpeak", floor_shares=[0.5])
+
+
 def test_demand_differences_are_notes_and_structure_differences_refusals():
     base = make_env("elevator:cb10x4:lunch").site_spec
     assert compare(base, base) is None

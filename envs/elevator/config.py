@@ -174,6 +174,9 @@ class Traffic:
     hours: float | None = None  # stretch/cut a single-slot profile to this many hours
     slots: tuple[Slot, ...] = field(default=())  # a site's own demand (then ``profile`` is only its name)
     begin_hour: float | None = None  # clock time at the window's start (default: the profile's)
+    # share of the upper-floor trip ends at each upper floor (origins of down/inter trips, destinations of
+    # up trips), in floor order; () = equal shares (every profile above)
+    floor_shares: tuple[float, ...] = ()
 
     def __post_init__(self):
         if self.profile not in PROFILES and not self.slots:

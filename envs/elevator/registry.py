@@ -92,6 +92,17 @@ def _demand(value: Any) -> tuple[Slot, ...]:
     return tuple(slots)
 
 
+def _floor_shares(value: Any) -> tuple[float, ...]:
+    """Per-upper-floor shares of trip ends; their count is checked against the building in make_env."""
+    if not isinstance(value, list | tuple) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in value
+    ):
+        raise ValueError("a list of numbers >= 0")
+    if value and abs(sum(value) - 1.0) > 1e-6:
+        raise ValueError(f"they sum to {sum(value):g}, not 1")
+    return tuple(float(v) for v in value)
+
+
 def _building_options() -> dict[str, Option]:
     kinds = {"int": "int", "float": "float", "str": "str", "tuple[int, ...]": "ints"}
     minimum = {"n_floors": 2, "n_cars": 1, "capacity": 1, "load_time_shape": 1}
@@ -117,6 +128,12 @@ OPTIONS: dict[str, Option] = {
         "demand", "table", "a list of time bins {seconds, pct5, up, down, inter}", check=_demand
     ),
     "start_hour": Option("start_hour", "float?", "clock hour at the measured window's start", minimum=0),
+    "floor_shares": Option(
+        "floor_shares",
+        "table",
+        "one share per upper floor, summing to 1 (or [] for equal)",
+        check=_floor_shares,
+    ),
     "intensity": Option("intensity", "float", "multiplies every rate", minimum=0),
     "hours": Option("hours", "float?", "stretch the profile to this many hours", minimum=0.001),
     "warmup": Option("warmup", "float", "s", minimum=0),
@@ -172,7 +189,15 @@ def make_env(env_id: str, **overrides) -> ElevatorEnv:
     tkw = {k: values.pop(k) for k in list(values) if k in ("intensity", "hours", "warmup", "drain")}
     if intensity is not None:
         tkw.setdefault("intensity", intensity)
-    traffic = Traffic(profile=profile, slots=slots, begin_hour=values.pop("start_hour", None), **tkw)
+    shares = values.pop("floor_shares", ())
+    if shares and len(shares) != len(building.upper_floors):
+        raise ValueError(
+            f"elevator option floor_shares expects {len(building.upper_floors)} values (one per upper floor), "
+            f"got {len(shares)}"
+        )
+    traffic = Traffic(
+        profile=profile, slots=slots, begin_hour=values.pop("start_hour", None), floor_shares=shares, **tkw
+    )
     return ElevatorEnv(
         building,
         traffic,
@@ -196,6 +221,7 @@ def site_spec(env: ElevatorEnv) -> dict[str, Any]:
             "profile": t.profile,
             "demand": [dict(zip(SLOT_KEYS, dataclasses.astuple(s), strict=True)) for s in slots],
             "start_hour": t.start_hour,
+            "floor_shares": list(t.floor_shares),
             "intensity": t.intensity,
             "hours": t.hours,
             "warmup": t.warmup,

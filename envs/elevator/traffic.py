@@ -2,7 +2,8 @@
 
 Poisson arrivals with rates constant within each slot; origins/destinations by stream
 (up: lobby -> upper floor, down: upper floor -> lobby, inter: upper -> other upper floor),
-upper floors weighted by population. Separate PCG64 streams (from one ``SeedSequence``) for
+upper floors equally likely unless ``Traffic.floor_shares`` weights them (inter-floor destinations
+stay uniform over the other upper floors). Separate PCG64 streams (from one ``SeedSequence``) for
 counts/times, floors and load times, so every controller faces identical traffic for a seed.
 """
 
@@ -50,7 +51,14 @@ def generate(building: Building, traffic: Traffic, seed: int) -> Passengers:
         slots = (type(first)(traffic.warmup, first.pct5, first.up, first.down, first.inter), *slots)
     upper = building.upper_floors
     lobbies = np.array(building.lobby_floors)
-    weights = np.full(len(upper), 1.0 / len(upper))
+    if traffic.floor_shares:
+        if len(traffic.floor_shares) != len(upper):
+            raise ValueError(
+                f"floor_shares has {len(traffic.floor_shares)} values for {len(upper)} upper floors"
+            )
+        weights = np.asarray(traffic.floor_shares, dtype=np.float64)
+    else:
+        weights = np.full(len(upper), 1.0 / len(upper))
     pop = building.population
     times, origins, dests = [], [], []
     t0 = 0.0
