@@ -202,7 +202,7 @@ def partition_env_id(env_id: str) -> str:
 
 
 def summary_rows(spec: dict[str, Any]) -> list[tuple[str, str]]:
-    """(field, value) rows for the dataset card: family, every option (structural ones marked *), file hashes."""
+    """(field, value) rows for the dataset card: family, every option and file hash (structural ones marked *)."""
     module = family_module(spec["family"])
     structural = set(module.STRUCTURAL_OPTIONS)
     rows = [("family", spec["family"]), ("built as", spec["base"])]
@@ -215,7 +215,11 @@ def summary_rows(spec: dict[str, Any]) -> list[tuple[str, str]]:
             rows.append((key, text + (" ..." if len(value) > 3 else "")))
         else:
             rows.append((key + (" *" if key in structural else ""), json.dumps(value, default=_jsonable)))
-    rows += [(f"{key} sha256", digest) for key, digest in sorted(spec["files"].items())]
+    structural_files = set(getattr(module, "STRUCTURAL_FILES", ()))
+    rows += [
+        (f"{key} sha256" + (" *" if key in structural_files else ""), digest)
+        for key, digest in sorted(spec["files"].items())
+    ]
     return rows
 
 
