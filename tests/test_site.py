@@ -169,6 +169,24 @@ def test_custom_building_is_recorded_and_checked_from_collect_to_serving(tmp_pat
     )
     assert code == 2 and "site mismatch: floor_time 1.4 (policy) vs 1.45 (env)" in err
 
+    # off-policy evaluation refuses a log of another building
+    log20 = tmp_path / "logs" / "hq20"
+    code, err = _cli(
+        capsys,
+        "collect",
+        "--env",
+        other,
+        "--controller",
+        "etd@eps=0.2",
+        "--episodes",
+        "1",
+        "--out",
+        str(log20),
+    )
+    assert code == 0, err
+    code, err = _cli(capsys, "ope", "--policy", str(run), "--data", str(log20))
+    assert code == 2 and "site mismatch: capacity 13 (policy) vs 20 (log)" in err
+
     # train refuses to evaluate on another building than the log's
     code, err = _cli(
         capsys, *train[:-4], "--out", str(tmp_path / "run2"), "--env", other, "--eval-every", "4"
