@@ -169,6 +169,21 @@ def test_custom_building_is_recorded_and_checked_from_collect_to_serving(tmp_pat
     )
     assert code == 2 and "site mismatch: floor_time 1.4 (policy) vs 1.45 (env)" in err
 
+    # --env-arg alone changes options of the log's own site: another demand is said, another capacity refused
+    code, err = _cli(
+        capsys,
+        *train[:-4],
+        "--out",
+        str(tmp_path / "run3"),
+        "--set",
+        "iterations=1",
+        "--env-arg",
+        "intensity=2",
+    )
+    assert code == 0 and "intensity 1.0 -> 2.0" in err
+    code, err = _cli(capsys, *train[:-4], "--out", str(tmp_path / "run4"), "--env-arg", "capacity=20")
+    assert code == 2 and "evaluation env: site mismatch: capacity 13 (log) vs 20 (env)" in err
+
     # off-policy evaluation refuses a log of another building
     log20 = tmp_path / "logs" / "hq20"
     code, err = _cli(

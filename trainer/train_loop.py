@@ -39,8 +39,14 @@ def _env_for(data: OfflineData, env_id: str | None, env_kwargs: dict[str, Any] |
     from envs.registry import make_env
     from envs.site import SiteMismatchError, check_policy_site, env_from_spec
 
-    if env_id or env_kwargs:
-        env = make_env(env_id or data.env_id, **(env_kwargs or {}))
+    if env_id:
+        env = make_env(env_id, **(env_kwargs or {}))
+    elif env_kwargs:  # options changed on the log's own site
+        env = (
+            env_from_spec(data.site_spec, **env_kwargs)
+            if data.site_spec
+            else make_env(data.env_id, **env_kwargs)
+        )
     elif not data.env_id:
         return None
     else:
