@@ -69,7 +69,7 @@ def coerce(family: str, option: Option, value: Any) -> Any:
             return value.strip().lower() in ("true", "1")
         raise bad()
     elif kind == "str":
-        if not isinstance(value, str) or not value:
+        if not isinstance(value, str):
             raise bad()
         return value
     elif kind == "choice":

@@ -339,6 +339,16 @@ def test_a_payoff_table_game_needs_no_code(tmp_path, capsys):
     ]
 
 
+@pytest.mark.parametrize("env_id", ["xor", "mne", "bridge"])
+def test_games_round_trip_through_site_files(env_id, tmp_path):
+    env = make_env(env_id)
+    (tmp_path / "game.toml").write_text(to_toml(env.site_spec))
+    site = make_env(f"site:{tmp_path / 'game.toml'}")
+    assert (
+        site.site_spec["options"] == env.site_spec["options"] and site.possible_agents == env.possible_agents
+    )
+
+
 def test_floor_shares_weight_the_upper_floors():
     shares = [0.0] * 8 + [1.0]  # every upper-floor trip end on the top floor
     env = make_env("elevator:cb10x4:downpeak", floor_shares=shares, warmup=0.0)
