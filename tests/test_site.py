@@ -22,6 +22,7 @@ from envs.registry import make_env
 from envs.site import SiteMismatchError, compare, to_toml
 from trainer.cli import main
 from trainer.logs.errors import LogValidationError
+from trainer.rollout import run_episode
 
 torch.set_num_threads(1)
 
@@ -224,9 +225,15 @@ def test_custom_building_is_recorded_and_checked_from_collect_to_serving(tmp_pat
     try:
         with pytest.raises(SiteMismatchError, match="capacity 13 \\(policy\\) vs 20 \\(env\\)"):
             grpc_controller(f"{runtime.url}/hq", wrong)
-        grpc_controller(f"{runtime.url}/hq", make_env(hq)).close()
+        served = grpc_controller(f"{runtime.url}/hq", make_env(hq), deterministic=False, report_outcomes=True)
+        run_episode(make_env(hq), served, 0)
+        served.close()
     finally:
-        runtime.stop()
+        runtime.stop()  # graceful: flushes the decision log
+    # the runtime's decision log records the served model's site
+    from trainer.logs import load_log
+
+    assert load_log(tmp_path / "decision-log" / "hq").site_spec == spec
 
 
 def test_a_log_mixing_two_buildings_is_refused_naming_the_field(tmp_path):
