@@ -356,6 +356,14 @@ def test_games_round_trip_through_site_files(env_id, tmp_path):
     )
 
 
+def test_a_two_floor_building_runs():
+    """One upper floor: no inter-floor trips (generating them used to misalign the passenger arrays)."""
+    from envs.controllers import build_controller
+
+    env = make_env("elevator:cb10x4:lunch", n_floors=2, hours=0.05, warmup=60.0)
+    assert run_episode(env, build_controller("elevator:cb10x4:lunch", "etd"), 0).metrics["passengers"] > 0
+
+
 def test_floor_shares_weight_the_upper_floors():
     shares = [0.0] * 8 + [1.0]  # every upper-floor trip end on the top floor
     env = make_env("elevator:cb10x4:downpeak", floor_shares=shares, warmup=0.0)

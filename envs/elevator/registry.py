@@ -105,7 +105,7 @@ def _floor_shares(value: Any) -> tuple[float, ...]:
 
 def _building_options() -> dict[str, Option]:
     kinds = {"int": "int", "float": "float", "str": "str", "tuple[int, ...]": "ints"}
-    minimum = {"n_floors": 2, "n_cars": 1, "capacity": 1, "load_time_shape": 1}
+    minimum = {"n_floors": 2, "n_cars": 1, "capacity": 1, "load_time_shape": 1, "dt": 0.01}
     return {
         f.name: Option(f.name, kinds[str(f.type)], "a Building field", minimum=minimum.get(f.name, 0))
         for f in dataclasses.fields(Building)

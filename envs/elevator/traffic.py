@@ -65,8 +65,8 @@ def generate(building: Building, traffic: Traffic, seed: int) -> Passengers:
     for slot in slots:
         rate = slot.pct5 * traffic.intensity * pop / 300.0  # persons per second
         for share, kind in ((slot.up, "up"), (slot.down, "down"), (slot.inter, "inter")):
-            if share <= 0 or rate <= 0:
-                continue
+            if share <= 0 or rate <= 0 or (kind == "inter" and len(upper) < 2):
+                continue  # (a building with one upper floor has no inter-floor trips)
             n = int(r_time.poisson(rate * share * slot.duration))
             if n == 0:
                 continue
@@ -78,8 +78,6 @@ def generate(building: Building, traffic: Traffic, seed: int) -> Passengers:
                 o = r_floor.choice(upper, size=n, p=weights)
                 d = r_floor.choice(lobbies, size=n)
             else:
-                if len(upper) < 2:
-                    continue
                 o = r_floor.choice(upper, size=n, p=weights)
                 # destination: another upper floor, uniform (shift trick keeps it exact)
                 k = r_floor.integers(0, len(upper) - 1, size=n)
