@@ -244,7 +244,19 @@ def test_a_log_mixing_two_buildings_is_refused_naming_the_field(tmp_path):
     hq = _site(tmp_path, "hq")
     log = tmp_path / "log"
     collect(hq, log, "etd", 1, progress=False)
-    collect(hq, log, "etd", 1, start_seed=1, progress=False, env_kwargs={"capacity": 20})
+    files = sorted(log.rglob("*.parquet"))
+    with pytest.raises(ValueError, match="site mismatch: capacity 13 .* vs 20 \\(this collection\\)"):
+        collect(hq, log, "etd", 1, start_seed=1, progress=False, env_kwargs={"capacity": 20})
+    assert sorted(log.rglob("*.parquet")) == files  # refused before anything ran
+    collect(
+        hq, log, "etd", 1, start_seed=1, progress=False, env_kwargs={"intensity": 2.0}
+    )  # other demand: fine
+    # a log mixed by other means is refused when read
+    collect(hq, tmp_path / "other", "etd", 1, start_seed=2, progress=False, env_kwargs={"capacity": 20})
+    for part in (tmp_path / "other").rglob("*.parquet"):
+        target = log / part.relative_to(tmp_path / "other")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        part.rename(target)
     with pytest.raises(LogValidationError, match="site_spec: site mismatch: capacity 13 .* vs 20"):
         load_log(log)
     # inspo data combine keeps the site of logs that share it and refuses to mix buildings
