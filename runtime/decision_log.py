@@ -196,6 +196,7 @@ class DecisionLog:
             n_actions=model.n_actions,
             agent_ids=model.agent_ids,
             state_dim=model.obs_dim * len(model.agent_ids),
+            site_spec=model.meta.get("site_spec"),  # the site the model was trained for (its policy.json)
         )
         site = self.config.site or site_name(meta.env_id)
         key = (model.name, meta.env_id, meta.obs_dim, meta.n_actions, tuple(meta.agent_ids), site, outcome)

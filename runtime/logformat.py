@@ -53,7 +53,11 @@ ENV_STEPS_FIELDS: list[pa.Field] = [
 
 @dataclass(frozen=True)
 class LogMeta:
-    """What every part file's schema metadata records about the environment."""
+    """What every part file's schema metadata records about the environment.
+
+    ``site_spec``: the resolved site spec (every env option, sha256 of the files it names; envs/site.py),
+    written as the optional ``site_spec`` key (JSON). Logs without it (older ones, other tools') stay readable.
+    """
 
     env_id: str
     obs_dim: int
@@ -61,9 +65,10 @@ class LogMeta:
     agent_ids: list[str]
     state_dim: int
     schema_version: int = SCHEMA_VERSION
+    site_spec: dict | None = None
 
     def to_metadata(self) -> dict[bytes, bytes]:
-        return {
+        out = {
             b"schema_version": str(self.schema_version).encode(),
             b"env_id": self.env_id.encode(),
             b"obs_dim": str(self.obs_dim).encode(),
@@ -71,6 +76,9 @@ class LogMeta:
             b"agent_ids": json.dumps(list(self.agent_ids)).encode(),
             b"state_dim": str(self.state_dim).encode(),
         }
+        if self.site_spec is not None:
+            out[b"site_spec"] = json.dumps(self.site_spec, sort_keys=True, separators=(",", ":")).encode()
+        return out
 
 
 def agent_steps_schema(meta: LogMeta) -> pa.Schema:

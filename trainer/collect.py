@@ -10,7 +10,9 @@ libsumo allows one simulation per process, so each worker process builds its own
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from tqdm.auto import tqdm
 
 from envs.controllers import build_controller
 from envs.registry import dataset_plan, make_env
+from envs.site import partition_env_id
 from runtime.logformat import LogWriter, site_name
 from trainer.logs.reader import part_files
 from trainer.rollout import EpisodeResult, episode_seed, log_meta, run_episode, seed_episode_id
@@ -77,6 +80,24 @@ def _refuse_logged_seeds(out: str | os.PathLike, site: str, chunks: list[Chunk])
         )
 
 
+def _refuse_other_site(out: str | os.PathLike, site: str, env_id: str, env_kwargs: dict) -> None:
+    """Appending another building (or network, or game shape) to a log would make it unreadable: refuse it
+    before anything runs, naming the option (envs/site.py). Another demand on the same site is fine."""
+    from envs.site import SiteMismatchError, compare
+
+    parts = [p for p in part_files(Path(out), "agent_steps") if f"site={site}" in p.parts]
+    raw = pq.read_schema(parts[0]).metadata.get(b"site_spec") if parts else None
+    if raw is None:
+        return
+    env = _worker_env(env_id, env_kwargs)  # reused by an in-process collection
+    try:
+        note = compare(json.loads(raw), env.site_spec, left=str(out), right="this collection")
+    except SiteMismatchError as err:
+        raise ValueError(f"{err}; collect into a new directory") from None
+    if note:
+        print(note, file=sys.stderr)
+
+
 def _run_chunk(
     env_id: str, env_kwargs: dict, chunk: Chunk, epsilon: float | None, out: str, site: str | None
 ) -> list[EpisodeResult]:
@@ -94,7 +115,7 @@ _ENV_CACHE: dict[tuple, object] = {}
 
 def _worker_env(env_id: str, env_kwargs: dict):
     """One env per worker process, reused across its chunks (libsumo: one simulation per process)."""
-    key = (env_id, tuple(sorted(env_kwargs.items())))
+    key = (env_id, json.dumps(env_kwargs, sort_keys=True, default=repr))  # values may be lists (payoff=...)
     if key not in _ENV_CACHE:
         _ENV_CACHE.clear()
         _ENV_CACHE[key] = make_env(env_id, **env_kwargs)
@@ -134,7 +155,9 @@ def collect(
     env_kwargs = env_kwargs or {}
     chunks = plan_chunks(plan, start_seed, chunk_size)
     total = sum(len(c.seeds) for c in chunks)
-    _refuse_logged_seeds(out, site or site_name(env_id), chunks)
+    site = site or site_name(partition_env_id(env_id))  # a site file's rows go under site=site-<name>
+    _refuse_logged_seeds(out, site, chunks)
+    _refuse_other_site(out, site, env_id, env_kwargs)
     Path(out).mkdir(parents=True, exist_ok=True)
     results: list[EpisodeResult] = []
     bar = tqdm(total=total, desc=f"collect {env_id}", unit="ep", disable=not progress)

@@ -236,6 +236,7 @@ def export_policy(
             "config": meta.get("config"),
             "net": policy.config(),
             "dataset_fingerprint": meta.get("dataset_fingerprint"),
+            "site_spec": meta.get("site_spec"),  # the resolved site it was trained for (envs/site.py)
             "training_metrics": meta.get("metrics", {}),
             "evaluation_metrics": meta.get("eval_metrics", {}),
             "inputs": [

@@ -9,7 +9,8 @@
   :func:`envs.controllers.build_controller`.
 
 A ``:greedy`` / ``:sample`` suffix on a run directory picks deterministic (argmax, the default) or
-stochastic actions.
+stochastic actions. A policy that recorded its site (``site_spec``) runs only on an env of the same
+site structure (``envs/site.py``); another demand profile is allowed and said on stderr.
 """
 
 from __future__ import annotations
@@ -65,6 +66,21 @@ class TorchPolicyController(Controller):
         return {a: probs[k] / probs[k].sum() for k, a in enumerate(agents)}
 
 
+def _site_checked(policy_spec: dict | None, env: MultiAgentEnv | None, who: str) -> bool:
+    """Check a policy's recorded site against ``env`` (envs/site.py): a structural difference raises, another
+    demand is said on stderr. False when either side records no site (then the env ids must match)."""
+    import sys
+
+    from envs.site import check_policy_site
+
+    if not policy_spec or env is None or not getattr(env, "site_spec", None):
+        return False
+    note = check_policy_site(policy_spec, env, who)
+    if note:
+        print(f"{who}: {note}", file=sys.stderr)
+    return True
+
+
 def is_run_dir(path: str | Path) -> bool:
     return (Path(path) / "policy" / "policy.json").exists()
 
@@ -93,9 +109,12 @@ def load_controller(source: str, env_id: str, env: MultiAgentEnv | None = None) 
         from trainer.run_dir import load_policy
 
         policy, meta = load_policy(path)
-        trained_on = meta.get("env_id")
-        if trained_on and trained_on != env_id:
-            raise ValueError(f"run {path} was trained on env {trained_on!r}, not {env_id!r}")
+        if not _site_checked(meta.get("site_spec"), env, f"run {path}"):
+            from envs.site import partition_env_id
+
+            trained_on = meta.get("env_id")
+            if trained_on and trained_on not in (env_id, partition_env_id(env_id)):
+                raise ValueError(f"run {path} was trained on env {trained_on!r}, not {env_id!r}")
         name = f"{meta.get('algorithm', 'policy')}:{path.name}"
         return TorchPolicyController(policy, meta["agent_ids"], deterministic=mode != "sample", name=name)
     if path.exists():

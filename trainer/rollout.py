@@ -41,6 +41,7 @@ def log_meta(env: MultiAgentEnv) -> LogMeta:
         n_actions=env.n_actions,
         agent_ids=list(env.possible_agents),
         state_dim=env.state_dim,
+        site_spec=getattr(env, "site_spec", None),
     )
 
 

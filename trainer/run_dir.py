@@ -10,7 +10,8 @@
 
 ``policy.json`` keys: ``net`` (``PolicyNet.config()``), ``env_id``, ``agent_ids``,
 ``action_names`` (or null), ``obs_low`` / ``obs_high`` (per-feature bounds seen in training),
-``algorithm``, ``config``, ``dataset_fingerprint``, ``metrics``.
+``algorithm``, ``config``, ``dataset_fingerprint``, ``metrics``, ``site_spec`` (the log's resolved site,
+envs/site.py; null for logs that record none). ``config.json`` records the same ``site_spec``.
 """
 
 from __future__ import annotations

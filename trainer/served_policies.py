@@ -11,6 +11,7 @@ full distribution and :meth:`Controller.act` samples it (logging the exact proba
 from __future__ import annotations
 
 import json
+import sys
 import uuid
 from pathlib import Path
 
@@ -38,6 +39,16 @@ def _agent_order(env, agent_ids: list[str], where: str) -> np.ndarray:
     if missing:
         raise ValueError(f"{where} does not know agents {missing} of env {env.env_id or type(env).__name__}")
     return np.array([index[a] for a in env.possible_agents], dtype=np.int64)
+
+
+def _check_site(spec: dict | None, env, where: str) -> None:
+    """The model's recorded site against the env it is about to control (the runtime cannot know the
+    client's site, so the client checks): refuse another structure, say another demand on stderr."""
+    from envs.site import check_policy_site
+
+    note = check_policy_site(spec, env, where)
+    if note:
+        print(f"{where}: {note}", file=sys.stderr)
 
 
 def _one_hot(n: int, actions: np.ndarray) -> np.ndarray:
@@ -69,6 +80,7 @@ class OnnxController(Controller):
             str(folder / "policy.onnx"), options, providers=["CPUExecutionProvider"]
         )
         self.agent_index = _agent_order(env, self.meta["agent_ids"], str(folder))
+        _check_site(self.meta.get("site_spec"), env, str(folder))
         self.deterministic = deterministic
         self.name = f"onnx:{self.meta['name']}"
         self.model_version = str(self.meta["version"])
@@ -107,6 +119,7 @@ class GrpcController(Controller):
                 f"{env.obs_dim}, {env.n_actions}"
             )
         _agent_order(env, list(info.agent_ids), url)
+        _check_site(json.loads(info.metadata_json or "{}").get("site_spec"), env, url)
         self.deterministic = deterministic
         self.name = f"grpc:{model}"
         self.model_version = info.version

@@ -27,16 +27,40 @@ from trainer.threads import torch_threads
 EXCLUDED_FROM_RESUME_CHECK = ("iterations",)
 
 
-def _env_for(env_id: str):
-    if not env_id:
-        return None
-    try:
-        from envs.registry import make_env
+def _env_for(data: OfflineData, env_id: str | None, env_kwargs: dict[str, Any] | None):
+    """The env periodic evaluation runs on, checked against the log's site.
 
-        return make_env(env_id)
-    except Exception as err:  # an env we cannot build here (e.g. SUMO missing): train without eval
-        print(f"note: no evaluation env for {env_id!r}: {err}")
+    ``env_id``/``env_kwargs`` (``inspo train --env/--env-arg``) build it explicitly (errors are the
+    user's to see); otherwise the log's recorded site spec rebuilds it, else its env id does. A site
+    whose structure differs from the log's is refused (envs/site.py); another demand is said in one line.
+    """
+    import sys
+
+    from envs.registry import make_env
+    from envs.site import SiteMismatchError, check_policy_site, env_from_spec
+
+    if env_id:
+        env = make_env(env_id, **(env_kwargs or {}))
+    elif env_kwargs:  # options changed on the log's own site
+        env = (
+            env_from_spec(data.site_spec, **env_kwargs)
+            if data.site_spec
+            else make_env(data.env_id, **env_kwargs)
+        )
+    elif not data.env_id:
         return None
+    else:
+        try:
+            env = env_from_spec(data.site_spec) if data.site_spec else make_env(data.env_id)
+        except SiteMismatchError:
+            raise
+        except Exception as err:  # an env we cannot build here (e.g. SUMO missing): train without eval
+            print(f"note: no evaluation env for {data.env_id!r}: {err}")
+            return None
+    note = check_policy_site(data.site_spec, env, "evaluation env", left="log")
+    if note:
+        print(note, file=sys.stderr)
+    return env
 
 
 def evaluate_actor(algo: Algorithm, env, episodes: int, deterministic: bool = True) -> dict[str, float]:
@@ -107,16 +131,19 @@ def train(
     stop_after: int | None = None,
     progress: bool = True,
     threads: int | None = 1,
+    env_id: str | None = None,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> Algorithm:
     """Train ``algo_name`` on a log (path or loaded data) into the run directory ``out``.
 
     ``threads``: torch intra-op threads while training (``trainer.threads``; ``None``/0 = torch's
     default). One by default: our MLPs gain little from more, and parallel jobs or a busy machine make
-    extra threads spin (measured 10-20x slower on the shared 2-core machine)."""
+    extra threads spin (measured 10-20x slower on the shared 2-core machine).
+    ``env_id``/``env_kwargs``: the evaluation env (default: the log's own site, from its metadata)."""
     with torch_threads(threads):
         return _train(
             algo_name, data, out, config_file, overrides, seed, resume, eval_every, eval_episodes,
-            log_every, checkpoint_every, stop_after, progress,
+            log_every, checkpoint_every, stop_after, progress, env_id, env_kwargs,
         )  # fmt: skip
 
 
@@ -134,6 +161,8 @@ def _train(
     checkpoint_every: int,
     stop_after: int | None,
     progress: bool,
+    env_id: str | None = None,
+    env_kwargs: dict[str, Any] | None = None,
 ) -> Algorithm:
     run = Path(out)
     ckpt = run / "checkpoints" / "last.pt"
@@ -156,7 +185,7 @@ def _train(
     if seed is not None:
         items["seed"] = seed
     algo = make_algorithm(algo_name, config_file, items)
-    env = _env_for(data.env_id)
+    env = _env_for(data, env_id, env_kwargs)
     algo.setup(data, env.neighbors() if env is not None else None)
     if resume:
         if not ckpt.exists():
@@ -179,6 +208,7 @@ def _train(
                 "dataset_fingerprint": data.fingerprint,
                 "env_id": data.env_id,
                 "reward_scale": algo.data.reward_scale if algo.data else None,
+                "site_spec": data.site_spec,
             },
             indent=2,
         )

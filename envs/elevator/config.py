@@ -172,7 +172,11 @@ class Traffic:
     warmup: float = 300.0  # s of traffic (first slot's rates) before the measured window
     drain: float = 600.0  # s at most after the window, arrivals stopped, until everyone is delivered
     hours: float | None = None  # stretch/cut a single-slot profile to this many hours
-    slots: tuple[Slot, ...] = field(default=())
+    slots: tuple[Slot, ...] = field(default=())  # a site's own demand (then ``profile`` is only its name)
+    begin_hour: float | None = None  # clock time at the window's start (default: the profile's)
+    # share of the upper-floor trip ends at each upper floor (origins of down/inter trips, destinations of
+    # up trips), in floor order; () = equal shares (every profile above)
+    floor_shares: tuple[float, ...] = ()
 
     def __post_init__(self):
         if self.profile not in PROFILES and not self.slots:
@@ -194,4 +198,6 @@ class Traffic:
 
     @property
     def start_hour(self) -> float:
+        if self.begin_hour is not None:
+            return self.begin_hour
         return PROFILE_START_HOUR.get(self.profile, 0.0)

@@ -3,24 +3,51 @@
 Env id: ``elevator:<preset>:<profile>[:<intensity>]``, e.g. ``elevator:cb10x4:downpeak`` or
 ``elevator:office16x6:uppeak:1.2``. Presets: ``envs.elevator.config.PRESETS``; profiles:
 ``downpeak`` (Crites & Barto), ``uppeak``, ``lunch``, ``interfloor``, ``day`` (07-19 h).
-Overrides: ``intensity``, ``hours``, ``warmup``, ``drain``, ``reward`` ('wait2' | 'wait'),
-``backend`` ('scalar' | 'numpy') and any :class:`Building` field (``n_floors=12``, ...).
+Overrides (``OPTIONS``, type-checked): ``intensity``, ``hours``, ``warmup``, ``drain``, ``reward``
+('wait2' | 'wait'), ``backend`` ('scalar' | 'numpy'), any :class:`Building` field (``n_floors=12``, ...)
+or speed/acceleration/door times, and a site's own demand (``demand``: time bins of rates and shares).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
+from typing import Any
 
-from envs.elevator.config import PRESETS, PROFILES, Building, Traffic
+from envs.elevator.config import PRESETS, PROFILES, Building, Slot, Traffic
 from envs.elevator.controllers import CONTROLLERS
 from envs.elevator.env import ElevatorEnv
+from envs.options import Option, check_options
 
-_BUILDING_FIELDS = {f.name for f in dataclasses.fields(Building)}
-_TRAFFIC_FIELDS = {"intensity", "hours", "warmup", "drain"}
+DEFAULT_PRESET, DEFAULT_PROFILE = "cb10x4", "downpeak"
+SLOT_KEYS = ("seconds", "pct5", "up", "down", "inter")
+KINEMATIC = ("speed", "acceleration", "door_open", "door_close")
+
+# The site check (envs/site.py): options that change what a car's observation or action means. The
+# demand (profile, rates, population, boarding times, clock), the episode's length and the reward may
+# differ between a policy's site and the env; the label and the simulator backend are ignored.
+STRUCTURAL_OPTIONS = (
+    "n_floors",
+    "n_cars",
+    "capacity",
+    "floor_time",
+    "stop_time",
+    "turn_time",
+    "reopen_time",
+    "park_time",
+    "lobby_floors",
+    "dt",
+    "hold_time",
+    "assignment_obs",
+)
+IGNORED_OPTIONS = ("name", "backend")
 
 
 def parse_env_id(env_id: str) -> tuple[str, str, float | None]:
+    """``elevator[:<preset>:<profile>[:<intensity>]]``; plain ``elevator`` is cb10x4 with down-peak traffic
+    (what a site file starting from scratch builds on)."""
+    if env_id == "elevator":
+        return DEFAULT_PRESET, DEFAULT_PROFILE, None
     parts = env_id.split(":")
     if len(parts) not in (3, 4) or parts[0] != "elevator":
         raise ValueError(
@@ -32,38 +59,179 @@ def parse_env_id(env_id: str) -> tuple[str, str, float | None]:
         raise ValueError(f"unknown elevator preset {preset!r} in {env_id!r}; known: {sorted(PRESETS)}")
     if profile not in PROFILES:
         raise ValueError(f"unknown traffic profile {profile!r} in {env_id!r}; known: {sorted(PROFILES)}")
-    intensity = float(rest[0]) if rest else None
+    try:
+        intensity = float(rest[0]) if rest else None
+    except ValueError:
+        raise ValueError(f"bad intensity {rest[0]!r} in {env_id!r}: expected a number, e.g. 1.2") from None
     return preset, profile, intensity
 
 
-def _flag(value, name: str) -> bool:
-    """A boolean option from Python or from ``--env-arg`` text (``true``/``false``/``1``/``0``)."""
-    if isinstance(value, bool | int) and value in (0, 1):
-        return bool(value)
-    if isinstance(value, str) and value.strip().lower() in ("true", "false", "1", "0"):
-        return value.strip().lower() in ("true", "1")
-    raise ValueError(f"elevator option {name} expects true or false, got {value!r}")
+def _demand(value: Any) -> tuple[Slot, ...]:
+    """A list of time bins ``{seconds, pct5, up, down, inter}`` (or :class:`Slot` objects)."""
+    if not isinstance(value, list | tuple) or not value:
+        raise ValueError("a non-empty list")
+    slots = []
+    for i, row in enumerate(value):
+        if isinstance(row, Slot):
+            row = {
+                "seconds": row.duration,
+                "pct5": row.pct5,
+                "up": row.up,
+                "down": row.down,
+                "inter": row.inter,
+            }
+        if not isinstance(row, dict) or set(row) != set(SLOT_KEYS):
+            raise ValueError(f"bin {i} must have exactly the keys {', '.join(SLOT_KEYS)}")
+        bad = [k for k in SLOT_KEYS if isinstance(row[k], bool) or not isinstance(row[k], int | float)]
+        if bad or any(row[k] < 0 for k in SLOT_KEYS) or row["seconds"] <= 0:
+            raise ValueError(f"bin {i}: seconds > 0 and rates/shares >= 0 are numbers")
+        shares = row["up"] + row["down"] + row["inter"]
+        if abs(shares - 1.0) > 1e-6:
+            raise ValueError(f"bin {i}: the shares up + down + inter sum to {shares:g}, not 1")
+        slots.append(Slot(float(row["seconds"]), *(float(row[k]) for k in SLOT_KEYS[1:])))
+    return tuple(slots)
+
+
+def _floor_shares(value: Any) -> tuple[float, ...]:
+    """Per-upper-floor shares of trip ends; their count is checked against the building in make_env."""
+    if not isinstance(value, list | tuple) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) and v >= 0 for v in value
+    ):
+        raise ValueError("a list of numbers >= 0")
+    if value and abs(sum(value) - 1.0) > 1e-6:
+        raise ValueError(f"they sum to {sum(value):g}, not 1")
+    return tuple(float(v) for v in value)
+
+
+def _building_options() -> dict[str, Option]:
+    kinds = {"int": "int", "float": "float", "str": "str", "tuple[int, ...]": "ints"}
+    minimum = {"n_floors": 2, "n_cars": 1, "capacity": 1, "load_time_shape": 1, "dt": 0.01}
+    return {
+        f.name: Option(f.name, kinds[str(f.type)], "a Building field", minimum=minimum.get(f.name, 0))
+        for f in dataclasses.fields(Building)
+    }
+
+
+OPTIONS: dict[str, Option] = {
+    **_building_options(),
+    "speed": Option(
+        "speed", "float", "rated speed m/s (with acceleration, door_open, door_close)", minimum=0.01
+    ),
+    "acceleration": Option("acceleration", "float", "m/s^2", minimum=0.01),
+    "door_open": Option("door_open", "float", "s", minimum=0),
+    "door_close": Option("door_close", "float", "s", minimum=0),
+    "boarding_time": Option(
+        "boarding_time", "float", "mean s per passenger boarding or alighting", minimum=0
+    ),
+    "profile": Option("profile", "str", "a traffic profile name (or the name of a site's demand)"),
+    "demand": Option(
+        "demand", "table", "a list of time bins {seconds, pct5, up, down, inter}", check=_demand
+    ),
+    "start_hour": Option("start_hour", "float?", "clock hour at the measured window's start", minimum=0),
+    "floor_shares": Option(
+        "floor_shares",
+        "table",
+        "one share per upper floor, summing to 1 (or [] for equal)",
+        check=_floor_shares,
+    ),
+    "intensity": Option("intensity", "float", "multiplies every rate", minimum=0),
+    "hours": Option("hours", "float?", "stretch the profile to this many hours", minimum=0.001),
+    "warmup": Option("warmup", "float", "s", minimum=0),
+    "drain": Option("drain", "float", "s", minimum=0),
+    "reward": Option("reward", "choice", choices=("wait2", "wait")),
+    "backend": Option("backend", "choice", choices=("scalar", "numpy")),
+    "assignment_obs": Option("assignment_obs", "bool"),
+}
+
+
+def _kinematic(values: dict[str, Any], base: Building) -> dict[str, float]:
+    """Lumped Building times from physical speeds and door times (``Building.kinematic``'s arithmetic)."""
+    given = [k for k in KINEMATIC if k in values]
+    if not given:
+        return {}
+    missing = [k for k in KINEMATIC if k not in values]
+    if missing:
+        raise ValueError(f"elevator options {', '.join(given)} need {', '.join(missing)} too")
+    lumped = [k for k in ("floor_time", "stop_time", "reopen_time", "park_time") if k in values]
+    if lumped:
+        raise ValueError(f"give either speed/acceleration/door times or {', '.join(lumped)}, not both")
+    speed, accel = values.pop("speed"), values.pop("acceleration")
+    door_open, door_close = values.pop("door_open"), values.pop("door_close")
+    height = values.get("floor_height", base.floor_height)
+    return {  # the same float operations in the same order as Building.kinematic: identical presets
+        "floor_time": height / speed,
+        "stop_time": speed / accel + door_open + door_close,
+        "reopen_time": door_open + door_close,
+        "park_time": speed / accel,
+    }
 
 
 def make_env(env_id: str, **overrides) -> ElevatorEnv:
-    """``elevator:<preset>:<profile>[:<intensity>]`` with overrides: Building fields (``n_floors``,
-    ``n_cars`` ...), Traffic fields (``intensity``, ``hours``, ``warmup``, ``drain``), ``reward``
-    (``wait2`` | ``wait``), ``backend`` (``scalar`` | ``numpy``), ``assignment_obs`` (default true)."""
+    """``elevator[:<preset>:<profile>[:<intensity>]]`` with checked overrides (``OPTIONS``): Building fields
+    (``n_floors``, ``n_cars`` ...) or speed/acceleration/door times, the demand (``profile``, ``demand``,
+    ``intensity``, ``hours``, ``start_hour``), ``warmup``, ``drain``, ``reward``, ``backend``, ``assignment_obs``."""
     preset, profile, intensity = parse_env_id(env_id)
-    bkw = {k: overrides.pop(k) for k in list(overrides) if k in _BUILDING_FIELDS}
-    tkw = {k: overrides.pop(k) for k in list(overrides) if k in _TRAFFIC_FIELDS}
+    values = check_options("elevator", OPTIONS, overrides)
+    base = PRESETS[preset]
+    bkw = _kinematic(values, base)
+    if "boarding_time" in values:
+        if "load_time_mean" in values:
+            raise ValueError("give either boarding_time or load_time_mean, not both")
+        bkw["load_time_mean"] = values.pop("boarding_time")
+    bkw.update({k: values.pop(k) for k in list(values) if k in _BUILDING_FIELDS})
+    building = base.replace(**bkw) if bkw else base
+    slots = values.pop("demand", ())
+    profile = values.pop("profile", "custom" if slots else profile)
+    if not slots and profile not in PROFILES:
+        raise ValueError(
+            f"elevator option profile expects one of {', '.join(sorted(PROFILES))}, got {profile!r}"
+        )
+    tkw = {k: values.pop(k) for k in list(values) if k in ("intensity", "hours", "warmup", "drain")}
     if intensity is not None:
         tkw.setdefault("intensity", intensity)
-    building = PRESETS[preset].replace(**bkw) if bkw else PRESETS[preset]
-    traffic = Traffic(profile=profile, **tkw)
-    reward = overrides.pop("reward", "wait2")
-    backend = overrides.pop("backend", "scalar")
-    assignment_obs = _flag(overrides.pop("assignment_obs", True), "assignment_obs")
-    if overrides:
-        raise ValueError(f"unknown elevator options {sorted(overrides)} for {env_id!r}")
-    return ElevatorEnv(
-        building, traffic, reward=reward, env_id=env_id, backend=backend, assignment_obs=assignment_obs
+    shares = values.pop("floor_shares", ())
+    if shares and len(shares) != len(building.upper_floors):
+        raise ValueError(
+            f"elevator option floor_shares expects {len(building.upper_floors)} values (one per upper floor), "
+            f"got {len(shares)}"
+        )
+    traffic = Traffic(
+        profile=profile, slots=slots, begin_hour=values.pop("start_hour", None), floor_shares=shares, **tkw
     )
+    return ElevatorEnv(
+        building,
+        traffic,
+        reward=values.pop("reward", "wait2"),
+        env_id=env_id,
+        backend=values.pop("backend", "scalar"),
+        assignment_obs=values.pop("assignment_obs", True),
+    )
+
+
+_BUILDING_FIELDS = {f.name for f in dataclasses.fields(Building)}
+
+
+def site_spec(env: ElevatorEnv) -> dict[str, Any]:
+    """Every option of ``env`` resolved: the building field by field, the demand bin by bin."""
+    t = env.traffic
+    slots = t.slots or PROFILES[t.profile]
+    return {
+        "options": {
+            **dataclasses.asdict(env.building),
+            "profile": t.profile,
+            "demand": [dict(zip(SLOT_KEYS, dataclasses.astuple(s), strict=True)) for s in slots],
+            "start_hour": t.start_hour,
+            "floor_shares": list(t.floor_shares),
+            "intensity": t.intensity,
+            "hours": t.hours,
+            "warmup": t.warmup,
+            "drain": t.drain,
+            "reward": env.core.reward_kind,
+            "backend": env.backend,
+            "assignment_obs": env.assignment_obs,
+        },
+        "files": {},
+    }
 
 
 def controller_names(env_id: str) -> list[str]:

@@ -2,7 +2,8 @@
 
 Poisson arrivals with rates constant within each slot; origins/destinations by stream
 (up: lobby -> upper floor, down: upper floor -> lobby, inter: upper -> other upper floor),
-upper floors weighted by population. Separate PCG64 streams (from one ``SeedSequence``) for
+upper floors equally likely unless ``Traffic.floor_shares`` weights them (inter-floor destinations
+stay uniform over the other upper floors). Separate PCG64 streams (from one ``SeedSequence``) for
 counts/times, floors and load times, so every controller faces identical traffic for a seed.
 """
 
@@ -50,15 +51,22 @@ def generate(building: Building, traffic: Traffic, seed: int) -> Passengers:
         slots = (type(first)(traffic.warmup, first.pct5, first.up, first.down, first.inter), *slots)
     upper = building.upper_floors
     lobbies = np.array(building.lobby_floors)
-    weights = np.full(len(upper), 1.0 / len(upper))
+    if traffic.floor_shares:
+        if len(traffic.floor_shares) != len(upper):
+            raise ValueError(
+                f"floor_shares has {len(traffic.floor_shares)} values for {len(upper)} upper floors"
+            )
+        weights = np.asarray(traffic.floor_shares, dtype=np.float64)
+    else:
+        weights = np.full(len(upper), 1.0 / len(upper))
     pop = building.population
     times, origins, dests = [], [], []
     t0 = 0.0
     for slot in slots:
         rate = slot.pct5 * traffic.intensity * pop / 300.0  # persons per second
         for share, kind in ((slot.up, "up"), (slot.down, "down"), (slot.inter, "inter")):
-            if share <= 0 or rate <= 0:
-                continue
+            if share <= 0 or rate <= 0 or (kind == "inter" and len(upper) < 2):
+                continue  # (a building with one upper floor has no inter-floor trips)
             n = int(r_time.poisson(rate * share * slot.duration))
             if n == 0:
                 continue
@@ -70,8 +78,6 @@ def generate(building: Building, traffic: Traffic, seed: int) -> Passengers:
                 o = r_floor.choice(upper, size=n, p=weights)
                 d = r_floor.choice(lobbies, size=n)
             else:
-                if len(upper) < 2:
-                    continue
                 o = r_floor.choice(upper, size=n, p=weights)
                 # destination: another upper floor, uniform (shift trick keeps it exact)
                 k = r_floor.integers(0, len(upper) - 1, size=n)

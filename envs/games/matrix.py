@@ -19,20 +19,21 @@ MNE_PAYOFF = np.diag([2.0, 1.0, 1.0])  # three pure equilibria of value 2, 1 and
 
 
 class MatrixGame(MultiAgentEnv):
-    """A 2-agent one-step game with a shared payoff matrix; deterministic (the seed changes nothing)."""
+    """A one-step game with a shared payoff table, one axis per agent (``payoff[a0, a1, ...]``, every axis
+    the same length); deterministic (the seed changes nothing)."""
 
-    possible_agents = ["agent_0", "agent_1"]
     obs_dim = 1
     state_dim = 1
 
     def __init__(self, env_id: str, payoff: np.ndarray, action_names: list[str]):
         self.env_id = env_id
         self.payoff = np.asarray(payoff, dtype=np.float64)
+        self.possible_agents = [f"agent_{i}" for i in range(self.payoff.ndim)]
         self.n_actions = self.payoff.shape[0]
         self.action_names = action_names
         self.agents: list[str] = []
         self._t = 0
-        self.last_joint: tuple[int, int] | None = None
+        self.last_joint: tuple[int, ...] | None = None
 
     def reset(self, seed=None, options=None):
         self.agents = list(self.possible_agents)
@@ -52,7 +53,7 @@ class MatrixGame(MultiAgentEnv):
     def step(self, actions):
         if not self.agents:
             raise RuntimeError("step() after the episode ended; call reset()")
-        joint = (int(actions["agent_0"]), int(actions["agent_1"]))
+        joint = tuple(int(actions[a]) for a in self.possible_agents)
         payoff = float(self.payoff[joint])
         self.last_joint = joint
         self._t = 1
@@ -76,11 +77,29 @@ class MatrixGame(MultiAgentEnv):
         return {"optimal": float(self.payoff[self.last_joint] == self.payoff.max())}
 
 
-def xor() -> MatrixGame:
+def xor(payoff=XOR_PAYOFF, action_names: list[str] | None = None) -> MatrixGame:
     """XOR: (A,A)=0, (A,B)=(B,A)=1, (B,B)=-2; the optima need the agents to differ."""
-    return MatrixGame("xor", XOR_PAYOFF, ["A", "B"])
+    return MatrixGame("xor", payoff, action_names or ["A", "B"])
 
 
-def mne() -> MatrixGame:
+def mne(payoff=MNE_PAYOFF, action_names: list[str] | None = None) -> MatrixGame:
     """M-NE: payoff diag(2, 1, 1); three pure equilibria, one of them best."""
-    return MatrixGame("mne", MNE_PAYOFF, ["a0", "a1", "a2"])
+    return MatrixGame("mne", payoff, action_names or ["a0", "a1", "a2"])
+
+
+def check_payoff(value) -> list:
+    """A payoff table for ``--env-arg payoff=...`` or a site file: nested lists of numbers, one axis per
+    agent (at least 2), every axis the same length (at least 2)."""
+    try:
+        table = np.asarray(value, dtype=np.float64)
+    except (ValueError, TypeError):
+        raise ValueError("nested lists of numbers of equal lengths") from None
+    if table.ndim < 2 or table.dtype == object:
+        raise ValueError("one axis per agent, at least 2 agents")
+    if len(set(table.shape)) != 1 or table.shape[0] < 2:
+        raise ValueError(
+            f"every agent needs the same number (>= 2) of actions, got shape {list(table.shape)}"
+        )
+    if not np.isfinite(table).all():
+        raise ValueError("finite numbers")
+    return table.tolist()

@@ -11,16 +11,24 @@ mne        balanced      1000 episodes, the three diagonal equilibria, 1/3 each
 mne        imbalanced    1000 episodes, diagonal with 0.1 / 0.45 / 0.45 (best one rare)
 bridge     optimal       500 episodes of the two optimal orderings, 1/2 each
 bridge     mixed         the 500 optimal episodes + 500 uniform random episodes
+matrix     uniform       1000 episodes, uniform random joint actions
 =========  ============  ============================================================
+
+``matrix`` is any one-step game given as data: ``payoff`` (nested lists, one axis per agent) and
+optional ``action_names``; ``xor`` and ``mne`` take the same options (a payoff of their shape, as
+their datasets assume it). Bridge has no options.
 """
 
 from __future__ import annotations
+
+import numpy as np
 
 from envs.base import MultiAgentEnv
 from envs.controllers import Controller, RandomLegal
 from envs.games.bridge import BridgeEnv, BridgeOptimal
 from envs.games.joint import JointTable
-from envs.games.matrix import mne, xor
+from envs.games.matrix import MatrixGame, check_payoff, mne, xor
+from envs.options import Option, check_options
 
 MATRIX_EPISODES = 1000
 BRIDGE_EPISODES = 500
@@ -29,7 +37,25 @@ _CONTROLLERS = {
     "xor": ["balanced", "uniform"],
     "mne": ["balanced", "imbalanced", "uniform"],
     "bridge": ["optimal", "optimal-agent_0-first", "optimal-agent_1-first"],
+    "matrix": ["uniform"],
 }
+
+MATRIX_OPTIONS = {
+    "payoff": Option(
+        "payoff",
+        "table",
+        "a payoff table: nested lists, one axis per agent, e.g. [[1,0],[-2,1]]",
+        check=check_payoff,
+    ),
+    "action_names": Option("action_names", "strs"),
+    # recorded in a site spec (derived from payoff; given, they must agree with it)
+    "n_agents": Option("n_agents", "int", minimum=2),
+    "n_actions": Option("n_actions", "int", minimum=2),
+}
+OPTIONS = {"xor": MATRIX_OPTIONS, "mne": MATRIX_OPTIONS, "matrix": MATRIX_OPTIONS, "bridge": {}}
+# The site check (envs/site.py): the payoff's shape is what the policy's actions mean; other payoff
+# values and action names may differ (and are reported).
+STRUCTURAL_OPTIONS = ("n_agents", "n_actions")
 
 
 def _check(env_id: str) -> None:
@@ -39,11 +65,39 @@ def _check(env_id: str) -> None:
 
 def make_env(env_id: str, **overrides) -> MultiAgentEnv:
     _check(env_id)
-    if env_id == "xor":
-        return xor(**overrides)
-    if env_id == "mne":
-        return mne(**overrides)
-    return BridgeEnv(**overrides)
+    values = check_options(env_id, OPTIONS[env_id], overrides)
+    if env_id == "bridge":
+        return BridgeEnv()
+    default = {"xor": xor, "mne": mne}.get(env_id)
+    if "payoff" not in values and default is None:
+        raise ValueError("matrix needs a payoff table, e.g. --env-arg 'payoff=[[1,0],[-2,1]]'")
+    payoff = np.asarray(values.get("payoff", default().payoff if default else None))
+    if default is not None and payoff.shape != default().payoff.shape:
+        raise ValueError(
+            f"{env_id} option payoff expects shape {list(default().payoff.shape)} (its datasets assume it), got "
+            f"{list(payoff.shape)}; use --env matrix for another game"
+        )
+    for key, size in (("n_agents", payoff.ndim), ("n_actions", payoff.shape[0])):
+        if values.get(key, size) != size:
+            raise ValueError(f"{env_id} option {key} expects {size} (from payoff), got {values[key]}")
+    names = values.get("action_names") or (default().action_names if default else None)
+    names = names or [f"a{i}" for i in range(payoff.shape[0])]
+    if len(names) != payoff.shape[0]:
+        raise ValueError(f"{env_id} option action_names expects {payoff.shape[0]} names, got {names}")
+    return MatrixGame(env_id, payoff, list(names))
+
+
+def site_spec(env: MultiAgentEnv) -> dict:
+    """A paper game's resolved options: the payoff table and action names (Bridge has none)."""
+    if not isinstance(env, MatrixGame):
+        return {"options": {}, "files": {}}
+    options = {
+        "payoff": env.payoff.tolist(),
+        "action_names": list(env.action_names),
+        "n_agents": len(env.possible_agents),
+        "n_actions": env.n_actions,
+    }
+    return {"options": options, "files": {}}
 
 
 def make_controller(env_id: str, name: str, **kwargs) -> Controller:
@@ -80,6 +134,8 @@ def datasets(env_id: str) -> dict[str, list[tuple[str, int]]]:
             "balanced": [("balanced", MATRIX_EPISODES)],
             "imbalanced": [("imbalanced", MATRIX_EPISODES)],
         }
+    if env_id == "matrix":
+        return {"uniform": [("uniform", MATRIX_EPISODES)]}
     return {
         "optimal": [("optimal", BRIDGE_EPISODES)],
         "mixed": [("optimal", BRIDGE_EPISODES), ("random", BRIDGE_EPISODES)],

@@ -8,10 +8,31 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+from envs.options import Option, check_options
 from envs.traffic.nets import RESCO_NETS
 
 CONTROLLERS = ("fixed", "max-pressure", "random")
+
+OPTIONS: dict[str, Option] = {
+    "net_file": Option("net_file", "str", "a SUMO .net.xml file"),
+    "route_file": Option("route_file", "str", "a SUMO .rou.xml file"),
+    "begin_time": Option("begin_time", "int", minimum=-1),
+    "num_seconds": Option("num_seconds", "int", minimum=1),
+    "delta_time": Option("delta_time", "int", minimum=1),
+    "yellow_time": Option("yellow_time", "int", minimum=0),
+    "min_green": Option("min_green", "int", minimum=0),
+    "time_to_teleport": Option("time_to_teleport", "int", minimum=-1),
+    "max_depart_delay": Option("max_depart_delay", "int", minimum=-1),
+    "waiting_time_memory": Option("waiting_time_memory", "int", minimum=1),
+    "reward": Option("reward", "choice", choices=("queue", "pressure", "diff-waiting-time", "average-speed")),
+}
+# The site check (envs/site.py): the network (its file's content) and the signal timing an action and
+# the min-green feature refer to. The routes (demand), the hour simulated and the reward may differ.
+STRUCTURAL_OPTIONS = ("delta_time", "yellow_time", "min_green")
+STRUCTURAL_FILES = ("net_file",)
+IGNORED_OPTIONS = ("net_file", "route_file")  # paths: the files' contents are compared instead
 
 
 def _net_name(env_id: str) -> str:
@@ -25,15 +46,28 @@ def make_env(env_id: str, **overrides):
     from envs.traffic.env import TrafficConfig, TrafficEnv, config_fields
 
     name = _net_name(env_id)
-    unknown = sorted(set(overrides) - set(config_fields()))
-    if unknown:
-        raise ValueError(f"unknown option(s) {unknown} for {env_id}; known: {config_fields()}")
+    overrides = check_options("sumo", OPTIONS, overrides)
+    assert set(OPTIONS) <= set(config_fields())
     if name not in RESCO_NETS and not (overrides.get("net_file") and overrides.get("route_file")):
         raise ValueError(
             f"unknown SUMO net {name!r} in {env_id!r}; known: {sorted(RESCO_NETS)} "
             "(or pass net_file= and route_file= for your own scenario)"
         )
     return TrafficEnv(env_id, TrafficConfig(net=name, **overrides))
+
+
+def site_spec(env) -> dict[str, Any]:
+    """Every TrafficConfig field resolved, the shipped net's paths as "" (they differ per install), and the
+    sha256 of the net and route files."""
+    from envs.site import sha256_file
+    from envs.traffic.env import _is_builtin
+
+    config = env.config
+    options = {k: getattr(config, k) for k in OPTIONS}
+    if _is_builtin(config):
+        options["net_file"] = options["route_file"] = ""
+    files = {"net_file": sha256_file(config.net_file), "route_file": sha256_file(config.route_file)}
+    return {"options": options, "files": files}
 
 
 def make_controller(env_id: str, name: str, **kwargs):

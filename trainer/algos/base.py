@@ -53,6 +53,7 @@ class Algorithm:
         self.agent_ids: list[str] = []
         self.env_id = ""
         self.fingerprint = ""
+        self.site_spec: dict | None = None
         self.generator = torch.Generator().manual_seed(int(config.seed))
         self.actor: PolicyNet | None = None
 
@@ -68,6 +69,7 @@ class Algorithm:
             horizon_s=getattr(c, "horizon_s", 0.0),
         )
         self.agent_ids, self.env_id, self.fingerprint = list(data.agent_ids), data.env_id, data.fingerprint
+        self.site_spec = data.site_spec
         torch.manual_seed(int(self.config.seed))
         self._build(neighbors)
 
@@ -126,6 +128,7 @@ class Algorithm:
             "config": config_dict(self.config),
             "dataset_fingerprint": self.fingerprint,
             "reward_scale": self.data.reward_scale,
+            "site_spec": self.site_spec,
         }
 
     # -- state --------------------------------------------------------------------------------

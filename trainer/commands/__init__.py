@@ -3,7 +3,10 @@
 import json
 from typing import Any
 
-ENV_ARG_HELP = "an env option, repeatable (e.g. num_seconds=900 for a short SUMO scenario, hours=0.5)"
+ENV_ARG_HELP = (
+    "an env option, repeatable (e.g. num_seconds=900 for a short SUMO scenario, hours=0.5); values are checked "
+    "against the env's options. --env site:PATH reads a site file (docs/elevator.md, docs/traffic.md, docs/games.md)"
+)
 
 
 def parse_env_args(items: list[str] | None) -> dict[str, Any]:

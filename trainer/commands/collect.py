@@ -16,7 +16,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "SPEC: 'etd', 'etd@eps=0.1', 'nearest-car@temp=2', or a comma list for a per-episode mixture.",
     )
     p.add_argument(
-        "--env", required=True, help="env id, e.g. xor, bridge, elevator:cb10x4:downpeak, sumo:grid4x4"
+        "--env",
+        required=True,
+        help="env id, e.g. xor, bridge, elevator:cb10x4:downpeak, sumo:grid4x4, or site:PATH (a site file)",
     )
     p.add_argument("--out", required=True, help="log directory to write (appended to if it exists)")
     p.add_argument("--dataset", help="a named dataset of the env (e.g. xor: balanced|uniform)")

@@ -97,6 +97,17 @@ def print_card(card) -> None:
     for field, value in rows:
         summary.add_row(field, str(value))
     console.print(summary)
+    if card.site_spec:
+        from envs.site import summary_rows
+
+        site = Table(
+            title=f"site: {card.site_spec['env_id']} (resolved spec, envs/site.py)", show_header=False
+        )
+        site.add_column("option")
+        site.add_column("value")
+        for field, value in summary_rows(card.site_spec):
+            site.add_row(field, value)
+        console.print(site)
 
     if card.controllers:
         ctl = Table(title="controllers")

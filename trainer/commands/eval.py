@@ -21,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="rule spec (etd, random, etd@eps=0.1), run dir (suffix :sample for stochastic), ONNX model dir, "
         "grpc://host:port/model, or a quoted glob of run dirs; repeat for several",
     )
-    p.add_argument("--env", required=True, help="env id")
+    p.add_argument("--env", required=True, help="env id, or site:PATH (a site file; docs/elevator.md)")
     p.add_argument("--env-arg", action="append", default=[], metavar="KEY=VALUE", help=ENV_ARG_HELP)
     p.add_argument("--seeds", type=int, default=32, help="number of evaluation seeds (max 32)")
     p.add_argument("--out", default=None, help="directory for episodes.csv, summary.csv/json and PNG plots")

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from trainer.commands import ENV_ARG_HELP, parse_env_args
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     from trainer.algos.config import ALGORITHMS
@@ -22,6 +24,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=None, help="training seed (network init, minibatches)")
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last.pt exactly")
     p.add_argument("--eval-every", type=int, default=0, help="evaluate on tuning seeds every N iterations")
+    p.add_argument(
+        "--env", default=None, help="env to evaluate on (default: the log's own site, from its metadata)"
+    )
+    p.add_argument("--env-arg", action="append", default=[], metavar="KEY=VALUE", help=ENV_ARG_HELP)
     p.add_argument("--eval-episodes", type=int, default=4)
     p.add_argument("--log-every", type=int, default=10)
     p.add_argument("--checkpoint-every", type=int, default=100)
@@ -50,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         stop_after=args.stop_after,
         threads=args.threads,
+        env_id=args.env,
+        env_kwargs=parse_env_args(args.env_arg),
     )
     done = algo.iteration >= algo.config.iterations
     print_table(

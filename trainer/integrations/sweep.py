@@ -125,10 +125,12 @@ def run_trial(
     import torch
 
     from envs.registry import make_env
+    from envs.site import env_from_spec
     from trainer.train_loop import train
 
     torch.set_num_threads(1)  # one CPU per trial
-    env = make_env(data.env_id)  # validation rollouts on tuning seeds
+    # validation rollouts on tuning seeds, on the log's own site where it records one
+    env = env_from_spec(data.site_spec) if data.site_spec else make_env(data.env_id)
     total, step = spec.total_iterations(), spec.segment()
     items = {**spec.base_items(), **params}
     done = 0

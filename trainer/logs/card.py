@@ -40,18 +40,20 @@ class DatasetCard:
     behavior_prob_known: float = 0.0  # share of agent-steps with a logged probability
     behavior_prob_one: float = 0.0  # share of those equal to 1 (deterministic choices)
     warnings: list[str] = field(default_factory=list)
+    site_spec: dict | None = None  # the resolved site the log records (envs/site.py); None for older logs
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _action_names(env_id: str, n_actions: int) -> list[str]:
-    """Names from the env registry where building the env is cheap; indices otherwise."""
-    if not env_id.startswith("sumo"):
+def _action_names(env_id: str, n_actions: int, spec: dict | None = None) -> list[str]:
+    """Names from the env registry (or the log's site spec) where building the env is cheap; indices otherwise."""
+    if not env_id.startswith("sumo") and (spec or {}).get("family") != "sumo":
         try:
             from envs.registry import make_env
+            from envs.site import env_from_spec
 
-            names = make_env(env_id).action_names
+            names = (env_from_spec(spec) if spec else make_env(env_id)).action_names
             if names and len(names) == n_actions:
                 return list(names)
         except Exception:  # an env id this checkout cannot build: the card still works
@@ -87,7 +89,8 @@ def build_card(log: LoadedLog, path: str = "") -> DatasetCard:
         agents=list(agents),
         obs_dim=data.obs_dim,
         n_actions=n_actions,
-        action_names=_action_names(data.env_id, n_actions),
+        action_names=_action_names(data.env_id, n_actions, data.site_spec),
+        site_spec=data.site_spec,
         length={k: v for k, v in _stats(lengths.astype(np.float64)).items() if k != "std"},
         returns=_stats(returns),
     )

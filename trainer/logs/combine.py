@@ -427,6 +427,7 @@ def combine_logs(
         n_actions=first.n_actions,
         agent_ids=agent_ids,
         state_dim=peeks[0].state_dim if mode == "env" else first.obs_dim * len(agent_ids),
+        site_spec=_common_site(peeks),
     )
     notes = [reason]
     for p in peeks:
@@ -475,3 +476,16 @@ def combine_logs(
 
 
 __all__ = ["STATE_MODES", "CombineResult", "InputSummary", "choose_state", "combine_logs"]
+
+
+def _common_site(peeks: list[_Peek]) -> dict | None:
+    """The first recorded site spec, once every other input's is of the same structure (envs/site.py)."""
+    from envs.site import SiteMismatchError, compare
+
+    specs = [(p.path, p.meta.site_spec) for p in peeks if p.meta.site_spec]
+    for path, spec in specs[1:]:
+        try:
+            compare(specs[0][1], spec, left=str(specs[0][0]), right=str(path))
+        except SiteMismatchError as err:
+            raise ValueError(f"cannot combine logs of different sites: {err}") from None
+    return specs[0][1] if specs else None

@@ -61,6 +61,7 @@ def to_offline_data(raw: RawLog, cols: Columns) -> OfflineData:
         episode_ids=list(cols.episode_ids),
         fingerprint=raw.fingerprint,
         ts=ts,
+        site_spec=meta.site_spec,
     )
 
 

@@ -28,6 +28,7 @@ class OfflineData:
     episode_ids: list[str] = field(default_factory=list)
     fingerprint: str = ""  # content hash of the source log (for caching and the model card)
     ts: np.ndarray | None = None  # [E, T] float64 seconds of each step (NaN past the end); None if not logged
+    site_spec: dict | None = None  # the resolved site the log was collected on (envs/site.py), if recorded
 
     @property
     def n_episodes(self) -> int:

@@ -18,6 +18,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from envs.site import SiteMismatchError, compare, parse_spec
 from runtime.logformat import AGENT_STEPS_FIELDS, ENV_STEPS_FIELDS, SCHEMA_VERSION, LogMeta
 from trainer.logs.errors import LogValidationError
 
@@ -120,6 +121,7 @@ def parse_meta(path: Path, metadata: dict[bytes, bytes] | None) -> LogMeta:
             raise ValueError("agent_ids must be a non-empty JSON list of strings")
         if len(set(agent_ids)) != len(agent_ids):
             raise ValueError("agent_ids repeats an agent")
+        spec = metadata.get(b"site_spec")
         meta = LogMeta(
             env_id=values["env_id"],
             obs_dim=int(values["obs_dim"]),
@@ -127,6 +129,7 @@ def parse_meta(path: Path, metadata: dict[bytes, bytes] | None) -> LogMeta:
             agent_ids=agent_ids,
             state_dim=int(values["state_dim"]),
             schema_version=version,
+            site_spec=None if spec is None else parse_spec(spec, "schema metadata"),
         )
     except LogValidationError:
         raise
@@ -230,6 +233,7 @@ def concat_parts(tables: list[pa.Table], files: list[Path], kind: str) -> PartTa
 
 
 def _check_same_meta(metas: list[tuple[Path, LogMeta]]) -> LogMeta:
+    """Every file describes the same env; site specs may differ in demand only (the first file's is kept)."""
     first_path, first = metas[0]
     for path, meta in metas[1:]:
         for key in ("env_id", "obs_dim", "n_actions", "agent_ids", "state_dim"):
@@ -238,6 +242,11 @@ def _check_same_meta(metas: list[tuple[Path, LogMeta]]) -> LogMeta:
                     path,
                     f"schema metadata {key}={getattr(meta, key)!r} differs from {key}={getattr(first, key)!r} in {first_path}",
                 )
+        if meta.site_spec and first.site_spec and meta.site_spec != first.site_spec:
+            try:
+                compare(first.site_spec, meta.site_spec, left=first_path.name, right="this file")
+            except SiteMismatchError as err:
+                raise LogValidationError(path, f"schema metadata site_spec: {err}") from None
     return first
 
 

@@ -318,7 +318,8 @@ class CardAccumulator:
             agents=agents,
             obs_dim=meta.obs_dim,
             n_actions=n_actions,
-            action_names=_action_names(meta.env_id, n_actions),
+            action_names=_action_names(meta.env_id, n_actions, meta.site_spec),
+            site_spec=meta.site_spec,
             length={k: v for k, v in _stats(self.lengths.astype(np.float64)).items() if k != "std"},
             returns=_stats(self.returns),
         )
@@ -422,6 +423,7 @@ def build_array_cache(
                     "agent_ids": list(meta.agent_ids),
                     "episode_ids": plan.episode_ids,
                     "fingerprint": plan.fingerprint,
+                    "site_spec": meta.site_spec,
                     "source": str(path),
                 }
             )
@@ -487,6 +489,7 @@ def open_array_cache(directory: str | os.PathLike) -> ArrayCache:
         agent_ids=list(meta["agent_ids"]),
         episode_ids=list(meta["episode_ids"]),
         fingerprint=meta["fingerprint"],
+        site_spec=meta.get("site_spec"),
         **arrays,
     )
     return ArrayCache(directory, data, np.load(directory / "steps.npy", mmap_mode="r"))

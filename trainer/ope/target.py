@@ -67,6 +67,21 @@ def _agent_index(model_agents: list[str], data: OfflineData, where: str) -> np.n
     return np.array([index[a] for a in data.agent_ids], dtype=np.int64)
 
 
+def _check_site(spec: dict | None, data: OfflineData, where: str) -> None:
+    """A policy's recorded site against the log's (envs/site.py): another structure is refused."""
+    import sys
+
+    from envs.site import SiteMismatchError, compare
+
+    if spec and data.site_spec:
+        try:
+            note = compare(spec, data.site_spec, right="log")
+        except SiteMismatchError as err:
+            raise SiteMismatchError(f"{where}: {err}") from None
+        if note:
+            print(f"{where}: {note}", file=sys.stderr)
+
+
 def from_run(path: Path, data: OfflineData, sample: bool) -> TargetPolicy:
     import torch
 
@@ -74,6 +89,7 @@ def from_run(path: Path, data: OfflineData, sample: bool) -> TargetPolicy:
 
     policy, meta = load_policy(path)
     index = _agent_index(list(meta["agent_ids"]), data, str(path))
+    _check_site(meta.get("site_spec"), data, str(path))
     obs, agent, mask = _flat(data)
     out = []
     with torch.no_grad():
@@ -98,6 +114,7 @@ def from_onnx(path: Path, data: OfflineData, sample: bool) -> TargetPolicy:
     folder = resolve_model_dir(path)
     meta = json.loads((folder / "policy.json").read_text())
     index = _agent_index(list(meta["agent_ids"]), data, str(folder))
+    _check_site(meta.get("site_spec"), data, str(folder))
     session = ort.InferenceSession(str(folder / "policy.onnx"), providers=["CPUExecutionProvider"])
     obs, agent, mask = _flat(data)
     out = []
