@@ -8,16 +8,19 @@ For each env of ``bench/configs/<name>.toml`` (default: ``elevator-downpeak``):
 
 1. **log**: ``inspo collect --dataset <bench.dataset>`` on collection seeds (skipped with ``--log`` or
    when ``<work>/log`` is complete);
-2. **train**: ``inspo train`` for InSPO and BC (and with ``--ablations``, or ``ablations = true`` in the
-   config, the InSPO ablations) on every training seed, ``--jobs`` at a time; a finished run
-   (``<run>/policy``) is skipped, an interrupted one resumes from its checkpoint (``--resume``:
-   bit-identical);
+2. **train**: ``inspo train`` for InSPO, BC and ``bc-matched`` (BC with InSPO's ``hidden`` and
+   ``shared``, so that "better than BC" compares algorithms on one architecture; plain BC stays beside
+   it), and with ``--ablations``, or ``ablations = true`` in the config, the InSPO ablations, on every
+   training seed, ``--jobs`` at a time; a finished run (``<run>/policy``) is skipped, an interrupted
+   one resumes from its checkpoint (``--resume``: bit-identical);
 3. **evaluate** every logged heuristic (the rule each logged controller explores around), every run,
    on the same first ``--eval-seeds`` evaluation seeds of ``envs.seeds`` (paired; never used for
    training or tuning). Each (controller, seed) episode is cached in ``<work>/eval/*.jsonl``;
 4. **report**: ``docs/results.md`` (one section per env: table of mean ± std over training seeds, the
    95% t-interval over training seeds, std over episodes, episode counts; the paired difference to
-   the best heuristic; the acceptance check; the command) and PNGs under ``docs/results/``.
+   the best heuristic; the acceptance check; the command) and PNGs under ``docs/results/``. Where
+   ``bench/advantage_truth.py`` and ``bench/experiment_cost.py`` have written their JSON under
+   ``docs/results/``, their tables (estimator quality; what the logged experiment costs) come first.
 
 Everything is resumable: rerunning the same command only does what is missing. A config whose TOML or
 env code (``envs/``) changed since its cache was made starts over (``<work>/inputs.json``). Tuning
@@ -46,6 +49,8 @@ from trainer.report import ci95, mean_and_std  # noqa: E402
 
 INSPO = str(Path(sys.executable).with_name("inspo"))
 ABLATIONS = ("inspo-simultaneous", "inspo-noresample", "inspo-beta0")
+# BC with InSPO's network (its `hidden` and `shared`): "InSPO vs BC" then compares algorithms, not architectures
+MATCHED_BC = "bc-matched"
 # per env family: metric -> column title; the first is the primary one (lower is better)
 DOMAIN_METRICS = {
     "elevator": {
@@ -88,6 +93,11 @@ def sh(cmd: list[str], logfile: Path | None = None) -> None:
 # ---------------------------------------------------------------- config
 
 
+def shown(path: Path) -> str:
+    """A path as the report shows it: relative to the repository where it lies inside it."""
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+
+
 def load_bench_config(name: str) -> dict:
     path = ROOT / "bench" / "configs" / f"{name}.toml"
     cfg = tomllib.loads(path.read_text())
@@ -95,12 +105,24 @@ def load_bench_config(name: str) -> dict:
     return cfg
 
 
+def cli_algo(algo: str) -> str:
+    """The ``inspo train --algo`` behind a row label (``bc-matched`` is BC with another config)."""
+    return "bc" if algo == MATCHED_BC else algo
+
+
 def algo_config_file(cfg: dict, algo: str, work: Path) -> Path:
-    """A flat TOML for one algorithm: [bc] for bc, [inspo] (+ the variant's own override) for InSPO variants."""
-    from trainer.algos.config import ALGORITHMS
+    """A flat TOML for one algorithm: [bc] for bc, [inspo] (+ the variant's own override) for InSPO variants.
+
+    ``bc-matched``: [bc] with InSPO's ``hidden`` and ``shared`` as the [inspo] table resolves them
+    (its defaults included), so the two differ only in the algorithm.
+    """
+    from trainer.algos.config import ALGORITHMS, make_config
 
     if algo == "bc":
         values = dict(cfg.get("bc", {}))
+    elif algo == MATCHED_BC:
+        inspo = make_config("inspo", overrides=dict(cfg.get("inspo", {})))
+        values = {**cfg.get("bc", {}), "hidden": list(inspo.hidden), "shared": inspo.shared}
     else:
         values = dict(cfg.get("inspo", {}))
         values.update(ALGORITHMS[algo][1])  # the ablation's change wins over the chosen config
@@ -207,7 +229,7 @@ def train_one(algo: str, seed: int, data: Path, config: Path, work: Path) -> Pat
     run = work / "runs" / f"{algo}-s{seed}"
     if (run / "policy").exists():
         return run
-    cmd = [INSPO, "train", "--algo", algo, "--data", str(data), "--out", str(run), "--config", str(config),
+    cmd = [INSPO, "train", "--algo", cli_algo(algo), "--data", str(data), "--out", str(run), "--config", str(config),
            "--seed", str(seed), "--checkpoint-every", "50"]  # fmt: skip
     if (run / "checkpoints" / "last.pt").exists():
         cmd.append("--resume")
@@ -383,7 +405,7 @@ def section(name: str, cfg: dict, rows: list[dict], seeds: list[int], train_seed
         "",
         f"Log: {data_desc}. Evaluation: the first {len(seeds)} evaluation seeds of `envs.seeds` "
         f"({seeds[0]}–{seeds[-1]}), the same for every controller (paired); learned methods over "
-        f"training seeds {train_seeds}. Config: `{cfg['_path'].relative_to(ROOT)}` (its comment says how it "
+        f"training seeds {train_seeds}. Config: `{shown(cfg['_path'])}` (its comment says how it "
         "was chosen).",
         "",
         "Learned methods: **mean ± std over training seeds** (of each run's mean over episodes), 95% "
@@ -409,17 +431,30 @@ def section(name: str, cfg: dict, rows: list[dict], seeds: list[int], train_seed
             + f" | [{lo:.2f}, {hi:.2f}] | {r[primary + '_episodes'][1]:.1f} | {diff} |"
         )  # fmt: skip
     lines += ["", "```bash", command, "```", ""]
-    inspo = next((r for r in rows if r["label"] == "inspo"), None)
-    bc = next((r for r in rows if r["label"] == "bc"), None)
+    by_label = {r["label"]: r for r in rows}
+    inspo = by_label.get("inspo")
+    # "better than BC" is judged against BC with InSPO's network where it ran; plain BC stays for comparison
+    bc = by_label.get(MATCHED_BC, by_label.get("bc"))
     if inspo is not None:
         target = factor * best[primary][0]
         met_target = inspo[primary][0] <= target
-        beats_bc = bc is not None and inspo[primary][0] < bc[primary][0]
+        verdict = ""
+        if bc is not None:
+            diffs = [inspo["per_seed"][s] - bc["per_seed"][s] for s in seeds]
+            dlo, dhi = ci95(diffs)
+            beats_bc = inspo[primary][0] < bc[primary][0]
+            verdict = (
+                f"vs `{bc['label']}` {bc[primary][0]:.2f} → {'better' if beats_bc else '**not better**'} "
+                f"(paired difference per evaluation seed {np.mean(diffs):+.2f} [{dlo:+.2f}, {dhi:+.2f}], "
+                f"{'excluding' if dhi < 0 or dlo > 0 else 'including'} 0)."
+            )
+            if bc["label"] == MATCHED_BC and "bc" in by_label:
+                verdict += f" Plain BC (its own network): {by_label['bc'][primary][0]:.2f}."
         lines += [
             f"**Acceptance** (InSPO {title} ≤ {factor:g} × best logged heuristic `{best['label']}` = "
-            f"{target:.2f}, and better than BC): InSPO {inspo[primary][0]:.2f} → "
-            f"target {'**met**' if met_target else '**not met**'}; "
-            + (f"vs BC {bc[primary][0]:.2f} → {'better' if beats_bc else '**not better**'}." if bc else ""),
+            f"{target:.2f}, and better than `{bc['label'] if bc else MATCHED_BC}`; `{MATCHED_BC}` is BC with "
+            "InSPO's network): InSPO "
+            f"{inspo[primary][0]:.2f} → target {'**met**' if met_target else '**not met**'}; {verdict}",
             "",
         ]
     for p in pngs:
@@ -445,8 +480,95 @@ def overview_row(name: str, cfg: dict, rows: list[dict]) -> str:
     met = "–" if inspo is None else ("**yes**" if inspo[primary][0] <= target else "**no**")
     return (
         f"| `{name}` | {metrics[primary]} | {best['label']} {best[primary][0]:.2f} | {cell('inspo')} | "
-        f"{cell('bc')} | ≤ {factor:g} × best = {target:.2f} | {met} |"
+        f"{cell(MATCHED_BC)} | {cell('bc')} | ≤ {factor:g} × best = {target:.2f} | {met} |"
     )
+
+
+OVERVIEW_COLUMNS = 8  # cells of an overview row (rows kept from a report made before bc-matched have 7)
+
+
+def widen_old_row(line: str) -> str:
+    """An overview row from a report without the bc-matched column, with a "–" in it."""
+    if not line:
+        return line
+    cells = line.strip().strip("|").split("|")
+    if len(cells) == OVERVIEW_COLUMNS - 1:
+        cells.insert(4, " – ")
+    return "|" + "|".join(cells) + "|"
+
+
+ADVANTAGE_TRUTH = ROOT / "docs" / "results" / "advantage" / "advantage_truth.json"
+EXPERIMENT_COST = ROOT / "docs" / "results" / "experiment_cost" / "experiment_cost.json"
+
+
+def estimator_section(path: Path) -> str:
+    """Estimator quality from bench/advantage_truth.py's JSON ("" when it was never run)."""
+    if not path.exists():
+        return ""
+    data = json.loads(path.read_text())
+    # the JSON may not record its arguments: then the default command is shown, and said to be a guess
+    command = data.get("command", ".venv/bin/python bench/advantage_truth.py  # arguments not recorded")
+    lines = [
+        "## Estimator quality (bench/advantage_truth.py)",
+        "",
+        "Each per-agent advantage estimator, trained on a log with the actor frozen at the behaviour, against "
+        "the truth from paired simulations of every legal action at held-out idle-car states (tuning seeds; "
+        "the script's docstring says how). *Supported*: alternatives the behaviour takes at that state, "
+        "what a log can teach; *all*: every legal alternative. Sign accuracy counts the clear pairs, "
+        "|truth| > 2 SE.",
+        "",
+        "| estimator | alternatives | correlation with the truth | sign accuracy (clear pairs) | clear pairs "
+        "| pairs |",
+        "|---|---|---|---|---|---|",
+    ]
+    for subset, table in data["summary"].items():
+        for name, s in table.items():
+            lines.append(
+                f"| {name} | {subset} | {s['corr']:+.3f} | {s['sign_acc']:.0%} | {s['n_clear']} | {s['n']} |"
+            )
+    new = data["summary"].get("supported", {}).get("residual")
+    if new is not None:
+        met = new["corr"] >= 0.5 and new["sign_acc"] >= 0.7
+        lines += [
+            "",
+            f"**Target** (residual, supported alternatives: correlation ≥ 0.5 and sign accuracy ≥ 70%): "
+            f"{new['corr']:+.2f}, {new['sign_acc']:.0%} → {'**met**' if met else '**not met**'}.",
+        ]
+    lines += ["", "```bash", command, "```", ""]
+    png = path.with_suffix(".png")
+    if png.exists():
+        lines += [f"![{png.stem}]({png.relative_to(ROOT / 'docs').as_posix()})", ""]
+    return "\n".join(lines)
+
+
+def experiment_cost_section(path: Path) -> str:
+    """What the logged experiment costs, from bench/experiment_cost.py's JSON ("" when it was never run)."""
+    if not path.exists():
+        return ""
+    data = json.loads(path.read_text())
+    lines = [
+        "## What the logged experiment costs (bench/experiment_cost.py)",
+        "",
+        "Each rule alone and with the logged experiment (`<rule>@exp=<p>`: docs/elevator.md, docs/traffic.md) "
+        "on the same tuning seeds (paired): what an operator pays while collecting the logs a learner needs.",
+        "",
+        "| case | controller | metric | mean ± std | ratio to the rule | paired difference ± SE | 95% interval "
+        "| episodes |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in data["rows"]:
+        rule = r["p"] == 0.0
+        diff = "—" if rule else f"{r['diff']:+.2f} ± {r['diff_se']:.2f}"
+        ci = "—" if rule else f"[{r['diff_ci'][0]:+.2f}, {r['diff_ci'][1]:+.2f}]"
+        lines.append(
+            f"| {r['case']} | {r['controller']} | {r['metric']} | {r['mean']:.2f} ± {r['std']:.2f} | "
+            f"{r['ratio']:.3f}x | {diff} | {ci} | {r['episodes']} |"
+        )
+    lines += ["", "```bash", data["command"], "```", ""]
+    png = path.with_suffix(".png")
+    if png.exists():
+        lines += [f"![{png.stem}]({png.relative_to(ROOT / 'docs').as_posix()})", ""]
+    return "\n".join(lines)
 
 
 def previous_report(path: Path) -> tuple[dict[str, str], dict[str, str]]:
@@ -498,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
         data = ensure_log(cfg, work, args.log if len(args.configs) == 1 else None, args.jobs)
         # ablations: with --ablations for every config, or where the config asks (`ablations = true`)
         ablate = args.ablations or bool(bench.get("ablations", False))
-        algos = ["inspo", "bc", *(ABLATIONS if ablate else ())]
+        algos = ["inspo", "bc", MATCHED_BC, *(ABLATIONS if ablate else ())]
         if args.skip_train:
             runs = {a: sorted(work.glob(f"runs/{a}-s*/policy")) for a in algos}
             runs = {a: [r.parent for r in v if int(r.parent.name.rsplit("-s", 1)[1]) in train_seeds]
@@ -525,7 +647,7 @@ def main(argv: list[str] | None = None) -> int:
     old_rows, old_sections = previous_report(Path(args.out))
     order = [n for n in old_sections if n in old_rows] + [n for n in args.configs if n not in old_sections]
     for name in order:
-        overview.setdefault(name, old_rows.get(name, ""))
+        overview.setdefault(name, widen_old_row(old_rows.get(name, "")))
         sections.setdefault(name, old_sections.get(name, ""))
     kept = [n for n in order if n not in args.configs]
     header = [
@@ -544,15 +666,17 @@ def main(argv: list[str] | None = None) -> int:
             else ""
         ),
         "",
-        "| config | primary metric (lower is better) | best logged heuristic | InSPO (mean ± std, seeds) | BC | "
-        "target | met |",
-        "|---|---|---|---|---|---|---|",
+        "| config | primary metric (lower is better) | best logged heuristic | InSPO (mean ± std, seeds) | "
+        "BC, InSPO's network | BC | target | met |",
+        "|---|---|---|---|---|---|---|---|",
         *[overview[name] for name in order],
         "",
         "What was tried, and why the settings are what they are: the comment at the top of each "
         '`bench/configs/<config>.toml` (tuning on tuning seeds) and docs/algorithm.md, "On the real domains".',
         "",
     ]
+    # rendered from the benches' JSON on every run (never kept from the old report)
+    header += [s for s in (estimator_section(ADVANTAGE_TRUTH), experiment_cost_section(EXPERIMENT_COST)) if s]
     Path(args.out).write_text("\n".join(header + [sections[name] for name in order]))
     log(f"wrote {args.out}")
     return 0
