@@ -287,7 +287,9 @@ def main() -> None:
                 f"{s['n_clear']} clear pairs (|truth| > 2 SE) of {s['n']}"
             )
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "advantage_truth.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1))
+    command = " ".join([".venv/bin/python bench/advantage_truth.py", *sys.argv[1:]])
+    record = {"command": command, "summary": summary, "rows": rows}
+    (args.out / "advantage_truth.json").write_text(json.dumps(record, indent=1))
     plot(supported, list(estimates), summary["supported"], args.out / "advantage_truth.png")
     print(f"wrote {args.out}/advantage_truth.json, advantage_truth.png [{time.time() - t0:.0f}s]")
 
