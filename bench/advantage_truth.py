@@ -101,8 +101,9 @@ def estimated_advantages(algo, states: np.ndarray, obs: np.ndarray, agents: np.n
     return adv.numpy()
 
 
-def snapshots(seed: int, every: int):
-    """Decision states of one behaviour episode where an idle car has a choice (env, controller, car, ...)."""
+def snapshots(seed: int, every: int, max_states: int):
+    """Decision states of one behaviour episode where an idle car's behaviour chooses at random
+    (the experiment's idle-spell decisions): the env and controller *before* the step, the car, ..."""
     from envs.controllers import build_controller
     from envs.elevator.core import IDLE
     from envs.registry import make_env
@@ -115,15 +116,16 @@ def snapshots(seed: int, every: int):
     rng = action_rng(seed)
     out, k = [], 0
     while env.agents:
-        choosers = [
+        idle = [
             c
             for c, a in enumerate(env.possible_agents)
             if infos[a]["action_mask"].sum() > 1 and env.core.l_mode[c] == IDLE
         ]
-        record = choosers and k % every == 0
-        if record:
-            before = (copy.deepcopy(env), copy.deepcopy(ctl), copy.deepcopy(rng))
+        before = (copy.deepcopy(env), copy.deepcopy(ctl), copy.deepcopy(rng)) if idle else None
         actions, _ = ctl.act(env, obs, infos, rng)
+        # idle cars whose behaviour had a real choice here: what a log can teach about
+        choosers = [c for c in idle if np.count_nonzero(ctl.last_distribution[env.possible_agents[c]]) > 1]
+        record = choosers and len(out) < max_states and k % every == 0
         if record:
             c = choosers[int(rng.integers(len(choosers)))]
             agent = env.possible_agents[c]
