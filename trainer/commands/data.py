@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from trainer.commands.argtypes import existing_path, positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="inspect and combine logs", description="Work with Parquet logs.")
@@ -19,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "dataset card: episodes, steps, returns, action histograms, coverage and warnings. "
         "Exits with status 2 and one line naming file, column and row when the log is invalid.",
     )
-    inspect.add_argument("log", help="log directory (with agent_steps/) or one agent_steps Parquet file")
+    inspect.add_argument(
+        "log", type=existing_path, help="log directory (with agent_steps/) or one agent_steps Parquet file"
+    )
     inspect.add_argument("--json", action="store_true", help="print the card as JSON instead of tables")
     inspect.set_defaults(func=run_inspect)
 
@@ -33,7 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "'inspo data inspect' and 'inspo train --data'.",
     )
     combine.add_argument(
-        "logs", nargs="+", metavar="LOG", help="input log directories (or agent_steps files)"
+        "logs",
+        nargs="+",
+        type=existing_path,
+        metavar="LOG",
+        help="input log directories (or agent_steps files)",
     )
     combine.add_argument("--out", required=True, help="log directory to write (must not exist or be empty)")
     combine.add_argument(
@@ -44,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "joint observation (the runtime's definition); env: keep, error if they differ; joint-obs: rebuild",
     )
     combine.add_argument(
-        "--min-length", type=int, default=1, help="drop episodes (runs) shorter than this many steps"
+        "--min-length", type=positive_int, default=1, help="drop episodes (runs) shorter than this many steps"
     )
     combine.add_argument(
         "--env-id", default=None, help="env id of the combined log (needed when the inputs' env ids differ)"
