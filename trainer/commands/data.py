@@ -100,6 +100,8 @@ def print_card(card) -> None:
         ("behavior_prob known", f"{card.behavior_prob_known:.1%}"),
         ("behavior_prob == 1", f"{card.behavior_prob_one:.1%}"),
     ]
+    if card.behavior_prob_near_one is not None:
+        rows.append(("choices with behavior_prob > 0.99", f"{card.behavior_prob_near_one:.1%}"))
     if card.joint_coverage is not None:
         rows.append(("joint action coverage", f"{card.joint_coverage:.1%} of {card.joint_actions}"))
     for field, value in rows:
@@ -119,8 +121,15 @@ def print_card(card) -> None:
     for name in card.action_names:
         hist.add_column(name, justify="right")
     hist.add_column("coverage", justify="right")
+    hist.add_column("alternatives", justify="right")  # share of choices not the behaviour's clear pick
     for agent in card.agents:
-        hist.add_row(agent, *map(str, card.action_histogram[agent]), f"{card.action_coverage[agent]:.0%}")
+        alternatives = card.alternatives.get(agent)
+        hist.add_row(
+            agent,
+            *map(str, card.action_histogram[agent]),
+            f"{card.action_coverage[agent]:.0%}",
+            "n/a" if alternatives is None else f"{alternatives:.1%}",
+        )
     console.print(hist)
 
     for warning in card.warnings:
