@@ -28,10 +28,7 @@ def xor_run(xor_log, tmp_path_factory):
 def _fails(capsys, argv: list[str], *expected: str) -> str:
     """Run ``inspo argv``; it must exit 2 with one error line holding every ``expected`` text."""
     capsys.readouterr()
-    try:
-        code = main(argv)
-    except SystemExit as exit_:  # argparse's own errors
-        code = exit_.code
+    code = main(argv)
     err = capsys.readouterr().err
     assert code == 2, f"inspo {' '.join(argv)} exited {code}: {err}"
     assert "Traceback" not in err

@@ -65,7 +65,10 @@ def user_error_message(err: BaseException) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exit_:  # argparse printed usage and its one-line error (or --help): same code
+        return exit_.code if isinstance(exit_.code, int) else 2
     try:
         result = args.func(args)
     except KeyboardInterrupt:
