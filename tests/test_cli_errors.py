@@ -68,6 +68,7 @@ def _collect(out, *extra: str) -> list[str]:
         (["--controller", "balanced@temp=2"], ["'balanced@temp=2'", "temp"]),
         (["--controller", "nosuch"], ["'nosuch'"]),
         (["--env", "nosuch"], ["'nosuch'"]),
+        (["--site", "../elsewhere"], ["--site", "'../elsewhere'"]),
     ],
 )
 def test_collect_rejects_bad_arguments_and_leaves_nothing(capsys, tmp_path, extra, expected):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -82,4 +83,11 @@ def existing_file(text: str) -> str:
         raise argparse.ArgumentTypeError(
             f"{text}: no such file" if not Path(text).exists() else f"{text}: not a file"
         )
+    return text
+
+
+def partition_name(text: str) -> str:
+    """A name that becomes one folder of a log (``site=<name>``): letters, digits, '.', '_' and '-'."""
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+", text) or text in (".", ".."):
+        raise argparse.ArgumentTypeError(f"expected letters, digits, '.', '_' or '-' only, got {text!r}")
     return text

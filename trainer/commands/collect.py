@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from trainer.commands import ENV_ARG_HELP, parse_env_args
-from trainer.commands.argtypes import float_range, positive_int
+from trainer.commands.argtypes import float_range, partition_name, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,7 +34,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--workers", type=positive_int, default=1, help="processes (each runs its own simulator)")
     p.add_argument("--env-arg", action="append", default=[], metavar="KEY=VALUE", help=ENV_ARG_HELP)
-    p.add_argument("--site", default=None, help="site name for the partition (default: from the env id)")
+    p.add_argument(
+        "--site",
+        type=partition_name,
+        default=None,
+        help="site name for the partition (default: from the env id)",
+    )
     p.add_argument(
         "--backend",
         choices=["local", "ray"],
