@@ -26,7 +26,7 @@ def xor_run(xor_log, tmp_path_factory):
 
 
 def _fails(capsys, argv: list[str], *expected: str) -> str:
-    """Run ``inspo argv``; it must exit 2 with one error line holding every ``expected`` text."""
+    """Run ``inspo argv``; it must exit 2 with one error line holding every ``expected`` text. Returns stderr."""
     capsys.readouterr()
     code = main(argv)
     err = capsys.readouterr().err
@@ -36,7 +36,7 @@ def _fails(capsys, argv: list[str], *expected: str) -> str:
     assert len(lines) == 1 and lines[0].startswith(f"inspo {argv[0]}"), err
     for text in expected:
         assert text in lines[0], lines[0]
-    return lines[0]
+    return err
 
 
 def _collect(out, *extra: str) -> list[str]:
@@ -69,11 +69,13 @@ def _collect(out, *extra: str) -> list[str]:
         (["--controller", "nosuch"], ["'nosuch'"]),
         (["--env", "nosuch"], ["'nosuch'"]),
         (["--site", "../elsewhere"], ["--site", "'../elsewhere'"]),
+        (["--env", "elevator:cb10x4:lunch", "--controller", "etd", "--env-arg", "colour=1"], ["colour"]),
     ],
 )
 def test_collect_rejects_bad_arguments_and_leaves_nothing(capsys, tmp_path, extra, expected):
     out = tmp_path / "log"
-    _fails(capsys, _collect(out, *extra), *expected)
+    err = _fails(capsys, _collect(out, *extra), *expected)
+    assert "ep/s" not in err  # every check runs before the progress bar starts
     assert list(tmp_path.iterdir()) == []  # no --out folder, no staging folder
 
 
@@ -110,6 +112,7 @@ def test_collect_that_fails_midway_removes_what_it_wrote_but_keeps_an_existing_l
         (["iterations=0"], ["iterations"]),
         (["iterations=abc"], ["iterations", "'abc'"]),
         (["lr=-0.1"], ["lr"]),
+        (["lr=nan"], ["lr"]),
         (["hidden=a,b"], ["hidden"]),
         (["batch_size=0"], ["batch_size"]),
         (["nosuch=1"], ["'nosuch'"]),

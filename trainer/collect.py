@@ -173,6 +173,8 @@ def collect(
     if Path(out).exists() and not Path(out).is_dir():
         raise ValueError(f"--out {out} is a file, not a log directory")
     _refuse_logged_seeds(out, site or site_name(env_id), chunks)
+    if backend == "local" and workers <= 1:
+        _worker_env(env_id, env_kwargs)  # bad env options fail here, before the progress bar (env reused)
     with _all_or_nothing(Path(out)) as folder:
         results = _collect_chunks(
             env_id,

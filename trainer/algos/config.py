@@ -39,6 +39,7 @@ def _one_of(*choices: str) -> Check:
 
 
 _BOOL: Check = (lambda v: isinstance(v, bool)), "true or false"
+_LR: Check = _num(0, low_open=False)  # a learning rate; 0 freezes that network (a test of the estimator does)
 _LAYERS: Check = (
     lambda v: isinstance(v, tuple) and len(v) > 0 and all(isinstance(x, int) and x >= 1 for x in v),
     "a non-empty list of layer widths >= 1 (e.g. 256,256)",
@@ -73,7 +74,7 @@ class BCConfig:
                 "seed": _int(0),
                 "hidden": _LAYERS,
                 "shared": _BOOL,
-                "lr": _num(0),
+                "lr": _LR,
                 "batch_size": _int(1),
                 "steps_per_iteration": _int(1),
                 "iterations": _int(1),
@@ -154,11 +155,11 @@ class InSPOConfig:
                 "alpha": _num(0),
                 "beta": _num(0, low_open=False),
                 "mu_steps": _int(0),
-                "mu_lr": _num(0),
+                "mu_lr": _LR,
                 "mu_floor": _num(0, 1, high_open=True),
                 "actor_init": _one_of("random", "mu"),
                 "actor_init_noise": _num(0, low_open=False),
-                "critic_lr": _num(0),
+                "critic_lr": _LR,
                 "critic_steps": _int(1),
                 "critic_warmup": _int(0),
                 "critic_init": _one_of("td", "mc"),
@@ -166,9 +167,9 @@ class InSPOConfig:
                 "polyak": _num(0, 1),
                 "resample_factor": _int(1),
                 "batch_size": _int(1),
-                "local_q_lr": _num(0),
+                "local_q_lr": _LR,
                 "local_q_steps": _int(1),
-                "actor_lr": _num(0),
+                "actor_lr": _LR,
                 "actor_steps": _int(1),
                 "update": _one_of("sequential", "simultaneous"),
                 "resample": _BOOL,
