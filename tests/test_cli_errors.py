@@ -165,6 +165,7 @@ def test_eval_export_ope_data_sweep_serve_reject_bad_arguments(capsys, xor_log, 
     _fails(capsys, [*ope[:3], "--data", str(tmp_path / "missing")], "--data")
     _fails(capsys, [*ope, "--gamma", "0"], "--gamma")
     _fails(capsys, [*ope, "--bootstrap", "-1"], "--bootstrap")
+    _fails(capsys, ["ope", "--policy", f"{tmp_path / 'no-run'}:sample", *ope[3:]], "--policy", "no-run")
     _fails(capsys, ["data", "inspect", str(tmp_path / "missing")], "missing")
     _fails(capsys, ["data", "combine", "--out", str(tmp_path / "c"), str(xor_log), "--min-length", "0"])
     sweep = ["sweep", "--data", str(xor_log), "--algo", "bc", "--out", str(tmp_path / "sweep")]

@@ -59,8 +59,15 @@ def _fmt(value, ci) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from trainer.ope import FQEConfig, evaluate_offline
+    from trainer.policies import split_mode
     from trainer.report import print_table
+
+    path, _ = split_mode(args.policy)
+    if "/" in path and not Path(path).exists():  # rule specs have no '/': this was meant as a directory
+        raise FileNotFoundError(f"--policy {path}: no such run directory or ONNX model dir")
 
     report = evaluate_offline(
         args.policy,
