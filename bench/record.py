@@ -264,7 +264,7 @@ def run(bench: Bench) -> tuple[list[Row], float, bool]:
     seconds = time.perf_counter() - started
     log = CACHE / f"{bench.name}.log"
     log.write_text(output)
-    where = log.relative_to(ROOT)
+    where = os.path.relpath(log, ROOT)
     if code != 0:
         return [("(failed)", f"exit {code}, see `{where}`", "", "**failed**")], seconds, False
     try:

@@ -9,7 +9,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 import record  # noqa: E402
 
 
-def test_reads_the_elevator_figures_from_a_real_run():
+def test_reads_the_elevator_figures_from_a_real_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(record, "CACHE", tmp_path)  # keep the record run's own logs
     bench = record.Bench(
         "elevator_speed",
         ["--episodes", "1", "--single-ticks", "200", "--ticks", "4", "--batches", "1024"],
@@ -20,6 +21,7 @@ def test_reads_the_elevator_figures_from_a_real_run():
     (episode, batched) = rows
     assert "s per simulated hour" in episode[2] and episode[3] in ("yes", "**no**")
     assert "env-ticks per CPU-second" in batched[1]
+    assert "simulated h: median of 1 episodes" in (tmp_path / "elevator_speed.log").read_text()
 
 
 def test_rewrite_replaces_only_the_marked_block(tmp_path):
