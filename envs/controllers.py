@@ -211,7 +211,12 @@ def parse_component(spec: str) -> tuple[str, dict[str, float]]:
             raise ValueError(
                 f"bad controller option {option!r} in {spec!r}: expected eps=<float>, temp=<float> or exp=<float>"
             )
-        parsed[key] = float(value)
+        try:
+            parsed[key] = float(value)
+        except ValueError:
+            raise ValueError(
+                f"bad controller option {option!r} in {spec!r}: {key} expects a number, got {value!r}"
+            ) from None
     return name, parsed
 
 
@@ -228,12 +233,17 @@ def build_controller(env_id: str, spec: str, epsilon: float | None = None, **kwa
         name, options = parse_component(part)
         base = RandomLegal() if name == "random" else make_rule_controller(env_id, name, **kwargs)
         controller: Controller = base
-        if "exp" in options:
-            controller = make_experiment(env_id, base, options["exp"])
-        if "temp" in options:
-            controller = SoftmaxScores(base, options["temp"])  # type: ignore[arg-type]
-        eps = options.get("eps", epsilon)
-        if eps:
-            controller = EpsilonMix(controller, eps)
+        try:
+            if "exp" in options:
+                controller = make_experiment(env_id, base, options["exp"])
+            if "temp" in options:
+                if not isinstance(base, ScoringController):
+                    raise ValueError(f"{name!r} has no action scores; temp= needs a scoring rule")
+                controller = SoftmaxScores(base, options["temp"])
+            eps = options.get("eps", epsilon)
+            if eps:
+                controller = EpsilonMix(controller, eps)
+        except ValueError as err:  # name the spec the bad value came from
+            raise ValueError(f"controller spec {part.strip()!r}: {err}") from None
         components.append(controller)
     return components[0] if len(components) == 1 else EpisodeMixture(components)

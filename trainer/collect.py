@@ -6,15 +6,21 @@ never on the number of worker processes, so a collection is byte-identical wheth
 process or 8, and collections appended to one log (other seeds) never overwrite each other's
 files; seeds a log already holds are refused before anything runs.
 libsumo allows one simulation per process, so each worker process builds its own env.
+
+A collection that fails (a bad controller spec, an env error, an interrupt) leaves ``out`` as it found
+it: a new log is written into a hidden folder beside ``out`` and moved into place only when every
+episode is written; into an existing log, the files this collection added are removed again.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -110,6 +116,33 @@ def _run_chunk(
     return results
 
 
+@contextmanager
+def _all_or_nothing(out: Path) -> Iterator[Path]:
+    """Yield the folder to write into; on failure, leave ``out`` as it was (see the module docstring)."""
+    if not out.exists():
+        staging = out.parent / f".{out.name}.collecting-{os.getpid()}"
+        shutil.rmtree(staging, ignore_errors=True)
+        staging.mkdir(parents=True)
+        try:
+            yield staging
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        os.replace(staging, out)
+        return
+    before = set(out.rglob("*"))
+    try:
+        yield out
+    except BaseException:
+        # deepest first, so folders this collection created are empty when their turn comes
+        for path in sorted(set(out.rglob("*")) - before, key=lambda p: len(p.parts), reverse=True):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+        raise
+
+
 _ENV_CACHE: dict[tuple, object] = {}
 
 
@@ -152,13 +185,51 @@ def collect(
         plan = [(controller, episodes)]
     else:
         raise ValueError("give either --dataset or both --controller and --episodes")
+    for spec, episodes in plan:
+        if episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {episodes} for {spec!r}")
+        build_controller(env_id, spec, epsilon=epsilon)  # a bad spec fails here, before anything runs
     env_kwargs = env_kwargs or {}
     chunks = plan_chunks(plan, start_seed, chunk_size)
-    total = sum(len(c.seeds) for c in chunks)
+    if Path(out).exists() and not Path(out).is_dir():
+        raise ValueError(f"--out {out} is a file, not a log directory")
     site = site or site_name(partition_env_id(env_id))  # a site file's rows go under site=site-<name>
     _refuse_logged_seeds(out, site, chunks)
+    if backend == "local" and workers <= 1:
+        _worker_env(env_id, env_kwargs)  # bad env options fail here, before the progress bar (env reused)
     _refuse_other_site(out, site, env_id, env_kwargs)
-    Path(out).mkdir(parents=True, exist_ok=True)
+    with _all_or_nothing(Path(out)) as folder:
+        results = _collect_chunks(
+            env_id,
+            env_kwargs,
+            chunks,
+            epsilon,
+            str(folder),
+            site,
+            workers,
+            progress,
+            on_result,
+            backend,
+            address,
+        )
+    results.sort(key=lambda r: r.seed)
+    return results
+
+
+def _collect_chunks(
+    env_id: str,
+    env_kwargs: dict,
+    chunks: list[Chunk],
+    epsilon: float | None,
+    out: str,
+    site: str | None,
+    workers: int,
+    progress: bool,
+    on_result: Callable[[EpisodeResult], None] | None,
+    backend: str,
+    address: str | None,
+) -> list[EpisodeResult]:
+    total = sum(len(c.seeds) for c in chunks)
     results: list[EpisodeResult] = []
     bar = tqdm(total=total, desc=f"collect {env_id}", unit="ep", disable=not progress)
     if backend == "ray":
@@ -167,7 +238,7 @@ def collect(
         started = ray_collect.connect(address, num_cpus=workers if workers > 1 else None)
         try:
             for chunk_results in ray_collect.run_chunks(
-                env_id, env_kwargs, chunks, epsilon, str(out), site, workers=workers if workers > 1 else None
+                env_id, env_kwargs, chunks, epsilon, out, site, workers=workers if workers > 1 else None
             ):
                 for r in chunk_results:
                     results.append(r)
@@ -179,22 +250,23 @@ def collect(
                 ray_collect.disconnect()
     elif workers <= 1:
         for chunk in chunks:
-            for r in _run_chunk(env_id, env_kwargs, chunk, epsilon, str(out), site):
+            for r in _run_chunk(env_id, env_kwargs, chunk, epsilon, out, site):
                 results.append(r)
                 bar.update(1)
                 if on_result:
                     on_result(r)
     else:
         with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-            futures = [
-                pool.submit(_run_chunk, env_id, env_kwargs, c, epsilon, str(out), site) for c in chunks
-            ]
-            for future in as_completed(futures):
-                for r in future.result():
-                    results.append(r)
-                    bar.update(1)
-                    if on_result:
-                        on_result(r)
+            futures = [pool.submit(_run_chunk, env_id, env_kwargs, c, epsilon, out, site) for c in chunks]
+            try:
+                for future in as_completed(futures):
+                    for r in future.result():
+                        results.append(r)
+                        bar.update(1)
+                        if on_result:
+                            on_result(r)
+            except BaseException:
+                pool.shutdown(wait=True, cancel_futures=True)  # no writer still running when we clean up
+                raise
     bar.close()
-    results.sort(key=lambda r: r.seed)
     return results

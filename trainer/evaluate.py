@@ -34,11 +34,17 @@ class Group:
 
 
 def expand_sources(sources: list[str]) -> list[Group]:
-    """Each source is a group; a glob matching several paths becomes one multi-seed group."""
+    """Each source is a group; a glob matching several paths becomes one multi-seed group.
+
+    A ``:greedy`` / ``:sample`` suffix on a glob applies to every run it matches."""
+    from trainer.policies import split_mode
+
     groups = []
     for source in sources:
-        matches = sorted(glob.glob(source)) if any(ch in source for ch in "*?[") else []
-        groups.append(Group(source, matches if matches else [source]))
+        pattern, mode = split_mode(source)
+        matches = sorted(glob.glob(pattern)) if any(ch in pattern for ch in "*?[") else []
+        suffix = f":{mode}" if mode else ""
+        groups.append(Group(source, [m + suffix for m in matches] if matches else [source]))
     return groups
 
 
@@ -51,23 +57,31 @@ def evaluate(
     env_kwargs: dict | None = None,
 ) -> list[Group]:
     """Every source on the first ``n_seeds`` evaluation seeds; ``env_kwargs`` go to ``make_env``
-    (e.g. ``{"num_seconds": 900}`` for a short SUMO scenario) and every source shares that one env."""
+    (e.g. ``{"num_seconds": 900}`` for a short SUMO scenario) and every source shares that one env.
+
+    ``deterministic`` is the default for learned policies whose source has no ``:greedy`` / ``:sample``
+    suffix (None: greedy); a suffix always wins."""
     from tqdm.auto import tqdm
 
     from envs.registry import make_env
-    from trainer.policies import TorchPolicyController, load_controller
+    from trainer.policies import load_controller
     from trainer.threads import single_threaded
 
     env = make_env(env_id, **(env_kwargs or {}))
     seeds = evaluation_seeds(n_seeds)
     groups = expand_sources(sources)
     total = sum(len(g.sources) for g in groups) * len(seeds)
+    default_mode = "sample" if deterministic is False else "greedy"
+    # every source resolves before the first episode: a bad one fails at once, not after the others ran
+    controllers = {
+        source: load_controller(source, env_id, env=env, default_mode=default_mode)
+        for group in groups
+        for source in group.sources
+    }
     bar = tqdm(total=total, desc=f"eval {env_id}", unit="ep", disable=not progress)
     for group in groups:
         for source in group.sources:
-            controller = load_controller(source, env_id, env=env)
-            if deterministic is not None and isinstance(controller, TorchPolicyController):
-                controller.deterministic = deterministic
+            controller = controllers[source]
             runs = []
             with single_threaded():
                 for seed in seeds:

@@ -8,9 +8,11 @@
 * anything else: a rule-controller spec (``etd``, ``etd@eps=0.1``, ``random``) via
   :func:`envs.controllers.build_controller`.
 
-A ``:greedy`` / ``:sample`` suffix on a run directory picks deterministic (argmax, the default) or
-stochastic actions. A policy that recorded its site (``site_spec``) runs only on an env of the same
-site structure (``envs/site.py``); another demand profile is allowed and said on stderr.
+A ``:greedy`` / ``:sample`` suffix on a run directory or ONNX model directory picks deterministic
+(argmax) or stochastic actions; without one, ``default_mode`` decides (greedy unless told otherwise,
+e.g. ``inspo eval --stochastic``). A suffix always wins over the default. A policy that recorded its site
+(``site_spec``) runs only on an env of the same site structure (``envs/site.py``); another demand profile
+is allowed and said on stderr.
 """
 
 from __future__ import annotations
@@ -85,26 +87,48 @@ def is_run_dir(path: str | Path) -> bool:
     return (Path(path) / "policy" / "policy.json").exists()
 
 
-def load_controller(source: str, env_id: str, env: MultiAgentEnv | None = None) -> Controller:
+MODES = ("greedy", "sample")
+
+
+def split_mode(source: str) -> tuple[str, str]:
+    """``"runs/a:sample"`` -> ``("runs/a", "sample")``; ``("runs/a", "")`` without a suffix.
+
+    A path that exists as given keeps its colons (``runs/a:b`` is a folder, not a mode)."""
+    if Path(source).exists():
+        return source, ""
+    path, sep, mode = source.rpartition(":")
+    if sep and path and mode in MODES:
+        return path, mode
+    return source, ""
+
+
+def load_controller(
+    source: str, env_id: str, env: MultiAgentEnv | None = None, default_mode: str = "greedy"
+) -> Controller:
     """Resolve a controller source (run dir, ONNX model dir, grpc:// URL or rule spec) for ``env_id``.
 
     ONNX and gRPC sources check their model against an env: ``env`` when given (the one the caller
     rolls out in, with its options; SUMO allows one live simulation per process), else ``make_env(env_id)``.
+    Learned policies act greedily or sample by the source's ``:greedy`` / ``:sample`` suffix, else
+    by ``default_mode``.
     """
+    if default_mode not in MODES:
+        raise ValueError(f"default_mode must be one of {MODES}, got {default_mode!r}")
     if source.startswith("grpc://"):
         from envs.registry import make_env
         from trainer.served_policies import grpc_controller  # the runtime engineer's module
 
-        return grpc_controller(source, env if env is not None else make_env(env_id))
-    path_text, _, mode = source.partition(":") if not Path(source).exists() else (source, "", "")
-    if mode not in ("", "greedy", "sample"):
-        path_text, mode = source, ""
+        url, mode = split_mode(source)
+        deterministic = (mode or default_mode) == "greedy"
+        return grpc_controller(url, env if env is not None else make_env(env_id), deterministic)
+    path_text, mode = split_mode(source)
+    deterministic = (mode or default_mode) == "greedy"
     path = Path(path_text)
     if path.is_dir() and ((path / "policy.onnx").exists() or any(path.glob("*/policy.onnx"))):
         from envs.registry import make_env
         from trainer.served_policies import onnx_controller
 
-        return onnx_controller(str(path), env if env is not None else make_env(env_id))
+        return onnx_controller(str(path), env if env is not None else make_env(env_id), deterministic)
     if is_run_dir(path):
         from trainer.run_dir import load_policy
 
@@ -116,9 +140,11 @@ def load_controller(source: str, env_id: str, env: MultiAgentEnv | None = None) 
             if trained_on and trained_on not in (env_id, partition_env_id(env_id)):
                 raise ValueError(f"run {path} was trained on env {trained_on!r}, not {env_id!r}")
         name = f"{meta.get('algorithm', 'policy')}:{path.name}"
-        return TorchPolicyController(policy, meta["agent_ids"], deterministic=mode != "sample", name=name)
+        return TorchPolicyController(policy, meta["agent_ids"], deterministic=deterministic, name=name)
     if path.exists():
         raise FileNotFoundError(
             f"{path} is neither a run directory (policy/policy.json) nor an ONNX model dir"
         )
+    if "/" in path_text or mode:  # rule specs have neither: this was meant as a directory
+        raise FileNotFoundError(f"{path_text}: no such run directory or ONNX model dir")
     return build_controller(env_id, source)

@@ -107,12 +107,18 @@ class GrpcController(Controller):
         report_outcomes: bool = False,
         **tls,
     ):
+        import grpc
+
         from runtime.client import PolicyClient, parse_url
 
         target, model, secure = parse_url(url)
         self.client = PolicyClient(target, token=token, tls=secure, timeout=timeout, **tls)
         self.model = model
-        info = self.client.model_info(model)[0]
+        try:
+            info = self.client.model_info(model)[0]
+        except grpc.RpcError as err:  # no server there, or it does not serve this model
+            self.client.close()
+            raise ConnectionError(f"{url}: {err.code().name}: {err.details()}") from None
         if info.obs_dim != env.obs_dim or info.n_actions != env.n_actions:
             raise ValueError(
                 f"{url}: model has obs_dim={info.obs_dim}, n_actions={info.n_actions} but the env has "

@@ -10,10 +10,48 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+Check = tuple[Callable[[Any], bool], str]  # (test, what the value must be)
+
+
+def _int(low: int) -> Check:
+    return (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= low), f"an integer >= {low}"
+
+
+def _num(low: float, high: float = math.inf, low_open: bool = True, high_open: bool = False) -> Check:
+    def ok(v: Any) -> bool:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+            return False
+        return (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+
+    right = ")" if high_open or not math.isfinite(high) else "]"
+    return ok, f"a number in {'(' if low_open else '['}{low:g}, {high:g}{right}"
+
+
+def _one_of(*choices: str) -> Check:
+    return (lambda v: v in choices), f"one of {list(choices)}"
+
+
+_BOOL: Check = (lambda v: isinstance(v, bool)), "true or false"
+_LR: Check = _num(0, low_open=False)  # a learning rate; 0 freezes that network (a test of the estimator does)
+_LAYERS: Check = (
+    lambda v: isinstance(v, tuple) and len(v) > 0 and all(isinstance(x, int) and x >= 1 for x in v),
+    "a non-empty list of layer widths >= 1 (e.g. 256,256)",
+)
+
+
+def _validate(config: Any, checks: dict[str, Check]) -> None:
+    """Raise one ValueError naming the first field whose value is out of range or of the wrong type."""
+    for key, (ok, expected) in checks.items():
+        value = getattr(config, key)
+        if not ok(value):
+            raise ValueError(f"config {key} must be {expected}, got {value!r}")
 
 
 @dataclass
@@ -28,6 +66,21 @@ class BCConfig:
     steps_per_iteration: int = 10
     iterations: int = 500
     grad_clip: float = 1.0
+
+    def validate(self) -> None:
+        _validate(
+            self,
+            {
+                "seed": _int(0),
+                "hidden": _LAYERS,
+                "shared": _BOOL,
+                "lr": _LR,
+                "batch_size": _int(1),
+                "steps_per_iteration": _int(1),
+                "iterations": _int(1),
+                "grad_clip": _num(0),
+            },
+        )
 
 
 @dataclass
@@ -114,6 +167,53 @@ class InSPOConfig:
     # iterates still deploys the policy around it. Training itself always uses the iterate.
     actor_ema: float = 0.0
 
+    def validate(self) -> None:
+        _validate(
+            self,
+            {
+                "seed": _int(0),
+                "hidden": _LAYERS,
+                "critic_hidden": _LAYERS,
+                "shared": _BOOL,
+                "gamma": _num(0, 1),
+                "alpha": _num(0),
+                "beta": _num(0, low_open=False),
+                "mu_steps": _int(0),
+                "mu_lr": _LR,
+                "mu_floor": _num(0, 1, high_open=True),
+                "actor_init": _one_of("random", "mu"),
+                "actor_init_noise": _num(0, low_open=False),
+                "critic_lr": _LR,
+                "critic_steps": _int(1),
+                "critic_warmup": _int(0),
+                "critic_init": _one_of("td", "mc"),
+                "soft_critic": _BOOL,
+                "polyak": _num(0, 1),
+                "resample_factor": _int(1),
+                "batch_size": _int(1),
+                "local_q_lr": _LR,
+                "local_q_steps": _int(1),
+                "actor_lr": _LR,
+                "actor_steps": _int(1),
+                "update": _one_of("sequential", "simultaneous"),
+                "resample": _BOOL,
+                "ratio_min": _num(0),
+                "ratio_max": _num(0),
+                "use_neighbors": _BOOL,
+                "baseline_quantile": _num(0, 1, low_open=False),
+                "baseline_min_margin": _num(0, low_open=False),
+                "exp_clip": _num(0),
+                "normalize_weights": _BOOL,
+                "grad_clip": _num(0),
+                "iterations": _int(1),
+                "actor_ema": _num(0, 1, low_open=False, high_open=True),
+            },
+        )
+        if self.reward_scale is not None:
+            _validate(self, {"reward_scale": _num(0)})
+        if self.ratio_max < self.ratio_min:
+            raise ValueError(f"config ratio_max ({self.ratio_max}) must be >= ratio_min ({self.ratio_min})")
+
 
 ALGORITHMS: dict[str, tuple[type, dict[str, Any]]] = {
     "inspo": (InSPOConfig, {}),
@@ -137,15 +237,21 @@ def _coerce(cfg_type: type, key: str, value: Any) -> Any:
             if text.lower() not in ("true", "false", "1", "0"):
                 raise ValueError(f"config {key} expects true/false, got {value!r}")
             return text.lower() in ("true", "1")
-        if isinstance(default, tuple):
-            return tuple(int(x) for x in text.strip("()[] ").split(",") if x.strip())
-        if isinstance(default, int):
-            return int(text)
-        if isinstance(default, float) or default is None:
-            return float(text)
+        try:
+            if isinstance(default, tuple):
+                return tuple(int(x) for x in text.strip("()[] ").split(",") if x.strip())
+            if isinstance(default, int):
+                return int(text)
+            if isinstance(default, float) or default is None:
+                return float(text)
+        except ValueError:
+            kind = "integers (e.g. 256,256)" if isinstance(default, tuple) else type(default or 0.0).__name__
+            raise ValueError(f"config {key} expects {kind}, got {value!r}") from None
         return text
     if isinstance(default, tuple) and isinstance(value, list | tuple):
-        return tuple(int(v) for v in value)
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in value):
+            raise ValueError(f"config {key} expects a list of integers, got {value!r}")
+        return tuple(value)
     if isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
     return value
@@ -162,7 +268,14 @@ def make_config(
     if file is not None:
         path = Path(file)
         text = path.read_text()
-        loaded = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        try:
+            loaded = json.loads(text) if path.suffix == ".json" else tomllib.loads(text)
+        except ValueError as err:  # JSONDecodeError, TOMLDecodeError
+            raise ValueError(f"config file {path}: {err}") from None
+        if not isinstance(loaded, dict):
+            raise ValueError(
+                f"config file {path}: expected a table of key = value, got {type(loaded).__name__}"
+            )
         loaded = loaded.get(algo, loaded)  # allow a [inspo] table or a flat file
         values.update(loaded)
     if isinstance(overrides, list):
@@ -174,7 +287,9 @@ def make_config(
             pairs[key.strip()] = value
         overrides = pairs
     values.update(overrides or {})
-    return cfg_type(**{k: _coerce(cfg_type, k, v) for k, v in values.items()})
+    config = cfg_type(**{k: _coerce(cfg_type, k, v) for k, v in values.items()})
+    config.validate()
+    return config
 
 
 def config_dict(cfg: Any) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from trainer.commands import ENV_ARG_HELP, parse_env_args
+from trainer.commands.argtypes import float_range, partition_name, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -23,14 +24,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="log directory to write (appended to if it exists)")
     p.add_argument("--dataset", help="a named dataset of the env (e.g. xor: balanced|uniform)")
     p.add_argument("--controller", help="controller spec")
-    p.add_argument("--episodes", type=int, help="episodes to collect with --controller")
-    p.add_argument("--epsilon", type=float, default=None, help="epsilon-mixing for components without @eps")
+    p.add_argument("--episodes", type=positive_int, help="episodes to collect with --controller")
+    p.add_argument(
+        "--epsilon",
+        type=float_range(0.0, 1.0),
+        default=None,
+        help="epsilon-mixing for components without @eps",
+    )
     p.add_argument(
         "--seed", type=int, default=0, help="first collection seed (episodes use consecutive seeds)"
     )
-    p.add_argument("--workers", type=int, default=1, help="processes (each runs its own simulator)")
+    p.add_argument("--workers", type=positive_int, default=1, help="processes (each runs its own simulator)")
     p.add_argument("--env-arg", action="append", default=[], metavar="KEY=VALUE", help=ENV_ARG_HELP)
-    p.add_argument("--site", default=None, help="site name for the partition (default: from the env id)")
+    p.add_argument(
+        "--site",
+        type=partition_name,
+        default=None,
+        help="site name for the partition (default: from the env id)",
+    )
     p.add_argument(
         "--backend",
         choices=["local", "ray"],

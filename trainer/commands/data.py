@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from trainer.commands.argtypes import existing_path, positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("data", help="inspect and combine logs", description="Work with Parquet logs.")
@@ -19,7 +21,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "dataset card: episodes, steps, returns, action histograms, coverage and warnings. "
         "Exits with status 2 and one line naming file, column and row when the log is invalid.",
     )
-    inspect.add_argument("log", help="log directory (with agent_steps/) or one agent_steps Parquet file")
+    inspect.add_argument(
+        "log", type=existing_path, help="log directory (with agent_steps/) or one agent_steps Parquet file"
+    )
     inspect.add_argument("--json", action="store_true", help="print the card as JSON instead of tables")
     inspect.set_defaults(func=run_inspect)
 
@@ -33,7 +37,11 @@ def register(sub: argparse._SubParsersAction) -> None:
         "'inspo data inspect' and 'inspo train --data'.",
     )
     combine.add_argument(
-        "logs", nargs="+", metavar="LOG", help="input log directories (or agent_steps files)"
+        "logs",
+        nargs="+",
+        type=existing_path,
+        metavar="LOG",
+        help="input log directories (or agent_steps files)",
     )
     combine.add_argument("--out", required=True, help="log directory to write (must not exist or be empty)")
     combine.add_argument(
@@ -44,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "joint observation (the runtime's definition); env: keep, error if they differ; joint-obs: rebuild",
     )
     combine.add_argument(
-        "--min-length", type=int, default=1, help="drop episodes (runs) shorter than this many steps"
+        "--min-length", type=positive_int, default=1, help="drop episodes (runs) shorter than this many steps"
     )
     combine.add_argument(
         "--env-id", default=None, help="env id of the combined log (needed when the inputs' env ids differ)"
@@ -92,6 +100,8 @@ def print_card(card) -> None:
         ("behavior_prob known", f"{card.behavior_prob_known:.1%}"),
         ("behavior_prob == 1", f"{card.behavior_prob_one:.1%}"),
     ]
+    if card.behavior_prob_near_one is not None:
+        rows.append(("choices with behavior_prob > 0.99", f"{card.behavior_prob_near_one:.1%}"))
     if card.joint_coverage is not None:
         rows.append(("joint action coverage", f"{card.joint_coverage:.1%} of {card.joint_actions}"))
     for field, value in rows:
@@ -122,8 +132,15 @@ def print_card(card) -> None:
     for name in card.action_names:
         hist.add_column(name, justify="right")
     hist.add_column("coverage", justify="right")
+    hist.add_column("alternatives", justify="right")  # share of choices not the behaviour's clear pick
     for agent in card.agents:
-        hist.add_row(agent, *map(str, card.action_histogram[agent]), f"{card.action_coverage[agent]:.0%}")
+        alternatives = card.alternatives.get(agent)
+        hist.add_row(
+            agent,
+            *map(str, card.action_histogram[agent]),
+            f"{card.action_coverage[agent]:.0%}",
+            "n/a" if alternatives is None else f"{alternatives:.1%}",
+        )
     console.print(hist)
 
     for warning in card.warnings:

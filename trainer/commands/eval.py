@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from trainer.commands import ENV_ARG_HELP, parse_env_args
+from trainer.commands.argtypes import int_between
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -18,14 +19,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--controller",
         action="append",
         required=True,
-        help="rule spec (etd, random, etd@eps=0.1), run dir (suffix :sample for stochastic), ONNX model dir, "
-        "grpc://host:port/model, or a quoted glob of run dirs; repeat for several",
+        help="rule spec (etd, random, etd@eps=0.1), run dir or ONNX model dir (suffix :sample to sample, "
+        ":greedy for argmax), grpc://host:port/model, or a quoted glob of run dirs; repeat for several",
     )
     p.add_argument("--env", required=True, help="env id, or site:PATH (a site file; docs/elevator.md)")
     p.add_argument("--env-arg", action="append", default=[], metavar="KEY=VALUE", help=ENV_ARG_HELP)
-    p.add_argument("--seeds", type=int, default=32, help="number of evaluation seeds (max 32)")
+    p.add_argument("--seeds", type=int_between(1, 32), default=32, help="number of evaluation seeds (max 32)")
     p.add_argument("--out", default=None, help="directory for episodes.csv, summary.csv/json and PNG plots")
-    p.add_argument("--stochastic", action="store_true", help="sample learned policies instead of argmax")
+    p.add_argument(
+        "--stochastic",
+        action="store_true",
+        help="sample learned policies without a :greedy/:sample suffix (default: argmax)",
+    )
     p.set_defaults(func=run)
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from trainer.commands.argtypes import existing_dir, positive_float, positive_int
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -12,14 +14,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Export the run's actor to <models>/<name>/<version>/policy.onnx + policy.json "
         "(design.md §3.4). Checks ONNX against torch on held-out observations; writes nothing on failure.",
     )
-    p.add_argument("run", help="run directory (from inspo train)")
+    p.add_argument("run", type=existing_dir, help="run directory (from inspo train)")
     p.add_argument("--models", required=True, help="model repository root")
     p.add_argument("--name", required=True, help="model name (folder under the repository)")
-    p.add_argument("--version", type=int, default=None, help="version number (default: next integer)")
     p.add_argument(
-        "--parity-samples", type=int, default=512, help="held-out observations for the parity check"
+        "--version", type=positive_int, default=None, help="version number (default: next integer)"
     )
-    p.add_argument("--atol", type=float, default=1e-5, help="max |Δprobs| allowed between torch and ONNX")
+    p.add_argument(
+        "--parity-samples", type=positive_int, default=512, help="held-out observations for the parity check"
+    )
+    p.add_argument(
+        "--atol", type=positive_float, default=1e-5, help="max |Δprobs| allowed between torch and ONNX"
+    )
     p.set_defaults(func=run)
 
 

@@ -5,6 +5,14 @@ from __future__ import annotations
 import argparse
 import json
 
+from trainer.commands.argtypes import (
+    existing_path,
+    float_range,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -17,18 +25,26 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--policy", required=True, help="run dir (:sample for stochastic), ONNX model dir, or rule spec"
     )
-    p.add_argument("--data", required=True, help="log directory (docs/log-format.md)")
+    p.add_argument("--data", required=True, type=existing_path, help="log directory (docs/log-format.md)")
     p.add_argument(
-        "--gamma", type=float, default=1.0, help="discount (1 = the episode return, as inspo eval)"
+        "--gamma",
+        type=float_range(0.0, 1.0, low_open=True),
+        default=1.0,
+        help="discount (1 = the episode return, as inspo eval)",
     )
-    p.add_argument("--bootstrap", type=int, default=200, help="bootstrap resamples of the episodes")
-    p.add_argument("--clip-step", type=float, default=None, help="cap on the per-step joint ratio")
-    p.add_argument("--clip-weight", type=float, default=None, help="cap on the cumulative weight")
     p.add_argument(
-        "--ess-threshold", type=float, default=0.0, help="flag WIS below this ESS (default max(10, 2%%))"
+        "--bootstrap", type=non_negative_int, default=200, help="bootstrap resamples of the episodes"
+    )
+    p.add_argument("--clip-step", type=positive_float, default=None, help="cap on the per-step joint ratio")
+    p.add_argument("--clip-weight", type=positive_float, default=None, help="cap on the cumulative weight")
+    p.add_argument(
+        "--ess-threshold",
+        type=float_range(0.0),
+        default=0.0,
+        help="flag WIS below this ESS (default max(10, 2%%))",
     )
     p.add_argument("--no-fqe", action="store_true", help="skip fitted-Q evaluation")
-    p.add_argument("--fqe-iterations", type=int, default=40)
+    p.add_argument("--fqe-iterations", type=positive_int, default=40)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write the report as JSON here")
     p.set_defaults(func=run)
@@ -43,8 +59,15 @@ def _fmt(value, ci) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from trainer.ope import FQEConfig, evaluate_offline
+    from trainer.policies import split_mode
     from trainer.report import print_table
+
+    path, _ = split_mode(args.policy)
+    if "/" in path and not Path(path).exists():  # rule specs have no '/': this was meant as a directory
+        raise FileNotFoundError(f"--policy {path}: no such run directory or ONNX model dir")
 
     report = evaluate_offline(
         args.policy,

@@ -4,6 +4,14 @@ from __future__ import annotations
 
 import argparse
 
+from trainer.commands.argtypes import (
+    existing_file,
+    existing_path,
+    int_at_least,
+    non_negative_int,
+    positive_int,
+)
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -13,7 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "'inspo train', score each on TUNING seeds (never the evaluation seeds), stop weak trials early "
         "(ASHA), and write results.csv/json, sweep.png and best.toml (for 'inspo train --config').",
     )
-    p.add_argument("--data", required=True, help="log directory (Parquet)")
+    p.add_argument("--data", required=True, type=existing_path, help="log directory (Parquet)")
     p.add_argument("--algo", default="inspo", help="algorithm name (as in 'inspo train')")
     p.add_argument(
         "--grid",
@@ -22,22 +30,33 @@ def register(sub: argparse._SubParsersAction) -> None:
         metavar="KEY=V1,V2",
         help="config values to try, e.g. --grid alpha=0.1,0.3,1 beta=0,0.3",
     )
-    p.add_argument("--seeds", type=int, default=3, help="training seeds per grid point (0..N-1)")
+    p.add_argument("--seeds", type=positive_int, default=3, help="training seeds per grid point (0..N-1)")
     p.add_argument("--out", default="sweeps/latest", help="sweep directory to write")
-    p.add_argument("--config", default=None, help="base TOML/JSON config (as in 'inspo train')")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--iterations", type=int, default=None, help="iterations per trial (default: config)")
     p.add_argument(
-        "--report-every", type=int, default=0, help="iterations between validations (ASHA grace period)"
+        "--config", default=None, type=existing_file, help="base TOML/JSON config (as in 'inspo train')"
     )
-    p.add_argument("--reduction-factor", type=int, default=3, help="ASHA: keep the top 1/N at each rung")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--iterations", type=positive_int, default=None, help="iterations per trial (default: config)"
+    )
+    p.add_argument(
+        "--report-every",
+        type=non_negative_int,
+        default=0,
+        help="iterations between validations (ASHA grace period)",
+    )
+    p.add_argument(
+        "--reduction-factor", type=int_at_least(2), default=3, help="ASHA: keep the top 1/N at each rung"
+    )
     p.add_argument(
         "--metric",
         default="val/return",
         choices=["val/return", "val/greedy_return"],
         help="validation metric on tuning seeds: sampling policy (default) or argmax policy",
     )
-    p.add_argument("--val-episodes", type=int, default=16, help="tuning-seed episodes per validation")
+    p.add_argument(
+        "--val-episodes", type=positive_int, default=16, help="tuning-seed episodes per validation"
+    )
     p.add_argument("--backend", choices=["local", "ray"], default="local")
     p.add_argument("--address", default=None, help="with --backend ray: cluster to join ('auto', ...)")
     p.set_defaults(func=run)

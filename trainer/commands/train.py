@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from trainer.commands import ENV_ARG_HELP, parse_env_args
+from trainer.commands.argtypes import existing_file, existing_path, non_negative_int, positive_int
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -17,23 +18,32 @@ def register(sub: argparse._SubParsersAction) -> None:
         "then --config (TOML/JSON, flat or under a [<algo>] table), then --set key=value.",
     )
     p.add_argument("--algo", required=True, choices=sorted(ALGORITHMS), help="algorithm / ablation name")
-    p.add_argument("--data", required=True, help="log directory (Parquet)")
+    p.add_argument("--data", required=True, type=existing_path, help="log directory (Parquet)")
     p.add_argument("--out", required=True, help="run directory to write")
-    p.add_argument("--config", default=None, help="TOML or JSON config file")
+    p.add_argument("--config", default=None, type=existing_file, help="TOML or JSON config file")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
-    p.add_argument("--seed", type=int, default=None, help="training seed (network init, minibatches)")
+    p.add_argument(
+        "--seed", type=non_negative_int, default=None, help="training seed (network init, minibatches)"
+    )
     p.add_argument("--resume", action="store_true", help="continue from <out>/checkpoints/last.pt exactly")
-    p.add_argument("--eval-every", type=int, default=0, help="evaluate on tuning seeds every N iterations")
+    p.add_argument(
+        "--eval-every", type=non_negative_int, default=0, help="evaluate on tuning seeds every N iterations"
+    )
     p.add_argument(
         "--env", default=None, help="env to evaluate on (default: the log's own site, from its metadata)"
     )
     p.add_argument("--env-arg", action="append", default=[], metavar="KEY=VALUE", help=ENV_ARG_HELP)
-    p.add_argument("--eval-episodes", type=int, default=4)
-    p.add_argument("--log-every", type=int, default=10)
-    p.add_argument("--checkpoint-every", type=int, default=100)
-    p.add_argument("--stop-after", type=int, default=None, help="stop (with a checkpoint) after N iterations")
+    p.add_argument("--eval-episodes", type=positive_int, default=4)
+    p.add_argument("--log-every", type=positive_int, default=10)
+    p.add_argument("--checkpoint-every", type=positive_int, default=100)
     p.add_argument(
-        "--threads", type=int, default=1, help="torch intra-op threads (0: torch's default, one per core)"
+        "--stop-after", type=positive_int, default=None, help="stop (with a checkpoint) after N iterations"
+    )
+    p.add_argument(
+        "--threads",
+        type=non_negative_int,
+        default=1,
+        help="torch intra-op threads (0: torch's default, one per core)",
     )
     p.set_defaults(func=run)
 

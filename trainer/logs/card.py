@@ -3,7 +3,10 @@
 In-sample methods (InSPO among them) only ever reweight logged actions, so the card reports
 action coverage per agent (share of the actions ever legal that were ever logged), joint
 coverage where the joint action space is small, and warns when the logged behaviour was
-deterministic or its probabilities are missing.
+deterministic or its probabilities are missing. It also warns when the behaviour was *near*-deterministic
+(e.g. ``etd@eps=0.001``): a log where almost every real choice (a decision with more than one legal
+action) was made with probability > 0.99, or where an agent almost never took anything but the
+behaviour's clear choice, gives in-sample training next to nothing to reweight.
 """
 
 from __future__ import annotations
@@ -15,6 +18,10 @@ import numpy as np
 from trainer.logs.convert import LoadedLog
 
 JOINT_COVERAGE_LIMIT = 10_000  # joint action spaces up to this size get a joint coverage figure
+NEAR_ONE = 0.99  # a logged choice made with probability above this is near-deterministic ...
+NEAR_DETERMINISTIC_SHARE = 0.9  # ... and a log where more than this share of choices are is warned about
+CLEAR_CHOICE = 0.5  # an action logged with probability at most this was not the behaviour's clear choice
+MIN_ALTERNATIVES = 0.01  # an agent taking such alternatives in fewer of its choices than this is warned about
 
 
 @dataclass
@@ -39,6 +46,11 @@ class DatasetCard:
     joint_actions: int | None = None  # size of the joint space joint_coverage refers to
     behavior_prob_known: float = 0.0  # share of agent-steps with a logged probability
     behavior_prob_one: float = 0.0  # share of those equal to 1 (deterministic choices)
+    # among known choices (decisions with > 1 legal action): share made with probability > NEAR_ONE;
+    # None when the log has no such decisions
+    behavior_prob_near_one: float | None = None
+    # per agent: share of its known choices where the logged action had probability <= CLEAR_CHOICE
+    alternatives: dict[str, float | None] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     site_spec: dict | None = None  # the resolved site the log records (envs/site.py); None for older logs
 
@@ -120,6 +132,12 @@ def build_card(log: LoadedLog, path: str = "") -> DatasetCard:
     known = ~np.isnan(probs)
     card.behavior_prob_known = float(known.mean())
     card.behavior_prob_one = float((probs[known] >= 1.0 - 1e-6).mean()) if known.any() else 0.0
+    choice = known & (masks.sum(axis=-1) > 1)  # [steps, N]: real choices with a logged probability
+    if choice.any():
+        card.behavior_prob_near_one = float((probs[choice] > NEAR_ONE).mean())
+    for i, agent in enumerate(agents):
+        mine = choice[:, i]
+        card.alternatives[agent] = float((probs[mine, i] <= CLEAR_CHOICE).mean()) if mine.any() else None
     card.warnings = _warnings(card, log)
     return card
 
@@ -143,6 +161,8 @@ def _warnings(card: DatasetCard, log: LoadedLog) -> list[str]:
             "logged action. In-sample methods can only reweight logged actions, and InSPO degenerates to "
             "behaviour cloning. Collect with exploration (e.g. '<rule>@eps=0.1' or '<rule>@temp=2')."
         )
+    elif near_deterministic := _near_deterministic(card):
+        out.append(near_deterministic)
     for agent, coverage in card.action_coverage.items():
         if coverage < 1.0:
             never = [
@@ -159,3 +179,33 @@ def _warnings(card: DatasetCard, log: LoadedLog) -> list[str]:
             "no env_steps in this log: state = all agents' observations, team reward = mean agent reward."
         )
     return out
+
+
+def _near_deterministic(card: DatasetCard) -> str | None:
+    """The warning for a behaviour that was deterministic in all but name, or None."""
+    rare = {
+        a: share for a, share in card.alternatives.items() if share is not None and share < MIN_ALTERNATIVES
+    }
+    near_one = card.behavior_prob_near_one
+    if not rare and (near_one is None or near_one <= NEAR_DETERMINISTIC_SHARE):
+        return None
+    found = []
+    if near_one is not None and near_one > NEAR_DETERMINISTIC_SHARE:
+        found.append(
+            f"{near_one:.1%} of the logged choices (decisions with more than one legal action) had "
+            f"behavior_prob > {NEAR_ONE}"
+        )
+    if rare:
+        shares = ", ".join(f"{a} {share:.2%}" for a, share in rare.items())
+        found.append(
+            f"agents took an action other than the behaviour's clear choice (behavior_prob <= {CLEAR_CHOICE}) "
+            f"in under {MIN_ALTERNATIVES:.0%} of their choices ({shares})"
+        )
+    return (
+        "the behaviour was near-deterministic: "
+        + "; ".join(found)
+        + ". In-sample methods can only reweight logged actions, and here there is little besides the "
+        "behaviour's own choice to reweight: InSPO will stay close to behaviour cloning, and what it learns "
+        "about other actions rests on a handful of steps. Collect with more exploration "
+        "(e.g. '<rule>@eps=0.1' or '<rule>@temp=0.5')."
+    )

@@ -31,7 +31,15 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from runtime.logformat import LogMeta
-from trainer.logs.card import JOINT_COVERAGE_LIMIT, DatasetCard, _action_names, _stats, _warnings
+from trainer.logs.card import (
+    CLEAR_CHOICE,
+    JOINT_COVERAGE_LIMIT,
+    NEAR_ONE,
+    DatasetCard,
+    _action_names,
+    _stats,
+    _warnings,
+)
 from trainer.logs.convert import LoadedLog, to_offline_data
 from trainer.logs.dataset import OfflineData
 from trainer.logs.errors import LogValidationError
@@ -272,7 +280,11 @@ class CardAccumulator:
         self.counts = np.zeros((n, a), np.int64)
         self.ever_legal = np.zeros((n, a), bool)
         self.codes: set[int] | None = set()
-        self.known = self.ones = self.cells = 0
+        self.known = self.ones = self.cells = self.near_one = 0
+        self.choices = np.zeros(
+            n, np.int64
+        )  # per agent: known probabilities of decisions with > 1 legal action
+        self.alternatives = np.zeros(n, np.int64)  # ... of which the logged action had p <= CLEAR_CHOICE
 
     def add(self, log: LoadedLog) -> np.ndarray:
         """Fold one group in; returns the rows of the log's arrays its episodes occupy."""
@@ -301,6 +313,10 @@ class CardAccumulator:
         self.cells += probs.size
         self.known += int(known.sum())
         self.ones += int((probs[known] >= 1.0 - 1e-6).sum())
+        choice = known & (masks.sum(axis=-1) > 1)
+        self.near_one += int((probs[choice] > NEAR_ONE).sum())
+        self.choices += choice.sum(axis=0)
+        self.alternatives += (choice & (probs <= CLEAR_CHOICE)).sum(axis=0)
         return rows
 
     def card(self, path: str = "") -> DatasetCard:
@@ -342,6 +358,11 @@ class CardAccumulator:
             card.joint_actions = joint_size
         card.behavior_prob_known = float(self.known / self.cells) if self.cells else 0.0
         card.behavior_prob_one = float(self.ones / self.known) if self.known else 0.0
+        if self.choices.sum():
+            card.behavior_prob_near_one = float(self.near_one / self.choices.sum())
+        for i, agent in enumerate(agents):
+            mine = int(self.choices[i])
+            card.alternatives[agent] = float(self.alternatives[i] / mine) if mine else None
         # ``_warnings`` reads the legal actions and whether env_steps exist from a loaded log; a
         # stand-in carries the accumulated facts (ever-legal actions as a one-step mask array).
         shim = SimpleNamespace(
