@@ -202,11 +202,14 @@ def test_logged_phase_is_sumos_phase_and_probabilities_sum_to_one(tmp_path):
         assert out["prob_errors"][spec] < 1e-9, spec
         assert len(set(sumo[:, 0])) > 1 or spec == "fixed", f"{spec}: never switched"
     # the mask-violating controller asked for phases SUMO did not execute; the log has SUMO's phase
-    # and the controller's probability of it (uniform 1/8)
+    # and the probability that it happens: requested itself (1/8) or as the overridden request (1/8)
+    # where SUMO overrode, as trainer/rollout.py documents; 1/8 where the request was executed
     assert out["requested_differs"]["ignores-min-green"] > 50
     assert out["requested_differs"]["random"] == 0
     table = read_agent_steps(tmp_path / "ignores-min-green").to_pydict()
-    assert np.allclose(table["behavior_prob"], 1 / 8)
+    probs = np.array(table["behavior_prob"])
+    assert np.all(np.isclose(probs, 1 / 8) | np.isclose(probs, 1 / 4))
+    assert np.isclose(probs, 1 / 4).sum() >= out["requested_differs"]["ignores-min-green"]
     assert out["early_request"] == [[3, 0, 1]] * 16
 
 
