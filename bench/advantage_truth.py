@@ -227,9 +227,11 @@ def main() -> None:
     print(
         f"estimators trained ({args.iterations} iterations each); reward scale {scale:.4g} [{time.time() - t0:.0f}s]"
     )
-    snaps = [s for seed in tuning_seeds(args.tuning_episodes) for s in snapshots(seed, args.every)][
-        : args.states
+    per_episode = -(-args.states // args.tuning_episodes)
+    snaps = [
+        s for seed in tuning_seeds(args.tuning_episodes) for s in snapshots(seed, args.every, per_episode)
     ]
+    snaps = snaps[: args.states]
     jobs, index = [], []
     for si, snap in enumerate(snaps):
         for a in np.flatnonzero(snap["mask"]):
