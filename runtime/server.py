@@ -142,6 +142,12 @@ class RuntimeServer:
         await asyncio.to_thread(self.repo.poll)
         await asyncio.to_thread(self.deployments.prepare)
         await self._update_health()
+        if not self.repo.any_loaded():
+            reasons = "; ".join(f"{n}/{v}: {r}" for (n, v), (_, r) in sorted(self.repo.rejected.items()))
+            log.error(
+                "no model can be served (health NOT_SERVING until one loads): %s",
+                reasons or f"no model versions in {cfg.model_repository}",
+            )
         if cfg.metrics_port:
             from prometheus_client import start_http_server
 

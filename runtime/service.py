@@ -776,6 +776,8 @@ class AdminServicer(admin_pb2_grpc.ModelAdminServicer):
                 out.models.append(model_info(self.repo.get(name), self.repo))
             for (name, version), (_, reason) in sorted(self.repo.rejected.items()):
                 out.rejected.add(model=name, version=version, reason=reason)
+            for (name, version), (_, _, reason) in sorted(self.repo.held.items()):
+                out.held.add(model=name, version=version, reason=f"held: {reason}")
             return out
 
         return await self._call("ListModels", do, request, context)
