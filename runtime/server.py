@@ -23,7 +23,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from protos.inspo.runtime.v1 import admin_pb2, admin_pb2_grpc, policy_pb2, policy_pb2_grpc
+from protos.inspo.runtime.v1 import admin_pb2, policy_pb2
 from runtime.args import add_arguments
 from runtime.auth import TokenAuthInterceptor, disabled_service
 from runtime.config import RuntimeConfig, load_config
@@ -31,6 +31,7 @@ from runtime.decision_log import DecisionLog
 from runtime.deployment import Deployments, ShadowRunner
 from runtime.metrics import Metrics
 from runtime.repository import ModelRepository
+from runtime.rpc import Calls, add_service
 from runtime.service import AdminServicer, PolicyServicer
 
 log = logging.getLogger("inspo.runtime")
@@ -51,10 +52,11 @@ class RuntimeServer:
         )
         self.deployments = Deployments(config, self.repo, self.metrics)
         self.shadow = ShadowRunner(self.metrics, config.decision_log)
+        self.calls = Calls(self.metrics, self.repo.entries.__contains__)
         self.policy = PolicyServicer(
-            config, self.repo, self.metrics, self.decision_log, self.deployments, self.shadow
+            config, self.repo, self.metrics, self.decision_log, self.deployments, self.shadow, self.calls
         )
-        self.admin = AdminServicer(self.repo, self.metrics, self.deployments)
+        self.admin = AdminServicer(self.repo, self.metrics, self.deployments, self.calls)
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.metrics_port = 0
@@ -109,9 +111,9 @@ class RuntimeServer:
             ),
             options=options,
         )
-        policy_pb2_grpc.add_PolicyServiceServicer_to_server(self.policy, self.server)
+        add_service(self.server, self.policy, policy_pb2.DESCRIPTOR.services_by_name["PolicyService"])
         if any_token:
-            admin_pb2_grpc.add_ModelAdminServicer_to_server(self.admin, self.server)
+            add_service(self.server, self.admin, admin_pb2.DESCRIPTOR.services_by_name["ModelAdmin"])
         else:  # no interceptor on the hot path; the admin service refuses every call by itself
             self.server.add_generic_rpc_handlers(
                 (
