@@ -193,7 +193,13 @@ class RuntimeConfig:
     max_agents_per_request: int = 4096
     # Label inspo_runtime_actions_total by agent (switch off for very large sites).
     metrics_agent_label: bool = True
+    # SIGTERM: health NOT_SERVING at once, keep answering this long (load balancers stop sending), then
+    # stop accepting and let in-flight calls finish within grace_period_s (docs/serving.md, "Shutdown").
+    drain_delay_s: float = 1.0
     grace_period_s: float = 10.0
+    # Where the deployment state (served versions, roll-backs, canary / shadow) is kept across restarts;
+    # "" = in memory only (docs/deployment.md, "Durable state").
+    state_file: str = ""
     log_level: str = "INFO"
     models: dict[str, ModelConfig] = field(default_factory=dict)
     tls: TLSConfig = field(default_factory=TLSConfig)

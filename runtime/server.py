@@ -3,8 +3,10 @@
 One grpc.aio server with PolicyService, ModelAdmin (separately authorized), grpc.health.v1
 (NOT_SERVING until a model is loaded and while draining) and server reflection; Prometheus
 metrics on their own HTTP port; the model repository polled for new versions; an optional
-decision log. SIGTERM/SIGINT: health goes NOT_SERVING, the server stops accepting calls, in-flight
-calls finish (up to ``grace_period_s``), the decision log is flushed.
+decision log. SIGTERM: health goes NOT_SERVING at once, the server keeps answering for ``drain_delay_s`` (so load
+balancers and Kubernetes endpoints stop sending), then stops accepting calls; in-flight calls finish
+(up to ``grace_period_s``), the decision log is flushed. SIGINT drains without the delay. The health
+service name ``liveness`` is SERVING while the process answers, whatever the models (liveness probes).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from runtime.service import AdminServicer, PolicyServicer
 
 log = logging.getLogger("inspo.runtime")
 POLICY_SERVICE = policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name
+LIVENESS = "liveness"  # health service name for liveness probes: the process answers, models or not
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["ModelAdmin"].full_name
 
 
@@ -139,6 +142,7 @@ class RuntimeServer:
         )
         if self.port == 0:
             raise OSError(f"cannot bind {address}")
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await self._update_health()
         # Initial load: every model's newest good version (bad ones are rejected and logged).
         await asyncio.to_thread(self.repo.poll)
@@ -185,13 +189,17 @@ class RuntimeServer:
             except Exception:  # noqa: BLE001 - polling must never stop
                 log.exception("model repository poll failed")
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Drain: NOT_SERVING, stop accepting, finish in-flight calls, flush the decision log."""
+    async def stop(self, grace: float | None = None, drain_delay: float = 0.0) -> None:
+        """Drain: NOT_SERVING, keep answering ``drain_delay`` seconds, stop accepting, finish in-flight
+        calls within ``grace`` (default ``grace_period_s``), flush the decision log."""
         if self._draining:
             await self._stopped.wait()
             return
         self._draining = True
         await self._update_health()
+        if drain_delay > 0:
+            log.info("health NOT_SERVING; answering for %.1f s more before closing", drain_delay)
+            await asyncio.sleep(drain_delay)
         if self._poll_task is not None:
             self._poll_task.cancel()
         grace = self.config.grace_period_s if grace is None else grace
@@ -213,12 +221,12 @@ async def serve(config: RuntimeConfig, ready_file: str | None = None) -> None:
     server = RuntimeServer(config)
     await server.start()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig, delay in ((signal.SIGTERM, config.drain_delay_s), (signal.SIGINT, 0.0)):
         loop.add_signal_handler(
             sig,
-            lambda s=sig: (
+            lambda s=sig, d=delay: (
                 log.info("received %s, draining", signal.Signals(s).name),
-                asyncio.ensure_future(server.stop()),
+                asyncio.ensure_future(server.stop(drain_delay=d)),
             ),
         )
     if ready_file:
