@@ -7,8 +7,9 @@ thread, compared and logged), and which ``candidate`` answers a ``canary_share``
 are assigned to the canary by a stable hash of ``canary_salt`` and the agent id, the same in every
 request and every server process. ``PromoteCandidate`` / ``RollBackCandidate`` are one admin call each.
 
-Deployments start from the config (``[models.<name>.deployment]``); the admin RPCs change them in
-memory (a restart returns to the config).
+Deployments start from the config (``[models.<name>.deployment]``); the admin RPCs change them, and
+with ``state_file`` set the changes survive a restart (runtime/state.py). ``PromoteCandidate`` serves
+exactly the version the canary ran (resolved when promoting), named in the response and the log.
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ from runtime.config import DecisionLogConfig, DeploymentConfig, FallbackConfig, 
 from runtime.guardrails import Guardrails
 from runtime.metrics import Metrics
 from runtime.model import LoadedModel
+from runtime.names import check_ref
 from runtime.repository import ModelEntry, ModelNotFound, ModelRepository
 
 log = logging.getLogger("inspo.runtime.deployment")
 INCUMBENT, CANDIDATE = "incumbent", "candidate"
+SAVED = ("incumbent", "shadow", "candidate", "canary_share", "canary_salt")  # kept in the state file
 
 
 class DeploymentError(ValueError):
@@ -136,15 +139,43 @@ class Deployments:
         self.config, self.repo, self.metrics = config, repo, metrics
         self.routes: dict[str, Deployment] = {}
         self._lock = threading.RLock()
+        self.persist = lambda: None  # set by the server: write the deployment state
         for name, mc in config.models.items():
             if name != "default" and _configured(mc.deployment):
-                d = self.routes[name] = _from_config(name, mc.deployment)
-                for ref in (d.shadow, d.candidate, d.incumbent):
-                    ref_name, version = parse_ref(ref)
-                    if version:  # keep the initial poll from serving a shadow / candidate version
-                        repo.entries.setdefault(ref_name or name, ModelEntry(ref_name or name)).pinned.add(
-                            version
-                        )
+                self._pin(_from_config(name, mc.deployment))
+
+    def _pin(self, d: Deployment) -> None:
+        """Take ``d`` as the route's deployment; keep the initial poll from serving its pinned versions."""
+        self.routes[d.model] = d
+        for ref in (d.shadow, d.candidate, d.incumbent):
+            ref_name, version = parse_ref(ref)
+            if version:
+                name = ref_name or d.model
+                self.repo.entries.setdefault(name, ModelEntry(name)).pinned.add(version)
+
+    # -- durable state (runtime/state.py) -----------------------------------------------------------
+    def snapshot(self) -> dict[str, dict]:
+        # No lock: called while the repository's lock is held; routes are replaced, never mutated.
+        routes = dict(self.routes)
+        return {name: {k: getattr(d, k) for k in SAVED} for name, d in sorted(routes.items())}
+
+    def restore(self, saved: dict[str, dict]) -> None:
+        """Replace the configured deployments by the saved ones (before the initial poll)."""
+        for name, fields in saved.items():
+            if not isinstance(fields, dict):
+                continue
+            base = self.routes.get(name) or Deployment(name)
+            try:
+                d = dataclasses.replace(base, **{k: fields[k] for k in SAVED if k in fields})
+                d.canary_share = float(d.canary_share)
+                for role in ("incumbent", "shadow", "candidate"):
+                    check_ref(getattr(d, role), role)
+            except (TypeError, ValueError) as err:
+                log.error("state file: deployment of %s ignored (%s)", name, err)
+                continue
+            if name in self.config.models and name not in self.routes:
+                d.rule = dataclasses.replace(self.config.models[name].deployment.rule)
+            self._pin(d)
 
     # -- serving path --------------------------------------------------------------------------
     def get(self, name: str) -> Deployment | None:
@@ -205,35 +236,45 @@ class Deployments:
             self.routes[new.model] = new
             self.metrics.deployment_changes.labels(new.model, "set").inc()
             self._export(new)
+            self.persist()
             log.info("deployment of %s: %s", new.model, new)
             return new
 
     def promote(self, name: str) -> Deployment:
-        """The candidate answers every agent from now on (it becomes the incumbent)."""
+        """The candidate answers every agent from now on (it becomes the incumbent).
+
+        The version promoted is the one the canary runs now (an unversioned candidate is resolved,
+        never re-read from disk), so what was canaried is exactly what is served.
+        """
         with self._lock:
             d = self.routes.get(name)
             if d is None or not d.candidate:
                 raise DeploymentError(f"model {name!r} has no canary candidate to promote")
-            self._check(d)
-            cand_name, version = parse_ref(d.candidate)
-            cand_name = cand_name or name
-            if cand_name == name:
-                self.repo.load(name, version)  # becomes the served version (or stays, if it is already)
+            canaried = self._check(d)["candidate"]
+            if canaried.name == name:
+                self.repo.load(name, canaried.version)  # becomes the served version (or stays, if it is)
                 incumbent = ""
             else:
-                incumbent = d.candidate
-            promoted = d.candidate
+                incumbent = f"{canaried.name}:{canaried.version}"
+                self.repo.preload(canaried.name, canaried.version)
             new = dataclasses.replace(
                 d,
                 incumbent=incumbent,
                 candidate="",
                 canary_share=0.0,
-                shadow="" if d.shadow == promoted else d.shadow,
+                shadow="" if d.shadow == d.candidate else d.shadow,
             )
             self.routes[name] = new
             self.metrics.deployment_changes.labels(name, "promote").inc()
             self._export(new)
-            log.info("deployment of %s: promoted %s", name, promoted)
+            self.persist()
+            log.info(
+                "deployment of %s: promoted candidate %s: %s version %s now answers every agent",
+                name,
+                d.candidate,
+                canaried.name,
+                canaried.version,
+            )
             return new
 
     def rollback(self, name: str) -> Deployment:
@@ -249,6 +290,7 @@ class Deployments:
             self.routes[name] = new
             self.metrics.deployment_changes.labels(name, "rollback").inc()
             self._export(new)
+            self.persist()
             log.info("deployment of %s: rolled back candidate %s", name, d.candidate)
             return new
 

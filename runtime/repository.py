@@ -225,6 +225,7 @@ class ModelRepository:
             entry.pinned.discard(version)
             if block and (entry.current is None or version != entry.current.version):
                 entry.blocked.add(version)
+                self.persist()
 
     def rollback(self, name: str, to_version: str = "") -> tuple[LoadedModel, str]:
         with self._lock:
@@ -248,6 +249,31 @@ class ModelRepository:
             entry.blocked.add(current)
             previous = self._serve(entry, model, "rollback")
             return model, previous
+
+    # -- durable state (runtime/state.py) -------------------------------------------------------
+    def snapshot(self) -> dict[str, dict]:
+        """Per model: the version served and the versions rolled back from."""
+        with self._lock:
+            return {
+                name: {
+                    "serving": e.current.version if e.current else "",
+                    "blocked": sorted(e.blocked, key=_vkey),
+                }
+                for name, e in sorted(self.entries.items())
+                if e.current is not None or e.blocked
+            }
+
+    def restore(self, models: dict[str, dict]) -> dict[str, str]:
+        """Re-block the rolled-back versions; return the version each model should serve again."""
+        serve = {}
+        for name, saved in models.items():
+            if not valid_name(name) or not isinstance(saved, dict):
+                continue
+            blocked = {str(v) for v in saved.get("blocked") or [] if valid_version(str(v))}
+            self.entries.setdefault(name, ModelEntry(name)).blocked |= blocked
+            if valid_version(str(saved.get("serving") or "")):
+                serve[name] = str(saved["serving"])
+        return serve
 
     def poll(self, initial: dict[str, str] | None = None) -> list[str]:
         """Load the newest good version of every model when it is newer than the one served.

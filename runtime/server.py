@@ -35,6 +35,7 @@ from runtime.metrics import Metrics
 from runtime.repository import ModelRepository
 from runtime.rpc import Calls, add_service
 from runtime.service import AdminServicer, PolicyServicer
+from runtime.state import StateFile
 
 log = logging.getLogger("inspo.runtime")
 POLICY_SERVICE = policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name
@@ -55,6 +56,13 @@ class RuntimeServer:
         )
         self.deployments = Deployments(config, self.repo, self.metrics)
         self.shadow = ShadowRunner(self.metrics, config.decision_log)
+        self.state = StateFile(config.state_file) if config.state_file else None
+        self._restore: dict[str, str] = {}
+        if self.state is not None:  # before the initial poll: serve what was served, keep roll-backs
+            saved = self.state.load()
+            self._restore = self.repo.restore(saved.get("models", {}))
+            self.deployments.restore(saved.get("deployments", {}))
+            self.repo.persist = self.deployments.persist = self._persist
         self.calls = Calls(self.metrics, self.repo.entries.__contains__)
         self.policy = PolicyServicer(
             config, self.repo, self.metrics, self.decision_log, self.deployments, self.shadow, self.calls
@@ -145,7 +153,7 @@ class RuntimeServer:
         await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await self._update_health()
         # Initial load: every model's newest good version (bad ones are rejected and logged).
-        await asyncio.to_thread(self.repo.poll)
+        await asyncio.to_thread(self.repo.poll, self._restore)
         await asyncio.to_thread(self.deployments.prepare)
         await self._update_health()
         if not self.repo.any_loaded():
@@ -172,6 +180,12 @@ class RuntimeServer:
             f"{cfg.metrics_host}:{self.metrics_port}" if self.metrics_port else "off",
             self.repo.served(),
         )
+
+    def _persist(self) -> None:
+        try:
+            self.state.save(self.repo.snapshot(), self.deployments.snapshot())
+        except OSError as err:  # serving goes on; the operator sees why the state is not durable
+            log.error("cannot write state_file %s: %s", self.state.path, err)
 
     def start_metrics_on_ephemeral_port(self) -> int:
         """Serve metrics on a free port (tests, benchmarks); returns it."""
