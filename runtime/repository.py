@@ -66,6 +66,7 @@ class ModelRepository:
         self.rejected: dict[tuple[str, str], tuple[tuple, str]] = {}
         # versions the signature gate holds back: (files, served signature then, reason)
         self.held: dict[tuple[str, str], tuple[tuple, tuple, str]] = {}
+        self._info_series: dict[tuple[str, str], bool] = {}  # model_info label sets exported
         self.persist: Callable[[], None] = lambda: None  # set by the server: write the deployment state
         self.on_change = on_change or (lambda: None)
         self._lock = threading.RLock()
@@ -130,6 +131,7 @@ class ModelRepository:
             if previous is not None and previous.version != model.version:
                 entry.history = [v for v in entry.history if v != previous.version] + [previous.version]
                 self.metrics.model_info.labels(entry.name, previous.version).set(0)
+                self._info_series[(entry.name, previous.version)] = True
             entry.history = [v for v in entry.history if v != model.version]
             entry.current = model  # the swap
             self._unhold(entry.name, model.version)
@@ -139,6 +141,11 @@ class ModelRepository:
             for v in list(entry.versions):
                 if v not in keep_set:
                     del entry.versions[v]
+            for (name, v), _ in list(self._info_series.items()):
+                if name == entry.name and v not in keep_set:  # released: its series goes too
+                    self.metrics.model_info.remove(name, v)
+                    del self._info_series[(name, v)]
+            self._info_series[(entry.name, model.version)] = True
             self.metrics.model_info.labels(entry.name, model.version).set(1)
             self.metrics.model_loaded_timestamp.labels(entry.name).set(model.loaded_at)
             self.metrics.reloads.labels(entry.name, result).inc()
