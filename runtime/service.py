@@ -5,6 +5,10 @@ The Act path, in order: find the model (NOT_FOUND), decode and validate the agen
 (non-finite or out-of-bounds observations when so configured, too little deadline left), run ONNX
 Runtime (inline, or through the dynamic batcher), pick actions (argmax from the graph, or sampled),
 override fallback rows, count metrics, hand the decision to the decision log, build the response.
+
+The RPC methods are thin: :class:`runtime.rpc.Calls` runs each one, maps what it raises through the one
+table of :mod:`runtime.errors` and counts it with the code returned; ActStream answers a failed request
+in-stream with the same code. Undecodable bytes arrive as :class:`runtime.errors.Undecodable`.
 """
 
 from __future__ import annotations
