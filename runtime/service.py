@@ -699,6 +699,8 @@ class AdminServicer(admin_pb2_grpc.ModelAdminServicer):
         def do():
             for role in ("incumbent", "shadow", "candidate"):
                 check_ref(getattr(request, role), role)
+            if not 0.0 <= request.canary_share <= 1.0:  # NaN included
+                raise invalid("canary_share", f"must be in [0, 1], got {request.canary_share}")
             return self.deployments.set(
                 Deployment(
                     model=request.model,

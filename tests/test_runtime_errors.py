@@ -63,6 +63,8 @@ ADMIN_CASES = [
     ("set_deployment", {"model": "grid", "candidate": "../x:1"}, grpc.StatusCode.INVALID_ARGUMENT, "candidate: "),
     ("set_deployment", {"model": "grid", "shadow": "grid:1/.."}, grpc.StatusCode.INVALID_ARGUMENT, "shadow: "),
     ("deployment", {"model": ""}, grpc.StatusCode.INVALID_ARGUMENT, "model: required"),
+    ("set_deployment", {"model": "grid", "candidate": "grid:1", "canary_share": 1.5}, grpc.StatusCode.INVALID_ARGUMENT, "canary_share: must be in [0, 1]"),
+    ("set_deployment", {"model": "grid", "candidate": "grid:1", "canary_share": float("nan")}, grpc.StatusCode.INVALID_ARGUMENT, "canary_share: "),
 ]  # fmt: skip
 
 
