@@ -409,6 +409,7 @@ class AdminClient(_Base):
         candidate: str = "",
         canary_share: float = 0.0,
         canary_salt: str = "",
+        canary_agents: list[str] | None = None,
     ) -> admin_pb2.Deployment:
         """Replace ``model``'s deployment (every field; empty = none)."""
         request = admin_pb2.Deployment(
@@ -418,6 +419,7 @@ class AdminClient(_Base):
             candidate=candidate,
             canary_share=canary_share,
             canary_salt=canary_salt,
+            canary_agents=canary_agents or [],
         )
         return self.stub.SetDeployment(request, timeout=self.timeout, metadata=self.metadata)
 

@@ -114,12 +114,16 @@ class DeploymentConfig:
     candidate: str = ""
     canary_share: float = 0.0
     canary_salt: str = ""
+    # Agents the candidate answers by name, in addition to canary_share (e.g. ["tl_3", "tl_7"]).
+    canary_agents: list[str] = field(default_factory=list)
     # Shadow work waiting beyond this many requests is dropped (counted), never queued without bound.
     shadow_queue: int = 1024
 
     def validate(self) -> None:
         if not 0.0 <= self.canary_share <= 1.0:
             raise ValueError(f"deployment.canary_share must be in [0, 1], got {self.canary_share}")
+        if not isinstance(self.canary_agents, list) or not all(isinstance(a, str) for a in self.canary_agents):
+            raise ValueError("deployment.canary_agents must be a list of agent ids")
         self.rule.validate()
 
 

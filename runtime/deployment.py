@@ -36,11 +36,17 @@ from runtime.repository import ModelEntry, ModelNotFound, ModelRepository
 
 log = logging.getLogger("inspo.runtime.deployment")
 INCUMBENT, CANDIDATE = "incumbent", "candidate"
-SAVED = ("incumbent", "shadow", "candidate", "canary_share", "canary_salt")  # kept in the state file
+SAVED = ("incumbent", "shadow", "candidate", "canary_share", "canary_salt", "canary_agents")  # kept in the state file
 
 
 class DeploymentError(ValueError):
     """A deployment that cannot be set (unknown or incompatible model); the old one stays."""
+
+
+class UnknownAgents(DeploymentError):
+    """A deployment naming agents the model does not have (a wrong value: INVALID_ARGUMENT)."""
+
+    field = "canary_agents"
 
 
 def parse_ref(ref: str) -> tuple[str, str]:
@@ -104,19 +110,33 @@ class Deployment:
     canary_share: float = 0.0
     canary_salt: str = ""
     shadow_queue: int = 1024
+    # Agents the candidate answers by name, in addition to the canary_share drawn by hash.
+    canary_agents: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        self.canary_agents = tuple(self.canary_agents)
         self._canary_cache: dict[tuple, np.ndarray] = {}
 
     @property
+    def canary(self) -> bool:
+        """A candidate answers some agents (by share or by name)."""
+        return bool(self.candidate and (self.canary_share > 0 or self.canary_agents))
+
+    @property
     def active(self) -> bool:
-        return bool(self.incumbent or self.shadow or (self.candidate and self.canary_share > 0))
+        return bool(self.incumbent or self.shadow or self.canary)
+
+    def in_canary(self, agent_id: str) -> bool:
+        return agent_id in self.canary_agents or canary_fraction(agent_id, self.canary_salt) < self.canary_share
 
     def candidate_flags(self, agent_ids: list[str]) -> np.ndarray:
-        key = (tuple(agent_ids), self.canary_share, self.canary_salt)
+        key = (tuple(agent_ids), self.canary_share, self.canary_salt, self.canary_agents)
         flags = self._canary_cache.get(key)
         if flags is None:
-            flags = self._canary_cache[key] = canary_agents(agent_ids, self.canary_share, self.canary_salt)
+            flags = canary_agents(agent_ids, self.canary_share, self.canary_salt)
+            if self.canary_agents:
+                flags |= np.isin(np.asarray(agent_ids, dtype=object), list(self.canary_agents))
+            self._canary_cache[key] = flags
         return flags
 
 
@@ -168,6 +188,7 @@ class Deployments:
             try:
                 d = dataclasses.replace(base, **{k: fields[k] for k in SAVED if k in fields})
                 d.canary_share = float(d.canary_share)
+                d.canary_agents = tuple(str(a) for a in d.canary_agents)
                 for role in ("incumbent", "shadow", "candidate"):
                     check_ref(getattr(d, role), role)
             except (TypeError, ValueError) as err:
@@ -206,6 +227,9 @@ class Deployments:
         if not 0.0 <= d.canary_share <= 1.0:
             raise DeploymentError(f"canary_share must be in [0, 1], got {d.canary_share}")
         route = self.repo.get(d.model)
+        unknown = sorted(set(d.canary_agents) - set(route.agent_ids))
+        if unknown:
+            raise UnknownAgents(f"canary_agents: unknown agents {unknown[:10]} for model {d.model}")
         out = {}
         for role in ("incumbent", "shadow", "candidate"):
             ref = getattr(d, role)
@@ -262,6 +286,7 @@ class Deployments:
                 incumbent=incumbent,
                 candidate="",
                 canary_share=0.0,
+                canary_agents=(),
                 shadow="" if d.shadow == d.candidate else d.shadow,
             )
             self.routes[name] = new
@@ -286,7 +311,7 @@ class Deployments:
             cand_name, version = parse_ref(d.candidate)
             if version and d.shadow != d.candidate:
                 self.repo.unpin(cand_name or name, version, block=True)
-            new = dataclasses.replace(d, candidate="", canary_share=0.0)
+            new = dataclasses.replace(d, candidate="", canary_share=0.0, canary_agents=())
             self.routes[name] = new
             self.metrics.deployment_changes.labels(name, "rollback").inc()
             self._export(new)
@@ -295,12 +320,12 @@ class Deployments:
             return new
 
     def _export(self, d: Deployment) -> None:
-        share = d.canary_share if d.candidate else 0.0
+        share = d.canary_share if d.canary else 0.0
         self.metrics.canary_share.labels(d.model).set(share)
         try:
             agents = self.repo.get(d.model).agent_ids
             self.metrics.canary_agents.labels(d.model).set(
-                int(d.candidate_flags(agents).sum()) if d.candidate else 0
+                int(d.candidate_flags(agents).sum()) if d.canary else 0
             )
         except ModelNotFound:
             pass
@@ -320,6 +345,7 @@ def _from_config(name: str, cfg: DeploymentConfig) -> Deployment:
         canary_share=cfg.canary_share,
         canary_salt=cfg.canary_salt,
         shadow_queue=cfg.shadow_queue,
+        canary_agents=tuple(cfg.canary_agents),
     )
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import grpc
 
-from runtime.deployment import DeploymentError
+from runtime.deployment import DeploymentError, UnknownAgents
 from runtime.model import ModelLoadError
 from runtime.names import InvalidName
 from runtime.repository import ModelNotFound, SignatureChanged
@@ -40,6 +40,7 @@ _S = grpc.StatusCode
 TABLE: tuple[tuple[type[BaseException], grpc.StatusCode, str], ...] = (
     (InvalidName, _S.INVALID_ARGUMENT, ""),
     (Undecodable, _S.INVALID_ARGUMENT, ""),
+    (UnknownAgents, _S.INVALID_ARGUMENT, ""),
     (ModelNotFound, _S.NOT_FOUND, ""),
     (SignatureChanged, _S.FAILED_PRECONDITION, "the served version keeps serving: "),
     (ModelLoadError, _S.FAILED_PRECONDITION, "version rejected, old version keeps serving: "),

@@ -32,7 +32,6 @@ from runtime.deployment import (
     Deployments,
     ShadowJob,
     ShadowRunner,
-    canary_fraction,
     rule_actions,
 )
 from runtime.errors import Undecodable, invalid
@@ -284,7 +283,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                     )
             elif not dep.incumbent:
                 incumbent = model
-            if dep.candidate and dep.canary_share > 0:
+            if dep.canary:
                 try:
                     candidate = self.deployments.resolve(dep.candidate, model)
                 except (ModelNotFound, DeploymentError) as err:
@@ -588,12 +587,12 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 self.metrics.kpi.labels(model.name, name).set(value)
         # Per arm: the agent's canary arm (stable hash), so a dashboard compares incumbent and candidate.
         dep = self.deployments.get(model.name) if self.deployments is not None else None
-        canary = dep is not None and bool(dep.candidate) and dep.canary_share > 0
+        canary = dep is not None and dep.canary
         arms = set()
         for a in request.agents:
             arm = (
                 CANDIDATE
-                if canary and canary_fraction(a.agent_id, dep.canary_salt) < dep.canary_share
+                if canary and dep.in_canary(a.agent_id)
                 else INCUMBENT
             )
             arms.add(arm)
@@ -644,6 +643,7 @@ def deployment_message(d: Deployment, deployments: Deployments) -> admin_pb2.Dep
         candidate=d.candidate,
         canary_share=d.canary_share,
         canary_salt=d.canary_salt,
+        canary_agents=d.canary_agents,
     )
     try:
         route = deployments.repo.get(d.model)
@@ -657,7 +657,7 @@ def deployment_message(d: Deployment, deployments: Deployments) -> admin_pb2.Dep
             setattr(out, f"{role}_version", deployments.resolve(ref, route).version)
         except (ModelNotFound, DeploymentError):
             setattr(out, f"{role}_version", "unavailable")
-    if d.candidate and d.canary_share > 0:
+    if d.canary:
         flags = d.candidate_flags(route.agent_ids)
         out.candidate_agents.extend(a for a, f in zip(route.agent_ids, flags, strict=True) if f)
     return out
@@ -709,6 +709,7 @@ class AdminServicer(admin_pb2_grpc.ModelAdminServicer):
                     candidate=request.candidate,
                     canary_share=request.canary_share,
                     canary_salt=request.canary_salt,
+                    canary_agents=tuple(request.canary_agents),
                 )
             )
 

@@ -4,6 +4,7 @@ version the canary ran."""
 
 import json
 
+import grpc
 import numpy as np
 import pytest
 from deployment_helpers import ADMIN
@@ -99,3 +100,24 @@ def test_an_unreadable_state_file_is_a_clear_error(source, tmp_path):
     state.write_text("{not json")
     with pytest.raises(ValueError, match="state_file .*state.json: cannot read it"):
         _server(repo, state)
+
+
+def test_canary_by_agent_list_survives_a_restart_and_unknown_agents_are_invalid(source, tmp_path):
+    repo, state = _repo(source, tmp_path / "models", (1, 2)), tmp_path / "state.json"
+    models = {"grid": ModelConfig(auto_serve=False)}
+    copy_version(source, "grid", 1, 1, to_repo=tmp_path / "only1")
+    with _server(tmp_path / "only1", state, models=models):
+        pass  # the state now says version 1 serves; with 2 on disk too, 2 waits (auto_serve = false)
+    with _server(repo, state, models=models) as s, AdminClient(s.target, token=ADMIN) as admin:
+        with pytest.raises(grpc.RpcError) as err:
+            admin.set_deployment("grid", candidate="grid:2", canary_agents=["tl_1", "ghost"])
+        assert err.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "canary_agents: unknown agents ['ghost']" in err.value.details()
+        dep = admin.set_deployment("grid", candidate="grid:2", canary_agents=["tl_1"])
+        assert list(dep.candidate_agents) == ["tl_1"] and list(dep.canary_agents) == ["tl_1"]
+    with _server(repo, state, models=models) as s, AdminClient(s.target, token=ADMIN) as admin:
+        with PolicyClient(s.target, token=ADMIN) as c:
+            result = c.act("grid", OBS)
+        assert result.arms == ["incumbent", "candidate", "incumbent"] and result.model_version == "1"
+        assert admin.promote("grid").incumbent_version == "2"
+        assert list(admin.deployment("grid").canary_agents) == []
