@@ -122,7 +122,9 @@ class DeploymentConfig:
     def validate(self) -> None:
         if not 0.0 <= self.canary_share <= 1.0:
             raise ValueError(f"deployment.canary_share must be in [0, 1], got {self.canary_share}")
-        if not isinstance(self.canary_agents, list) or not all(isinstance(a, str) for a in self.canary_agents):
+        if not isinstance(self.canary_agents, list) or not all(
+            isinstance(a, str) for a in self.canary_agents
+        ):
             raise ValueError("deployment.canary_agents must be a list of agent ids")
         self.rule.validate()
 

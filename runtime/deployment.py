@@ -36,7 +36,14 @@ from runtime.repository import ModelEntry, ModelNotFound, ModelRepository
 
 log = logging.getLogger("inspo.runtime.deployment")
 INCUMBENT, CANDIDATE = "incumbent", "candidate"
-SAVED = ("incumbent", "shadow", "candidate", "canary_share", "canary_salt", "canary_agents")  # kept in the state file
+SAVED = (
+    "incumbent",
+    "shadow",
+    "candidate",
+    "canary_share",
+    "canary_salt",
+    "canary_agents",
+)  # kept in the state file
 
 
 class DeploymentError(ValueError):
@@ -127,7 +134,9 @@ class Deployment:
         return bool(self.incumbent or self.shadow or self.canary)
 
     def in_canary(self, agent_id: str) -> bool:
-        return agent_id in self.canary_agents or canary_fraction(agent_id, self.canary_salt) < self.canary_share
+        return (
+            agent_id in self.canary_agents or canary_fraction(agent_id, self.canary_salt) < self.canary_share
+        )
 
     def candidate_flags(self, agent_ids: list[str]) -> np.ndarray:
         key = (tuple(agent_ids), self.canary_share, self.canary_salt, self.canary_agents)

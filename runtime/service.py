@@ -590,11 +590,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         canary = dep is not None and dep.canary
         arms = set()
         for a in request.agents:
-            arm = (
-                CANDIDATE
-                if canary and dep.in_canary(a.agent_id)
-                else INCUMBENT
-            )
+            arm = CANDIDATE if canary and dep.in_canary(a.agent_id) else INCUMBENT
             arms.add(arm)
             self.metrics.arm_reward.labels(model.name, arm).observe(a.reward)
             for name, value in a.kpis.items():
