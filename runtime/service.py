@@ -207,6 +207,75 @@ def decode_agents(request: policy_pb2.ActRequest, model: LoadedModel, max_agents
     return Decoded(agents, obs, mask, current, ids, elapsed)
 
 
+class Routed:
+    """What answers a request, before the guardrails: arrays per row, and who served them."""
+
+    __slots__ = (
+        "obs",
+        "probs",
+        "action",
+        "chosen",
+        "fallback",
+        "fixed",
+        "arms",
+        "candidate",
+        "served_version",
+    )
+
+    def __init__(self, obs, probs, action, chosen, fallback, fixed, arms, candidate, served_version):
+        self.obs, self.probs, self.action, self.chosen = obs, probs, action, chosen
+        self.fallback: dict[int, str] = fallback  # row -> reason a fallback answered
+        self.fixed = fixed  # rows a guardrail must leave alone (None: none yet)
+        self.arms: list[str] | None = arms  # per row, under a deployment
+        self.candidate: LoadedModel | None = candidate  # the canary candidate that answered some rows
+        self.served_version = served_version
+
+
+def encode_response(
+    request: policy_pb2.ActRequest, model_name: str, ids: list[str], r: Routed, changed: dict[int, str]
+) -> policy_pb2.ActResponse:
+    """The response in the request's encoding (packed arrays, or one message per agent)."""
+    n = len(ids)
+    response = policy_pb2.ActResponse(
+        model=model_name, model_version=r.served_version, request_id=request.request_id
+    )
+    if r.candidate is not None:
+        response.candidate_model, response.candidate_version = r.candidate.name, r.candidate.version
+    actions_list, chosen_list = r.action.tolist(), r.chosen.tolist()
+    if request.HasField("packed"):
+        out = response.packed
+        out.action.extend(actions_list)
+        out.probability.extend(chosen_list)
+        if request.return_probs:
+            out.probs_raw = np.ascontiguousarray(r.probs, dtype="<f4").tobytes()
+        for i in sorted(r.fallback):
+            out.fallback_index.append(i)
+            out.fallback_reason.append(r.fallback[i])
+        if r.candidate is not None:
+            out.candidate_index.extend(i for i, arm in enumerate(r.arms) if arm == CANDIDATE)
+        for i in sorted(changed):
+            out.guardrail_index.append(i)
+            out.guardrail_rule.append(changed[i])
+        return response
+    add = response.actions.add
+    if request.return_probs:
+        rows = r.probs.tolist()
+        for i in range(n):
+            add(agent_id=ids[i], action=actions_list[i], probability=chosen_list[i], probs=rows[i])
+    else:
+        for i in range(n):
+            add(agent_id=ids[i], action=actions_list[i], probability=chosen_list[i])
+    for i, reason in r.fallback.items():
+        response.actions[i].fallback = True
+        response.actions[i].fallback_reason = reason
+    if r.candidate is not None:
+        for i, arm in enumerate(r.arms):
+            response.actions[i].arm = arm
+    for i, rule_name in changed.items():
+        response.actions[i].guardrail = rule_name
+    return response
+
+
 class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     def __init__(
         self,
@@ -248,6 +317,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
 
     # -- the Act core --------------------------------------------------------------------------
     async def _act(self, request: policy_pb2.ActRequest, context) -> policy_pb2.ActResponse:
+        """decode -> route (deployment arms) -> infer (``_decide``) -> guard -> count and log -> encode."""
         model = self._model(request.model, request.version)
         d = decode_agents(request, model, self.config.max_agents_per_request)
         mm = self.metrics.model(model.name)
@@ -264,148 +334,124 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         remaining = context.time_remaining() if context is not None else None
         # A request pinned to a version bypasses the deployment (it asked for that version).
         dep = None if request.version or self.deployments is None else self.deployments.get(model.name)
-        arms: list[str] | None = None
-        fixed = None  # rows a guardrail must leave alone (fallbacks, rule answers); built when needed
-        candidate = None
-        served_version = model.version
         if dep is None:
             obs, probs, action, chosen, fallback = await self._decide(
                 model, request, d, remaining, all_finite
             )
+            routed = Routed(obs, probs, action, chosen, fallback, None, None, None, model.version)
         else:
-            incumbent = None
-            if dep.incumbent and dep.incumbent != "rule":
-                try:
-                    incumbent = self.deployments.resolve(dep.incumbent, model)
-                except (ModelNotFound, DeploymentError) as err:
-                    log.warning(
-                        "deployment of %s: incumbent %s unavailable (%s)", model.name, dep.incumbent, err
-                    )
-            elif not dep.incumbent:
-                incumbent = model
-            if dep.canary:
-                try:
-                    candidate = self.deployments.resolve(dep.candidate, model)
-                except (ModelNotFound, DeploymentError) as err:
-                    log.warning(
-                        "deployment of %s: candidate %s unavailable (%s)", model.name, dep.candidate, err
-                    )
-            in_canary = (
-                dep.candidate_flags(model.agent_ids)[d.agents] if candidate is not None else np.zeros(n, bool)
-            )
-            obs = np.where(finite[:, None], d.obs, 0.0).astype(np.float32) if finite is not None else d.obs
-            fixed = np.zeros(n, dtype=bool)
-            probs = np.zeros((n, model.n_actions), dtype=np.float32)
-            action = np.zeros(n, dtype=np.int64)
-            chosen = np.ones(n, dtype=np.float32)
-            fallback: dict[int, str] = {}
-            served_version = incumbent.version if incumbent is not None else f"rule:{dep.rule.rule}"
-            for arm_rows, arm_model in (
-                (np.flatnonzero(~in_canary), incumbent),
-                (np.flatnonzero(in_canary), candidate),
-            ):
-                if len(arm_rows) == 0:
-                    continue
-                sub = d.take(arm_rows)
-                if arm_model is None:  # the incumbent rule
-                    a = rule_actions(dep.rule, model, sub.agents, sub.obs, sub.mask, sub.current)
-                    action[arm_rows] = a
-                    probs[arm_rows, a] = 1.0
-                    fixed[arm_rows] = True
-                    continue
-                _, p, a, c, fb = await self._decide(arm_model, request, sub, remaining, all_finite)
-                probs[arm_rows], action[arm_rows], chosen[arm_rows] = p, a, c
-                for j, reason in fb.items():
-                    fallback[int(arm_rows[j])] = reason
-            arms = [CANDIDATE if x else INCUMBENT for x in in_canary.tolist()]
-            for arm in (INCUMBENT, CANDIDATE):
-                k = int(in_canary.sum()) if arm == CANDIDATE else n - int(in_canary.sum())
-                if k:
-                    self.metrics.arm_decisions.labels(model.name, arm).inc(k)
+            routed = await self._route(dep, model, request, d, finite, remaining, all_finite)
         run_mask = mask if mask is not None else model.all_legal(n)
         guard = self.guardrails(model)
         changed: dict[int, str] = {}
         if guard is not None:
-            if fixed is None:
-                fixed = np.zeros(n, dtype=bool)
-            for i in fallback:
-                fixed[i] = True
-            rng = np.random.default_rng(request.seed) if request.HasField("seed") else self.rng
-            enforced = guard.enforce(
-                d.agents,
-                obs,
-                run_mask,
-                d.current,
-                d.elapsed,
-                probs,
-                action,
-                chosen,
-                fixed,
-                request.deterministic,
-                rng,
-            )
-            probs, action, chosen, changed = (
-                enforced.probs,
-                enforced.action,
-                enforced.chosen,
-                enforced.changed,
-            )
-            for rule_name, count in enforced.infeasible.items():
-                if count:
-                    self.metrics.guardrail_infeasible.labels(model.name, rule_name).inc(count)
-            if enforced.missing_state:
-                self.metrics.guardrail_missing_state.labels(model.name).inc(enforced.missing_state)
-            for rule_name in changed.values():
-                self.metrics.guardrail_interventions.labels(model.name, rule_name).inc()
+            changed = self._guard(guard, model, request, d, routed, run_mask)
+        obs, action, chosen = routed.obs, routed.action, routed.chosen
 
         mm.decisions.inc(n)
         model.action_table.add(d.agents, action)
-        actions_list = action.tolist()
         if self.decision_log is not None:
             self.decision_log.record(
                 model, request.episode_id, request.t, d.agents, obs, run_mask, action, chosen
             )
-
-        response = policy_pb2.ActResponse(
-            model=model.name, model_version=served_version, request_id=request.request_id
-        )
-        if candidate is not None:
-            response.candidate_model, response.candidate_version = candidate.name, candidate.version
-        chosen_list = chosen.tolist()
-        if request.HasField("packed"):
-            out = response.packed
-            out.action.extend(actions_list)
-            out.probability.extend(chosen_list)
-            if request.return_probs:
-                out.probs_raw = np.ascontiguousarray(probs, dtype="<f4").tobytes()
-            for i in sorted(fallback):
-                out.fallback_index.append(i)
-                out.fallback_reason.append(fallback[i])
-            if candidate is not None:
-                out.candidate_index.extend(i for i, arm in enumerate(arms) if arm == CANDIDATE)
-            for i in sorted(changed):
-                out.guardrail_index.append(i)
-                out.guardrail_rule.append(changed[i])
-        else:
-            add = response.actions.add
-            if request.return_probs:
-                rows = probs.tolist()
-                for i in range(n):
-                    add(agent_id=d.ids[i], action=actions_list[i], probability=chosen_list[i], probs=rows[i])
-            else:
-                for i in range(n):
-                    add(agent_id=d.ids[i], action=actions_list[i], probability=chosen_list[i])
-            for i, reason in fallback.items():
-                response.actions[i].fallback = True
-                response.actions[i].fallback_reason = reason
-            if candidate is not None:
-                for i, arm in enumerate(arms):
-                    response.actions[i].arm = arm
-            for i, rule_name in changed.items():
-                response.actions[i].guardrail = rule_name
+        response = encode_response(request, model.name, d.ids, routed, changed)
         if dep is not None and dep.shadow:
-            self._shadow(dep, model, d, obs, run_mask, action, chosen, arms, served_version, request, guard)
+            self._shadow(
+                dep,
+                model,
+                d,
+                obs,
+                run_mask,
+                action,
+                chosen,
+                routed.arms,
+                routed.served_version,
+                request,
+                guard,
+            )
         return response
+
+    async def _route(
+        self, dep: Deployment, model: LoadedModel, request, d: Decoded, finite, remaining, all_finite
+    ):
+        """The deployment's answer: the incumbent (model, other model or rule) and the canary candidate's arm."""
+        n = len(d.agents)
+        incumbent = candidate = None
+        if dep.incumbent and dep.incumbent != "rule":
+            try:
+                incumbent = self.deployments.resolve(dep.incumbent, model)
+            except (ModelNotFound, DeploymentError) as err:
+                log.warning("deployment of %s: incumbent %s unavailable (%s)", model.name, dep.incumbent, err)
+        elif not dep.incumbent:
+            incumbent = model
+        if dep.canary:
+            try:
+                candidate = self.deployments.resolve(dep.candidate, model)
+            except (ModelNotFound, DeploymentError) as err:
+                log.warning("deployment of %s: candidate %s unavailable (%s)", model.name, dep.candidate, err)
+        in_canary = (
+            dep.candidate_flags(model.agent_ids)[d.agents] if candidate is not None else np.zeros(n, bool)
+        )
+        obs = np.where(finite[:, None], d.obs, 0.0).astype(np.float32) if finite is not None else d.obs
+        fixed = np.zeros(n, dtype=bool)  # rows a guardrail must leave alone (rule answers, fallbacks)
+        probs = np.zeros((n, model.n_actions), dtype=np.float32)
+        action = np.zeros(n, dtype=np.int64)
+        chosen = np.ones(n, dtype=np.float32)
+        fallback: dict[int, str] = {}
+        for arm_rows, arm_model in (
+            (np.flatnonzero(~in_canary), incumbent),
+            (np.flatnonzero(in_canary), candidate),
+        ):
+            if len(arm_rows) == 0:
+                continue
+            sub = d.take(arm_rows)
+            if arm_model is None:  # the incumbent rule
+                a = rule_actions(dep.rule, model, sub.agents, sub.obs, sub.mask, sub.current)
+                action[arm_rows] = a
+                probs[arm_rows, a] = 1.0
+                fixed[arm_rows] = True
+                continue
+            _, p, a, c, fb = await self._decide(arm_model, request, sub, remaining, all_finite)
+            probs[arm_rows], action[arm_rows], chosen[arm_rows] = p, a, c
+            for j, reason in fb.items():
+                fallback[int(arm_rows[j])] = reason
+        arms = [CANDIDATE if x else INCUMBENT for x in in_canary.tolist()]
+        k = int(in_canary.sum())
+        for arm, count in ((INCUMBENT, n - k), (CANDIDATE, k)):
+            if count:
+                self.metrics.arm_decisions.labels(model.name, arm).inc(count)
+        served_version = incumbent.version if incumbent is not None else f"rule:{dep.rule.rule}"
+        return Routed(obs, probs, action, chosen, fallback, fixed, arms, candidate, served_version)
+
+    def _guard(self, guard: Guardrails, model: LoadedModel, request, d: Decoded, routed: Routed, run_mask):
+        """Enforce the guardrails on ``routed`` in place, count them; return the rows changed and their rule."""
+        n = len(d.agents)
+        fixed = routed.fixed if routed.fixed is not None else np.zeros(n, dtype=bool)
+        for i in routed.fallback:
+            fixed[i] = True
+        rng = np.random.default_rng(request.seed) if request.HasField("seed") else self.rng
+        enforced = guard.enforce(
+            d.agents,
+            routed.obs,
+            run_mask,
+            d.current,
+            d.elapsed,
+            routed.probs,
+            routed.action,
+            routed.chosen,
+            fixed,
+            request.deterministic,
+            rng,
+        )
+        routed.probs, routed.action, routed.chosen = enforced.probs, enforced.action, enforced.chosen
+        for rule_name, count in enforced.infeasible.items():
+            if count:
+                self.metrics.guardrail_infeasible.labels(model.name, rule_name).inc(count)
+        if enforced.missing_state:
+            self.metrics.guardrail_missing_state.labels(model.name).inc(enforced.missing_state)
+        for rule_name in enforced.changed.values():
+            self.metrics.guardrail_interventions.labels(model.name, rule_name).inc()
+        return enforced.changed
 
     def _shadow(self, dep, model, d, obs, mask, action, chosen, arms, served_version, request, guard) -> None:
         """Queue the shadow's computation for the worker thread (after the response is built)."""
