@@ -2,7 +2,9 @@
 
 ``PolicyService`` calls need a policy token, ``ModelAdmin`` calls an admin token (a policy token
 cannot administer; an admin token may also act). Health and reflection stay open for probes and
-``grpcurl``. Tokens are compared in constant time and never logged. With no tokens configured for
+``grpcurl``. A valid policy token on a ModelAdmin call gets PERMISSION_DENIED (the caller is known, the
+action is not allowed); a missing or unknown token UNAUTHENTICATED. Tokens are compared in constant
+time and never logged. With no tokens configured for
 a service, that service is open (document your network boundary, or configure tokens).
 
 With no token configured at all, no interceptor is installed (a Python server interceptor adds a
@@ -34,13 +36,19 @@ def _token_ok(presented: str, allowed: list[bytes]) -> bool:
 DENY_READ_TIMEOUT_S = 1.0  # how long a refused stream waits for the client's first message
 
 
-def _deny(request_streaming: bool, response_streaming: bool, message: str, on_deny=None):
-    """A method handler of the given shape that answers UNAUTHENTICATED with ``message``."""
+def _deny(
+    request_streaming: bool,
+    response_streaming: bool,
+    message: str,
+    on_deny=None,
+    code: grpc.StatusCode = grpc.StatusCode.UNAUTHENTICATED,
+):
+    """A method handler of the given shape that answers ``code`` (UNAUTHENTICATED) with ``message``."""
 
     async def unary(request, context):
         if on_deny is not None:
             on_deny()
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        await context.abort(code, message)
 
     async def streaming(request_iterator, context):
         if on_deny is not None:
@@ -52,7 +60,7 @@ def _deny(request_streaming: bool, response_streaming: bool, message: str, on_de
         if hasattr(request_iterator, "__anext__"):
             with contextlib.suppress(StopAsyncIteration, TimeoutError, grpc.RpcError):
                 await asyncio.wait_for(request_iterator.__anext__(), timeout=DENY_READ_TIMEOUT_S)
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+        await context.abort(code, message)
         yield  # pragma: no cover - makes this an async generator
 
     if request_streaming and response_streaming:
@@ -81,7 +89,8 @@ def disabled_service(descriptor, label: str, metrics=None) -> grpc.GenericRpcHan
 class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, policy_tokens: list[str], admin_tokens: list[str], metrics=None):
         self.admin = [t.encode() for t in admin_tokens]
-        self.policy = [t.encode() for t in policy_tokens] + self.admin
+        self.policy_only = [t.encode() for t in policy_tokens]
+        self.policy = self.policy_only + self.admin
         self.policy_open = not policy_tokens and not admin_tokens
         self.metrics = metrics
 
@@ -103,16 +112,20 @@ class TokenAuthInterceptor(grpc.aio.ServerInterceptor):
                     token = value[7:].strip()
                 break
         handler = await continuation(details)
+        code = grpc.StatusCode.UNAUTHENTICATED
         if not allowed:
             reason = disabled_reason(service)
         elif not token:
             reason = "missing bearer token (metadata 'authorization: Bearer <token>')"
         elif not _token_ok(token, allowed):
             reason = f"invalid token for the {service} service"
+            if service == "admin" and _token_ok(token, self.policy_only):
+                # the caller is known (a policy token); the action is not allowed to it
+                code, reason = grpc.StatusCode.PERMISSION_DENIED, "a policy token cannot call ModelAdmin"
         else:
             return handler
         if self.metrics is not None:
             self.metrics.auth_failures.labels(service).inc()
         if handler is None:
             return None
-        return _deny(handler.request_streaming, handler.response_streaming, reason)
+        return _deny(handler.request_streaming, handler.response_streaming, reason, code=code)

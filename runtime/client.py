@@ -333,6 +333,9 @@ class AsyncPolicyClient(_Base):
         await self.close()
 
 
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
 class ActStream:
     def __init__(self, call):
         self.call = call
@@ -349,8 +352,13 @@ class ActStream:
         return response
 
     async def act(self, model: str, obs, agent_ids=None, masks=None, **kw) -> ActResult:
+        """One request; a request the server refused in-stream raises ``grpc.RpcError`` (the stream stays open)."""
         request = build_request(model, obs, agent_ids, masks, **kw)
-        return parse_response(request, await self.act_raw(request))
+        response = await self.act_raw(request)
+        if response.HasField("error"):
+            code = _CODES.get(response.error.code, grpc.StatusCode.UNKNOWN)
+            raise grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), response.error.message)
+        return parse_response(request, response)
 
     async def close(self) -> None:
         await self.call.done_writing()
@@ -401,6 +409,7 @@ class AdminClient(_Base):
         candidate: str = "",
         canary_share: float = 0.0,
         canary_salt: str = "",
+        canary_agents: list[str] | None = None,
     ) -> admin_pb2.Deployment:
         """Replace ``model``'s deployment (every field; empty = none)."""
         request = admin_pb2.Deployment(
@@ -410,6 +419,7 @@ class AdminClient(_Base):
             candidate=candidate,
             canary_share=canary_share,
             canary_salt=canary_salt,
+            canary_agents=canary_agents or [],
         )
         return self.stub.SetDeployment(request, timeout=self.timeout, metadata=self.metadata)
 

@@ -114,12 +114,18 @@ class DeploymentConfig:
     candidate: str = ""
     canary_share: float = 0.0
     canary_salt: str = ""
+    # Agents the candidate answers by name, in addition to canary_share (e.g. ["tl_3", "tl_7"]).
+    canary_agents: list[str] = field(default_factory=list)
     # Shadow work waiting beyond this many requests is dropped (counted), never queued without bound.
     shadow_queue: int = 1024
 
     def validate(self) -> None:
         if not 0.0 <= self.canary_share <= 1.0:
             raise ValueError(f"deployment.canary_share must be in [0, 1], got {self.canary_share}")
+        if not isinstance(self.canary_agents, list) or not all(
+            isinstance(a, str) for a in self.canary_agents
+        ):
+            raise ValueError("deployment.canary_agents must be a list of agent ids")
         self.rule.validate()
 
 
@@ -193,7 +199,13 @@ class RuntimeConfig:
     max_agents_per_request: int = 4096
     # Label inspo_runtime_actions_total by agent (switch off for very large sites).
     metrics_agent_label: bool = True
+    # SIGTERM: health NOT_SERVING at once, keep answering this long (load balancers stop sending), then
+    # stop accepting and let in-flight calls finish within grace_period_s (docs/serving.md, "Shutdown").
+    drain_delay_s: float = 1.0
     grace_period_s: float = 10.0
+    # Where the deployment state (served versions, roll-backs, canary / shadow) is kept across restarts;
+    # "" = in memory only (docs/deployment.md, "Durable state").
+    state_file: str = ""
     log_level: str = "INFO"
     models: dict[str, ModelConfig] = field(default_factory=dict)
     tls: TLSConfig = field(default_factory=TLSConfig)

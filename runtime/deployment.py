@@ -7,8 +7,9 @@ thread, compared and logged), and which ``candidate`` answers a ``canary_share``
 are assigned to the canary by a stable hash of ``canary_salt`` and the agent id, the same in every
 request and every server process. ``PromoteCandidate`` / ``RollBackCandidate`` are one admin call each.
 
-Deployments start from the config (``[models.<name>.deployment]``); the admin RPCs change them in
-memory (a restart returns to the config).
+Deployments start from the config (``[models.<name>.deployment]``); the admin RPCs change them, and
+with ``state_file`` set the changes survive a restart (runtime/state.py). ``PromoteCandidate`` serves
+exactly the version the canary ran (resolved when promoting), named in the response and the log.
 """
 
 from __future__ import annotations
@@ -30,14 +31,29 @@ from runtime.config import DecisionLogConfig, DeploymentConfig, FallbackConfig, 
 from runtime.guardrails import Guardrails
 from runtime.metrics import Metrics
 from runtime.model import LoadedModel
+from runtime.names import check_ref
 from runtime.repository import ModelEntry, ModelNotFound, ModelRepository
 
 log = logging.getLogger("inspo.runtime.deployment")
 INCUMBENT, CANDIDATE = "incumbent", "candidate"
+SAVED = (
+    "incumbent",
+    "shadow",
+    "candidate",
+    "canary_share",
+    "canary_salt",
+    "canary_agents",
+)  # kept in the state file
 
 
 class DeploymentError(ValueError):
     """A deployment that cannot be set (unknown or incompatible model); the old one stays."""
+
+
+class UnknownAgents(DeploymentError):
+    """A deployment naming agents the model does not have (a wrong value: INVALID_ARGUMENT)."""
+
+    field = "canary_agents"
 
 
 def parse_ref(ref: str) -> tuple[str, str]:
@@ -101,19 +117,35 @@ class Deployment:
     canary_share: float = 0.0
     canary_salt: str = ""
     shadow_queue: int = 1024
+    # Agents the candidate answers by name, in addition to the canary_share drawn by hash.
+    canary_agents: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        self.canary_agents = tuple(self.canary_agents)
         self._canary_cache: dict[tuple, np.ndarray] = {}
 
     @property
+    def canary(self) -> bool:
+        """A candidate answers some agents (by share or by name)."""
+        return bool(self.candidate and (self.canary_share > 0 or self.canary_agents))
+
+    @property
     def active(self) -> bool:
-        return bool(self.incumbent or self.shadow or (self.candidate and self.canary_share > 0))
+        return bool(self.incumbent or self.shadow or self.canary)
+
+    def in_canary(self, agent_id: str) -> bool:
+        return (
+            agent_id in self.canary_agents or canary_fraction(agent_id, self.canary_salt) < self.canary_share
+        )
 
     def candidate_flags(self, agent_ids: list[str]) -> np.ndarray:
-        key = (tuple(agent_ids), self.canary_share, self.canary_salt)
+        key = (tuple(agent_ids), self.canary_share, self.canary_salt, self.canary_agents)
         flags = self._canary_cache.get(key)
         if flags is None:
-            flags = self._canary_cache[key] = canary_agents(agent_ids, self.canary_share, self.canary_salt)
+            flags = canary_agents(agent_ids, self.canary_share, self.canary_salt)
+            if self.canary_agents:
+                flags |= np.isin(np.asarray(agent_ids, dtype=object), list(self.canary_agents))
+            self._canary_cache[key] = flags
         return flags
 
 
@@ -136,15 +168,44 @@ class Deployments:
         self.config, self.repo, self.metrics = config, repo, metrics
         self.routes: dict[str, Deployment] = {}
         self._lock = threading.RLock()
+        self.persist = lambda: None  # set by the server: write the deployment state
         for name, mc in config.models.items():
             if name != "default" and _configured(mc.deployment):
-                d = self.routes[name] = _from_config(name, mc.deployment)
-                for ref in (d.shadow, d.candidate, d.incumbent):
-                    ref_name, version = parse_ref(ref)
-                    if version:  # keep the initial poll from serving a shadow / candidate version
-                        repo.entries.setdefault(ref_name or name, ModelEntry(ref_name or name)).pinned.add(
-                            version
-                        )
+                self._pin(_from_config(name, mc.deployment))
+
+    def _pin(self, d: Deployment) -> None:
+        """Take ``d`` as the route's deployment; keep the initial poll from serving its pinned versions."""
+        self.routes[d.model] = d
+        for ref in (d.shadow, d.candidate, d.incumbent):
+            ref_name, version = parse_ref(ref)
+            if version:
+                name = ref_name or d.model
+                self.repo.entries.setdefault(name, ModelEntry(name)).pinned.add(version)
+
+    # -- durable state (runtime/state.py) -----------------------------------------------------------
+    def snapshot(self) -> dict[str, dict]:
+        # No lock: called while the repository's lock is held; routes are replaced, never mutated.
+        routes = dict(self.routes)
+        return {name: {k: getattr(d, k) for k in SAVED} for name, d in sorted(routes.items())}
+
+    def restore(self, saved: dict[str, dict]) -> None:
+        """Replace the configured deployments by the saved ones (before the initial poll)."""
+        for name, fields in saved.items():
+            if not isinstance(fields, dict):
+                continue
+            base = self.routes.get(name) or Deployment(name)
+            try:
+                d = dataclasses.replace(base, **{k: fields[k] for k in SAVED if k in fields})
+                d.canary_share = float(d.canary_share)
+                d.canary_agents = tuple(str(a) for a in d.canary_agents)
+                for role in ("incumbent", "shadow", "candidate"):
+                    check_ref(getattr(d, role), role)
+            except (TypeError, ValueError) as err:
+                log.error("state file: deployment of %s ignored (%s)", name, err)
+                continue
+            if name in self.config.models and name not in self.routes:
+                d.rule = dataclasses.replace(self.config.models[name].deployment.rule)
+            self._pin(d)
 
     # -- serving path --------------------------------------------------------------------------
     def get(self, name: str) -> Deployment | None:
@@ -175,6 +236,9 @@ class Deployments:
         if not 0.0 <= d.canary_share <= 1.0:
             raise DeploymentError(f"canary_share must be in [0, 1], got {d.canary_share}")
         route = self.repo.get(d.model)
+        unknown = sorted(set(d.canary_agents) - set(route.agent_ids))
+        if unknown:
+            raise UnknownAgents(f"canary_agents: unknown agents {unknown[:10]} for model {d.model}")
         out = {}
         for role in ("incumbent", "shadow", "candidate"):
             ref = getattr(d, role)
@@ -205,35 +269,46 @@ class Deployments:
             self.routes[new.model] = new
             self.metrics.deployment_changes.labels(new.model, "set").inc()
             self._export(new)
+            self.persist()
             log.info("deployment of %s: %s", new.model, new)
             return new
 
     def promote(self, name: str) -> Deployment:
-        """The candidate answers every agent from now on (it becomes the incumbent)."""
+        """The candidate answers every agent from now on (it becomes the incumbent).
+
+        The version promoted is the one the canary runs now (an unversioned candidate is resolved,
+        never re-read from disk), so what was canaried is exactly what is served.
+        """
         with self._lock:
             d = self.routes.get(name)
             if d is None or not d.candidate:
                 raise DeploymentError(f"model {name!r} has no canary candidate to promote")
-            self._check(d)
-            cand_name, version = parse_ref(d.candidate)
-            cand_name = cand_name or name
-            if cand_name == name:
-                self.repo.load(name, version)  # becomes the served version (or stays, if it is already)
+            canaried = self._check(d)["candidate"]
+            if canaried.name == name:
+                self.repo.load(name, canaried.version)  # becomes the served version (or stays, if it is)
                 incumbent = ""
             else:
-                incumbent = d.candidate
-            promoted = d.candidate
+                incumbent = f"{canaried.name}:{canaried.version}"
+                self.repo.preload(canaried.name, canaried.version)
             new = dataclasses.replace(
                 d,
                 incumbent=incumbent,
                 candidate="",
                 canary_share=0.0,
-                shadow="" if d.shadow == promoted else d.shadow,
+                canary_agents=(),
+                shadow="" if d.shadow == d.candidate else d.shadow,
             )
             self.routes[name] = new
             self.metrics.deployment_changes.labels(name, "promote").inc()
             self._export(new)
-            log.info("deployment of %s: promoted %s", name, promoted)
+            self.persist()
+            log.info(
+                "deployment of %s: promoted candidate %s: %s version %s now answers every agent",
+                name,
+                d.candidate,
+                canaried.name,
+                canaried.version,
+            )
             return new
 
     def rollback(self, name: str) -> Deployment:
@@ -245,20 +320,21 @@ class Deployments:
             cand_name, version = parse_ref(d.candidate)
             if version and d.shadow != d.candidate:
                 self.repo.unpin(cand_name or name, version, block=True)
-            new = dataclasses.replace(d, candidate="", canary_share=0.0)
+            new = dataclasses.replace(d, candidate="", canary_share=0.0, canary_agents=())
             self.routes[name] = new
             self.metrics.deployment_changes.labels(name, "rollback").inc()
             self._export(new)
+            self.persist()
             log.info("deployment of %s: rolled back candidate %s", name, d.candidate)
             return new
 
     def _export(self, d: Deployment) -> None:
-        share = d.canary_share if d.candidate else 0.0
+        share = d.canary_share if d.canary else 0.0
         self.metrics.canary_share.labels(d.model).set(share)
         try:
             agents = self.repo.get(d.model).agent_ids
             self.metrics.canary_agents.labels(d.model).set(
-                int(d.candidate_flags(agents).sum()) if d.candidate else 0
+                int(d.candidate_flags(agents).sum()) if d.canary else 0
             )
         except ModelNotFound:
             pass
@@ -278,6 +354,7 @@ def _from_config(name: str, cfg: DeploymentConfig) -> Deployment:
         canary_share=cfg.canary_share,
         canary_salt=cfg.canary_salt,
         shadow_queue=cfg.shadow_queue,
+        canary_agents=tuple(cfg.canary_agents),
     )
 
 

@@ -87,8 +87,14 @@ class Metrics:
         )
         self.reloads = Counter(
             p + "model_reloads",
-            "Model load attempts by result (ok, rejected, rollback)",
+            "Model load attempts by result (ok, rejected, held, rollback)",
             ["model", "result"],
+            registry=r,
+        )
+        self.held_versions = Gauge(
+            p + "model_held_versions",
+            "Versions on disk held back because their signature differs from the served version's",
+            ["model"],
             registry=r,
         )
         self.ready = Gauge(p + "ready", "1 while serving (a model loaded, not draining)", registry=r)

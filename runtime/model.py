@@ -72,6 +72,16 @@ class LoadedModel:
         self.fallback_actions = self._fallback_table()
         self.action_table = None  # runtime.metrics.ActionTable, bound on first use
 
+    @property
+    def signature(self) -> tuple:
+        """What clients rely on: a new version with another signature is never served automatically."""
+        return (
+            self.obs_dim,
+            self.n_actions,
+            tuple(self.agent_ids),
+            tuple(self.meta.get("action_names") or ()),
+        )
+
     # -- inference -----------------------------------------------------------------------------
     def infer(self, obs: np.ndarray, agent: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """``obs [B,O] float32``, ``agent [B] int64``, ``mask [B,A] bool`` -> ``(probs [B,A], action [B])``."""
@@ -133,6 +143,24 @@ class LoadedModel:
         }
 
 
+def signature_change(served: LoadedModel, new: LoadedModel) -> str:
+    """Empty when ``new`` answers the same requests as ``served``, else what changed (for operators)."""
+    if served.signature == new.signature:
+        return ""
+    changes = []
+    for key in ("obs_dim", "n_actions"):
+        a, b = getattr(served, key), getattr(new, key)
+        if a != b:
+            changes.append(f"{key} {a} -> {b}")
+    if served.agent_ids != new.agent_ids:
+        changes.append(f"agent_ids {len(served.agent_ids)} -> {len(new.agent_ids)} agents")
+        if len(served.agent_ids) == len(new.agent_ids):
+            changes[-1] = "agent_ids changed"
+    if served.signature[3] != new.signature[3]:
+        changes.append("action_names changed")
+    return "signature changed (" + ", ".join(changes) + ")"
+
+
 def _fast_run(session: ort.InferenceSession):
     """``run(output_names, feeds)`` without the Python wrapper's per-call input checks.
 
@@ -189,6 +217,48 @@ def _smoke(model: LoadedModel) -> None:
         raise ModelLoadError("smoke inference returned an illegal action")
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_fields(meta: dict[str, Any], meta_file: Path) -> None:
+    """The types and shapes a request relies on; a mistyped field is a rejection, never a TypeError."""
+    agent_ids = meta["agent_ids"]
+    if (
+        not isinstance(agent_ids, list)
+        or not agent_ids
+        or not all(isinstance(a, str) for a in agent_ids)
+        or len(set(agent_ids)) != len(agent_ids)
+    ):
+        raise ModelLoadError(f"{meta_file}: agent_ids must be a non-empty list of distinct strings")
+    for key in ("obs_dim", "n_actions"):
+        if not _is_int(meta[key]) or meta[key] < 1:
+            raise ModelLoadError(f"{meta_file}: {key} must be a positive integer, got {meta[key]!r}")
+    names = meta.get("action_names")
+    if names is not None and (
+        not isinstance(names, list)
+        or not all(isinstance(a, str) for a in names)
+        or len(names) not in (0, meta["n_actions"])
+    ):
+        raise ModelLoadError(
+            f"{meta_file}: action_names must be a list of n_actions={meta['n_actions']} strings"
+        )
+    for key in ("obs_low", "obs_high"):
+        value = meta.get(key)
+        if value is None:
+            continue
+        if not isinstance(value, list) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in value
+        ):
+            raise ModelLoadError(
+                f"{meta_file}: {key} must be a list of obs_dim numbers or null, got {value!r:.40}"
+            )
+        if len(value) != meta["obs_dim"]:
+            raise ModelLoadError(
+                f"{meta_file}: {key} has {len(value)} values, expected obs_dim={meta['obs_dim']}"
+            )
+
+
 def load_version(folder: Path, name: str, config: ModelConfig) -> LoadedModel:
     """Load and validate ``<repo>/<name>/<version>``; raise :class:`ModelLoadError` if it must not serve."""
     started = time.perf_counter()
@@ -212,17 +282,8 @@ def load_version(folder: Path, name: str, config: ModelConfig) -> LoadedModel:
         raise ModelLoadError(
             f"{meta_file}: says {meta['name']}/{meta['version']} but lives in {name}/{version}"
         )
-    agent_ids = meta["agent_ids"]
-    if not isinstance(agent_ids, list) or not agent_ids or len(set(agent_ids)) != len(agent_ids):
-        raise ModelLoadError(f"{meta_file}: agent_ids must be a non-empty list of distinct ids")
-    obs_dim, n_actions = int(meta["obs_dim"]), int(meta["n_actions"])
-    if obs_dim < 1 or n_actions < 1:
-        raise ModelLoadError(f"{meta_file}: obs_dim and n_actions must be positive")
-    for key in ("obs_low", "obs_high"):
-        if meta.get(key) is not None and len(meta[key]) != obs_dim:
-            raise ModelLoadError(
-                f"{meta_file}: {key} has {len(meta[key])} values, expected obs_dim={obs_dim}"
-            )
+    _check_fields(meta, meta_file)
+    obs_dim, n_actions = meta["obs_dim"], meta["n_actions"]
     blob = onnx_file.read_bytes()
     digest = hashlib.sha256(blob).hexdigest()
     if digest != meta["onnx_sha256"]:

@@ -3,8 +3,10 @@
 One grpc.aio server with PolicyService, ModelAdmin (separately authorized), grpc.health.v1
 (NOT_SERVING until a model is loaded and while draining) and server reflection; Prometheus
 metrics on their own HTTP port; the model repository polled for new versions; an optional
-decision log. SIGTERM/SIGINT: health goes NOT_SERVING, the server stops accepting calls, in-flight
-calls finish (up to ``grace_period_s``), the decision log is flushed.
+decision log. SIGTERM: health goes NOT_SERVING at once, the server keeps answering for ``drain_delay_s`` (so load
+balancers and Kubernetes endpoints stop sending), then stops accepting calls; in-flight calls finish
+(up to ``grace_period_s``), the decision log is flushed. SIGINT drains without the delay. The health
+service name ``liveness`` is SERVING while the process answers, whatever the models (liveness probes).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
-from protos.inspo.runtime.v1 import admin_pb2, admin_pb2_grpc, policy_pb2, policy_pb2_grpc
+from protos.inspo.runtime.v1 import admin_pb2, policy_pb2
 from runtime.args import add_arguments
 from runtime.auth import TokenAuthInterceptor, disabled_service
 from runtime.config import RuntimeConfig, load_config
@@ -31,10 +33,13 @@ from runtime.decision_log import DecisionLog
 from runtime.deployment import Deployments, ShadowRunner
 from runtime.metrics import Metrics
 from runtime.repository import ModelRepository
+from runtime.rpc import Calls, add_service
 from runtime.service import AdminServicer, PolicyServicer
+from runtime.state import StateFile
 
 log = logging.getLogger("inspo.runtime")
 POLICY_SERVICE = policy_pb2.DESCRIPTOR.services_by_name["PolicyService"].full_name
+LIVENESS = "liveness"  # health service name for liveness probes: the process answers, models or not
 ADMIN_SERVICE = admin_pb2.DESCRIPTOR.services_by_name["ModelAdmin"].full_name
 
 
@@ -51,10 +56,18 @@ class RuntimeServer:
         )
         self.deployments = Deployments(config, self.repo, self.metrics)
         self.shadow = ShadowRunner(self.metrics, config.decision_log)
+        self.state = StateFile(config.state_file) if config.state_file else None
+        self._restore: dict[str, str] = {}
+        if self.state is not None:  # before the initial poll: serve what was served, keep roll-backs
+            saved = self.state.load()
+            self._restore = self.repo.restore(saved.get("models", {}))
+            self.deployments.restore(saved.get("deployments", {}))
+            self.repo.persist = self.deployments.persist = self._persist
+        self.calls = Calls(self.metrics, self.repo.entries.__contains__)
         self.policy = PolicyServicer(
-            config, self.repo, self.metrics, self.decision_log, self.deployments, self.shadow
+            config, self.repo, self.metrics, self.decision_log, self.deployments, self.shadow, self.calls
         )
-        self.admin = AdminServicer(self.repo, self.metrics, self.deployments)
+        self.admin = AdminServicer(self.repo, self.metrics, self.deployments, self.calls)
         self.server: grpc.aio.Server | None = None
         self.port = 0
         self.metrics_port = 0
@@ -109,9 +122,9 @@ class RuntimeServer:
             ),
             options=options,
         )
-        policy_pb2_grpc.add_PolicyServiceServicer_to_server(self.policy, self.server)
+        add_service(self.server, self.policy, policy_pb2.DESCRIPTOR.services_by_name["PolicyService"])
         if any_token:
-            admin_pb2_grpc.add_ModelAdminServicer_to_server(self.admin, self.server)
+            add_service(self.server, self.admin, admin_pb2.DESCRIPTOR.services_by_name["ModelAdmin"])
         else:  # no interceptor on the hot path; the admin service refuses every call by itself
             self.server.add_generic_rpc_handlers(
                 (
@@ -137,11 +150,18 @@ class RuntimeServer:
         )
         if self.port == 0:
             raise OSError(f"cannot bind {address}")
+        await self.health.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
         await self._update_health()
         # Initial load: every model's newest good version (bad ones are rejected and logged).
-        await asyncio.to_thread(self.repo.poll)
+        await asyncio.to_thread(self.repo.poll, self._restore)
         await asyncio.to_thread(self.deployments.prepare)
         await self._update_health()
+        if not self.repo.any_loaded():
+            reasons = "; ".join(f"{n}/{v}: {r}" for (n, v), (_, r) in sorted(self.repo.rejected.items()))
+            log.error(
+                "no model can be served (health NOT_SERVING until one loads): %s",
+                reasons or f"no model versions in {cfg.model_repository}",
+            )
         if cfg.metrics_port:
             from prometheus_client import start_http_server
 
@@ -161,6 +181,12 @@ class RuntimeServer:
             self.repo.served(),
         )
 
+    def _persist(self) -> None:
+        try:
+            self.state.save(self.repo.snapshot(), self.deployments.snapshot())
+        except OSError as err:  # serving goes on; the operator sees why the state is not durable
+            log.error("cannot write state_file %s: %s", self.state.path, err)
+
     def start_metrics_on_ephemeral_port(self) -> int:
         """Serve metrics on a free port (tests, benchmarks); returns it."""
         from prometheus_client import start_http_server
@@ -177,13 +203,17 @@ class RuntimeServer:
             except Exception:  # noqa: BLE001 - polling must never stop
                 log.exception("model repository poll failed")
 
-    async def stop(self, grace: float | None = None) -> None:
-        """Drain: NOT_SERVING, stop accepting, finish in-flight calls, flush the decision log."""
+    async def stop(self, grace: float | None = None, drain_delay: float = 0.0) -> None:
+        """Drain: NOT_SERVING, keep answering ``drain_delay`` seconds, stop accepting, finish in-flight
+        calls within ``grace`` (default ``grace_period_s``), flush the decision log."""
         if self._draining:
             await self._stopped.wait()
             return
         self._draining = True
         await self._update_health()
+        if drain_delay > 0:
+            log.info("health NOT_SERVING; answering for %.1f s more before closing", drain_delay)
+            await asyncio.sleep(drain_delay)
         if self._poll_task is not None:
             self._poll_task.cancel()
         grace = self.config.grace_period_s if grace is None else grace
@@ -205,12 +235,12 @@ async def serve(config: RuntimeConfig, ready_file: str | None = None) -> None:
     server = RuntimeServer(config)
     await server.start()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    for sig, delay in ((signal.SIGTERM, config.drain_delay_s), (signal.SIGINT, 0.0)):
         loop.add_signal_handler(
             sig,
-            lambda s=sig: (
+            lambda s=sig, d=delay: (
                 log.info("received %s, draining", signal.Signals(s).name),
-                asyncio.ensure_future(server.stop()),
+                asyncio.ensure_future(server.stop(drain_delay=d)),
             ),
         )
     if ready_file:

@@ -5,6 +5,10 @@ The Act path, in order: find the model (NOT_FOUND), decode and validate the agen
 (non-finite or out-of-bounds observations when so configured, too little deadline left), run ONNX
 Runtime (inline, or through the dynamic batcher), pick actions (argmax from the graph, or sampled),
 override fallback rows, count metrics, hand the decision to the decision log, build the response.
+
+The RPC methods are thin: :class:`runtime.rpc.Calls` runs each one, maps what it raises through the one
+table of :mod:`runtime.errors` and counts it with the code returned; ActStream answers a failed request
+in-stream with the same code. Undecodable bytes arrive as :class:`runtime.errors.Undecodable`.
 """
 
 from __future__ import annotations
@@ -28,26 +32,18 @@ from runtime.deployment import (
     Deployments,
     ShadowJob,
     ShadowRunner,
-    canary_fraction,
     rule_actions,
 )
+from runtime.errors import Undecodable, invalid
 from runtime.guardrails import Guardrails
 from runtime.metrics import Metrics
-from runtime.model import LoadedModel, ModelLoadError
+from runtime.model import LoadedModel
+from runtime.names import check_name, check_ref, check_version
 from runtime.repository import ModelNotFound, ModelRepository
+from runtime.rpc import Calls
 
 log = logging.getLogger("inspo.runtime.service")
 _EMPTY_BOOL = np.zeros(0, dtype=bool)
-
-
-class RequestError(Exception):
-    def __init__(self, code: grpc.StatusCode, field: str, message: str):
-        super().__init__(f"{field}: {message}")
-        self.code, self.field = code, field
-
-
-def _invalid(field: str, message: str) -> RequestError:
-    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, field, message)
 
 
 class Decoded:
@@ -75,7 +71,7 @@ def _per_agent(values, n: int, field: str) -> list | None:
     if not len(values):
         return None
     if len(values) != n:
-        raise _invalid(field, f"expected {n} values (one per agent), got {len(values)}")
+        raise invalid(field, f"expected {n} values (one per agent), got {len(values)}")
     return list(values)
 
 
@@ -86,7 +82,7 @@ def _raise_duplicate(ids: list[str], field: str) -> None:
     seen: set[str] = set()
     for i, a in enumerate(ids):
         if a in seen:
-            raise _invalid(field.format(i), f"agent {a!r} appears twice in one request")
+            raise invalid(field.format(i), f"agent {a!r} appears twice in one request")
         seen.add(a)
 
 
@@ -94,15 +90,15 @@ def _packed_agents(ids: list[str], model: LoadedModel, max_agents: int) -> np.nd
     """Indices of a packed request's agent list (validated: known, distinct, not too many)."""
     n = len(ids)
     if n == 0:
-        raise _invalid("packed.agent_ids", "empty request: no agents")
+        raise invalid("packed.agent_ids", "empty request: no agents")
     if n > max_agents:
-        raise _invalid("packed.agent_ids", f"{n} agents exceed max_agents_per_request={max_agents}")
+        raise invalid("packed.agent_ids", f"{n} agents exceed max_agents_per_request={max_agents}")
     index = model.agent_index
     try:
         agents = np.fromiter((index[a] for a in ids), dtype=np.int64, count=n)
     except KeyError as err:
         i = ids.index(err.args[0])
-        raise _invalid(
+        raise invalid(
             f"packed.agent_ids[{i}]",
             f"unknown agent {err.args[0]!r} for model {model.name} (known: {model.agent_ids[:20]})",
         ) from None
@@ -117,7 +113,7 @@ def decode_agents(request: policy_pb2.ActRequest, model: LoadedModel, max_agents
     index, O, A = model.agent_index, model.obs_dim, model.n_actions  # noqa: E741
     if request.HasField("packed"):
         if len(request.agents):
-            raise _invalid("packed", "set either agents or packed, not both")
+            raise invalid("packed", "set either agents or packed, not both")
         packed = request.packed
         key = tuple(packed.agent_ids)
         ids = list(key)
@@ -128,13 +124,13 @@ def decode_agents(request: policy_pb2.ActRequest, model: LoadedModel, max_agents
             if len(model.packed_agents_cache) < PACKED_CACHE_SIZE:
                 model.packed_agents_cache[key] = agents
         if len(packed.obs_raw) != n * O * 4:
-            raise _invalid(
+            raise invalid(
                 "packed.obs_raw", f"expected {n}x{O} float32 = {n * O * 4} bytes, got {len(packed.obs_raw)}"
             )
         obs = np.frombuffer(packed.obs_raw, dtype="<f4").reshape(n, O)
         if packed.action_mask_raw:
             if len(packed.action_mask_raw) != n * A:
-                raise _invalid(
+                raise invalid(
                     "packed.action_mask_raw",
                     f"expected {n}x{A} = {n * A} bytes, got {len(packed.action_mask_raw)}",
                 )
@@ -148,9 +144,9 @@ def decode_agents(request: policy_pb2.ActRequest, model: LoadedModel, max_agents
         items = request.agents
         n = len(items)
         if n == 0:
-            raise _invalid("agents", "empty request: no agents")
+            raise invalid("agents", "empty request: no agents")
         if n > max_agents:
-            raise _invalid("agents", f"{n} agents exceed max_agents_per_request={max_agents}")
+            raise invalid("agents", f"{n} agents exceed max_agents_per_request={max_agents}")
         agents = np.empty(n, dtype=np.int64)
         obs = np.empty((n, O), dtype=np.float32)
         mask = None
@@ -160,7 +156,7 @@ def decode_agents(request: policy_pb2.ActRequest, model: LoadedModel, max_agents
             agent_id = item.agent_id
             k = index.get(agent_id)
             if k is None:
-                raise _invalid(
+                raise invalid(
                     f"agents[{i}].agent_id",
                     f"unknown agent {agent_id!r} for model {model.name} (known: {model.agent_ids[:20]})",
                 )
@@ -169,23 +165,23 @@ def decode_agents(request: policy_pb2.ActRequest, model: LoadedModel, max_agents
             raw = item.obs_raw
             if raw:
                 if len(item.obs):
-                    raise _invalid(f"agents[{i}].obs", f"agent {agent_id!r}: set obs or obs_raw, not both")
+                    raise invalid(f"agents[{i}].obs", f"agent {agent_id!r}: set obs or obs_raw, not both")
                 if len(raw) != 4 * O:
-                    raise _invalid(
+                    raise invalid(
                         f"agents[{i}].obs_raw",
                         f"agent {agent_id!r}: expected {O} float32 = {4 * O} bytes, got {len(raw)}",
                     )
                 obs[i] = np.frombuffer(raw, dtype="<f4")
             else:
                 if len(item.obs) != O:
-                    raise _invalid(
+                    raise invalid(
                         f"agents[{i}].obs", f"agent {agent_id!r}: expected {O} floats, got {len(item.obs)}"
                     )
                 obs[i] = item.obs
             m = item.action_mask
             if len(m):
                 if len(m) != A:
-                    raise _invalid(
+                    raise invalid(
                         f"agents[{i}].action_mask", f"agent {agent_id!r}: expected {A} booleans, got {len(m)}"
                     )
                 if mask is None:
@@ -207,8 +203,77 @@ def decode_agents(request: policy_pb2.ActRequest, model: LoadedModel, max_agents
         if not legal.all():
             i = int(np.flatnonzero(~legal)[0])
             field = "packed.action_mask_raw" if prefix.startswith("packed") else f"agents[{i}].action_mask"
-            raise _invalid(field, f"agent {ids[i]!r}: no legal action in the mask")
+            raise invalid(field, f"agent {ids[i]!r}: no legal action in the mask")
     return Decoded(agents, obs, mask, current, ids, elapsed)
+
+
+class Routed:
+    """What answers a request, before the guardrails: arrays per row, and who served them."""
+
+    __slots__ = (
+        "obs",
+        "probs",
+        "action",
+        "chosen",
+        "fallback",
+        "fixed",
+        "arms",
+        "candidate",
+        "served_version",
+    )
+
+    def __init__(self, obs, probs, action, chosen, fallback, fixed, arms, candidate, served_version):
+        self.obs, self.probs, self.action, self.chosen = obs, probs, action, chosen
+        self.fallback: dict[int, str] = fallback  # row -> reason a fallback answered
+        self.fixed = fixed  # rows a guardrail must leave alone (None: none yet)
+        self.arms: list[str] | None = arms  # per row, under a deployment
+        self.candidate: LoadedModel | None = candidate  # the canary candidate that answered some rows
+        self.served_version = served_version
+
+
+def encode_response(
+    request: policy_pb2.ActRequest, model_name: str, ids: list[str], r: Routed, changed: dict[int, str]
+) -> policy_pb2.ActResponse:
+    """The response in the request's encoding (packed arrays, or one message per agent)."""
+    n = len(ids)
+    response = policy_pb2.ActResponse(
+        model=model_name, model_version=r.served_version, request_id=request.request_id
+    )
+    if r.candidate is not None:
+        response.candidate_model, response.candidate_version = r.candidate.name, r.candidate.version
+    actions_list, chosen_list = r.action.tolist(), r.chosen.tolist()
+    if request.HasField("packed"):
+        out = response.packed
+        out.action.extend(actions_list)
+        out.probability.extend(chosen_list)
+        if request.return_probs:
+            out.probs_raw = np.ascontiguousarray(r.probs, dtype="<f4").tobytes()
+        for i in sorted(r.fallback):
+            out.fallback_index.append(i)
+            out.fallback_reason.append(r.fallback[i])
+        if r.candidate is not None:
+            out.candidate_index.extend(i for i, arm in enumerate(r.arms) if arm == CANDIDATE)
+        for i in sorted(changed):
+            out.guardrail_index.append(i)
+            out.guardrail_rule.append(changed[i])
+        return response
+    add = response.actions.add
+    if request.return_probs:
+        rows = r.probs.tolist()
+        for i in range(n):
+            add(agent_id=ids[i], action=actions_list[i], probability=chosen_list[i], probs=rows[i])
+    else:
+        for i in range(n):
+            add(agent_id=ids[i], action=actions_list[i], probability=chosen_list[i])
+    for i, reason in r.fallback.items():
+        response.actions[i].fallback = True
+        response.actions[i].fallback_reason = reason
+    if r.candidate is not None:
+        for i, arm in enumerate(r.arms):
+            response.actions[i].arm = arm
+    for i, rule_name in changed.items():
+        response.actions[i].guardrail = rule_name
+    return response
 
 
 class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
@@ -220,15 +285,25 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         decision_log: DecisionLog | None,
         deployments: Deployments | None = None,
         shadow_runner: ShadowRunner | None = None,
+        calls: Calls | None = None,
     ):
         self.config, self.repo, self.metrics, self.decision_log = config, repo, metrics, decision_log
+        self.calls = calls or Calls(metrics, repo.entries.__contains__)
         self.deployments = deployments
         self.shadow_runner = shadow_runner or ShadowRunner(metrics, config.decision_log.__class__())
         self._guardrails: dict[tuple, Guardrails] = {}
         self.rng = np.random.default_rng()
         self.batchers: dict[str, Batcher | None] = {}  # None: batching off for that model
-        self.inflight = 0  # exported by the inflight gauge at scrape time (no gauge update per call)
-        metrics.inflight.set_function(lambda: self.inflight)
+        metrics.inflight.set_function(lambda: self.calls.inflight)  # read at scrape time, not per call
+
+    def _model(self, name: str, version: str = "") -> LoadedModel:
+        """The served (or pinned) model; names are checked only on a miss (a served name is valid)."""
+        try:
+            return self.repo.get(name, version)
+        except ModelNotFound:
+            check_name(name)
+            check_version(version)
+            raise
 
     def batcher(self, model: LoadedModel) -> Batcher | None:
         if model.name in self.batchers:
@@ -242,14 +317,8 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
 
     # -- the Act core --------------------------------------------------------------------------
     async def _act(self, request: policy_pb2.ActRequest, context) -> policy_pb2.ActResponse:
-        if not request.model:
-            raise _invalid("model", "required (the model name)")
-        try:
-            model = self.repo.get(request.model, request.version)
-        except ModelNotFound as err:
-            raise RequestError(
-                grpc.StatusCode.NOT_FOUND, "model" if not request.version else "version", str(err)
-            ) from None
+        """decode -> route (deployment arms) -> infer (``_decide``) -> guard -> count and log -> encode."""
+        model = self._model(request.model, request.version)
         d = decode_agents(request, model, self.config.max_agents_per_request)
         mm = self.metrics.model(model.name)
         if model.action_table is None:
@@ -261,152 +330,128 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         if finite is not None and model.fallback.nonfinite_obs == "reject":
             i = int(np.flatnonzero(~finite)[0])
             field = "packed.obs_raw" if request.HasField("packed") else f"agents[{i}].obs"
-            raise _invalid(field, f"agent {d.ids[i]!r}: observation contains NaN or Inf")
+            raise invalid(field, f"agent {d.ids[i]!r}: observation contains NaN or Inf")
         remaining = context.time_remaining() if context is not None else None
         # A request pinned to a version bypasses the deployment (it asked for that version).
         dep = None if request.version or self.deployments is None else self.deployments.get(model.name)
-        arms: list[str] | None = None
-        fixed = None  # rows a guardrail must leave alone (fallbacks, rule answers); built when needed
-        candidate = None
-        served_version = model.version
         if dep is None:
             obs, probs, action, chosen, fallback = await self._decide(
                 model, request, d, remaining, all_finite
             )
+            routed = Routed(obs, probs, action, chosen, fallback, None, None, None, model.version)
         else:
-            incumbent = None
-            if dep.incumbent and dep.incumbent != "rule":
-                try:
-                    incumbent = self.deployments.resolve(dep.incumbent, model)
-                except (ModelNotFound, DeploymentError) as err:
-                    log.warning(
-                        "deployment of %s: incumbent %s unavailable (%s)", model.name, dep.incumbent, err
-                    )
-            elif not dep.incumbent:
-                incumbent = model
-            if dep.candidate and dep.canary_share > 0:
-                try:
-                    candidate = self.deployments.resolve(dep.candidate, model)
-                except (ModelNotFound, DeploymentError) as err:
-                    log.warning(
-                        "deployment of %s: candidate %s unavailable (%s)", model.name, dep.candidate, err
-                    )
-            in_canary = (
-                dep.candidate_flags(model.agent_ids)[d.agents] if candidate is not None else np.zeros(n, bool)
-            )
-            obs = np.where(finite[:, None], d.obs, 0.0).astype(np.float32) if finite is not None else d.obs
-            fixed = np.zeros(n, dtype=bool)
-            probs = np.zeros((n, model.n_actions), dtype=np.float32)
-            action = np.zeros(n, dtype=np.int64)
-            chosen = np.ones(n, dtype=np.float32)
-            fallback: dict[int, str] = {}
-            served_version = incumbent.version if incumbent is not None else f"rule:{dep.rule.rule}"
-            for arm_rows, arm_model in (
-                (np.flatnonzero(~in_canary), incumbent),
-                (np.flatnonzero(in_canary), candidate),
-            ):
-                if len(arm_rows) == 0:
-                    continue
-                sub = d.take(arm_rows)
-                if arm_model is None:  # the incumbent rule
-                    a = rule_actions(dep.rule, model, sub.agents, sub.obs, sub.mask, sub.current)
-                    action[arm_rows] = a
-                    probs[arm_rows, a] = 1.0
-                    fixed[arm_rows] = True
-                    continue
-                _, p, a, c, fb = await self._decide(arm_model, request, sub, remaining, all_finite)
-                probs[arm_rows], action[arm_rows], chosen[arm_rows] = p, a, c
-                for j, reason in fb.items():
-                    fallback[int(arm_rows[j])] = reason
-            arms = [CANDIDATE if x else INCUMBENT for x in in_canary.tolist()]
-            for arm in (INCUMBENT, CANDIDATE):
-                k = int(in_canary.sum()) if arm == CANDIDATE else n - int(in_canary.sum())
-                if k:
-                    self.metrics.arm_decisions.labels(model.name, arm).inc(k)
+            routed = await self._route(dep, model, request, d, finite, remaining, all_finite)
         run_mask = mask if mask is not None else model.all_legal(n)
         guard = self.guardrails(model)
         changed: dict[int, str] = {}
         if guard is not None:
-            if fixed is None:
-                fixed = np.zeros(n, dtype=bool)
-            for i in fallback:
-                fixed[i] = True
-            rng = np.random.default_rng(request.seed) if request.HasField("seed") else self.rng
-            enforced = guard.enforce(
-                d.agents,
-                obs,
-                run_mask,
-                d.current,
-                d.elapsed,
-                probs,
-                action,
-                chosen,
-                fixed,
-                request.deterministic,
-                rng,
-            )
-            probs, action, chosen, changed = (
-                enforced.probs,
-                enforced.action,
-                enforced.chosen,
-                enforced.changed,
-            )
-            for rule_name, count in enforced.infeasible.items():
-                if count:
-                    self.metrics.guardrail_infeasible.labels(model.name, rule_name).inc(count)
-            if enforced.missing_state:
-                self.metrics.guardrail_missing_state.labels(model.name).inc(enforced.missing_state)
-            for rule_name in changed.values():
-                self.metrics.guardrail_interventions.labels(model.name, rule_name).inc()
+            changed = self._guard(guard, model, request, d, routed, run_mask)
+        obs, action, chosen = routed.obs, routed.action, routed.chosen
 
         mm.decisions.inc(n)
         model.action_table.add(d.agents, action)
-        actions_list = action.tolist()
         if self.decision_log is not None:
             self.decision_log.record(
                 model, request.episode_id, request.t, d.agents, obs, run_mask, action, chosen
             )
-
-        response = policy_pb2.ActResponse(
-            model=model.name, model_version=served_version, request_id=request.request_id
-        )
-        if candidate is not None:
-            response.candidate_model, response.candidate_version = candidate.name, candidate.version
-        chosen_list = chosen.tolist()
-        if request.HasField("packed"):
-            out = response.packed
-            out.action.extend(actions_list)
-            out.probability.extend(chosen_list)
-            if request.return_probs:
-                out.probs_raw = np.ascontiguousarray(probs, dtype="<f4").tobytes()
-            for i in sorted(fallback):
-                out.fallback_index.append(i)
-                out.fallback_reason.append(fallback[i])
-            if candidate is not None:
-                out.candidate_index.extend(i for i, arm in enumerate(arms) if arm == CANDIDATE)
-            for i in sorted(changed):
-                out.guardrail_index.append(i)
-                out.guardrail_rule.append(changed[i])
-        else:
-            add = response.actions.add
-            if request.return_probs:
-                rows = probs.tolist()
-                for i in range(n):
-                    add(agent_id=d.ids[i], action=actions_list[i], probability=chosen_list[i], probs=rows[i])
-            else:
-                for i in range(n):
-                    add(agent_id=d.ids[i], action=actions_list[i], probability=chosen_list[i])
-            for i, reason in fallback.items():
-                response.actions[i].fallback = True
-                response.actions[i].fallback_reason = reason
-            if candidate is not None:
-                for i, arm in enumerate(arms):
-                    response.actions[i].arm = arm
-            for i, rule_name in changed.items():
-                response.actions[i].guardrail = rule_name
+        response = encode_response(request, model.name, d.ids, routed, changed)
         if dep is not None and dep.shadow:
-            self._shadow(dep, model, d, obs, run_mask, action, chosen, arms, served_version, request, guard)
+            self._shadow(
+                dep,
+                model,
+                d,
+                obs,
+                run_mask,
+                action,
+                chosen,
+                routed.arms,
+                routed.served_version,
+                request,
+                guard,
+            )
         return response
+
+    async def _route(
+        self, dep: Deployment, model: LoadedModel, request, d: Decoded, finite, remaining, all_finite
+    ):
+        """The deployment's answer: the incumbent (model, other model or rule) and the canary candidate's arm."""
+        n = len(d.agents)
+        incumbent = candidate = None
+        if dep.incumbent and dep.incumbent != "rule":
+            try:
+                incumbent = self.deployments.resolve(dep.incumbent, model)
+            except (ModelNotFound, DeploymentError) as err:
+                log.warning("deployment of %s: incumbent %s unavailable (%s)", model.name, dep.incumbent, err)
+        elif not dep.incumbent:
+            incumbent = model
+        if dep.canary:
+            try:
+                candidate = self.deployments.resolve(dep.candidate, model)
+            except (ModelNotFound, DeploymentError) as err:
+                log.warning("deployment of %s: candidate %s unavailable (%s)", model.name, dep.candidate, err)
+        in_canary = (
+            dep.candidate_flags(model.agent_ids)[d.agents] if candidate is not None else np.zeros(n, bool)
+        )
+        obs = np.where(finite[:, None], d.obs, 0.0).astype(np.float32) if finite is not None else d.obs
+        fixed = np.zeros(n, dtype=bool)  # rows a guardrail must leave alone (rule answers, fallbacks)
+        probs = np.zeros((n, model.n_actions), dtype=np.float32)
+        action = np.zeros(n, dtype=np.int64)
+        chosen = np.ones(n, dtype=np.float32)
+        fallback: dict[int, str] = {}
+        for arm_rows, arm_model in (
+            (np.flatnonzero(~in_canary), incumbent),
+            (np.flatnonzero(in_canary), candidate),
+        ):
+            if len(arm_rows) == 0:
+                continue
+            sub = d.take(arm_rows)
+            if arm_model is None:  # the incumbent rule
+                a = rule_actions(dep.rule, model, sub.agents, sub.obs, sub.mask, sub.current)
+                action[arm_rows] = a
+                probs[arm_rows, a] = 1.0
+                fixed[arm_rows] = True
+                continue
+            _, p, a, c, fb = await self._decide(arm_model, request, sub, remaining, all_finite)
+            probs[arm_rows], action[arm_rows], chosen[arm_rows] = p, a, c
+            for j, reason in fb.items():
+                fallback[int(arm_rows[j])] = reason
+        arms = [CANDIDATE if x else INCUMBENT for x in in_canary.tolist()]
+        k = int(in_canary.sum())
+        for arm, count in ((INCUMBENT, n - k), (CANDIDATE, k)):
+            if count:
+                self.metrics.arm_decisions.labels(model.name, arm).inc(count)
+        served_version = incumbent.version if incumbent is not None else f"rule:{dep.rule.rule}"
+        return Routed(obs, probs, action, chosen, fallback, fixed, arms, candidate, served_version)
+
+    def _guard(self, guard: Guardrails, model: LoadedModel, request, d: Decoded, routed: Routed, run_mask):
+        """Enforce the guardrails on ``routed`` in place, count them; return the rows changed and their rule."""
+        n = len(d.agents)
+        fixed = routed.fixed if routed.fixed is not None else np.zeros(n, dtype=bool)
+        for i in routed.fallback:
+            fixed[i] = True
+        rng = np.random.default_rng(request.seed) if request.HasField("seed") else self.rng
+        enforced = guard.enforce(
+            d.agents,
+            routed.obs,
+            run_mask,
+            d.current,
+            d.elapsed,
+            routed.probs,
+            routed.action,
+            routed.chosen,
+            fixed,
+            request.deterministic,
+            rng,
+        )
+        routed.probs, routed.action, routed.chosen = enforced.probs, enforced.action, enforced.chosen
+        for rule_name, count in enforced.infeasible.items():
+            if count:
+                self.metrics.guardrail_infeasible.labels(model.name, rule_name).inc(count)
+        if enforced.missing_state:
+            self.metrics.guardrail_missing_state.labels(model.name).inc(enforced.missing_state)
+        for rule_name in enforced.changed.values():
+            self.metrics.guardrail_interventions.labels(model.name, rule_name).inc()
+        return enforced.changed
 
     def _shadow(self, dep, model, d, obs, mask, action, chosen, arms, served_version, request, guard) -> None:
         """Queue the shadow's computation for the worker thread (after the response is built)."""
@@ -465,7 +510,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             if rule.nonfinite_obs == "reject":
                 i = int(bad[0])
                 field = "packed.obs_raw" if request.HasField("packed") else f"agents[{i}].obs"
-                raise _invalid(field, f"agent {d.ids[i]!r}: observation contains NaN or Inf")
+                raise invalid(field, f"agent {d.ids[i]!r}: observation contains NaN or Inf")
             obs = np.where(finite[:, None], obs, 0.0).astype(np.float32)
             for i in bad:
                 fallback[int(i)] = "nonfinite_obs"
@@ -533,62 +578,53 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 mm.fallback(reason).inc()
         return obs, probs, action, chosen, fallback
 
-    async def _guarded(self, method: str, request, context, fn):
-        """Run ``fn`` and turn errors into statuses; count the request and its duration."""
-        started = time.perf_counter()
-        model = request.model or "-"
-        self.inflight += 1
-        code = "OK"
-        try:
-            return await fn(request, context)
-        except RequestError as err:
-            code = err.code.name
-            if err.code == grpc.StatusCode.INVALID_ARGUMENT:
-                self.metrics.invalid.labels(model, err.field.split("[")[0].split(".")[0]).inc()
-            await context.abort(err.code, str(err))
-        except asyncio.CancelledError:
-            code = "CANCELLED"
-            raise
-        except Exception as err:
-            if isinstance(err, grpc.aio.AbortError | grpc.RpcError):
-                code = "ABORTED"
-                raise
-            code = "INTERNAL"
-            log.exception("%s failed", method)
-            await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(err).__name__}")
-        finally:
-            self.inflight -= 1
-            self.metrics.request(method, model, code).inc()
-            self.metrics.duration(method, model).observe(time.perf_counter() - started)
-
     # -- RPCs ----------------------------------------------------------------------------------
     async def Act(self, request, context):
-        return await self._guarded("Act", request, context, self._act)
+        return await self.calls.unary("Act", request, context, self._act)
 
     async def ActStream(self, request_iterator, context):
+        """One response per request; a failed request is answered in-stream (``error``), the stream stays."""
         self.metrics.active_streams.inc()
         try:
             async for request in request_iterator:
-                yield await self._guarded("ActStream", request, context, self._act)
+                yield await self._stream_one(request, context)
         finally:
             self.metrics.active_streams.dec()
 
-    async def _outcome(self, request: policy_pb2.OutcomeRequest, context) -> policy_pb2.OutcomeResponse:
-        if not request.model:
-            raise _invalid("model", "required (the model name)")
+    async def _stream_one(self, request, context) -> policy_pb2.ActResponse:
+        calls, started = self.calls, time.perf_counter()
+        label = "-" if isinstance(request, Undecodable) else calls.label(request)
+        calls.inflight += 1
+        code = grpc.StatusCode.OK
         try:
-            model = self.repo.get(request.model)
-        except ModelNotFound as err:
-            raise RequestError(grpc.StatusCode.NOT_FOUND, "model", str(err)) from None
+            if isinstance(request, Undecodable):
+                raise request
+            return await self._act(request, context)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except Exception as err:  # noqa: BLE001 - answered in-stream with the status Act would return
+            code, message = calls.failed("ActStream", label, err)
+            error = policy_pb2.RequestStatus(code=code.value[0], code_name=code.name, message=message)
+            return policy_pb2.ActResponse(
+                model=getattr(request, "model", ""),
+                request_id=getattr(request, "request_id", ""),
+                error=error,
+            )
+        finally:
+            calls.inflight -= 1
+            self.metrics.request("ActStream", label, code.name).inc()
+            self.metrics.duration("ActStream", label).observe(time.perf_counter() - started)
+
+    async def _outcome(self, request: policy_pb2.OutcomeRequest, context) -> policy_pb2.OutcomeResponse:
+        model = self._model(request.model)
         mm = self.metrics.model(model.name)
         rows = []
         for i, a in enumerate(request.agents):
             if a.agent_id not in model.agent_index:
-                raise _invalid(
-                    f"agents[{i}].agent_id", f"unknown agent {a.agent_id!r} for model {model.name}"
-                )
+                raise invalid(f"agents[{i}].agent_id", f"unknown agent {a.agent_id!r} for model {model.name}")
             if not np.isfinite(a.reward):
-                raise _invalid(f"agents[{i}].reward", f"agent {a.agent_id!r}: reward is NaN or Inf")
+                raise invalid(f"agents[{i}].reward", f"agent {a.agent_id!r}: reward is NaN or Inf")
             rows.append((a.agent_id, a.reward, a.terminated, a.truncated))
             mm.reward.observe(a.reward)
         mm.outcomes.inc(len(rows))
@@ -597,14 +633,10 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
                 self.metrics.kpi.labels(model.name, name).set(value)
         # Per arm: the agent's canary arm (stable hash), so a dashboard compares incumbent and candidate.
         dep = self.deployments.get(model.name) if self.deployments is not None else None
-        canary = dep is not None and bool(dep.candidate) and dep.canary_share > 0
+        canary = dep is not None and dep.canary
         arms = set()
         for a in request.agents:
-            arm = (
-                CANDIDATE
-                if canary and canary_fraction(a.agent_id, dep.canary_salt) < dep.canary_share
-                else INCUMBENT
-            )
+            arm = CANDIDATE if canary and dep.in_canary(a.agent_id) else INCUMBENT
             arms.add(arm)
             self.metrics.arm_reward.labels(model.name, arm).observe(a.reward)
             for name, value in a.kpis.items():
@@ -621,21 +653,17 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         return policy_pb2.OutcomeResponse(matched=matched)
 
     async def ReportOutcome(self, request, context):
-        return await self._guarded("ReportOutcome", request, context, self._outcome)
+        return await self.calls.unary("ReportOutcome", request, context, self._outcome)
 
     async def _info(self, request, context) -> policy_pb2.ModelInfoResponse:
         names = [request.model] if request.model else self.repo.served()
         out = policy_pb2.ModelInfoResponse()
         for name in names:
-            try:
-                model = self.repo.get(name)
-            except ModelNotFound as err:
-                raise RequestError(grpc.StatusCode.NOT_FOUND, "model", str(err)) from None
-            out.models.append(model_info(model, self.repo))
+            out.models.append(model_info(self._model(name), self.repo))
         return out
 
     async def GetModelInfo(self, request, context):
-        return await self._guarded("GetModelInfo", request, context, self._info)
+        return await self.calls.unary("GetModelInfo", request, context, self._info)
 
 
 def model_info(model: LoadedModel, repo: ModelRepository) -> policy_pb2.ModelInfo:
@@ -657,6 +685,7 @@ def deployment_message(d: Deployment, deployments: Deployments) -> admin_pb2.Dep
         candidate=d.candidate,
         canary_share=d.canary_share,
         canary_salt=d.canary_salt,
+        canary_agents=d.canary_agents,
     )
     try:
         route = deployments.repo.get(d.model)
@@ -670,36 +699,38 @@ def deployment_message(d: Deployment, deployments: Deployments) -> admin_pb2.Dep
             setattr(out, f"{role}_version", deployments.resolve(ref, route).version)
         except (ModelNotFound, DeploymentError):
             setattr(out, f"{role}_version", "unavailable")
-    if d.candidate and d.canary_share > 0:
+    if d.canary:
         flags = d.candidate_flags(route.agent_ids)
         out.candidate_agents.extend(a for a, f in zip(route.agent_ids, flags, strict=True) if f)
     return out
 
 
 class AdminServicer(admin_pb2_grpc.ModelAdminServicer):
-    def __init__(self, repo: ModelRepository, metrics: Metrics, deployments: Deployments | None = None):
+    """Thin handlers: check the names, run the repository / deployment operation in a worker thread."""
+
+    def __init__(
+        self,
+        repo: ModelRepository,
+        metrics: Metrics,
+        deployments: Deployments | None = None,
+        calls: Calls | None = None,
+    ):
         self.repo, self.metrics = repo, metrics
         self.deployments = deployments or Deployments(repo.config, repo, metrics)
+        self.calls = calls or Calls(metrics, repo.entries.__contains__)
+
+    async def _run(self, method: str, request, context, fn):
+        """``fn()`` in a worker thread after the request's model name is checked."""
+
+        async def call(request, context):
+            if method != "ListModels":
+                check_name(request.model)
+            return await asyncio.to_thread(fn)
+
+        return await self.calls.unary(method, request, context, call)
 
     async def _deploy(self, method: str, fn, request, context):
-        if not request.model:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "model: required")
-        started = time.perf_counter()
-        code = "OK"
-        try:
-            return await asyncio.to_thread(lambda: deployment_message(fn(), self.deployments))
-        except ModelNotFound as err:
-            code = "NOT_FOUND"
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(err))
-        except ModelLoadError as err:
-            code = "FAILED_PRECONDITION"
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, f"version rejected: {err}")
-        except DeploymentError as err:
-            code = "FAILED_PRECONDITION"
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(err))
-        finally:
-            self.metrics.request(method, request.model or "-", code).inc()
-            self.metrics.duration(method, request.model or "-").observe(time.perf_counter() - started)
+        return await self._run(method, request, context, lambda: deployment_message(fn(), self.deployments))
 
     async def GetDeployment(self, request, context):
         return await self._deploy(
@@ -708,6 +739,10 @@ class AdminServicer(admin_pb2_grpc.ModelAdminServicer):
 
     async def SetDeployment(self, request, context):
         def do():
+            for role in ("incumbent", "shadow", "candidate"):
+                check_ref(getattr(request, role), role)
+            if not 0.0 <= request.canary_share <= 1.0:  # NaN included
+                raise invalid("canary_share", f"must be in [0, 1], got {request.canary_share}")
             return self.deployments.set(
                 Deployment(
                     model=request.model,
@@ -716,6 +751,7 @@ class AdminServicer(admin_pb2_grpc.ModelAdminServicer):
                     candidate=request.candidate,
                     canary_share=request.canary_share,
                     canary_salt=request.canary_salt,
+                    canary_agents=tuple(request.canary_agents),
                 )
             )
 
@@ -731,43 +767,21 @@ class AdminServicer(admin_pb2_grpc.ModelAdminServicer):
             "RollBackCandidate", lambda: self.deployments.rollback(request.model), request, context
         )
 
-    async def _call(self, method: str, fn, request, context):
-        started = time.perf_counter()
-        code = "OK"
-        try:
-            return await asyncio.to_thread(fn)
-        except ModelNotFound as err:
-            code = "NOT_FOUND"
-            await context.abort(grpc.StatusCode.NOT_FOUND, str(err))
-        except ModelLoadError as err:
-            code = "FAILED_PRECONDITION"
-            await context.abort(
-                grpc.StatusCode.FAILED_PRECONDITION, f"version rejected, old version keeps serving: {err}"
-            )
-        finally:
-            model = getattr(request, "model", "") or "-"
-            self.metrics.request(method, model, code).inc()
-            self.metrics.duration(method, model).observe(time.perf_counter() - started)
-
     async def LoadModel(self, request, context):
-        if not request.model:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "model: required")
-
         def do():
-            model, previous = self.repo.load(request.model, request.version)
+            model, previous = self.repo.load(request.model, check_version(request.version))
             return admin_pb2.LoadModelResponse(model=model_info(model, self.repo), previous_version=previous)
 
-        return await self._call("LoadModel", do, request, context)
+        return await self._run("LoadModel", request, context, do)
 
     async def RollBack(self, request, context):
-        if not request.model:
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "model: required")
-
         def do():
-            model, previous = self.repo.rollback(request.model, request.to_version)
+            model, previous = self.repo.rollback(
+                request.model, check_version(request.to_version, "to_version")
+            )
             return admin_pb2.RollBackResponse(model=model_info(model, self.repo), previous_version=previous)
 
-        return await self._call("RollBack", do, request, context)
+        return await self._run("RollBack", request, context, do)
 
     async def ListModels(self, request, context):
         def do():
@@ -776,6 +790,8 @@ class AdminServicer(admin_pb2_grpc.ModelAdminServicer):
                 out.models.append(model_info(self.repo.get(name), self.repo))
             for (name, version), (_, reason) in sorted(self.repo.rejected.items()):
                 out.rejected.add(model=name, version=version, reason=reason)
+            for (name, version), (_, _, reason) in sorted(self.repo.held.items()):
+                out.held.add(model=name, version=version, reason=f"held: {reason}")
             return out
 
-        return await self._call("ListModels", do, request, context)
+        return await self._run("ListModels", request, context, do)

@@ -66,3 +66,24 @@ def test_example_config_loads(tmp_path):
     cfg = load_config(ROOT / "deploy/runtime.example.toml", env=env)
     assert (cfg.auth.policy_tokens, cfg.auth.admin_tokens) == (["tok-p"], ["tok-a"])
     assert cfg.model("grid4x4").fallback.rule == "obs_index" and cfg.model("other").fallback.rule == "fixed"
+
+
+def test_kubernetes_shutdown_fits_the_grace_period_and_liveness_checks_the_process():
+    """preStop + drain delay + in-flight grace fit terminationGracePeriodSeconds; liveness asks the
+    process ("liveness"), never model readiness (an empty model store must not restart replicas)."""
+    import tomllib
+
+    docs = list(yaml.safe_load_all((ROOT / "deploy/k8s/deployment.yaml").read_text()))
+    pod = next(d for d in docs if d["kind"] == "Deployment")["spec"]["template"]["spec"]
+    runtime = tomllib.loads(
+        yaml.safe_load((ROOT / "deploy/k8s/configmap.yaml").read_text())["data"]["runtime.toml"]
+    )
+    (container,) = pod["containers"]
+    command = container["lifecycle"]["preStop"]["exec"]["command"]
+    pre_stop = float(re.search(r"sleep\((\d+(?:\.\d+)?)\)", command[-1]).group(1))
+    needed = pre_stop + runtime["drain_delay_s"] + runtime["grace_period_s"]
+    assert pre_stop > 0 and runtime["drain_delay_s"] > 0
+    assert needed < pod["terminationGracePeriodSeconds"]
+    assert container["livenessProbe"]["grpc"]["service"] == "liveness"
+    assert container["readinessProbe"]["grpc"]["service"] == "inspo.runtime.v1.PolicyService"
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from runtime.config import load_config
-from runtime.server import POLICY_SERVICE
+from runtime.server import LIVENESS, POLICY_SERVICE
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "deploy/docker"
@@ -202,7 +202,11 @@ def test_manifests_use_the_runtime_ports_and_health_service(manifest_config):
     assert ports == {"grpc": cfg.port, "metrics": cfg.metrics_port}
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
         assert container[probe]["grpc"]["port"] == cfg.port
-    assert probe_services() <= {"", POLICY_SERVICE}  # the names RuntimeServer sets on grpc.health.v1
+    assert probe_services() <= {
+        "",
+        POLICY_SERVICE,
+        LIVENESS,
+    }  # the names RuntimeServer sets on grpc.health.v1
     notes = pod["metadata"]["annotations"]
     assert notes["prometheus.io/scrape"] == "true" and int(notes["prometheus.io/port"]) == cfg.metrics_port
     for service in (d for d in k8s_docs() if d["kind"] == "Service"):
@@ -223,6 +227,7 @@ def test_manifests_mount_the_config_tokens_and_models_the_runtime_reads(manifest
     assert Path(config_arg).name in _one("ConfigMap")["data"]
     assert cfg.model_repository == mounts["models"]
     secret = _one("Secret", volumes["tokens"]["secret"]["secretName"])
+    assert Path(cfg.state_file).parent == Path(mounts["state"]) and "emptyDir" in volumes["state"]
     for token_file in (cfg.auth.policy_tokens_file, cfg.auth.admin_tokens_file):
         assert Path(token_file).parent == Path(mounts["tokens"])
         assert Path(token_file).name in secret["stringData"]

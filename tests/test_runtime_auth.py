@@ -68,6 +68,10 @@ def test_policy_token_acts_but_cannot_administer(server):
             assert c.act("grid", OBS).model_version == "1"
     with AdminClient(server.target, token="policy-1") as admin, pytest.raises(grpc.RpcError) as err:
         admin.list()
+    # the caller is known, the action is not allowed to it
+    assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    with AdminClient(server.target, token="not-a-token") as admin, pytest.raises(grpc.RpcError) as err:
+        admin.list()
     assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
     with AdminClient(server.target, token="admin-1") as admin:
         assert [m.name for m in admin.list().models] == ["grid"]

@@ -116,7 +116,7 @@ def test_canary_closed_loop_per_arm_kpis_promote_and_rollback(tmp_path):
         # The policy token cannot change deployments.
         with AdminClient(s.target, token=POLICY) as bad, pytest.raises(grpc.RpcError) as err:
             bad.promote("bridge")
-        assert err.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert err.value.code() == grpc.StatusCode.PERMISSION_DENIED
         controller.close()
         client.close()
         admin.close()

@@ -25,13 +25,14 @@ _sym_db = _symbol_database.Default()
 from . import policy_pb2 as inspo_dot_runtime_dot_v1_dot_policy__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cinspo/runtime/v1/admin.proto\x12\x10inspo.runtime.v1\x1a\x1dinspo/runtime/v1/policy.proto\"2\n\x10LoadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"Y\n\x11LoadModelResponse\x12*\n\x05model\x18\x01 \x01(\x0b\x32\x1b.inspo.runtime.v1.ModelInfo\x12\x18\n\x10previous_version\x18\x02 \x01(\t\"\x13\n\x11ListModelsRequest\"A\n\x0fRejectedVersion\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"v\n\x12ListModelsResponse\x12+\n\x06models\x18\x01 \x03(\x0b\x32\x1b.inspo.runtime.v1.ModelInfo\x12\x33\n\x08rejected\x18\x02 \x03(\x0b\x32!.inspo.runtime.v1.RejectedVersion\"4\n\x0fRollBackRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nto_version\x18\x02 \x01(\t\"X\n\x10RollBackResponse\x12*\n\x05model\x18\x01 \x01(\x0b\x32\x1b.inspo.runtime.v1.ModelInfo\x12\x18\n\x10previous_version\x18\x02 \x01(\t\"\xe4\x01\n\nDeployment\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tincumbent\x18\x02 \x01(\t\x12\x0e\n\x06shadow\x18\x03 \x01(\t\x12\x11\n\tcandidate\x18\x04 \x01(\t\x12\x14\n\x0c\x63\x61nary_share\x18\x05 \x01(\x01\x12\x13\n\x0b\x63\x61nary_salt\x18\x06 \x01(\t\x12\x19\n\x11incumbent_version\x18\x07 \x01(\t\x12\x16\n\x0eshadow_version\x18\x08 \x01(\t\x12\x19\n\x11\x63\x61ndidate_version\x18\t \x01(\t\x12\x18\n\x10\x63\x61ndidate_agents\x18\n \x03(\t\"%\n\x14GetDeploymentRequest\x12\r\n\x05model\x18\x01 \x01(\t\"(\n\x17\x44\x65ploymentActionRequest\x12\r\n\x05model\x18\x01 \x01(\t2\xed\x04\n\nModelAdmin\x12T\n\tLoadModel\x12\".inspo.runtime.v1.LoadModelRequest\x1a#.inspo.runtime.v1.LoadModelResponse\x12W\n\nListModels\x12#.inspo.runtime.v1.ListModelsRequest\x1a$.inspo.runtime.v1.ListModelsResponse\x12Q\n\x08RollBack\x12!.inspo.runtime.v1.RollBackRequest\x1a\".inspo.runtime.v1.RollBackResponse\x12U\n\rGetDeployment\x12&.inspo.runtime.v1.GetDeploymentRequest\x1a\x1c.inspo.runtime.v1.Deployment\x12K\n\rSetDeployment\x12\x1c.inspo.runtime.v1.Deployment\x1a\x1c.inspo.runtime.v1.Deployment\x12[\n\x10PromoteCandidate\x12).inspo.runtime.v1.DeploymentActionRequest\x1a\x1c.inspo.runtime.v1.Deployment\x12\\\n\x11RollBackCandidate\x12).inspo.runtime.v1.DeploymentActionRequest\x1a\x1c.inspo.runtime.v1.Deploymentb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1cinspo/runtime/v1/admin.proto\x12\x10inspo.runtime.v1\x1a\x1dinspo/runtime/v1/policy.proto\"2\n\x10LoadModelRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\"Y\n\x11LoadModelResponse\x12*\n\x05model\x18\x01 \x01(\x0b\x32\x1b.inspo.runtime.v1.ModelInfo\x12\x18\n\x10previous_version\x18\x02 \x01(\t\"\x13\n\x11ListModelsRequest\"A\n\x0fRejectedVersion\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xa7\x01\n\x12ListModelsResponse\x12+\n\x06models\x18\x01 \x03(\x0b\x32\x1b.inspo.runtime.v1.ModelInfo\x12\x33\n\x08rejected\x18\x02 \x03(\x0b\x32!.inspo.runtime.v1.RejectedVersion\x12/\n\x04held\x18\x03 \x03(\x0b\x32!.inspo.runtime.v1.RejectedVersion\"4\n\x0fRollBackRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nto_version\x18\x02 \x01(\t\"X\n\x10RollBackResponse\x12*\n\x05model\x18\x01 \x01(\x0b\x32\x1b.inspo.runtime.v1.ModelInfo\x12\x18\n\x10previous_version\x18\x02 \x01(\t\"\xfb\x01\n\nDeployment\x12\r\n\x05model\x18\x01 \x01(\t\x12\x11\n\tincumbent\x18\x02 \x01(\t\x12\x0e\n\x06shadow\x18\x03 \x01(\t\x12\x11\n\tcandidate\x18\x04 \x01(\t\x12\x14\n\x0c\x63\x61nary_share\x18\x05 \x01(\x01\x12\x13\n\x0b\x63\x61nary_salt\x18\x06 \x01(\t\x12\x19\n\x11incumbent_version\x18\x07 \x01(\t\x12\x16\n\x0eshadow_version\x18\x08 \x01(\t\x12\x19\n\x11\x63\x61ndidate_version\x18\t \x01(\t\x12\x18\n\x10\x63\x61ndidate_agents\x18\n \x03(\t\x12\x15\n\rcanary_agents\x18\x0b \x03(\t\"%\n\x14GetDeploymentRequest\x12\r\n\x05model\x18\x01 \x01(\t\"(\n\x17\x44\x65ploymentActionRequest\x12\r\n\x05model\x18\x01 \x01(\t2\xed\x04\n\nModelAdmin\x12T\n\tLoadModel\x12\".inspo.runtime.v1.LoadModelRequest\x1a#.inspo.runtime.v1.LoadModelResponse\x12W\n\nListModels\x12#.inspo.runtime.v1.ListModelsRequest\x1a$.inspo.runtime.v1.ListModelsResponse\x12Q\n\x08RollBack\x12!.inspo.runtime.v1.RollBackRequest\x1a\".inspo.runtime.v1.RollBackResponse\x12U\n\rGetDeployment\x12&.inspo.runtime.v1.GetDeploymentRequest\x1a\x1c.inspo.runtime.v1.Deployment\x12K\n\rSetDeployment\x12\x1c.inspo.runtime.v1.Deployment\x1a\x1c.inspo.runtime.v1.Deployment\x12[\n\x10PromoteCandidate\x12).inspo.runtime.v1.DeploymentActionRequest\x1a\x1c.inspo.runtime.v1.Deployment\x12\\\n\x11RollBackCandidate\x12).inspo.runtime.v1.DeploymentActionRequest\x1a\x1c.inspo.runtime.v1.DeploymentBF\n\x13io.inspo.runtime.v1P\x01Z\x1ainspo/runtime/v1;runtimev1\xaa\x02\x10Inspo.Runtime.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'inspo.runtime.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\023io.inspo.runtime.v1P\001Z\032inspo/runtime/v1;runtimev1\252\002\020Inspo.Runtime.V1'
   _globals['_LOADMODELREQUEST']._serialized_start=81
   _globals['_LOADMODELREQUEST']._serialized_end=131
   _globals['_LOADMODELRESPONSE']._serialized_start=133
@@ -40,18 +41,18 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTMODELSREQUEST']._serialized_end=243
   _globals['_REJECTEDVERSION']._serialized_start=245
   _globals['_REJECTEDVERSION']._serialized_end=310
-  _globals['_LISTMODELSRESPONSE']._serialized_start=312
-  _globals['_LISTMODELSRESPONSE']._serialized_end=430
-  _globals['_ROLLBACKREQUEST']._serialized_start=432
-  _globals['_ROLLBACKREQUEST']._serialized_end=484
-  _globals['_ROLLBACKRESPONSE']._serialized_start=486
-  _globals['_ROLLBACKRESPONSE']._serialized_end=574
-  _globals['_DEPLOYMENT']._serialized_start=577
-  _globals['_DEPLOYMENT']._serialized_end=805
-  _globals['_GETDEPLOYMENTREQUEST']._serialized_start=807
-  _globals['_GETDEPLOYMENTREQUEST']._serialized_end=844
-  _globals['_DEPLOYMENTACTIONREQUEST']._serialized_start=846
-  _globals['_DEPLOYMENTACTIONREQUEST']._serialized_end=886
-  _globals['_MODELADMIN']._serialized_start=889
-  _globals['_MODELADMIN']._serialized_end=1510
+  _globals['_LISTMODELSRESPONSE']._serialized_start=313
+  _globals['_LISTMODELSRESPONSE']._serialized_end=480
+  _globals['_ROLLBACKREQUEST']._serialized_start=482
+  _globals['_ROLLBACKREQUEST']._serialized_end=534
+  _globals['_ROLLBACKRESPONSE']._serialized_start=536
+  _globals['_ROLLBACKRESPONSE']._serialized_end=624
+  _globals['_DEPLOYMENT']._serialized_start=627
+  _globals['_DEPLOYMENT']._serialized_end=878
+  _globals['_GETDEPLOYMENTREQUEST']._serialized_start=880
+  _globals['_GETDEPLOYMENTREQUEST']._serialized_end=917
+  _globals['_DEPLOYMENTACTIONREQUEST']._serialized_start=919
+  _globals['_DEPLOYMENTACTIONREQUEST']._serialized_end=959
+  _globals['_MODELADMIN']._serialized_start=962
+  _globals['_MODELADMIN']._serialized_end=1583
 # @@protoc_insertion_point(module_scope)

@@ -75,7 +75,8 @@ class ModelAdminServicer:
     """Missing associated documentation comment in .proto file."""
 
     def LoadModel(self, request, context):
-        """Load (and serve) a version from the model repository; empty version = the newest on disk.
+        """Load (and serve) a version from the model repository; empty version = the newest on disk (refused
+        with FAILED_PRECONDITION when its signature differs from the served version's: name it to serve it).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -24,13 +24,14 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dinspo/runtime/v1/policy.proto\x12\x10inspo.runtime.v1\"\xc7\x01\n\x10\x41gentObservation\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0b\n\x03obs\x18\x02 \x03(\x02\x12\x0f\n\x07obs_raw\x18\x03 \x01(\x0c\x12\x13\n\x0b\x61\x63tion_mask\x18\x04 \x03(\x08\x12\x1b\n\x0e\x63urrent_action\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12#\n\x16\x63urrent_action_elapsed\x18\x06 \x01(\x02H\x01\x88\x01\x01\x42\x11\n\x0f_current_actionB\x19\n\x17_current_action_elapsed\"\x89\x01\n\x12PackedObservations\x12\x11\n\tagent_ids\x18\x01 \x03(\t\x12\x0f\n\x07obs_raw\x18\x02 \x01(\x0c\x12\x17\n\x0f\x61\x63tion_mask_raw\x18\x03 \x01(\x0c\x12\x16\n\x0e\x63urrent_action\x18\x04 \x03(\x05\x12\x1e\n\x16\x63urrent_action_elapsed\x18\x05 \x03(\x02\"\x92\x02\n\nActRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x15\n\rdeterministic\x18\x03 \x01(\x08\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x32\n\x06\x61gents\x18\x05 \x03(\x0b\x32\".inspo.runtime.v1.AgentObservation\x12\x34\n\x06packed\x18\x06 \x01(\x0b\x32$.inspo.runtime.v1.PackedObservations\x12\x14\n\x0creturn_probs\x18\x07 \x01(\x08\x12\x12\n\nepisode_id\x18\x08 \x01(\t\x12\t\n\x01t\x18\t \x01(\x05\x12\x11\n\x04seed\x18\n \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"\x9e\x01\n\x0b\x41gentAction\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\x05\x12\x13\n\x0bprobability\x18\x03 \x01(\x02\x12\r\n\x05probs\x18\x04 \x03(\x02\x12\x10\n\x08\x66\x61llback\x18\x05 \x01(\x08\x12\x17\n\x0f\x66\x61llback_reason\x18\x06 \x01(\t\x12\x0b\n\x03\x61rm\x18\x07 \x01(\t\x12\x11\n\tguardrail\x18\x08 \x01(\t\"\xc2\x01\n\rPackedActions\x12\x0e\n\x06\x61\x63tion\x18\x01 \x03(\x05\x12\x13\n\x0bprobability\x18\x02 \x03(\x02\x12\x11\n\tprobs_raw\x18\x03 \x01(\x0c\x12\x16\n\x0e\x66\x61llback_index\x18\x04 \x03(\r\x12\x17\n\x0f\x66\x61llback_reason\x18\x05 \x03(\t\x12\x17\n\x0f\x63\x61ndidate_index\x18\x06 \x03(\r\x12\x17\n\x0fguardrail_index\x18\x07 \x03(\r\x12\x16\n\x0eguardrail_rule\x18\x08 \x03(\t\"\xdc\x01\n\x0b\x41\x63tResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12.\n\x07\x61\x63tions\x18\x04 \x03(\x0b\x32\x1d.inspo.runtime.v1.AgentAction\x12/\n\x06packed\x18\x05 \x01(\x0b\x32\x1f.inspo.runtime.v1.PackedActions\x12\x17\n\x0f\x63\x61ndidate_model\x18\x06 \x01(\t\x12\x19\n\x11\x63\x61ndidate_version\x18\x07 \x01(\t\"\xbc\x01\n\x0c\x41gentOutcome\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0e\n\x06reward\x18\x02 \x01(\x02\x12\x12\n\nterminated\x18\x03 \x01(\x08\x12\x11\n\ttruncated\x18\x04 \x01(\x08\x12\x36\n\x04kpis\x18\x05 \x03(\x0b\x32(.inspo.runtime.v1.AgentOutcome.KpisEntry\x1a+\n\tKpisEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xe9\x01\n\x0eOutcomeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nepisode_id\x18\x02 \x01(\t\x12\t\n\x01t\x18\x03 \x01(\x05\x12.\n\x06\x61gents\x18\x04 \x03(\x0b\x32\x1e.inspo.runtime.v1.AgentOutcome\x12\x38\n\x04kpis\x18\x05 \x03(\x0b\x32*.inspo.runtime.v1.OutcomeRequest.KpisEntry\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x1a+\n\tKpisEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\"\n\x0fOutcomeResponse\x12\x0f\n\x07matched\x18\x01 \x01(\r\"!\n\x10ModelInfoRequest\x12\r\n\x05model\x18\x01 \x01(\t\";\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\xe1\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08versions\x18\x03 \x03(\t\x12\x0e\n\x06\x65nv_id\x18\x04 \x01(\t\x12\x11\n\tagent_ids\x18\x05 \x03(\t\x12\x0f\n\x07obs_dim\x18\x06 \x01(\r\x12\x11\n\tn_actions\x18\x07 \x01(\r\x12\x14\n\x0c\x61\x63tion_names\x18\x08 \x03(\t\x12\x11\n\talgorithm\x18\t \x01(\t\x12\x13\n\x0bonnx_sha256\x18\n \x01(\t\x12\x12\n\ncreated_at\x18\x0b \x01(\t\x12,\n\x06inputs\x18\x0c \x03(\x0b\x32\x1c.inspo.runtime.v1.TensorSpec\x12-\n\x07outputs\x18\r \x03(\x0b\x32\x1c.inspo.runtime.v1.TensorSpec\x12\x15\n\rmetadata_json\x18\x0e \x01(\t\x12\x16\n\x0eloaded_at_unix\x18\x0f \x01(\x01\"@\n\x11ModelInfoResponse\x12+\n\x06models\x18\x01 \x03(\x0b\x32\x1b.inspo.runtime.v1.ModelInfo2\xd0\x02\n\rPolicyService\x12\x42\n\x03\x41\x63t\x12\x1c.inspo.runtime.v1.ActRequest\x1a\x1d.inspo.runtime.v1.ActResponse\x12L\n\tActStream\x12\x1c.inspo.runtime.v1.ActRequest\x1a\x1d.inspo.runtime.v1.ActResponse(\x01\x30\x01\x12T\n\rReportOutcome\x12 .inspo.runtime.v1.OutcomeRequest\x1a!.inspo.runtime.v1.OutcomeResponse\x12W\n\x0cGetModelInfo\x12\".inspo.runtime.v1.ModelInfoRequest\x1a#.inspo.runtime.v1.ModelInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dinspo/runtime/v1/policy.proto\x12\x10inspo.runtime.v1\"\xc7\x01\n\x10\x41gentObservation\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0b\n\x03obs\x18\x02 \x03(\x02\x12\x0f\n\x07obs_raw\x18\x03 \x01(\x0c\x12\x13\n\x0b\x61\x63tion_mask\x18\x04 \x03(\x08\x12\x1b\n\x0e\x63urrent_action\x18\x05 \x01(\x05H\x00\x88\x01\x01\x12#\n\x16\x63urrent_action_elapsed\x18\x06 \x01(\x02H\x01\x88\x01\x01\x42\x11\n\x0f_current_actionB\x19\n\x17_current_action_elapsed\"\x89\x01\n\x12PackedObservations\x12\x11\n\tagent_ids\x18\x01 \x03(\t\x12\x0f\n\x07obs_raw\x18\x02 \x01(\x0c\x12\x17\n\x0f\x61\x63tion_mask_raw\x18\x03 \x01(\x0c\x12\x16\n\x0e\x63urrent_action\x18\x04 \x03(\x05\x12\x1e\n\x16\x63urrent_action_elapsed\x18\x05 \x03(\x02\"\x92\x02\n\nActRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x15\n\rdeterministic\x18\x03 \x01(\x08\x12\x12\n\nrequest_id\x18\x04 \x01(\t\x12\x32\n\x06\x61gents\x18\x05 \x03(\x0b\x32\".inspo.runtime.v1.AgentObservation\x12\x34\n\x06packed\x18\x06 \x01(\x0b\x32$.inspo.runtime.v1.PackedObservations\x12\x14\n\x0creturn_probs\x18\x07 \x01(\x08\x12\x12\n\nepisode_id\x18\x08 \x01(\t\x12\t\n\x01t\x18\t \x01(\x05\x12\x11\n\x04seed\x18\n \x01(\x04H\x00\x88\x01\x01\x42\x07\n\x05_seed\"\x9e\x01\n\x0b\x41gentAction\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0e\n\x06\x61\x63tion\x18\x02 \x01(\x05\x12\x13\n\x0bprobability\x18\x03 \x01(\x02\x12\r\n\x05probs\x18\x04 \x03(\x02\x12\x10\n\x08\x66\x61llback\x18\x05 \x01(\x08\x12\x17\n\x0f\x66\x61llback_reason\x18\x06 \x01(\t\x12\x0b\n\x03\x61rm\x18\x07 \x01(\t\x12\x11\n\tguardrail\x18\x08 \x01(\t\"\xc2\x01\n\rPackedActions\x12\x0e\n\x06\x61\x63tion\x18\x01 \x03(\x05\x12\x13\n\x0bprobability\x18\x02 \x03(\x02\x12\x11\n\tprobs_raw\x18\x03 \x01(\x0c\x12\x16\n\x0e\x66\x61llback_index\x18\x04 \x03(\r\x12\x17\n\x0f\x66\x61llback_reason\x18\x05 \x03(\t\x12\x17\n\x0f\x63\x61ndidate_index\x18\x06 \x03(\r\x12\x17\n\x0fguardrail_index\x18\x07 \x03(\r\x12\x16\n\x0eguardrail_rule\x18\x08 \x03(\t\"\x8c\x02\n\x0b\x41\x63tResponse\x12\r\n\x05model\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12.\n\x07\x61\x63tions\x18\x04 \x03(\x0b\x32\x1d.inspo.runtime.v1.AgentAction\x12/\n\x06packed\x18\x05 \x01(\x0b\x32\x1f.inspo.runtime.v1.PackedActions\x12\x17\n\x0f\x63\x61ndidate_model\x18\x06 \x01(\t\x12\x19\n\x11\x63\x61ndidate_version\x18\x07 \x01(\t\x12.\n\x05\x65rror\x18\x08 \x01(\x0b\x32\x1f.inspo.runtime.v1.RequestStatus\"A\n\rRequestStatus\x12\x0c\n\x04\x63ode\x18\x01 \x01(\x05\x12\x11\n\tcode_name\x18\x02 \x01(\t\x12\x0f\n\x07message\x18\x03 \x01(\t\"\xbc\x01\n\x0c\x41gentOutcome\x12\x10\n\x08\x61gent_id\x18\x01 \x01(\t\x12\x0e\n\x06reward\x18\x02 \x01(\x02\x12\x12\n\nterminated\x18\x03 \x01(\x08\x12\x11\n\ttruncated\x18\x04 \x01(\x08\x12\x36\n\x04kpis\x18\x05 \x03(\x0b\x32(.inspo.runtime.v1.AgentOutcome.KpisEntry\x1a+\n\tKpisEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\xe9\x01\n\x0eOutcomeRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x12\n\nepisode_id\x18\x02 \x01(\t\x12\t\n\x01t\x18\x03 \x01(\x05\x12.\n\x06\x61gents\x18\x04 \x03(\x0b\x32\x1e.inspo.runtime.v1.AgentOutcome\x12\x38\n\x04kpis\x18\x05 \x03(\x0b\x32*.inspo.runtime.v1.OutcomeRequest.KpisEntry\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x1a+\n\tKpisEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\"\"\n\x0fOutcomeResponse\x12\x0f\n\x07matched\x18\x01 \x01(\r\"!\n\x10ModelInfoRequest\x12\r\n\x05model\x18\x01 \x01(\t\";\n\nTensorSpec\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x10\n\x08\x64\x61tatype\x18\x02 \x01(\t\x12\r\n\x05shape\x18\x03 \x03(\x03\"\xe1\x02\n\tModelInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x10\n\x08versions\x18\x03 \x03(\t\x12\x0e\n\x06\x65nv_id\x18\x04 \x01(\t\x12\x11\n\tagent_ids\x18\x05 \x03(\t\x12\x0f\n\x07obs_dim\x18\x06 \x01(\r\x12\x11\n\tn_actions\x18\x07 \x01(\r\x12\x14\n\x0c\x61\x63tion_names\x18\x08 \x03(\t\x12\x11\n\talgorithm\x18\t \x01(\t\x12\x13\n\x0bonnx_sha256\x18\n \x01(\t\x12\x12\n\ncreated_at\x18\x0b \x01(\t\x12,\n\x06inputs\x18\x0c \x03(\x0b\x32\x1c.inspo.runtime.v1.TensorSpec\x12-\n\x07outputs\x18\r \x03(\x0b\x32\x1c.inspo.runtime.v1.TensorSpec\x12\x15\n\rmetadata_json\x18\x0e \x01(\t\x12\x16\n\x0eloaded_at_unix\x18\x0f \x01(\x01\"@\n\x11ModelInfoResponse\x12+\n\x06models\x18\x01 \x03(\x0b\x32\x1b.inspo.runtime.v1.ModelInfo2\xd0\x02\n\rPolicyService\x12\x42\n\x03\x41\x63t\x12\x1c.inspo.runtime.v1.ActRequest\x1a\x1d.inspo.runtime.v1.ActResponse\x12L\n\tActStream\x12\x1c.inspo.runtime.v1.ActRequest\x1a\x1d.inspo.runtime.v1.ActResponse(\x01\x30\x01\x12T\n\rReportOutcome\x12 .inspo.runtime.v1.OutcomeRequest\x1a!.inspo.runtime.v1.OutcomeResponse\x12W\n\x0cGetModelInfo\x12\".inspo.runtime.v1.ModelInfoRequest\x1a#.inspo.runtime.v1.ModelInfoResponseBF\n\x13io.inspo.runtime.v1P\x01Z\x1ainspo/runtime/v1;runtimev1\xaa\x02\x10Inspo.Runtime.V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'inspo.runtime.v1.policy_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
-  DESCRIPTOR._loaded_options = None
+  _globals['DESCRIPTOR']._loaded_options = None
+  _globals['DESCRIPTOR']._serialized_options = b'\n\023io.inspo.runtime.v1P\001Z\032inspo/runtime/v1;runtimev1\252\002\020Inspo.Runtime.V1'
   _globals['_AGENTOUTCOME_KPISENTRY']._loaded_options = None
   _globals['_AGENTOUTCOME_KPISENTRY']._serialized_options = b'8\001'
   _globals['_OUTCOMEREQUEST_KPISENTRY']._loaded_options = None
@@ -46,25 +47,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PACKEDACTIONS']._serialized_start=832
   _globals['_PACKEDACTIONS']._serialized_end=1026
   _globals['_ACTRESPONSE']._serialized_start=1029
-  _globals['_ACTRESPONSE']._serialized_end=1249
-  _globals['_AGENTOUTCOME']._serialized_start=1252
-  _globals['_AGENTOUTCOME']._serialized_end=1440
-  _globals['_AGENTOUTCOME_KPISENTRY']._serialized_start=1397
-  _globals['_AGENTOUTCOME_KPISENTRY']._serialized_end=1440
-  _globals['_OUTCOMEREQUEST']._serialized_start=1443
-  _globals['_OUTCOMEREQUEST']._serialized_end=1676
-  _globals['_OUTCOMEREQUEST_KPISENTRY']._serialized_start=1397
-  _globals['_OUTCOMEREQUEST_KPISENTRY']._serialized_end=1440
-  _globals['_OUTCOMERESPONSE']._serialized_start=1678
-  _globals['_OUTCOMERESPONSE']._serialized_end=1712
-  _globals['_MODELINFOREQUEST']._serialized_start=1714
-  _globals['_MODELINFOREQUEST']._serialized_end=1747
-  _globals['_TENSORSPEC']._serialized_start=1749
-  _globals['_TENSORSPEC']._serialized_end=1808
-  _globals['_MODELINFO']._serialized_start=1811
-  _globals['_MODELINFO']._serialized_end=2164
-  _globals['_MODELINFORESPONSE']._serialized_start=2166
-  _globals['_MODELINFORESPONSE']._serialized_end=2230
-  _globals['_POLICYSERVICE']._serialized_start=2233
-  _globals['_POLICYSERVICE']._serialized_end=2569
+  _globals['_ACTRESPONSE']._serialized_end=1297
+  _globals['_REQUESTSTATUS']._serialized_start=1299
+  _globals['_REQUESTSTATUS']._serialized_end=1364
+  _globals['_AGENTOUTCOME']._serialized_start=1367
+  _globals['_AGENTOUTCOME']._serialized_end=1555
+  _globals['_AGENTOUTCOME_KPISENTRY']._serialized_start=1512
+  _globals['_AGENTOUTCOME_KPISENTRY']._serialized_end=1555
+  _globals['_OUTCOMEREQUEST']._serialized_start=1558
+  _globals['_OUTCOMEREQUEST']._serialized_end=1791
+  _globals['_OUTCOMEREQUEST_KPISENTRY']._serialized_start=1512
+  _globals['_OUTCOMEREQUEST_KPISENTRY']._serialized_end=1555
+  _globals['_OUTCOMERESPONSE']._serialized_start=1793
+  _globals['_OUTCOMERESPONSE']._serialized_end=1827
+  _globals['_MODELINFOREQUEST']._serialized_start=1829
+  _globals['_MODELINFOREQUEST']._serialized_end=1862
+  _globals['_TENSORSPEC']._serialized_start=1864
+  _globals['_TENSORSPEC']._serialized_end=1923
+  _globals['_MODELINFO']._serialized_start=1926
+  _globals['_MODELINFO']._serialized_end=2279
+  _globals['_MODELINFORESPONSE']._serialized_start=2281
+  _globals['_MODELINFORESPONSE']._serialized_end=2345
+  _globals['_POLICYSERVICE']._serialized_start=2348
+  _globals['_POLICYSERVICE']._serialized_end=2684
 # @@protoc_insertion_point(module_scope)

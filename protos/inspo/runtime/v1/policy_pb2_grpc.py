@@ -69,7 +69,9 @@ class PolicyServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ActStream(self, request_iterator, context):
-        """The same, over a long-lived stream (one response per request, in order).
+        """The same, over a long-lived stream (one response per request, in order). A request that fails
+        (bad field, unknown model, undecodable bytes) is answered in-stream by a response whose `error` is
+        set, with the status code Act would have returned; the stream stays open for the next request.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
