@@ -114,7 +114,7 @@ def snapshots(seed: int, every: int, max_states: int):
     obs, infos = env.reset(seed=seed)
     ctl.reset(env, seed)
     rng = action_rng(seed)
-    out, k = [], 0
+    out, k, last = [], 0, -every
     while env.agents:
         idle = [
             c
@@ -125,8 +125,9 @@ def snapshots(seed: int, every: int, max_states: int):
         actions, _ = ctl.act(env, obs, infos, rng)
         # idle cars whose behaviour had a real choice here: what a log can teach about
         choosers = [c for c in idle if np.count_nonzero(ctl.last_distribution[env.possible_agents[c]]) > 1]
-        record = choosers and len(out) < max_states and k % every == 0
+        record = choosers and len(out) < max_states and k - last >= every
         if record:
+            last = k
             c = choosers[int(rng.integers(len(choosers)))]
             agent = env.possible_agents[c]
             out.append(
