@@ -229,6 +229,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self.batchers: dict[str, Batcher | None] = {}  # None: batching off for that model
         self.inflight = 0  # exported by the inflight gauge at scrape time (no gauge update per call)
         metrics.inflight.set_function(lambda: self.inflight)
+        metrics.drift.window_rows = lambda name: config.model(name).drift_window or None
 
     def batcher(self, model: LoadedModel) -> Batcher | None:
         if model.name in self.batchers:
@@ -262,6 +263,8 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             i = int(np.flatnonzero(~finite)[0])
             field = "packed.obs_raw" if request.HasField("packed") else f"agents[{i}].obs"
             raise _invalid(field, f"agent {d.ids[i]!r}: observation contains NaN or Inf")
+        if not request.version:  # drift of the served version's traffic (runtime/drift.py)
+            self.metrics.drift.observe(model, d.obs, finite)
         remaining = context.time_remaining() if context is not None else None
         # A request pinned to a version bypasses the deployment (it asked for that version).
         dep = None if request.version or self.deployments is None else self.deployments.get(model.name)
