@@ -187,7 +187,8 @@ def _fitted_q(report, target, d, gamma, bootstrap, cfg: FQEConfig, check: bool):
     lo, hi = value_range(d.team_rewards, d.filled, gamma)
     report.fqe_range = (lo, hi)
     low_v, high_v = float(res.per_episode.min()), float(res.per_episode.max())
-    if outside_range(res.value, lo, hi) or outside_range(low_v, lo, hi) or outside_range(high_v, lo, hi):
+    scale = float(np.abs(discounted_returns(d.team_rewards, d.filled, gamma)).mean())
+    if any(outside_range(v, lo, hi, scale) for v in (res.value, low_v, high_v)):
         report.warnings.append(
             f"FQE gives values in [{low_v:.4g}, {high_v:.4g}] (mean {res.value:.4g}) but the logged rewards only "
             f"allow [{lo:.4g}, {hi:.4g}] at gamma={report.gamma}: an impossible value, the fit has not converged "

@@ -36,9 +36,11 @@ def value_range(rewards: np.ndarray, filled: np.ndarray, gamma: float) -> tuple[
     return float(min(r_min * sums)), float(max(r_max * sums))
 
 
-def outside_range(value: float, lo: float, hi: float) -> bool:
-    """True when ``value`` leaves ``[lo, hi]`` by more than 1 % of its width (float noise is no finding)."""
-    slack = 0.01 * max(hi - lo, abs(hi), abs(lo), 1e-9)
+def outside_range(value: float, lo: float, hi: float, scale: float) -> bool:
+    """True when ``value`` leaves ``[lo, hi]`` by more than 1 % of ``scale``, the typical size of a logged
+    return (the interval's width can be far larger than the values: a +0.02 where every reward is <= 0
+    and returns are about -0.02 is impossible, though tiny next to ``r_min * S``)."""
+    slack = 0.01 * max(scale, 1e-9)
     return not lo - slack <= value <= hi + slack
 
 
