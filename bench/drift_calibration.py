@@ -1,11 +1,12 @@
 """Where the drift alert's threshold comes from (docs/operations.md, "Observation drift").
 
-``python bench/drift_calibration.py [--hours 0.25]``: builds the drift reference of a down-peak elevator
+``python bench/drift_calibration.py [--hours 0.25] [--serve-hours H]``: builds the drift reference of a down-peak elevator
 model from an 8-episode training mix (the demo's `small` controllers), then slides a window of one
 training episode's rows (the runtime's default) over six unseen-seed episodes of each scenario, a
 quarter window at a time, and prints the range of each feature group's PSI (runtime/drift.py). Normal
 down-peak runs (other controllers) must stay below the alert's 0.5; other demand profiles must exceed it.
-About 10 s on one core.
+``--serve-hours`` serves episodes of another length than the training ones (the profile compressed or
+stretched). About 10 s on one core at 0.25 h, a minute at 1 h.
 """
 
 from __future__ import annotations
@@ -54,7 +55,11 @@ def episode_obs(env_id: str, seed: int, controller: str, hours: float) -> np.nda
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--hours", type=float, default=0.25, help="profile length per episode")
+    parser.add_argument(
+        "--serve-hours", type=float, help="profile length of the served episodes (default: --hours)"
+    )
     args = parser.parse_args()
+    serve_hours = args.serve_hours or args.hours
     started = time.time()
     train = [episode_obs(MODEL_ENV, seed, ctrl, args.hours) for seed, ctrl in TRAINING]
     flat = np.concatenate(train)
@@ -62,9 +67,15 @@ def main() -> None:
     meta = {"obs_reference": build_reference(flat, groups, clock, episode_rows=len(flat) // len(train))}
     ref = DriftReference.from_meta(meta, flat.shape[1])
     window = ref.window_rows()
-    print(f"reference: {len(flat)} rows of {len(train)} episodes; window {window} rows (one episode)")
+    print(f"reference: {len(flat)} rows of {len(train)} episodes of {args.hours} h; window {window} rows")
+    print(f"served: episodes of {serve_hours} h")
     for name, env_id, ctrl in SCENARIOS:
-        rows = np.concatenate([episode_obs(env_id, seed, ctrl, args.hours) for seed in range(100, 106)])
+        episodes = [episode_obs(env_id, 100, ctrl, serve_hours)]
+        while sum(map(len, episodes)) < 2 * window and len(episodes) < 48:  # at least two windows
+            episodes.append(episode_obs(env_id, 100 + len(episodes), ctrl, serve_hours))
+        rows = np.concatenate(
+            episodes + [episode_obs(env_id, 100 + len(episodes) + i, ctrl, serve_hours) for i in range(2)]
+        )
         psi = [ref.group_psi(rows[end - window : end]) for end in range(window, len(rows) + 1, window // 4)]
         ranges = "  ".join(f"{g} {min(p[g] for p in psi):.2f}-{max(p[g] for p in psi):.2f}" for g in psi[0])
         worst = [max(p.values()) for p in psi]
