@@ -9,6 +9,11 @@ rule's episodes only. Every env the plan makes (collection workers, truth) gets 
 ``env_kwargs``; the truth runs share one env (libsumo: one simulation per process). Writes
 ``<out>/ope_validation.csv`` / ``.md`` / ``.json`` and a scatter ``<out>/ope_validation.png`` (estimate
 vs truth, with intervals); logs and runs go to ``--work`` (default under the ignored bench/.cache/).
+
+``--gamma``, ``--fqe-iterations``, ``--fqe-steps``, ``--episodes`` and ``--env-arg key=value`` override a
+plan (the trust validation of docs/ope.md runs short episodes with a discount); the truth is the mean
+*discounted* return at that gamma. Each row records which estimate OPE trusts (``estimate``), and the
+rank agreement is also computed over the trusted estimates only.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from trainer.collect import collect
 from trainer.logs import open_log
 from trainer.ope import FQEConfig, evaluate_offline
 from trainer.policies import load_controller
-from trainer.rollout import run_episode
+from trainer.rollout import action_rng
 from trainer.threads import single_threaded
 
 
@@ -100,12 +105,28 @@ PLANS = {
 }
 
 
-def truth(env, env_id: str, source: str, seeds: list[int]) -> tuple[float, float]:
+def discounted_return(env, controller, seed: int, gamma: float) -> float:
+    """One closed-loop episode's team return, discounted per decision step (gamma 1: the episode return)."""
+    obs, infos = env.reset(seed=seed)
+    controller.reset(env, seed)
+    rng, total, discount = action_rng(seed), 0.0, 1.0
+    agents = list(env.possible_agents)
+    while True:
+        actions, _ = controller.act(env, obs, infos, rng)
+        obs, rewards, terms, truncs, infos = env.step(actions)
+        controller.observe(env, rewards, terms, truncs)
+        total += discount * env.team_reward(rewards)
+        discount *= gamma
+        if not env.agents or all(terms.get(a, False) or truncs.get(a, False) for a in agents):
+            return total
+
+
+def truth(env, env_id: str, source: str, seeds: list[int], gamma: float = 1.0) -> tuple[float, float]:
     controller = (
         build_controller(env_id, source) if "/" not in source else load_controller(source, env_id, env=env)
     )
     with single_threaded():
-        returns = [run_episode(env, controller, s).episode_return for s in seeds]
+        returns = [discounted_return(env, controller, s, gamma) for s in seeds]
     return float(np.mean(returns)), float(np.std(returns) / np.sqrt(len(returns)))
 
 
@@ -158,6 +179,8 @@ def short_warning(text: str) -> str:
         ("all importance weights are 0", "no covering episode"),
         ("effective sample size", "ESS"),
         ("Bellman backups", "FQE horizon"),
+        ("impossible value", "FQE out of range"),
+        ("held-out check", "FQE held-out"),
         ("deterministic", "deterministic log"),
         ("behavior_prob is missing", "no behavior_prob"),
     ):
@@ -166,14 +189,21 @@ def short_warning(text: str) -> str:
     return "" if "not available for rule targets" in text else text.split(":")[0]
 
 
-def validate(env_id: str, work: Path, quick: bool) -> tuple[list[dict], dict]:
-    plan = PLANS[env_id]
+def validate(env_id: str, work: Path, quick: bool, overrides: dict | None = None) -> tuple[list[dict], dict]:
+    """``overrides``: gamma, fqe_iterations, fqe_steps, episodes, env_kwargs (merged into the plan's)."""
+    overrides = dict(overrides or {})
+    gamma = overrides.pop("gamma", 1.0)
+    fqe_steps = overrides.pop("fqe_steps", None)
+    env_kwargs = {**PLANS[env_id].env_kwargs, **overrides.pop("env_kwargs", {})}
+    plan = dataclasses.replace(PLANS[env_id], env_kwargs=env_kwargs, **overrides)
     episodes, steps, n_eval, dataset = plan.episodes, plan.train_steps, plan.eval_seeds, plan.dataset
     fqe_iterations = plan.fqe_iterations
-    if quick:
-        episodes, steps, n_eval = max(8, episodes // 3), max(50, steps // 3), max(4, n_eval // 2)
+    if quick:  # smaller, except where the command line set a size
+        episodes = episodes if "episodes" in overrides else max(8, episodes // 3)
+        steps, n_eval = max(50, steps // 3), max(4, n_eval // 2)
         dataset = plan.quick_dataset or dataset
-        fqe_iterations = max(15, fqe_iterations // 2)
+        if "fqe_iterations" not in overrides:
+            fqe_iterations = max(15, fqe_iterations // 2)
     folder = work / env_id.replace(":", "_")
     log = folder / "log"
     seconds: dict[str, float] = {}
@@ -215,10 +245,13 @@ def validate(env_id: str, work: Path, quick: bool) -> tuple[list[dict], dict]:
                 str(log),
                 bootstrap=200,
                 data=part,
-                fqe_config=FQEConfig(iterations=fqe_iterations),
+                gamma=gamma,
+                fqe_config=FQEConfig(iterations=fqe_iterations)
+                if fqe_steps is None
+                else FQEConfig(iterations=fqe_iterations, steps_per_iteration=fqe_steps),
             )
             t1 = time.time()
-            mean, se = truth(env, env_id, cand, seeds)
+            mean, se = truth(env, env_id, cand, seeds, gamma)
             seconds["ope"] += t1 - t0
             seconds["truth"] += time.time() - t1
             row = {
@@ -234,6 +267,13 @@ def validate(env_id: str, work: Path, quick: bool) -> tuple[list[dict], dict]:
                 "fqe_lo": rep.fqe_ci[0] if rep.fqe_ci else None,
                 "fqe_hi": rep.fqe_ci[1] if rep.fqe_ci else None,
                 "estimate": rep.wis if rep.wis is not None and np.isfinite(rep.wis) else rep.fqe,
+                "trusted": {"wis": rep.wis, "fqe": rep.fqe}.get(rep.estimate or ""),
+                "trusted_by": rep.estimate or "",
+                "wis_trustworthy": rep.wis_trustworthy,
+                "fqe_trustworthy": rep.fqe_trustworthy,
+                "fqe_range_lo": rep.fqe_range[0] if rep.fqe_range else None,
+                "fqe_range_hi": rep.fqe_range[1] if rep.fqe_range else None,
+                "fqe_heldout_error": (rep.fqe_heldout or {}).get("relative_error"),
                 "ess": rep.ess,
                 "episodes": rep.episodes,
                 "trustworthy": rep.trustworthy,
@@ -244,7 +284,8 @@ def validate(env_id: str, work: Path, quick: bool) -> tuple[list[dict], dict]:
             print(
                 f"  {row['candidate']:<22} truth {mean:8.3f}  WIS {_f(rep.wis)} [{_f(row['wis_lo'])}, "
                 f"{_f(row['wis_hi'])}]  FQE {_f(rep.fqe)} [{_f(row['fqe_lo'])}, {_f(row['fqe_hi'])}]"
-                f"  ESS {_f(rep.ess)} of {rep.episodes}  {'ok' if rep.trustworthy else 'FLAGGED ' + row['flags']}"
+                f"  ESS {_f(rep.ess)} of {rep.episodes}  held-out {_f(row['fqe_heldout_error'])}"
+                f"  {'trusted ' + rep.estimate if rep.trustworthy else 'FLAGGED ' + row['flags']}"
                 f"  ({time.time() - t0:.0f} s)"
             )
     finally:
@@ -256,6 +297,8 @@ def validate(env_id: str, work: Path, quick: bool) -> tuple[list[dict], dict]:
         "env_kwargs": plan.env_kwargs,
         "eval_seeds": n_eval,
         "fqe_iterations": fqe_iterations,
+        "fqe_steps_per_iteration": fqe_steps or FQEConfig().steps_per_iteration,
+        "gamma": gamma,
         "seconds": {k: round(v, 1) for k, v in seconds.items()},
     }
     return rows, sizes
@@ -331,12 +374,52 @@ def plot(rows: list[dict], path: Path) -> None:
     fig.savefig(path, dpi=120)
 
 
+def finite_or_null(value):
+    """The report with NaN/Inf as null (strict JSON)."""
+    if isinstance(value, dict):
+        return {k: finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [finite_or_null(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def overrides(args) -> dict:
+    out: dict = {"gamma": args.gamma}
+    if args.fqe_iterations:
+        out["fqe_iterations"] = args.fqe_iterations
+    if args.fqe_steps:
+        out["fqe_steps"] = args.fqe_steps
+    if args.episodes:
+        out["episodes"] = args.episodes
+    kwargs = {}
+    for item in args.env_arg:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--env-arg {item!r}: expected key=value")
+        try:
+            kwargs[key] = float(value) if "." in value else int(value)
+        except ValueError:
+            kwargs[key] = value
+    if kwargs:
+        out["env_kwargs"] = kwargs
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--out", default="docs/ope")
     parser.add_argument("--work", help="logs and runs (default: bench/.cache/ope_validation/<out name>)")
     parser.add_argument("--env", action="append", help=f"default: {list(PLANS)}")
     parser.add_argument("--quick", action="store_true", help="smaller logs and fewer seeds")
+    parser.add_argument("--gamma", type=float, default=1.0, help="discount of the estimates and the truth")
+    parser.add_argument("--fqe-iterations", type=int, help="override the plan's FQE backups")
+    parser.add_argument("--fqe-steps", type=int, help="FQE gradient steps per backup (default 150)")
+    parser.add_argument("--episodes", type=int, help="override the plan's log episodes (single-logger plans)")
+    parser.add_argument(
+        "--env-arg", action="append", default=[], help="key=value env option (number or text)"
+    )
     parser.add_argument(
         "--plot-only", action="store_true", help="redraw <out>/ope_validation.png from its JSON"
     )
@@ -351,14 +434,17 @@ def main() -> None:
     rows, sizes = [], {}
     for env_id in args.env or list(PLANS):
         print(f"== {env_id}")
-        env_rows, sizes[env_id] = validate(env_id, work, args.quick)
+        env_rows, sizes[env_id] = validate(env_id, work, args.quick, overrides(args))
         rows += env_rows
     import pandas as pd
 
     df = pd.DataFrame(rows)
     df.to_csv(out / "ope_validation.csv", index=False)
     summary = {
-        env: {k: rank_agreement([r for r in rows if r["env"] == env], k) for k in ("wis", "fqe", "estimate")}
+        env: {
+            k: rank_agreement([r for r in rows if r["env"] == env], k)
+            for k in ("wis", "fqe", "estimate", "trusted")
+        }
         for env in sorted({r["env"] for r in rows})
     }
     report = {
@@ -368,7 +454,7 @@ def main() -> None:
         "quick": args.quick,
         "wall_s": round(time.time() - started, 1),
     }
-    (out / "ope_validation.json").write_text(json.dumps(report, indent=2))
+    (out / "ope_validation.json").write_text(json.dumps(finite_or_null(report), indent=2, allow_nan=False))
     cols = [
         "env",
         "candidate",
@@ -382,7 +468,9 @@ def main() -> None:
         "fqe_hi",
         "ess",
         "episodes",
-        "trustworthy",
+        "fqe_heldout_error",
+        "trusted_by",
+        "trusted",
         "flags",
     ]
     (out / "ope_validation.md").write_text(markdown(df[cols]))

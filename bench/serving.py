@@ -39,12 +39,16 @@ CONCURRENCY = (1, 4, 8, 16)  # concurrent clients for the 64-agent throughput fi
 def make_model(repo: Path) -> None:
     import torch
 
+    from runtime.drift import build_reference
     from trainer.export import export_policy
     from trainer.nets import PolicyNet
 
     torch.manual_seed(0)
     policy = PolicyNet(OBS, AGENTS, ACTIONS, hidden=(256, 256))
-    export_policy(policy, {"agent_ids": IDS, "env_id": "bench"}, repo, "bench", 1, parity_samples=64)
+    # a training distribution, as an exported trained model has: the runtime then feeds its drift window
+    reference = build_reference(np.random.default_rng(1).standard_normal((8192, OBS)), episode_rows=8192)
+    meta = {"agent_ids": IDS, "env_id": "bench", "obs_reference": reference}
+    export_policy(policy, meta, repo, "bench", 1, parity_samples=64)
 
 
 # -- the empty handler (the floor) ------------------------------------------------------------

@@ -105,6 +105,16 @@ def controller_names(env_id: str) -> list[str]:
     return list(_family_module(env_id).controller_names(base_env_id(env_id)))
 
 
+def obs_groups(env_id: str, obs_dim: int) -> tuple[dict[str, list[int]], list[int]] | None:
+    """Named feature ranges of the env's observation and its clock features (for the runtime's drift
+    gauge), when the family describes its layout and it matches ``obs_dim``; else None."""
+    try:
+        module = _family_module(env_id)
+    except UnknownEnvError:
+        return None
+    return module.obs_groups(env_id, obs_dim) if hasattr(module, "obs_groups") else None
+
+
 def dataset_plan(env_id: str, dataset: str) -> list[tuple[str, int]]:
     """A named dataset as a list of (controller spec, episodes)."""
     module = _family_module(env_id)

@@ -144,6 +144,8 @@ class ModelConfig:
     auto_serve: bool = True
     guardrails: GuardrailConfig = field(default_factory=GuardrailConfig)
     deployment: DeploymentConfig = field(default_factory=DeploymentConfig)
+    # Observation rows in the drift window (docs/operations.md); 0 = one training episode's rows.
+    drift_window: int = 0
 
 
 @dataclass
@@ -323,6 +325,10 @@ def load_config(path: str | os.PathLike | None = None, env: dict[str, str] | Non
             model.fallback.validate()
             model.guardrails.validate()
             model.deployment.validate()
+            if not isinstance(model.drift_window, int) or model.drift_window < 0:
+                raise ValueError(
+                    f"drift_window must be a whole number of rows >= 0, got {model.drift_window!r}"
+                )
         except ValueError as err:
             raise ValueError(f"models.{name}: {err}") from None
     return config

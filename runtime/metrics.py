@@ -12,6 +12,8 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Summary
 from prometheus_client.core import CounterMetricFamily
 
+from runtime.drift import DriftMonitor
+
 PREFIX = "inspo_runtime_"
 LATENCY_BUCKETS = (5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 2.5e-3, 5e-3, 0.01, 0.025, 0.05, 0.1)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
@@ -63,6 +65,8 @@ class Metrics:
             ["model", "agent"],
             registry=r,
         )
+        self.drift = DriftMonitor(p)  # obs_drift_psi / obs_drift_window_rows, computed at scrape time
+        r.register(self.drift)
         self.invalid = Counter(
             p + "invalid_requests", "Requests rejected as invalid, by field", ["model", "field"], registry=r
         )

@@ -18,6 +18,7 @@ import numpy as np
 import onnxruntime as ort
 
 from runtime.config import FallbackConfig, ModelConfig
+from runtime.drift import DriftReference
 
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 INPUTS = {"obs": "tensor(float)", "agent": "tensor(int64)", "action_mask": "tensor(bool)"}
@@ -71,6 +72,7 @@ class LoadedModel:
         self._outputs = ["probs", "action"]
         self.fallback_actions = self._fallback_table()
         self.action_table = None  # runtime.metrics.ActionTable, bound on first use
+        self.drift_reference: DriftReference | None = None  # the training distribution (obs_reference)
 
     @property
     def signature(self) -> tuple:
@@ -284,6 +286,10 @@ def load_version(folder: Path, name: str, config: ModelConfig) -> LoadedModel:
         )
     _check_fields(meta, meta_file)
     obs_dim, n_actions = meta["obs_dim"], meta["n_actions"]
+    try:
+        drift_reference = DriftReference.from_meta(meta, obs_dim)
+    except ValueError as err:
+        raise ModelLoadError(f"{meta_file}: {err}") from None
     blob = onnx_file.read_bytes()
     digest = hashlib.sha256(blob).hexdigest()
     if digest != meta["onnx_sha256"]:
@@ -300,6 +306,7 @@ def load_version(folder: Path, name: str, config: ModelConfig) -> LoadedModel:
         raise ModelLoadError(f"{onnx_file}: ONNX Runtime cannot load it ({err})") from None
     _check_signature(session, obs_dim, n_actions)
     model = LoadedModel(name, version, meta, session, config.fallback, folder)
+    model.drift_reference = drift_reference
     try:
         _smoke(model)
     except ModelLoadError:

@@ -295,6 +295,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self.rng = np.random.default_rng()
         self.batchers: dict[str, Batcher | None] = {}  # None: batching off for that model
         metrics.inflight.set_function(lambda: self.calls.inflight)  # read at scrape time, not per call
+        metrics.drift.window_rows = lambda name: config.model(name).drift_window or None
 
     def _model(self, name: str, version: str = "") -> LoadedModel:
         """The served (or pinned) model; names are checked only on a miss (a served name is valid)."""
@@ -331,6 +332,8 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             i = int(np.flatnonzero(~finite)[0])
             field = "packed.obs_raw" if request.HasField("packed") else f"agents[{i}].obs"
             raise invalid(field, f"agent {d.ids[i]!r}: observation contains NaN or Inf")
+        if not request.version:  # drift of the served version's traffic (runtime/drift.py)
+            self.metrics.drift.observe(model, d.obs, finite)
         remaining = context.time_remaining() if context is not None else None
         # A request pinned to a version bypasses the deployment (it asked for that version).
         dep = None if request.version or self.deployments is None else self.deployments.get(model.name)

@@ -543,7 +543,13 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--models", help="model repository holding --model (from inspo export)")
     demo.add_argument("--model", default="elevator")
     demo.add_argument("--duration", type=float, default=60.0, help="seconds of simulator traffic")
-    demo.add_argument("--hours", type=float, default=0.25, help="simulated hours per episode")
+    demo.add_argument(
+        "--hours",
+        type=float,
+        default=1.0,
+        help="simulated hours per episode (the model's training episodes: shorter ones compress the "
+        "demand curve, which the drift gauge rightly reports, docs/operations.md)",
+    )
     demo.add_argument("--no-publish", action="store_true", help="do not publish a new version half-way")
     demo.add_argument("--workdir", help="keep runtime/prometheus files and the decision log here")
     args = p.parse_args(argv)

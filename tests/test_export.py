@@ -16,7 +16,7 @@ from trainer.run_dir import load_policy
 
 REQUIRED = [
     "schema_version", "name", "version", "env_id", "agent_ids", "obs_dim", "n_actions", "action_names",
-    "obs_low", "obs_high", "algorithm", "config", "dataset_fingerprint", "training_metrics",
+    "obs_low", "obs_high", "obs_reference", "algorithm", "config", "dataset_fingerprint", "training_metrics",
     "evaluation_metrics", "onnx_sha256", "created_at", "package_version",
 ]  # fmt: skip
 

@@ -1,6 +1,7 @@
 """Off-policy evaluation: PDWIS against a hand computation, FQE on a bandit, intervals that cover the
 simulated truth on XOR and Bridge with a stochastic logger, and the warnings a useless log must raise."""
 
+import json
 from types import SimpleNamespace
 
 import numpy as np
@@ -218,3 +219,91 @@ def test_cli_prints_the_estimate(bridge_log, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "PDWIS" in text and "effective sample size" in text and out.exists()
     assert main(["ope", "--policy", "nope@eps=0.1", "--data", str(path), "--no-fqe"]) == 2
+
+
+def _negative_reward_log(E: int = 40, T: int = 30, seed: int = 0) -> SimpleNamespace:
+    """Two agents, 30 steps, every reward in [-2, -1] and a uniform stochastic logger."""
+    rng = np.random.default_rng(seed)
+    actions = rng.integers(0, 2, (E, T, 2))
+    rewards = -1.0 - rng.random((E, T))
+    data = _data(
+        actions, rewards, np.full((E, T, 2), 0.5), states=rng.normal(size=(E, T, 2)).astype(np.float32)
+    )
+    return SimpleNamespace(data=data, columns=SimpleNamespace())
+
+
+def _model(tmp_path, n_agents: int = 2):
+    import torch
+
+    from trainer.export import export_policy
+    from trainer.nets import PolicyNet
+
+    torch.manual_seed(0)
+    return export_policy(
+        PolicyNet(1, n_agents, 2, hidden=(8,)),
+        {"env_id": "test", "agent_ids": [f"a{i}" for i in range(n_agents)]},
+        tmp_path / "m",
+        "test",
+        1,
+        parity_samples=16,
+    )
+
+
+def test_an_fqe_estimate_outside_the_reward_range_is_flagged(tmp_path):
+    # Rewards in [-2, -1] over 30 steps allow values in [-60, -30]; 2 backups carry ~2 steps of reward.
+    log = _negative_reward_log()
+    report = evaluate_offline(
+        str(_model(tmp_path)),
+        "synthetic",
+        bootstrap=20,
+        data=log,
+        fqe_config=FQEConfig(hidden=16, iterations=2, steps_per_iteration=50),
+    )
+    assert report.fqe_range == pytest.approx((-60.0, -30.0), abs=0.5)
+    assert report.fqe > -30.5, "the setting must give an impossible value for this test to mean anything"
+    assert report.fqe_trustworthy is False and report.estimate != "fqe"
+    assert any("allow" in w and "impossible value" in w for w in report.warnings)
+    # the held-out check of the same fit misses the logging policy's held-out returns, too
+    assert report.fqe_heldout["passed"] is False and report.fqe_heldout["relative_error"] > 0.5
+
+
+def test_fqe_with_enough_backups_is_in_range_and_passes_the_heldout_check(tmp_path):
+    log = _negative_reward_log(T=8)
+    report = evaluate_offline(
+        str(_model(tmp_path)),
+        "synthetic",
+        bootstrap=20,
+        data=log,
+        fqe_config=FQEConfig(hidden=32, iterations=10, steps_per_iteration=100),
+    )
+    lo, hi = report.fqe_range
+    assert lo <= report.fqe <= hi and report.fqe == pytest.approx(-12.0, abs=1.0)  # 8 steps of mean -1.5
+    assert report.fqe_heldout["passed"], report.fqe_heldout
+    assert report.fqe_trustworthy is True
+
+
+def _strict_json(text: str):
+    def refuse(constant):
+        raise ValueError(f"invalid JSON constant {constant}")
+
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_json_report_is_strict_json_on_a_long_episode_log(tmp_path):
+    from trainer.cli import main
+
+    log = tmp_path / "log"
+    collect(
+        "elevator:cb10x4:downpeak",
+        log,
+        controller="etd@eps=0.1",
+        episodes=3,
+        env_kwargs={"hours": 0.05},
+        progress=False,
+    )
+    assert open_log(log).data.filled.sum(axis=1).min() > 100  # long: hundreds of steps of 4 cars
+    out = tmp_path / "ope.json"
+    assert main(["ope", "--policy", "etd", "--data", str(log), "--bootstrap", "20", "--json", str(out)]) == 0
+    report = _strict_json(out.read_text())
+    assert report["wis"] is None and "no logged episode follows" in report["not_available"]["wis"]
+    assert report["trustworthy"] is False and report["estimate"] is None

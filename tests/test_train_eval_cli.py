@@ -32,6 +32,9 @@ def test_train_writes_a_run_directory_with_policy_metrics_and_checkpoint(xor_log
     assert meta["env_id"] == "xor" and meta["agent_ids"] == ["agent_0", "agent_1"]
     assert meta["algorithm"] == "bc" and meta["obs_low"] == [1.0] and meta["obs_high"] == [1.0]
     assert meta["dataset_fingerprint"]
+    # the drift reference: xor's one constant feature is one bin holding every training row
+    ref = meta["obs_reference"]
+    assert ref["edges"] == [[]] and ref["expected"] == [[1.0]] and ref["groups"] == {"all": [0, 1]}
     rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert rows[-1]["iteration"] == 5 and "eval/return" in rows[-1] and "bc_loss" in rows[-1]
     assert (tmp_path / "run" / "checkpoints" / "last.pt").exists()

@@ -232,6 +232,7 @@ def export_policy(
             "action_names": meta.get("action_names"),
             "obs_low": meta.get("obs_low"),
             "obs_high": meta.get("obs_high"),
+            "obs_reference": meta.get("obs_reference"),  # training distribution for the drift gauge
             "algorithm": meta.get("algorithm"),
             "config": meta.get("config"),
             "net": policy.config(),

@@ -10,6 +10,7 @@
 
 ``policy.json`` keys: ``net`` (``PolicyNet.config()``), ``env_id``, ``agent_ids``,
 ``action_names`` (or null), ``obs_low`` / ``obs_high`` (per-feature bounds seen in training),
+``obs_reference`` (training bins and shares for the runtime drift gauge, runtime/drift.py),
 ``algorithm``, ``config``, ``dataset_fingerprint``, ``metrics``, ``site_spec`` (the log's resolved site,
 envs/site.py; null for logs that record none). ``config.json`` records the same ``site_spec``.
 """

@@ -128,6 +128,26 @@ class ElevatorEnv(MultiAgentEnv):
             o = np.concatenate([o, self._assignment_bits()], axis=1)
         return {agent: o[i] for i, agent in enumerate(self.possible_agents)}
 
+    def obs_groups(self) -> tuple[dict[str, list[int]], list[int]]:
+        """Feature groups ``{name: [start, stop)}`` of the observation (ElevatorCore.observe's layout) and the
+        clock features (time of day, phase), for the runtime's drift gauge (docs/operations.md)."""
+        F, C = self.building.n_floors, self.building.n_cars
+        bounds = [
+            ("car", 8 + 2 * F),
+            ("hall_calls", 4 * F),
+            ("other_cars", (C - 1) * (5 + F)),
+            ("context", 6),
+        ]
+        if self.assignment_obs:
+            bounds.append(("assignment", 2 * F))
+        groups, start = {}, 0
+        for name, width in bounds:
+            if width:
+                groups[name] = [start, start + width]
+            start += width
+        context = groups["context"][0]
+        return groups, [context, context + 1, context + 2]
+
     def _assignment_bits(self) -> np.ndarray:
         """``[C, 2F]``: 1 where ETD's assignment gives the car the hall call (floor f, direction d) at ``2f + d``."""
         bits = np.zeros((self.building.n_cars, 2 * self.building.n_floors), dtype=np.float32)

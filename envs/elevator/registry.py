@@ -234,6 +234,15 @@ def site_spec(env: ElevatorEnv) -> dict[str, Any]:
     }
 
 
+def obs_groups(env_id: str, obs_dim: int) -> tuple[dict[str, list[int]], list[int]] | None:
+    """The observation layout of an env id (with or without the assignment bits) that has ``obs_dim``."""
+    for assignment in (True, False):
+        env = make_env(env_id, assignment_obs=assignment)
+        if env.obs_dim == obs_dim:
+            return env.obs_groups()
+    return None
+
+
 def controller_names(env_id: str) -> list[str]:
     return [*CONTROLLERS, "random"]
 

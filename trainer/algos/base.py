@@ -124,6 +124,7 @@ class Algorithm:
             "agent_ids": self.agent_ids,
             "obs_low": self.data.obs_low.tolist(),
             "obs_high": self.data.obs_high.tolist(),
+            "obs_reference": self.data.obs_reference,
             "algorithm": self.name,
             "config": config_dict(self.config),
             "dataset_fingerprint": self.fingerprint,

@@ -89,6 +89,7 @@ class Transitions:
     obs_std: torch.Tensor
     obs_low: np.ndarray
     obs_high: np.ndarray
+    obs_reference: dict  # training bins and shares for the runtime drift gauge (runtime/drift.py)
     state_mean: torch.Tensor  # [S]
     state_std: torch.Tensor
 
@@ -111,6 +112,18 @@ class Transitions:
     @property
     def state_dim(self) -> int:
         return int(self.states.shape[1])
+
+
+def drift_reference(data: OfflineData, flat_obs: np.ndarray) -> dict:
+    """Per-feature training bins and shares for the runtime's drift gauge, with the env's feature groups;
+    a window of one training episode's rows (agents x mean steps) by default."""
+    from envs.registry import obs_groups
+    from runtime.drift import build_reference
+
+    layout = obs_groups(data.env_id, flat_obs.shape[1]) if data.env_id else None
+    groups, clock = layout if layout is not None else (None, None)
+    episode_rows = round(len(flat_obs) / max(data.n_episodes, 1))
+    return build_reference(flat_obs, groups, clock, episode_rows=episode_rows)
 
 
 def build_transitions(
@@ -160,6 +173,7 @@ def build_transitions(
         obs_std=torch.from_numpy(flat_obs.std(0)).clamp(min=1e-3),
         obs_low=flat_obs.min(0),
         obs_high=flat_obs.max(0),
+        obs_reference=drift_reference(data, flat_obs),
         state_mean=torch.from_numpy(states.mean(0)),
         state_std=torch.from_numpy(states.std(0)).clamp(min=1e-3),
     )

@@ -44,18 +44,27 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="flag WIS below this ESS (default max(10, 2%%))",
     )
     p.add_argument("--no-fqe", action="store_true", help="skip fitted-Q evaluation")
-    p.add_argument("--fqe-iterations", type=positive_int, default=40)
+    p.add_argument("--fqe-iterations", type=positive_int, default=40, help="Bellman backups of FQE")
+    p.add_argument(
+        "--no-fqe-check",
+        action="store_true",
+        help="skip FQE's held-out check (a second fit; FQE is then never trusted)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", default=None, help="write the report as JSON here")
     p.set_defaults(func=run)
 
 
 def _fmt(value, ci) -> str:
-    if value is None:
+    if value is None or value != value:
         return "n/a"
     if ci is None or ci[0] != ci[0]:
         return f"{value:.4g}"
     return f"{value:.4g} [{ci[0]:.4g}, {ci[1]:.4g}]"
+
+
+def _trust(flag: bool | None) -> str:
+    return {True: "yes", False: "no", None: "-"}[flag]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -80,14 +89,23 @@ def run(args: argparse.Namespace) -> int:
         run_fqe=not args.no_fqe,
         fqe_config=FQEConfig(iterations=args.fqe_iterations, seed=args.seed),
         seed=args.seed,
+        check_fqe=not args.no_fqe_check,
     )
     rows = [
         {
             "estimator": "logged behaviour (on-policy mean)",
             "value [95% CI]": _fmt(report.behavior_value, report.behavior_ci),
         },
-        {"estimator": "PDWIS", "value [95% CI]": _fmt(report.wis, report.wis_ci)},
-        {"estimator": "FQE", "value [95% CI]": _fmt(report.fqe, report.fqe_ci)},
+        {
+            "estimator": "PDWIS",
+            "value [95% CI]": _fmt(report.wis, report.wis_ci),
+            "trusted": _trust(report.wis_trustworthy),
+        },
+        {
+            "estimator": "FQE",
+            "value [95% CI]": _fmt(report.fqe, report.fqe_ci),
+            "trusted": _trust(report.fqe_trustworthy),
+        },
     ]
     print_table(
         rows,
@@ -100,8 +118,12 @@ def run(args: argparse.Namespace) -> int:
         )
     for warning in report.warnings:
         print(f"WARNING: {warning}")
+    if report.estimate:
+        print(f"trusted estimate: {report.estimate.upper()} (docs/ope.md's decision rule applies)")
+    else:
+        print("no trusted estimate: do not rank or drop candidates on these numbers (docs/ope.md)")
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(report.to_dict(), f, indent=2)
+            json.dump(report.to_dict(), f, indent=2, allow_nan=False)
         print(f"wrote {args.json}")
     return 0

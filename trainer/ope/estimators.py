@@ -141,6 +141,7 @@ class FQEResult:
     per_episode: np.ndarray  # estimated value of each episode's initial state
     ci: tuple[float, float] = (float("nan"), float("nan"))
     final_td: float = float("nan")
+    heldout_q: np.ndarray | None = None  # Q at the ``heldout`` rows (the logged joint action)
 
 
 def fqe(
@@ -153,6 +154,7 @@ def fqe(
     gamma: float = 1.0,
     config: FQEConfig | None = None,
     bootstrap: int = 200,
+    heldout: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
 ) -> FQEResult:
     """Fit ``Q(s, t, a_joint)`` to the target policy's Bellman backups, value = ``E_{a~pi} Q(s_0, 0, a)``.
 
@@ -160,7 +162,8 @@ def fqe(
     ``target_dist [E, T, N, A]`` (the target's per-agent distribution at each logged step), ``masks``.
     The episode end is terminal (a finite-horizon value, as the simulator's episode return); the
     normalised step index is an input so a time limit is learnable. Intervals bootstrap the episodes'
-    initial-state values under the fitted Q (they leave out the fitting variance).
+    initial-state values under the fitted Q (they leave out the fitting variance). ``heldout``: rows
+    ``(states [M, S], t [M], joint actions [M, N])`` at which the fitted Q is also returned (``heldout_q``).
     """
     import torch
     from torch import nn
@@ -169,10 +172,12 @@ def fqe(
 
     cfg = config or FQEConfig()
     with single_threaded():  # a small MLP: threads only contend on a shared machine
-        return _fqe(torch, nn, cfg, states, actions, rewards, filled, target_dist, gamma, bootstrap)
+        return _fqe(torch, nn, cfg, states, actions, rewards, filled, target_dist, gamma, bootstrap, heldout)
 
 
-def _fqe(torch, nn, cfg, states, actions, rewards, filled, target_dist, gamma, bootstrap) -> FQEResult:
+def _fqe(
+    torch, nn, cfg, states, actions, rewards, filled, target_dist, gamma, bootstrap, heldout=None
+) -> FQEResult:
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     E, T, N = actions.shape
@@ -240,5 +245,10 @@ def _fqe(torch, nn, cfg, states, actions, rewards, filled, target_dist, gamma, b
             sample_joint(target_dist[first, 0], max(k, 32 if not deterministic else 1)), dtype=torch.long
         )
         v0 = torch.stack([q(f0, a0[j]) for j in range(a0.shape[0])]).mean(0).numpy() * r_scale
+        heldout_q = None
+        if heldout is not None:
+            h_states, h_t, h_actions = heldout
+            h_joint = torch.as_tensor(h_actions, dtype=torch.long)
+            heldout_q = q(features(h_states, np.asarray(h_t, np.float64)), h_joint).numpy() * r_scale
     value, ci = bootstrap_mean(v0, bootstrap, cfg.seed)
-    return FQEResult(value, v0, ci, td * r_scale**2)
+    return FQEResult(value, v0, ci, td * r_scale**2, heldout_q)
