@@ -62,9 +62,8 @@ def train_estimator(log: Path, estimator: str, iterations: int, seed: int, extra
     from trainer.logs import load_log
 
     torch.set_num_threads(1)
-    config = make_config(
-        "inspo", overrides={**SETTINGS, "estimator": estimator, "iterations": iterations, "seed": seed}
-    )
+    overrides = {**SETTINGS, "estimator": estimator, "iterations": iterations, "seed": seed, **(extra or {})}
+    config = make_config("inspo", overrides=overrides)
     algo = InSPO(config)
     algo.setup(load_log(log))
     algo.fit()
