@@ -120,7 +120,9 @@ def drift_reference(data: OfflineData, flat_obs: np.ndarray) -> dict:
     from envs.registry import obs_groups
     from runtime.drift import build_reference
 
-    layout = obs_groups(data.env_id, flat_obs.shape[1]) if data.env_id else None
+    # a site log's env id names a file that may not be here: its recorded spec names the family's env
+    env_id = data.site_spec["base"] if data.site_spec else data.env_id
+    layout = obs_groups(env_id, flat_obs.shape[1]) if env_id else None
     groups, clock = layout if layout is not None else (None, None)
     episode_rows = round(len(flat_obs) / max(data.n_episodes, 1))
     return build_reference(flat_obs, groups, clock, episode_rows=episode_rows)
