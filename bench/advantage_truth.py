@@ -1,6 +1,6 @@
 """Does a per-agent advantage estimator see the truth? Offline estimates vs paired simulation (elevator).
 
-    .venv/bin/python bench/advantage_truth.py                       # down-peak, etd@exp=0.2 log of 100 episodes
+    .venv/bin/python bench/advantage_truth.py                       # down-peak, etd@exp=0.2 log of 300 episodes
     .venv/bin/python bench/advantage_truth.py --log LOG --states 60 --futures 8 --out docs/results/advantage
 
 1. A log of the behaviour policy (default: the logged parking experiment ``etd@exp=0.2``, collection seeds
@@ -197,14 +197,14 @@ def _keep_spells(ctl, env, actions) -> None:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--log", type=Path, default=ROOT / "bench" / ".cache" / "advantage-truth-log")
-    p.add_argument("--episodes", type=int, default=100, help="episodes of the log when it is collected here")
-    p.add_argument("--iterations", type=int, default=600, help="estimator training iterations (actor frozen)")
+    p.add_argument("--episodes", type=int, default=300, help="episodes of the log when it is collected here")
+    p.add_argument("--iterations", type=int, default=400, help="estimator training iterations (actor frozen)")
     p.add_argument("--seed", type=int, default=0, help="training seed of the estimators")
     p.add_argument(
         "--tuning-episodes", type=int, default=2, help="held-out behaviour episodes (tuning seeds)"
     )
     p.add_argument("--every", type=int, default=40, help="snapshot every N-th step with an idle choice")
-    p.add_argument("--states", type=int, default=40)
+    p.add_argument("--states", type=int, default=60)
     p.add_argument("--futures", type=int, default=8, help="paired futures per action")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "advantage")

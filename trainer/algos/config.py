@@ -151,12 +151,13 @@ class InSPOConfig:
     value_folds: int = 2  # residual: episode folds of the cross-fitted state value V(s)
     value_steps: int = 2000  # residual: gradient steps per fold of V(s)
     value_lr: float = 1e-3
-    lam: float = 1.0  # residual: lambda of the returns (1: Monte Carlo; < 1 bootstraps on the cross-fitted V)
+    # residual: lambda of the returns (1: Monte Carlo; < 1 bootstraps on the cross-fitted V); 0.8 and the
+    # warm-up below were chosen on bench/advantage_truth.py (tuning seeds; docs/algorithm.md)
+    lam: float = 0.8
     adv_members: int = 5  # residual: ensemble members of each agent's advantage head
     adv_lr: float = 1e-3
-    adv_warmup: int = (
-        2000  # residual: steps fitting every agent's heads (teammates as logged) before the actor
-    )
+    # residual: steps fitting every agent's heads (teammates as logged) before the first actor phase
+    adv_warmup: int = 6000
     adv_steps: int = 1  # residual: steps per agent per iteration, teammates weighted by pi~/mu
     kappa: float = 1.0  # residual: act on mean - kappa * std over the members (pessimism)
     # residual: divide A by its typical size (mu-weighted RMS over decisions), so alpha = 1 means "a typical
