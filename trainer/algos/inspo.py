@@ -331,6 +331,19 @@ class InSPO(Algorithm):
         assert self.adv_heads is not None
         return losses.centre_advantages(self.adv_heads(state, obs, agent), torch.exp(log_mu_all), mask)
 
+    def _every_agents_advantages(self, rows: torch.Tensor) -> torch.Tensor:
+        """Centred heads of every agent on ``rows`` in one pass: ``[len(rows) * N, M, A]``, agent-minor."""
+        d = self.data
+        assert d is not None and self.log_mu_all is not None
+        n = d.n_agents
+        return self._centred_advantages(
+            d.states[rows].repeat_interleave(n, 0),
+            d.obs[rows].flatten(0, 1),
+            torch.arange(n).repeat(len(rows)),
+            d.masks[rows].flatten(0, 1),
+            self.log_mu_all[rows].flatten(0, 1),
+        )
+
     def _bootstrap(self, n: int) -> torch.Tensor:
         """Bayesian-bootstrap weights (Exp(1)) per row and member: each member sees its own resample."""
         return torch.empty(n, self.config.adv_members).exponential_(generator=self.generator)
@@ -342,13 +355,7 @@ class InSPO(Algorithm):
         assert self.log_mu_all is not None and self.adv_heads is not None
         rows = self.sample_residual_rows(c.batch_size, 1.0)
         n = d.n_agents
-        adv = self._centred_advantages(
-            d.states[rows].repeat_interleave(n, 0),
-            d.obs[rows].flatten(0, 1),
-            torch.arange(n).repeat(len(rows)),
-            d.masks[rows].flatten(0, 1),
-            self.log_mu_all[rows].flatten(0, 1),
-        )
+        adv = self._every_agents_advantages(rows)
         loss = losses.residual_advantage_loss(
             adv,
             d.actions[rows].flatten(),
@@ -479,15 +486,8 @@ class InSPO(Algorithm):
         d = self.data
         assert d is not None and self.log_mu_all is not None
         rows = self.sample_rows(min(d.size, 8192))
-        n = d.n_agents
         with torch.no_grad():
-            adv = self._centred_advantages(
-                d.states[rows].repeat_interleave(n, 0),
-                d.obs[rows].flatten(0, 1),
-                torch.arange(n).repeat(len(rows)),
-                d.masks[rows].flatten(0, 1),
-                self.log_mu_all[rows].flatten(0, 1),
-            ).mean(1)
+            adv = self._every_agents_advantages(rows).mean(1)
         size = self._typical_advantage(adv, self.log_mu_all[rows].flatten(0, 1), d.masks[rows].flatten(0, 1))
         self.adv_scale = size.clamp(min=1e-8) if size is not None else torch.ones(())
 
