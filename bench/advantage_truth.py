@@ -54,6 +54,12 @@ def collect_log(path: Path, episodes: int, workers: int) -> Path:
     return path
 
 
+def train_config(extra: dict | None = None):
+    from trainer.algos.config import make_config
+
+    return make_config("inspo", overrides={**SETTINGS, "estimator": "residual", **(extra or {})})
+
+
 def train_estimator(log: Path, estimator: str, iterations: int, seed: int, extra: dict | None = None):
     import torch
 
@@ -218,15 +224,9 @@ def main() -> None:
     log = collect_log(args.log, args.episodes, args.workers)
     print(f"log {log} [{time.time() - t0:.0f}s]")
     extra = dict(item.split("=", 1) for item in args.set)
-    algos = {
-        "residual": train_estimator(log, "residual", args.iterations, args.seed, extra),
-        "local_q": train_estimator(log, "local_q", args.iterations, args.seed),
-    }
-    ref = algos["residual"]
-    scale, c = ref.data.reward_scale, ref.config
-    print(
-        f"estimators trained ({args.iterations} iterations each); reward scale {scale:.4g} [{time.time() - t0:.0f}s]"
-    )
+    # Truth first, in a small process: forking rollout workers from one holding the trained estimators
+    # (several GB of arrays) would copy them. The learner's discounting is its config's, known up front.
+    c = train_config(extra)
     per_episode = -(-args.states // args.tuning_episodes)
     snaps = [
         s for seed in tuning_seeds(args.tuning_episodes) for s in snapshots(seed, args.every, per_episode)
@@ -237,31 +237,28 @@ def main() -> None:
         for a in np.flatnonzero(snap["mask"]):
             for r in range(args.futures):
                 future = 30_000_000 + si * 100 + r
-                jobs.append(
-                    (
-                        snap["env"],
-                        snap["controller"],
-                        snap["car"],
-                        snap["actions"],
-                        int(a),
-                        future,
-                        c.discount,
-                        c.horizon_s,
-                        c.gamma,
-                    )
-                )
+                job = (snap["env"], snap["controller"], snap["car"], snap["actions"], int(a), future)
+                jobs.append((*job, c.discount, c.horizon_s, c.gamma))
                 index.append((si, int(a), r))
     with ProcessPoolExecutor(args.workers, mp_context=get_context("fork")) as pool:
         values = list(pool.map(rollout, jobs, chunksize=4))
     print(f"{len(snaps)} states, {len(jobs)} rollouts [{time.time() - t0:.0f}s]")
-    q: dict[int, dict[int, np.ndarray]] = {}
-    for (si, a, r), v in zip(index, values, strict=True):
-        q.setdefault(si, {}).setdefault(a, np.zeros(args.futures))[r] = v / scale
     states = np.stack([s["state"] for s in snaps])
     obs = np.stack([s["obs"] for s in snaps])
     cars = np.array([s["car"] for s in snaps])
     masks = np.stack([s["mask"] for s in snaps])
-    estimates = {name: estimated_advantages(algo, states, obs, cars, masks) for name, algo in algos.items()}
+    estimates, scale = {}, 1.0
+    for name in ("residual", "local_q"):  # one at a time: each holds the whole log's arrays
+        algo = train_estimator(log, name, args.iterations, args.seed, extra if name == "residual" else None)
+        estimates[name] = estimated_advantages(algo, states, obs, cars, masks)
+        scale = algo.data.reward_scale
+        del algo
+    print(
+        f"estimators trained ({args.iterations} iterations each); reward scale {scale:.4g} [{time.time() - t0:.0f}s]"
+    )
+    q: dict[int, dict[int, np.ndarray]] = {}
+    for (si, a, r), v in zip(index, values, strict=True):
+        q.setdefault(si, {}).setdefault(a, np.zeros(args.futures))[r] = v / scale
     rows = []
     for si, snap in enumerate(snaps):
         pref = int(np.argmax(snap["dist"]))
