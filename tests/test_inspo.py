@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from inspo_helpers import MNE, MNE_IMBALANCED, XOR, XOR_BALANCED, joint_policy, matrix_dataset
+from inspo_helpers import MNE, MNE_IMBALANCED, XOR, XOR_BALANCED, XOR_UNIFORM, joint_policy, matrix_dataset
 
 from trainer.algos import losses, make_algorithm
 from trainer.nets import PolicyNet
@@ -107,12 +107,15 @@ def test_bc_reproduces_the_data_marginals_and_misses_coordination():
     assert joint[1, 1] > 0.15  # product of 50/50 marginals: (B,B) about 0.25
 
 
-@pytest.mark.parametrize("actor_ema", [0.0, 0.9])
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, actor_ema):
+RESIDUAL_FAST = {"estimator": "residual", "exact_propensity": True, "adv_warmup": 20, "value_steps": 20}
+
+
+@pytest.mark.parametrize("actor_ema, estimator", [(0.0, {}), (0.9, {}), (0.0, RESIDUAL_FAST)])
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(tmp_path, actor_ema, estimator):
     from trainer.train_loop import train
 
-    data = matrix_dataset(XOR, XOR_BALANCED, 300, seed=5)
-    settings = {**FAST, "mu_steps": 20, "local_q_steps": 2, "actor_steps": 2, "iterations": 12}
+    data = matrix_dataset(XOR, XOR_UNIFORM if estimator else XOR_BALANCED, 300, seed=5)
+    settings = {**FAST, "mu_steps": 20, "local_q_steps": 2, "actor_steps": 2, "iterations": 12, **estimator}
     settings["actor_ema"] = actor_ema  # with an average, it is saved, resumed and deployed too
     torch.set_num_threads(1)
     full = train("inspo", data, tmp_path / "full", overrides=settings, checkpoint_every=5, progress=False)
