@@ -261,6 +261,26 @@ def _check_fields(meta: dict[str, Any], meta_file: Path) -> None:
             )
 
 
+def _check_config_names(config: ModelConfig, agent_ids: list[str], n_actions: int, folder: Path) -> None:
+    """The model's guardrail and canary settings must name this version's agents and actions: a
+    misspelt agent would otherwise silently constrain nothing (the version is rejected, naming the key)."""
+    known = set(agent_ids)
+    shown = ", ".join(agent_ids[:4]) + (", ..." if len(agent_ids) > 4 else "")
+    for agent, actions in config.guardrails.forbidden.items():
+        if agent != "*" and agent not in known:
+            raise ModelLoadError(
+                f"{folder}: guardrails.forbidden names agent {agent!r}, not one of ({shown})"
+            )
+        bad = [a for a in actions if not 0 <= int(a) < n_actions]
+        if bad:
+            raise ModelLoadError(
+                f"{folder}: guardrails.forbidden.{agent} names actions {bad}, outside 0..{n_actions - 1}"
+            )
+    unknown = [a for a in config.deployment.canary_agents if a not in known]
+    if unknown:
+        raise ModelLoadError(f"{folder}: deployment.canary_agents names {unknown}, not agents of ({shown})")
+
+
 def load_version(folder: Path, name: str, config: ModelConfig) -> LoadedModel:
     """Load and validate ``<repo>/<name>/<version>``; raise :class:`ModelLoadError` if it must not serve."""
     started = time.perf_counter()
@@ -285,6 +305,7 @@ def load_version(folder: Path, name: str, config: ModelConfig) -> LoadedModel:
             f"{meta_file}: says {meta['name']}/{meta['version']} but lives in {name}/{version}"
         )
     _check_fields(meta, meta_file)
+    _check_config_names(config, meta["agent_ids"], meta["n_actions"], folder)
     obs_dim, n_actions = meta["obs_dim"], meta["n_actions"]
     try:
         drift_reference = DriftReference.from_meta(meta, obs_dim)

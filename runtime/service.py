@@ -276,6 +276,19 @@ def encode_response(
     return response
 
 
+def finite_rows(d: Decoded, rule, request) -> np.ndarray | None:
+    """The one NaN/Inf check: per row whether its observation is finite (None when all are). Under the
+    model's ``nonfinite_obs = "reject"`` the first bad row is an INVALID_ARGUMENT naming its field."""
+    if np.isfinite(d.obs).all():
+        return None
+    finite = np.isfinite(d.obs).all(axis=1)
+    if rule.nonfinite_obs == "reject":
+        i = int(np.flatnonzero(~finite)[0])
+        field = "packed.obs_raw" if request.HasField("packed") else f"agents[{i}].obs"
+        raise invalid(field, f"agent {d.ids[i]!r}: observation contains NaN or Inf")
+    return finite
+
+
 class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
     def __init__(
         self,
@@ -326,12 +339,8 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             model.action_table = mm.action_table(model.agent_ids, model.n_actions)
         n = len(d.agents)
         mask = d.mask
-        all_finite = bool(np.isfinite(d.obs).all())
-        finite = np.isfinite(d.obs).all(axis=1) if not all_finite else None
-        if finite is not None and model.fallback.nonfinite_obs == "reject":
-            i = int(np.flatnonzero(~finite)[0])
-            field = "packed.obs_raw" if request.HasField("packed") else f"agents[{i}].obs"
-            raise invalid(field, f"agent {d.ids[i]!r}: observation contains NaN or Inf")
+        finite = finite_rows(d, model.fallback, request)
+        all_finite = finite is None
         if not request.version:  # drift of the served version's traffic (runtime/drift.py)
             self.metrics.drift.observe(model, d.obs, finite)
         remaining = context.time_remaining() if context is not None else None
@@ -507,15 +516,10 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         obs, mask = d.obs, d.mask
         fallback: dict[int, str] = {}
 
-        finite = None if all_finite else np.isfinite(obs).all(axis=1)
-        if finite is not None and not finite.all():
-            bad = np.flatnonzero(~finite)
-            if rule.nonfinite_obs == "reject":
-                i = int(bad[0])
-                field = "packed.obs_raw" if request.HasField("packed") else f"agents[{i}].obs"
-                raise invalid(field, f"agent {d.ids[i]!r}: observation contains NaN or Inf")
+        finite = None if all_finite else finite_rows(d, rule, request)
+        if finite is not None:
             obs = np.where(finite[:, None], obs, 0.0).astype(np.float32)
-            for i in bad:
+            for i in np.flatnonzero(~finite):
                 fallback[int(i)] = "nonfinite_obs"
         if model.has_bounds:
             oob = ((obs < model.obs_low) | (obs > model.obs_high)).any(axis=1)

@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import re
 import shutil
 import threading
 import time
@@ -133,3 +134,30 @@ def test_rollback_and_admin_load_of_a_bad_version(two_models, tmp_path):
         with pytest.raises(grpc.RpcError) as err:
             admin.load("grid", "99")
         assert err.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_guardrail_and_canary_settings_must_name_the_models_agents_and_actions(tmp_path):
+    """A misspelt agent or an action outside the model's range in the model's config is a rejection that
+    names the key, never a constraint that silently applies to nothing."""
+    from serving_helpers import AGENTS
+
+    from runtime.config import DeploymentConfig, GuardrailConfig, ModelConfig
+    from runtime.model import ModelLoadError, load_version
+
+    folder = export(make_run(tmp_path / "run", seed=1), tmp_path / "models")
+    ok = ModelConfig(guardrails=GuardrailConfig(forbidden={"*": [0], AGENTS[0]: [N_ACTIONS - 1]}))
+    assert load_version(folder, "grid", ok).agent_ids == list(AGENTS)
+    cases = {
+        "guardrails.forbidden names agent 'tl_99'": ModelConfig(
+            guardrails=GuardrailConfig(forbidden={"tl_99": [0]})
+        ),
+        f"guardrails.forbidden.{AGENTS[0]} names actions [{N_ACTIONS}]": ModelConfig(
+            guardrails=GuardrailConfig(forbidden={AGENTS[0]: [N_ACTIONS]})
+        ),
+        "deployment.canary_agents names ['nope']": ModelConfig(
+            deployment=DeploymentConfig(canary_agents=["nope"])
+        ),
+    }
+    for message, cfg in cases.items():
+        with pytest.raises(ModelLoadError, match=re.escape(message)):
+            load_version(folder, "grid", cfg)
