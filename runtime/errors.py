@@ -35,10 +35,19 @@ class Undecodable(Exception):
         self.field = "request"
 
 
+class Oversized(Undecodable):
+    """Request bytes above ``max_message_bytes`` (the deserializer hands this on, so it is counted)."""
+
+    def __init__(self, message_type: str, size: int, limit: int):
+        Exception.__init__(self, f"request: {size} bytes exceed max_message_bytes={limit} ({message_type})")
+        self.field = "request"
+
+
 _S = grpc.StatusCode
 # (exception type, status code, message prefix); the first match wins, so subclasses come first.
 TABLE: tuple[tuple[type[BaseException], grpc.StatusCode, str], ...] = (
     (InvalidName, _S.INVALID_ARGUMENT, ""),
+    (Oversized, _S.RESOURCE_EXHAUSTED, ""),
     (Undecodable, _S.INVALID_ARGUMENT, ""),
     (UnknownAgents, _S.INVALID_ARGUMENT, ""),
     (ModelNotFound, _S.NOT_FOUND, ""),

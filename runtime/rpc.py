@@ -3,7 +3,9 @@
 gRPC's generated registration parses request bytes before the handler runs, and a parse failure
 becomes UNKNOWN with a traceback per call. :func:`add_service` registers a servicer with a
 deserializer that hands undecodable bytes to the handler as :class:`~runtime.errors.Undecodable`
-instead, so they get INVALID_ARGUMENT (one warning line, counted) like any other bad field.
+instead, so they get INVALID_ARGUMENT (one warning line, counted) like any other bad field. Requests
+above ``max_message_bytes`` arrive as :class:`~runtime.errors.Oversized` (RESOURCE_EXHAUSTED, counted);
+gRPC's own limit sits at :data:`GRPC_LIMIT_FACTOR` times it, so only larger ones are refused uncounted.
 """
 
 from __future__ import annotations
@@ -16,18 +18,21 @@ from collections.abc import Awaitable, Callable
 import grpc
 from google.protobuf.message_factory import GetMessageClass
 
-from runtime.errors import Undecodable, field_of, status_of
+from runtime.errors import Oversized, Undecodable, field_of, status_of
 from runtime.metrics import Metrics
 
 log = logging.getLogger("inspo.runtime.rpc")
 UNKNOWN_MODEL = "_unknown"  # the one label value every model name the server does not know shares
+GRPC_LIMIT_FACTOR = 4  # gRPC's receive limit, in multiples of max_message_bytes (see the module docstring)
 
 
-def deserializer(cls) -> Callable[[bytes], object]:
+def deserializer(cls, max_bytes: int | None = None) -> Callable[[bytes], object]:
     parse = cls.FromString
     name = cls.DESCRIPTOR.name
 
     def decode(data: bytes):
+        if max_bytes is not None and len(data) > max_bytes:
+            return Oversized(name, len(data), max_bytes)
         try:
             return parse(data)
         except Exception as err:  # noqa: BLE001 - DecodeError and friends: a client error, not ours
@@ -36,7 +41,7 @@ def deserializer(cls) -> Callable[[bytes], object]:
     return decode
 
 
-def add_service(server: grpc.aio.Server, servicer, descriptor) -> None:
+def add_service(server: grpc.aio.Server, servicer, descriptor, max_bytes: int | None = None) -> None:
     """Register ``servicer``'s methods for the service ``descriptor`` with the tolerant deserializer."""
     handlers = {}
     for method in descriptor.methods:
@@ -49,7 +54,7 @@ def add_service(server: grpc.aio.Server, servicer, descriptor) -> None:
         }[(method.client_streaming, method.server_streaming)]
         handlers[method.name] = kind(
             getattr(servicer, method.name),
-            request_deserializer=deserializer(request_cls),
+            request_deserializer=deserializer(request_cls, max_bytes),
             response_serializer=response_cls.SerializeToString,
         )
     server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(descriptor.full_name, handlers),))

@@ -33,7 +33,7 @@ from runtime.decision_log import DecisionLog
 from runtime.deployment import Deployments, ShadowRunner
 from runtime.metrics import Metrics
 from runtime.repository import ModelRepository
-from runtime.rpc import Calls, add_service
+from runtime.rpc import GRPC_LIMIT_FACTOR, Calls, add_service
 from runtime.service import AdminServicer, PolicyServicer
 from runtime.state import StateFile
 
@@ -109,7 +109,7 @@ class RuntimeServer:
         cfg = self.config
         auth = cfg.auth
         options = [
-            ("grpc.max_receive_message_length", cfg.max_message_bytes),
+            ("grpc.max_receive_message_length", GRPC_LIMIT_FACTOR * cfg.max_message_bytes),
             ("grpc.max_send_message_length", cfg.max_message_bytes),
             ("grpc.so_reuseport", 0),
         ]
@@ -122,9 +122,10 @@ class RuntimeServer:
             ),
             options=options,
         )
-        add_service(self.server, self.policy, policy_pb2.DESCRIPTOR.services_by_name["PolicyService"])
+        limit = cfg.max_message_bytes
+        add_service(self.server, self.policy, policy_pb2.DESCRIPTOR.services_by_name["PolicyService"], limit)
         if any_token:
-            add_service(self.server, self.admin, admin_pb2.DESCRIPTOR.services_by_name["ModelAdmin"])
+            add_service(self.server, self.admin, admin_pb2.DESCRIPTOR.services_by_name["ModelAdmin"], limit)
         else:  # no interceptor on the hot path; the admin service refuses every call by itself
             self.server.add_generic_rpc_handlers(
                 (

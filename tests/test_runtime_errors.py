@@ -144,3 +144,27 @@ def test_client_stream_raises_the_in_stream_error(server):
             return ok
 
     assert len(asyncio.run(go()).actions) == 2
+
+
+def test_an_oversized_request_gets_resource_exhausted_and_is_counted(tmp_path):
+    """Above max_message_bytes (up to gRPC's own ceiling) the request is refused by our deserializer, so
+    it appears in requests_total and the log like any other bad request, and the server goes on serving."""
+    export(make_run(tmp_path / "run"), tmp_path / "models")
+    cfg = config(tmp_path / "models", poll_interval_s=0)
+    cfg.auth.policy_tokens = [POLICY]
+    cfg.max_message_bytes = 4096
+    with ServerThread(cfg, metrics=True) as s:
+        before = scrape(s.server.metrics_port)
+        big = build_request("grid", np.zeros((200, OBS_DIM), np.float32), [AGENTS[0]] * 200)
+        payload = big.SerializeToString()
+        assert 4096 < len(payload) < 4 * 4096
+        with pytest.raises(grpc.RpcError) as err:
+            _raw_act(s.target, payload)
+        assert err.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "exceed max_message_bytes=4096" in err.value.details()
+        after = scrape(s.server.metrics_port)
+        assert (
+            _requests(after, "Act", "RESOURCE_EXHAUSTED")
+            == _requests(before, "Act", "RESOURCE_EXHAUSTED") + 1
+        )
+        assert len(_raw_act(s.target, GOOD.SerializeToString())) > 0
