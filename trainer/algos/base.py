@@ -19,7 +19,7 @@ import torch
 from torch import nn
 
 from trainer.algos.config import config_dict
-from trainer.algos.data import Transitions, build_transitions
+from trainer.algos.data import Transitions, build_transitions, drift_reference
 from trainer.logs.dataset import OfflineData
 from trainer.nets import MASK_LOGIT, PolicyNet, apply_mask
 
@@ -124,7 +124,12 @@ class Algorithm:
             "agent_ids": self.agent_ids,
             "obs_low": self.data.obs_low.tolist(),
             "obs_high": self.data.obs_high.tolist(),
-            "obs_reference": self.data.obs_reference,
+            "obs_reference": drift_reference(
+                self.env_id,
+                self.site_spec,
+                self.data.obs.reshape(-1, self.data.obs_dim).numpy(),
+                int(self.data.episode.max()) + 1,
+            ),
             "algorithm": self.name,
             "config": config_dict(self.config),
             "dataset_fingerprint": self.fingerprint,

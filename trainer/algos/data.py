@@ -82,14 +82,12 @@ class Transitions:
     next_index: torch.Tensor  # [K] int64
     discounts: torch.Tensor  # [K] discount from this row to the next (gamma, or exp(-dt/horizon_s))
     episode: torch.Tensor  # [K] int64 episode index (for episode folds)
-    agent_rewards: torch.Tensor  # [K, N] normalised per-agent rewards
     behavior_prob: torch.Tensor  # [K, N] logged probability of the executed action; NaN where unknown
     reward_scale: float
     obs_mean: torch.Tensor  # [O]
     obs_std: torch.Tensor
     obs_low: np.ndarray
     obs_high: np.ndarray
-    obs_reference: dict  # training bins and shares for the runtime drift gauge (runtime/drift.py)
     state_mean: torch.Tensor  # [S]
     state_std: torch.Tensor
 
@@ -114,17 +112,18 @@ class Transitions:
         return int(self.states.shape[1])
 
 
-def drift_reference(data: OfflineData, flat_obs: np.ndarray) -> dict:
+def drift_reference(env_id: str, site_spec: dict | None, flat_obs: np.ndarray, n_episodes: int) -> dict:
     """Per-feature training bins and shares for the runtime's drift gauge, with the env's feature groups;
-    a window of one training episode's rows (agents x mean steps) by default."""
+    a window of one training episode's rows (agents x mean steps) by default. Only the exported policy
+    needs it (seconds on a large log), so it is computed there, not when training sets up."""
     from envs.registry import obs_groups
     from runtime.drift import build_reference
 
     # a site log's env id names a file that may not be here: its recorded spec names the family's env
-    env_id = data.site_spec["base"] if data.site_spec else data.env_id
+    env_id = site_spec["base"] if site_spec else env_id
     layout = obs_groups(env_id, flat_obs.shape[1]) if env_id else None
     groups, clock = layout if layout is not None else (None, None)
-    episode_rows = round(len(flat_obs) / max(data.n_episodes, 1))
+    episode_rows = round(len(flat_obs) / max(n_episodes, 1))
     return build_reference(flat_obs, groups, clock, episode_rows=episode_rows)
 
 
@@ -168,14 +167,12 @@ def build_transitions(
         next_index=torch.from_numpy(next_index.astype(np.int64)),
         discounts=torch.from_numpy(factors[e_idx, t_idx].astype(np.float32)),
         episode=torch.from_numpy(e_idx.astype(np.int64)),
-        agent_rewards=torch.from_numpy((data.rewards[e_idx, t_idx] / scale).astype(np.float32)),
         behavior_prob=torch.from_numpy(data.behavior_prob[e_idx, t_idx].astype(np.float32)),
         reward_scale=scale,
         obs_mean=torch.from_numpy(flat_obs.mean(0)),
         obs_std=torch.from_numpy(flat_obs.std(0)).clamp(min=1e-3),
         obs_low=flat_obs.min(0),
         obs_high=flat_obs.max(0),
-        obs_reference=drift_reference(data, flat_obs),
         state_mean=torch.from_numpy(states.mean(0)),
         state_std=torch.from_numpy(states.std(0)).clamp(min=1e-3),
     )
