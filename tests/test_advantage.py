@@ -139,3 +139,23 @@ def test_residual_estimator_recovers_the_known_advantage_on_uniform_xor():
     # both agents: action 0 beats action 1 by 1 (XOR is symmetric)
     assert float(adv[0, 0] - adv[0, 1]) == pytest.approx(1.0, abs=0.15)
     assert float(adv[1, 0] - adv[1, 1]) == pytest.approx(1.0, abs=0.15)
+
+
+@pytest.mark.parametrize(
+    "override, field",
+    [
+        ({"estimator": "critic"}, "estimator"),
+        ({"lam": 1.5}, "lam"),
+        ({"kappa": -1.0}, "kappa"),
+        ({"value_folds": 1}, "value_folds"),
+        ({"discount": "time"}, "horizon_s"),  # a time horizon needs its seconds
+    ],
+)
+def test_residual_settings_are_checked_in_the_config_like_every_other_field(override, field):
+    from trainer.algos.config import InSPOConfig, make_config
+    from trainer.algos.inspo import InSPO
+
+    with pytest.raises(ValueError, match=f"config {field} must be"):
+        make_config("inspo", overrides=override)
+    with pytest.raises(ValueError, match=f"config {field} must be"):
+        InSPO(InSPOConfig(**override))  # a config built in code is checked by the same rules

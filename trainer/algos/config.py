@@ -208,8 +208,26 @@ class InSPOConfig:
                 "grad_clip": _num(0),
                 "iterations": _int(1),
                 "actor_ema": _num(0, 1, low_open=False, high_open=True),
+                "discount": _one_of("step", "time"),
+                "horizon_s": _num(0, low_open=False),
+                "estimator": _one_of("local_q", "residual"),
+                "exact_propensity": _BOOL,
+                "value_folds": _int(2),
+                "value_steps": _int(1),
+                "value_lr": _LR,
+                "lam": _num(0, 1, low_open=False),
+                "adv_members": _int(1),
+                "adv_lr": _LR,
+                "adv_warmup": _int(0),
+                "adv_steps": _int(1),
+                "kappa": _num(0, low_open=False),
+                "adv_normalize": _BOOL,
             },
         )
+        if self.discount == "time" and self.horizon_s <= 0:
+            raise ValueError(
+                f"config horizon_s must be > 0 seconds with discount='time', got {self.horizon_s}"
+            )
         if self.reward_scale is not None:
             _validate(self, {"reward_scale": _num(0)})
         if self.ratio_max < self.ratio_min:

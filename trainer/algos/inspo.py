@@ -112,20 +112,7 @@ class InSPO(Algorithm):
 
     def __init__(self, config: InSPOConfig | None = None, name: str = "inspo"):
         config = config or InSPOConfig()
-        if config.update not in ("sequential", "simultaneous"):
-            raise ValueError(f"update must be 'sequential' or 'simultaneous', got {config.update!r}")
-        if config.critic_init not in ("td", "mc"):
-            raise ValueError(f"critic_init must be 'td' or 'mc', got {config.critic_init!r}")
-        if config.actor_init not in ("random", "mu"):
-            raise ValueError(f"actor_init must be 'random' or 'mu', got {config.actor_init!r}")
-        if config.estimator not in ("local_q", "residual"):
-            raise ValueError(f"estimator must be 'local_q' or 'residual', got {config.estimator!r}")
-        if not 0.0 <= config.lam <= 1.0 or config.kappa < 0 or config.adv_members < 1:
-            raise ValueError("need 0 <= lam <= 1, kappa >= 0 and adv_members >= 1")
-        if config.alpha <= 0 or config.beta < 0:
-            raise ValueError("need alpha > 0 and beta >= 0")
-        if not 0.0 <= config.actor_ema < 1.0:
-            raise ValueError(f"actor_ema must be in [0, 1), got {config.actor_ema}")
+        config.validate()  # the one place every field's range is checked (trainer/algos/config.py)
         super().__init__(config)
         self.name = name
         self.log_ratio_min = math.log(config.ratio_min)
