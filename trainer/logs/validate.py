@@ -292,10 +292,8 @@ def _timestamps(parts: PartTables) -> np.ndarray | None:
     """``ts`` as float seconds (time-aware discounting reads it); None when the log has no ts column."""
     if "ts" not in parts.table.column_names:
         return None
+    _no_nulls(parts, "ts")
     column = parts.table.column("ts")
-    if column.null_count:
-        known = pc.is_valid(column).to_numpy(zero_copy_only=False)
-        fail(parts, ~known, "ts", lambda r: "null timestamp; ts is required when the column is present")
     micros = pc.cast(column, pa.timestamp("us")).cast(pa.int64()).to_numpy(zero_copy_only=False)
     return micros.astype(np.float64) * 1e-6
 
