@@ -168,7 +168,8 @@ def rollout(job) -> float:
     t0 = env.sim_time()
     total, weight, steps = 0.0, 1.0, 0
     obs, rewards, _, _, infos = env.step(first)
-    _keep_spells(ctl, env, first)
+    if hasattr(ctl, "condition_on"):  # the experiment's parking posterior follows the forced action
+        ctl.condition_on(env, first)
     total += env.team_reward(rewards)
     while env.agents:
         elapsed = env.sim_time() - t0
@@ -185,19 +186,6 @@ def rollout(job) -> float:
         total += weight * env.team_reward(rewards)
         steps += 1
     return total
-
-
-def _keep_spells(ctl, env, actions) -> None:
-    """After a forced first step, keep the parking targets consistent with it (as ``act`` would)."""
-    spells = getattr(ctl, "spells", None)
-    if spells is None:
-        return
-    for c, agent in enumerate(env.possible_agents):
-        spell = spells[c]
-        if spell is not None:
-            kept = {t: w for t, w in spell.items() if ctl._actions[c].get(t) == actions[agent]}
-            total = sum(kept.values())
-            spells[c] = {t: w / total for t, w in kept.items()} if total > 0 else None
 
 
 def main() -> None:

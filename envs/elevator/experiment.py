@@ -82,13 +82,21 @@ class ParkingExperiment(Controller):
 
     def act(self, env, obs, infos, rng):
         actions, probs = super().act(env, obs, infos, rng)
-        for c, agent in enumerate(env.possible_agents):  # keep the targets that agree with what was done
+        self.condition_on(env, actions)
+        return actions, probs
+
+    def condition_on(self, env, actions: dict[str, int]) -> None:
+        """Keep the candidate targets that agree with the actions taken after :meth:`distribution`.
+
+        ``act`` does this with the sampled actions; a lookahead that forces an action on a copy does it
+        itself. An action no candidate would take (only a forced one can be) ends the car's spell.
+        """
+        for c, agent in enumerate(env.possible_agents):
             spell = self.spells[c]
             if spell is not None:
                 kept = {t: w for t, w in spell.items() if self._actions[c][t] == actions[agent]}
                 total = sum(kept.values())
-                self.spells[c] = {t: w / total for t, w in kept.items()}
-        return actions, probs
+                self.spells[c] = {t: w / total for t, w in kept.items()} if total > 0 else None
 
 
 def _legal(action: int, mask: np.ndarray) -> int:
