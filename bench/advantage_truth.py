@@ -54,23 +54,21 @@ def collect_log(path: Path, episodes: int, workers: int) -> Path:
     return path
 
 
-def train_config(extra: dict | None = None):
+def estimator_config(estimator: str, extra: dict | None = None, **fields):
+    """The InSPO config both estimators train with: the shared settings, the estimator, then overrides."""
     from trainer.algos.config import make_config
 
-    return make_config("inspo", overrides={**SETTINGS, "estimator": "residual", **(extra or {})})
+    return make_config("inspo", overrides={**SETTINGS, "estimator": estimator, **fields, **(extra or {})})
 
 
 def train_estimator(log: Path, estimator: str, iterations: int, seed: int, extra: dict | None = None):
     import torch
 
-    from trainer.algos.config import make_config
     from trainer.algos.inspo import InSPO
     from trainer.logs import load_log
 
     torch.set_num_threads(1)
-    overrides = {**SETTINGS, "estimator": estimator, "iterations": iterations, "seed": seed, **(extra or {})}
-    config = make_config("inspo", overrides=overrides)
-    algo = InSPO(config)
+    algo = InSPO(estimator_config(estimator, extra, iterations=iterations, seed=seed))
     algo.setup(load_log(log))
     algo.fit()
     return algo
@@ -214,7 +212,7 @@ def main() -> None:
     extra = dict(item.split("=", 1) for item in args.set)
     # Truth first, in a small process: forking rollout workers from one holding the trained estimators
     # (several GB of arrays) would copy them. The learner's discounting is its config's, known up front.
-    c = train_config(extra)
+    c = estimator_config("residual", extra)
     per_episode = -(-args.states // args.tuning_episodes)
     snaps = [
         s for seed in tuning_seeds(args.tuning_episodes) for s in snapshots(seed, args.every, per_episode)
