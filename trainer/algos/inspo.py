@@ -439,7 +439,7 @@ class InSPO(Algorithm):
         assert self.adv_heads is not None and self.residual is not None and self.propensity_all is not None
         state, obs_i, act_i, mask_i = batch.states, batch.obs[i], batch.actions[i], batch.masks[i]
         agent = torch.full((len(rows),), i, dtype=torch.long)
-        weights = torch.exp(log_w - log_w.max()) if c.resample else torch.ones(len(rows))
+        weights = torch.exp(log_w - log_w.max())  # log_w is 0 without resampling: weights 1
         weights = (weights / weights.mean().clamp(min=1e-12)).unsqueeze(-1)
         loss = torch.zeros(())
         for _ in range(c.adv_steps):
