@@ -104,6 +104,27 @@ def test_target_weights_are_pi_star_over_mu_with_unit_mean_under_mu():
     assert w0.tolist() == pytest.approx(torch.exp((q[0] - v0) / 0.3).tolist(), rel=1e-5)
 
 
+def test_support_ratio_keeps_a_deterministic_behaviour_at_weight_one_whatever_the_advantages():
+    """Where mu is (nearly) deterministic, a large advantage of an action the log never took drops the
+    logged action's weight to ~0 without the constraint, and leaves it at 1/mu with it."""
+    mu = torch.tensor([[0.998, 0.001, 0.001], [0.7, 0.25, 0.05]])
+    log_mu, mask = mu.log(), torch.ones(2, 3, dtype=torch.bool)
+    q = torch.tensor([[0.0, 0.0, 5.0], [0.0, 1.0, 5.0]])  # noise on the unlogged action 2
+    actions = torch.tensor([0, 1])
+    free = losses.target_weights(q, log_mu, mask, actions, 0.3, 0.0)
+    assert free[0].item() < 1e-3
+    kept = losses.target_weights(q, log_mu, mask, actions, 0.3, 0.0, support_ratio=0.1)
+    assert kept[0].item() == pytest.approx(1 / 0.998, rel=1e-5)
+    # second row: actions 0 and 1 are in the support (0.25 >= 0.1 * 0.7), action 2 is not (0.05 < 0.07)
+    support = losses.supported_actions(log_mu, mask, 0.1)
+    assert support.tolist() == [[True, False, False], [True, True, False]]
+    pi_star = losses.closed_form_log_policy(q[1:], log_mu[1:], support[1:], 0.3, 0.0).exp()[0]
+    assert kept[1].item() == pytest.approx((pi_star[1] / mu[1, 1]).item(), rel=1e-5)
+    assert losses.target_weights(
+        q, log_mu, mask, torch.tensor([2, 2]), 0.3, 0.0, support_ratio=0.1
+    ).tolist() == [0, 0]
+
+
 def test_target_weight_exponent_is_clipped():
     q = torch.tensor([[0.0, 100.0]])
     log_mu = torch.log(torch.tensor([[0.5, 0.5]]))

@@ -135,6 +135,11 @@ class InSPOConfig:
     baseline_quantile: float = 0.0  # b = quantile of in-sample Q (0 = min) ...
     baseline_min_margin: float = 1.0  # ... minus max(in-sample Q range, this)
     exp_clip: float = 10.0  # |exponent| of the target weights
+    # support constraint of the closed form (as discrete BCQ's threshold): only actions with
+    # mu(a|s) >= support_ratio * max_a mu(a|s) can receive mass; 0 = off (the paper's closed form over
+    # every legal action). Where the behaviour decided deterministically this leaves only its action, so
+    # noise in the advantage of actions the log never took cannot drop that state from the actor's fit.
+    support_ratio: float = 0.0
     normalize_weights: bool = True  # divide target weights by their batch mean
     grad_clip: float = 1.0
     iterations: int = 2000
@@ -204,6 +209,7 @@ class InSPOConfig:
                 "baseline_quantile": _num(0, 1, low_open=False),
                 "baseline_min_margin": _num(0, low_open=False),
                 "exp_clip": _num(0),
+                "support_ratio": _num(0, 1, low_open=False),
                 "normalize_weights": _BOOL,
                 "grad_clip": _num(0),
                 "iterations": _int(1),

@@ -497,7 +497,7 @@ class InSPO(Algorithm):
         obs_i, act_i, mask_i = batch.obs[i], batch.actions[i], batch.masks[i]
         with torch.no_grad():
             weights = losses.target_weights(
-                q_all, batch.log_mu_all[i], mask_i, act_i, c.alpha, c.beta, c.exp_clip
+                q_all, batch.log_mu_all[i], mask_i, act_i, c.alpha, c.beta, c.exp_clip, c.support_ratio
             )
             raw_mean = float(weights.mean())
             if c.normalize_weights:

@@ -8,6 +8,8 @@ Notation follows ``docs/algorithm.md``: ``alpha`` weighs the reverse KL to the b
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -115,6 +117,17 @@ def closed_form_log_policy(
     return torch.log_softmax(z, dim=-1).masked_fill(~mask, NEG)
 
 
+def supported_actions(log_mu_all: torch.Tensor, mask: torch.Tensor, ratio: float) -> torch.Tensor:
+    """Legal actions with ``mu(a) >= ratio * max_a mu(a)`` (all legal ones with ``ratio = 0``); ``[B, A]`` bool.
+
+    The behaviour's own top action always qualifies, so every row keeps at least one action.
+    """
+    if ratio <= 0:
+        return mask
+    top = log_mu_all.masked_fill(~mask, NEG).max(-1, keepdim=True).values
+    return mask & (log_mu_all >= top + math.log(ratio))
+
+
 def target_weights(
     q_all: torch.Tensor,
     log_mu_all: torch.Tensor,
@@ -123,18 +136,22 @@ def target_weights(
     alpha: float,
     beta: float,
     exp_clip: float = 10.0,
+    support_ratio: float = 0.0,
 ) -> torch.Tensor:
     """Weights ``pi*/mu`` at the logged actions: ``exp(clip((Q(a) - beta log mu(a) - V)/tau))``.
 
     ``E_mu[weight] = 1`` per state, so ``-E_D[weight * log pi(a)]`` is the cross-entropy to ``pi*``.
+    With ``support_ratio > 0``, ``pi*`` is the closed form restricted to :func:`supported_actions`: a
+    logged action outside it gets weight 0.
     """
     tau = alpha + beta
-    v = soft_value(q_all, log_mu_all, mask, alpha, beta)
+    support = supported_actions(log_mu_all, mask, support_ratio)
+    v = soft_value(q_all, log_mu_all, support, alpha, beta)
     idx = actions.long().unsqueeze(-1)
     q_a = q_all.gather(-1, idx).squeeze(-1)
     log_mu_a = log_mu_all.gather(-1, idx).squeeze(-1)
     z = ((q_a - beta * log_mu_a - v) / tau).clamp(min=-exp_clip, max=exp_clip)
-    return torch.exp(z)
+    return torch.where(support.gather(-1, idx).squeeze(-1), torch.exp(z), torch.zeros_like(z))
 
 
 def effective_sample_size(weights: torch.Tensor, dim: int = 0) -> torch.Tensor:
