@@ -517,14 +517,27 @@ def estimator_section(path: Path) -> str:
         "what a log can teach; *all*: every legal alternative. Sign accuracy counts the clear pairs, "
         "|truth| > 2 SE.",
         "",
-        "| estimator | alternatives | correlation with the truth | sign accuracy (clear pairs) | clear pairs "
-        "| pairs |",
-        "|---|---|---|---|---|---|",
+        "The truth's own *reliability* (even against odd futures, Spearman-Brown corrected) bounds any "
+        "estimator's correlation with it at its square root, the *ceiling*; the disattenuated correlation "
+        "divides by it. The *mean* columns compare the average effect over the pairs.",
+        "",
+        "| estimator | alternatives | correlation with the truth | disattenuated | sign accuracy (clear "
+        "pairs) | clear pairs | pairs | mean |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for subset, table in data["summary"].items():
-        for name, s in table.items():
+        truth = table.get("truth")
+        if truth is not None:
             lines.append(
-                f"| {name} | {subset} | {s['corr']:+.3f} | {s['sign_acc']:.0%} | {s['n_clear']} | {s['n']} |"
+                f"| truth (reliability {truth['reliability']:+.2f}, ceiling {truth['ceiling']:.2f}) | {subset} "
+                f"| | | | | {truth['n']} | {truth['mean']:+.4f} ± {truth['mean_se']:.4f} |"
+            )
+        for name, s in table.items():
+            if name == "truth":
+                continue
+            lines.append(
+                f"| {name} | {subset} | {s['corr']:+.3f} | {s.get('corr_disattenuated', float('nan')):+.2f} "
+                f"| {s['sign_acc']:.0%} | {s['n_clear']} | {s['n']} | {s.get('mean', float('nan')):+.4f} |"
             )
     new = data["summary"].get("supported", {}).get("residual")
     if new is not None:

@@ -159,3 +159,31 @@ def test_residual_settings_are_checked_in_the_config_like_every_other_field(over
         make_config("inspo", overrides=override)
     with pytest.raises(ValueError, match=f"config {field} must be"):
         InSPO(InSPOConfig(**override))  # a config built in code is checked by the same rules
+
+
+def test_truth_bench_reliability_bounds_the_correlation_an_estimator_can_reach():
+    """bench/advantage_truth.py's summary: a truth made of pure simulation noise has reliability ~0 (so a
+    ceiling near 0), and a truth with real spread across pairs has reliability near 1."""
+    from bench.advantage_truth import summarize
+
+    rng = np.random.default_rng(0)
+
+    def rows(signal: np.ndarray, noise: float) -> list[dict]:
+        even, odd = (
+            signal + noise * rng.normal(size=len(signal)),
+            signal + noise * rng.normal(size=len(signal)),
+        )
+        return [
+            {"truth": (e + o) / 2, "se": noise / 2, "truth_even": e, "truth_odd": o, "est": s}
+            for e, o, s in zip(even, odd, signal, strict=True)
+        ]
+
+    noise_only = summarize(rows(np.zeros(400), 1.0), ["est"])
+    assert abs(noise_only["truth"]["reliability"]) < 0.25
+    signal = rng.normal(size=400)
+    clean = summarize(rows(signal, 0.1), ["est"])
+    assert clean["truth"]["reliability"] > 0.95
+    assert clean["est"]["corr"] > 0.95 and clean["est"]["corr_disattenuated"] == pytest.approx(
+        clean["est"]["corr"] / clean["truth"]["ceiling"]
+    )
+    assert clean["truth"]["mean"] == pytest.approx(np.mean([r["truth"] for r in rows(signal, 0.0)]), abs=0.05)
