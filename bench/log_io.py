@@ -25,7 +25,7 @@ import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from runtime.logformat import (  # noqa: E402
+from contract.logformat import (  # noqa: E402
     LogMeta,
     LogWriter,
     agent_steps_schema,

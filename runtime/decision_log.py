@@ -1,5 +1,5 @@
 """The decision log: served decisions (+ outcomes from ReportOutcome) as Parquet, in the log format
-the trainer reads (design.md §3.3, written by :class:`runtime.logformat.LogWriter`).
+the trainer reads (design.md §3.3, written by :class:`contract.logformat.LogWriter`).
 
 Serving never blocks on it. A decision is joined in memory with its step's outcome (key: model,
 episode_id, t) under a lock held for a few dict operations; a step is complete when every agent
@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from contract.logformat import LogMeta, LogWriter, site_name
 from runtime.config import DecisionLogConfig
-from runtime.logformat import LogMeta, LogWriter, site_name
 from runtime.metrics import Metrics
 from runtime.model import LoadedModel
 

@@ -20,7 +20,7 @@ from runtime.server import LIVENESS, POLICY_SERVICE
 ROOT = Path(__file__).resolve().parents[1]
 DOCKER = ROOT / "deploy/docker"
 K8S = ROOT / "deploy/k8s"
-OWN = {"runtime", "protos"}
+OWN = {"contract", "runtime", "protos"}
 
 
 def _norm(name: str) -> str:
@@ -68,12 +68,14 @@ def image_modules() -> list[str]:
 
 
 def runtime_source_imports() -> set[str]:
-    """Top-level modules imported anywhere in runtime/ and protos/ (function-level imports included).
+    """Top-level modules imported anywhere in contract/, runtime/ and protos/ (function-level imports included).
     protos/generate.py is the developers' code generator (grpc_tools), not part of the image's code path."""
     found = set()
-    files = list((ROOT / "runtime").glob("*.py")) + [
-        p for p in (ROOT / "protos").rglob("*.py") if p.name != "generate.py"
-    ]
+    files = (
+        list((ROOT / "contract").glob("*.py"))
+        + list((ROOT / "runtime").glob("*.py"))
+        + [p for p in (ROOT / "protos").rglob("*.py") if p.name != "generate.py"]
+    )
     for path in files:
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
@@ -121,7 +123,7 @@ def test_image_installs_exactly_what_the_runtime_imports():
     runs = [line for line in dockerfile.splitlines() if line.lstrip().startswith(("RUN", "&&", "/opt"))]
     assert "requirements-runtime.txt" in dockerfile and not [r for r in runs if "torch" in r]
     copied = set(re.findall(r"^COPY (?!--from)(\S+)", dockerfile, re.M))
-    assert copied == {"deploy/docker/requirements-runtime.txt", "runtime/", "protos/"}
+    assert copied == {"deploy/docker/requirements-runtime.txt", "contract/", "runtime/", "protos/"}
 
 
 SERVE = r"""
@@ -138,7 +140,7 @@ class Block:
     # fail to import here as they would in the image (optional imports of grpc/pyarrow included).
     def find_spec(self, name, path=None, target=None):
         top = name.split(".")[0]
-        if top in ("torch", "trainer", "envs", "ray") or (top in INSTALLED and top not in ALLOWED | {"runtime", "protos"}):
+        if top in ("torch", "trainer", "envs", "ray") or (top in INSTALLED and top not in ALLOWED | {"contract", "runtime", "protos"}):
             raise ImportError(f"blocked in the serving image: {name}")
 
 sys.meta_path.insert(0, Block())

@@ -121,7 +121,7 @@ def test_scalar_and_batched_backends_agree_step_for_step():
 
 def test_replaying_a_logs_actions_reproduces_its_metrics(tmp_path):
     pq = pytest.importorskip("pyarrow.parquet")
-    from runtime.logformat import LogWriter
+    from contract.logformat import LogWriter
     from trainer.rollout import log_meta
 
     env_id = "elevator:cb10x4:uppeak"

@@ -42,7 +42,7 @@ def test_parking_experiment_draws_a_uniform_floor_at_the_start_of_an_idle_spell(
 
 
 def test_parking_experiment_logs_valid_probabilities_and_moves_cars_the_rule_would_not(tmp_path):
-    from runtime.logformat import LogWriter
+    from contract.logformat import LogWriter
     from trainer.logs import load_log
     from trainer.rollout import log_meta
 

@@ -10,9 +10,9 @@ import pytest
 import torch
 from serving_helpers import ServerThread, config
 
+from contract.logformat import LogMeta, LogWriter, sim_timestamp
 from envs.registry import make_env
 from runtime.config import DecisionLogConfig
-from runtime.logformat import LogMeta, LogWriter, sim_timestamp
 from trainer.cli import main
 from trainer.logs import LogValidationError, load_log
 from trainer.logs.combine import combine_logs

@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from runtime.logformat import AGENT_STEPS_FIELDS, ENV_STEPS_FIELDS, LogMeta
+from contract.logformat import AGENT_STEPS_FIELDS, ENV_STEPS_FIELDS, LogMeta
 from trainer.logs import LogValidationError, load_log
 
 META = LogMeta("test", obs_dim=2, n_actions=3, agent_ids=["a", "b"], state_dim=1)

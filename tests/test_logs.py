@@ -12,8 +12,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from contract.logformat import LogMeta, LogWriter, sim_timestamp
 from envs.games.bridge import optimal_return
-from runtime.logformat import LogMeta, LogWriter, sim_timestamp
 from trainer.cli import main
 from trainer.logs import load_log
 

@@ -9,7 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_logs import random_log
 
-from runtime.logformat import LogMeta, LogWriter, sim_timestamp
+from contract.logformat import LogMeta, LogWriter, sim_timestamp
 from trainer.collect import collect
 from trainer.logs import LogValidationError, open_log
 from trainer.logs.card import build_card

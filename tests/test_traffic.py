@@ -131,7 +131,7 @@ import json, sys
 import numpy as np
 from envs.controllers import Controller, build_controller
 from envs.registry import make_env
-from runtime.logformat import LogWriter
+from contract.logformat import LogWriter
 from trainer.rollout import log_meta, run_episode
 
 class IgnoresMinGreen(Controller):

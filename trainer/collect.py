@@ -28,10 +28,10 @@ from pathlib import Path
 import pyarrow.parquet as pq
 from tqdm.auto import tqdm
 
+from contract.logformat import LogWriter, site_name
 from envs.controllers import build_controller
 from envs.registry import dataset_plan, make_env
 from envs.site import partition_env_id
-from runtime.logformat import LogWriter, site_name
 from trainer.logs.reader import part_files
 from trainer.rollout import EpisodeResult, episode_seed, log_meta, run_episode, seed_episode_id
 

@@ -10,9 +10,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from contract.logformat import LogMeta, LogWriter, sim_timestamp
 from envs.base import MultiAgentEnv
 from envs.controllers import Controller
-from runtime.logformat import LogMeta, LogWriter, sim_timestamp
 
 
 @dataclass

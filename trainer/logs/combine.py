@@ -19,7 +19,7 @@ Two things keep the runtime's decision log and earlier logs from being trained o
   than ``min_length`` are dropped.
 
 Values are checked with the loader's own checks (an error names the input file, column and row), the
-output is written through :class:`runtime.logformat.LogWriter` into a hidden temporary directory,
+output is written through :class:`contract.logformat.LogWriter` into a hidden temporary directory,
 validated as ``load_log`` would, and renamed into place, so ``OUT`` either is a valid log or does not
 exist.
 """
@@ -37,7 +37,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from runtime.logformat import SIM_EPOCH, LogMeta, LogWriter, list_column, site_name
+from contract.logformat import SIM_EPOCH, LogMeta, LogWriter, list_column, site_name
 from trainer.logs.errors import LogValidationError
 from trainer.logs.reader import RawLog, parse_meta, part_files, read_log
 from trainer.logs.validate import (

@@ -18,15 +18,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from contract.logformat import AGENT_STEPS_FIELDS, ENV_STEPS_FIELDS, META_KEYS, SCHEMA_VERSION, LogMeta
 from envs.site import SiteMismatchError, compare, parse_spec
-from runtime.logformat import AGENT_STEPS_FIELDS, ENV_STEPS_FIELDS, SCHEMA_VERSION, LogMeta
 from trainer.logs.errors import LogValidationError
 
 # Columns a reader may do without: behaviour probabilities unknown, no controller name, no time.
 OPTIONAL_AGENT_COLUMNS = {"behavior_prob", "controller", "model_version", "ts"}
 # Columns only checked by type, never read (training does not need them).
 UNREAD_COLUMNS = {"model_version"}
-META_KEYS = ("schema_version", "env_id", "obs_dim", "n_actions", "agent_ids", "state_dim")
 
 # Kinds a column may have on disk, per documented type; the reader casts to the documented type.
 ACCEPTED_KINDS = {

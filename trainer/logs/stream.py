@@ -30,7 +30,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from runtime.logformat import LogMeta
+from contract.logformat import LogMeta
 from trainer.logs.card import (
     CLEAR_CHOICE,
     JOINT_COVERAGE_LIMIT,

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from runtime.logformat import LogMeta
+from contract.logformat import LogMeta
 from trainer.logs.errors import LogValidationError
 from trainer.logs.reader import PartTables, RawLog
 

@@ -1,7 +1,7 @@
-"""The Parquet log format (design.md §3.3): schema and a streaming, crash-safe writer.
+"""The Parquet log format (docs/log-format.md): schema, metadata and a streaming, crash-safe writer.
 
-It lives in ``runtime`` because two writers share it: offline collection (``trainer``) and the
-serving runtime's decision log. It needs pyarrow and numpy only (no torch).
+Two writers share it, offline collection (``trainer``) and the serving runtime's decision log,
+and the trainer's reader checks files against it. It needs pyarrow and numpy only (no torch).
 
 Layout::
 
@@ -27,6 +27,8 @@ import pyarrow.parquet as pq
 
 SCHEMA_VERSION = 1
 SIM_EPOCH = dt.datetime(2026, 1, 1)  # simulated time 0 (keeps simulator logs deterministic)
+# The schema-metadata keys every part file carries (``site_spec`` is optional and not listed).
+META_KEYS = ("schema_version", "env_id", "obs_dim", "n_actions", "agent_ids", "state_dim")
 
 AGENT_STEPS_FIELDS: list[pa.Field] = [
     pa.field("episode_id", pa.string(), nullable=False),
@@ -68,14 +70,15 @@ class LogMeta:
     site_spec: dict | None = None
 
     def to_metadata(self) -> dict[bytes, bytes]:
-        out = {
-            b"schema_version": str(self.schema_version).encode(),
-            b"env_id": self.env_id.encode(),
-            b"obs_dim": str(self.obs_dim).encode(),
-            b"n_actions": str(self.n_actions).encode(),
-            b"agent_ids": json.dumps(list(self.agent_ids)).encode(),
-            b"state_dim": str(self.state_dim).encode(),
-        }
+        values = (
+            str(self.schema_version),
+            self.env_id,
+            str(self.obs_dim),
+            str(self.n_actions),
+            json.dumps(list(self.agent_ids)),
+            str(self.state_dim),
+        )
+        out = {key.encode(): value.encode() for key, value in zip(META_KEYS, values, strict=True)}
         if self.site_spec is not None:
             out[b"site_spec"] = json.dumps(self.site_spec, sort_keys=True, separators=(",", ":")).encode()
         return out
