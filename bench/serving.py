@@ -105,10 +105,10 @@ def minimal_server(ready: str, model_dir: str) -> None:
     import onnxruntime as ort
 
     from protos.inspo.runtime.v1 import policy_pb2
-    from runtime.model import _fast_run, session_options
+    from runtime.model import fast_run, session_options
 
     session = ort.InferenceSession(str(Path(model_dir) / "policy.onnx"), session_options(1, 1))
-    run = _fast_run(session)
+    run = fast_run(session)
     outputs = [o.name for o in session.get_outputs()]
     index = {a: k for k, a in enumerate(IDS)}
     resolved: dict[tuple, np.ndarray] = {}

@@ -191,12 +191,12 @@ class DecisionLog:
 
     def _writer(self, model: LoadedModel, outcome: bool) -> LogWriter:
         meta = LogMeta(
-            env_id=model.meta.get("env_id") or model.name,
+            env_id=model.card.env_id or model.name,
             obs_dim=model.obs_dim,
             n_actions=model.n_actions,
             agent_ids=model.agent_ids,
             state_dim=model.obs_dim * len(model.agent_ids),
-            site_spec=model.meta.get("site_spec"),  # the site the model was trained for (its policy.json)
+            site_spec=model.card.site_spec,  # the site the model was trained for (its policy.json)
         )
         site = self.config.site or site_name(meta.env_id)
         key = (model.name, meta.env_id, meta.obs_dim, meta.n_actions, tuple(meta.agent_ids), site, outcome)

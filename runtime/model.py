@@ -17,13 +17,15 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
+from contract.model_card import INPUTS as CARD_INPUTS
+from contract.model_card import OUTPUTS as CARD_OUTPUTS
+from contract.model_card import ModelCard, ModelCardError
 from runtime.config import FallbackConfig, ModelConfig
 from runtime.drift import DriftReference
 
-SUPPORTED_SCHEMA_VERSIONS = (1,)
-INPUTS = {"obs": "tensor(float)", "agent": "tensor(int64)", "action_mask": "tensor(bool)"}
-OUTPUTS = {"probs": "tensor(float)", "action": "tensor(int64)"}
-REQUIRED_META = ("name", "version", "agent_ids", "obs_dim", "n_actions", "onnx_sha256")
+# The graph's tensor name -> ONNX Runtime type, from the model card's signature.
+INPUTS = {name: ort_type for name, (_, ort_type) in CARD_INPUTS.items()}
+OUTPUTS = {name: ort_type for name, (_, ort_type) in CARD_OUTPUTS.items()}
 
 
 class ModelLoadError(RuntimeError):
@@ -41,38 +43,45 @@ def session_options(intra: int, inter: int) -> ort.SessionOptions:
 
 
 @dataclass
+class ServingCache:
+    """Memos the service fills while serving one version; they never change what it answers."""
+
+    all_legal: dict[int, np.ndarray] = field(default_factory=dict)  # an all-legal mask per batch size
+    # agent lists of packed requests already resolved to indices (a site sends the same list each step)
+    packed_agents: dict[tuple[str, ...], np.ndarray] = field(default_factory=dict)
+    action_table: Any = None  # runtime.metrics.ActionTable, bound on the first request
+
+
+@dataclass
 class LoadedModel:
-    """An immutable, validated model version. ``infer`` is thread-safe (one shared session)."""
+    """A validated model version. Its card, session and fallback never change after loading (a new
+    version is a new object); ``cache`` holds the service's memos. ``infer`` is thread-safe."""
 
     name: str
     version: str
-    meta: dict[str, Any]
+    card: ModelCard
     session: ort.InferenceSession
     fallback: FallbackConfig
     path: Path
+    drift_reference: DriftReference | None = None  # the training distribution (the card's obs_reference)
     load_seconds: float = 0.0
     loaded_at: float = field(default_factory=time.time)
+    cache: ServingCache = field(default_factory=ServingCache)
 
     def __post_init__(self) -> None:
-        self.agent_ids: list[str] = list(self.meta["agent_ids"])
+        self.agent_ids: list[str] = list(self.card.agent_ids)
         self.agent_index: dict[str, int] = {a: i for i, a in enumerate(self.agent_ids)}
-        self.obs_dim = int(self.meta["obs_dim"])
-        self.n_actions = int(self.meta["n_actions"])
-        self.obs_row_bytes = 4 * self.obs_dim
-        low, high = self.meta.get("obs_low"), self.meta.get("obs_high")
+        self.obs_dim = self.card.obs_dim
+        self.n_actions = self.card.n_actions
+        low, high = self.card.obs_low, self.card.obs_high
         self.has_bounds = low is not None and high is not None
         if self.has_bounds:
             low, high = np.asarray(low, np.float32), np.asarray(high, np.float32)
             slack = self.fallback.bounds_tolerance * np.maximum(high - low, 1e-6)
             self.obs_low, self.obs_high = low - slack, high + slack
-        self.all_legal_cache: dict[int, np.ndarray] = {}
-        # agent lists of packed requests already resolved to indices (a site sends the same list each step)
-        self.packed_agents_cache: dict[tuple[str, ...], np.ndarray] = {}
-        self._run = _fast_run(self.session)
+        self._run = fast_run(self.session)
         self._outputs = ["probs", "action"]
         self.fallback_actions = self._fallback_table()
-        self.action_table = None  # runtime.metrics.ActionTable, bound on first use
-        self.drift_reference: DriftReference | None = None  # the training distribution (obs_reference)
 
     @property
     def signature(self) -> tuple:
@@ -81,7 +90,7 @@ class LoadedModel:
             self.obs_dim,
             self.n_actions,
             tuple(self.agent_ids),
-            tuple(self.meta.get("action_names") or ()),
+            tuple(self.card.action_names or ()),
         )
 
     # -- inference -----------------------------------------------------------------------------
@@ -90,11 +99,11 @@ class LoadedModel:
         return self._run(self._outputs, {"obs": obs, "agent": agent, "action_mask": mask})
 
     def all_legal(self, n: int) -> np.ndarray:
-        mask = self.all_legal_cache.get(n)
+        mask = self.cache.all_legal.get(n)
         if mask is None:
             mask = np.ones((n, self.n_actions), dtype=bool)
             if n <= 4096:
-                self.all_legal_cache[n] = mask
+                self.cache.all_legal[n] = mask
         return mask
 
     # -- fallback ------------------------------------------------------------------------------
@@ -129,18 +138,19 @@ class LoadedModel:
 
     # -- description ---------------------------------------------------------------------------
     def info_dict(self) -> dict[str, Any]:
+        card = self.card
         return {
             "name": self.name,
             "version": self.version,
-            "env_id": self.meta.get("env_id") or "",
+            "env_id": card.env_id or "",
             "agent_ids": self.agent_ids,
             "obs_dim": self.obs_dim,
             "n_actions": self.n_actions,
-            "action_names": self.meta.get("action_names") or [],
-            "algorithm": self.meta.get("algorithm") or "",
-            "onnx_sha256": self.meta["onnx_sha256"],
-            "created_at": self.meta.get("created_at") or "",
-            "metadata_json": json.dumps(self.meta, sort_keys=True),
+            "action_names": card.action_names or [],
+            "algorithm": card.algorithm or "",
+            "onnx_sha256": card.onnx_sha256,
+            "created_at": card.created_at or "",
+            "metadata_json": json.dumps(card.to_dict(), sort_keys=True),
             "loaded_at_unix": self.loaded_at,
         }
 
@@ -163,7 +173,7 @@ def signature_change(served: LoadedModel, new: LoadedModel) -> str:
     return "signature changed (" + ", ".join(changes) + ")"
 
 
-def _fast_run(session: ort.InferenceSession):
+def fast_run(session: ort.InferenceSession):
     """``run(output_names, feeds)`` without the Python wrapper's per-call input checks.
 
     ``InferenceSession.run`` re-validates the feed names and wraps errors on every call; the runtime has
@@ -219,48 +229,6 @@ def _smoke(model: LoadedModel) -> None:
         raise ModelLoadError("smoke inference returned an illegal action")
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_fields(meta: dict[str, Any], meta_file: Path) -> None:
-    """The types and shapes a request relies on; a mistyped field is a rejection, never a TypeError."""
-    agent_ids = meta["agent_ids"]
-    if (
-        not isinstance(agent_ids, list)
-        or not agent_ids
-        or not all(isinstance(a, str) for a in agent_ids)
-        or len(set(agent_ids)) != len(agent_ids)
-    ):
-        raise ModelLoadError(f"{meta_file}: agent_ids must be a non-empty list of distinct strings")
-    for key in ("obs_dim", "n_actions"):
-        if not _is_int(meta[key]) or meta[key] < 1:
-            raise ModelLoadError(f"{meta_file}: {key} must be a positive integer, got {meta[key]!r}")
-    names = meta.get("action_names")
-    if names is not None and (
-        not isinstance(names, list)
-        or not all(isinstance(a, str) for a in names)
-        or len(names) not in (0, meta["n_actions"])
-    ):
-        raise ModelLoadError(
-            f"{meta_file}: action_names must be a list of n_actions={meta['n_actions']} strings"
-        )
-    for key in ("obs_low", "obs_high"):
-        value = meta.get(key)
-        if value is None:
-            continue
-        if not isinstance(value, list) or not all(
-            isinstance(v, int | float) and not isinstance(v, bool) for v in value
-        ):
-            raise ModelLoadError(
-                f"{meta_file}: {key} must be a list of obs_dim numbers or null, got {value!r:.40}"
-            )
-        if len(value) != meta["obs_dim"]:
-            raise ModelLoadError(
-                f"{meta_file}: {key} has {len(value)} values, expected obs_dim={meta['obs_dim']}"
-            )
-
-
 def _check_config_names(config: ModelConfig, agent_ids: list[str], n_actions: int, folder: Path) -> None:
     """The model's guardrail and canary settings must name this version's agents and actions: a
     misspelt agent would otherwise silently constrain nothing (the version is rejected, naming the key)."""
@@ -290,32 +258,24 @@ def load_version(folder: Path, name: str, config: ModelConfig) -> LoadedModel:
     if not meta_file.is_file() or not onnx_file.is_file():
         raise ModelLoadError(f"{folder}: policy.json and policy.onnx are both required")
     try:
-        meta = json.loads(meta_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        card = ModelCard.from_json(meta_file.read_text(), str(meta_file))
+    except UnicodeDecodeError as err:
         raise ModelLoadError(f"{meta_file}: not valid JSON ({err})") from None
-    if not isinstance(meta, dict):
-        raise ModelLoadError(f"{meta_file}: expected a JSON object")
-    missing = [k for k in REQUIRED_META if k not in meta]
-    if missing:
-        raise ModelLoadError(f"{meta_file}: missing keys {missing}")
-    if meta.get("schema_version", 1) not in SUPPORTED_SCHEMA_VERSIONS:
-        raise ModelLoadError(f"{meta_file}: schema_version {meta.get('schema_version')} is not supported")
-    if meta["name"] != name or str(meta["version"]) != version:
-        raise ModelLoadError(
-            f"{meta_file}: says {meta['name']}/{meta['version']} but lives in {name}/{version}"
-        )
-    _check_fields(meta, meta_file)
-    _check_config_names(config, meta["agent_ids"], meta["n_actions"], folder)
-    obs_dim, n_actions = meta["obs_dim"], meta["n_actions"]
+    except ModelCardError as err:
+        raise ModelLoadError(str(err)) from None
+    if card.name != name or str(card.version) != version:
+        raise ModelLoadError(f"{meta_file}: says {card.name}/{card.version} but lives in {name}/{version}")
+    _check_config_names(config, card.agent_ids, card.n_actions, folder)
+    obs_dim, n_actions = card.obs_dim, card.n_actions
     try:
-        drift_reference = DriftReference.from_meta(meta, obs_dim)
+        drift_reference = DriftReference.from_meta(card.to_dict(), obs_dim)
     except ValueError as err:
         raise ModelLoadError(f"{meta_file}: {err}") from None
     blob = onnx_file.read_bytes()
     digest = hashlib.sha256(blob).hexdigest()
-    if digest != meta["onnx_sha256"]:
+    if digest != card.onnx_sha256:
         raise ModelLoadError(
-            f"{onnx_file}: sha256 {digest[:12]}… does not match policy.json ({str(meta['onnx_sha256'])[:12]}…)"
+            f"{onnx_file}: sha256 {digest[:12]}… does not match policy.json ({card.onnx_sha256[:12]}…)"
         )
     try:
         session = ort.InferenceSession(
@@ -326,8 +286,7 @@ def load_version(folder: Path, name: str, config: ModelConfig) -> LoadedModel:
     except Exception as err:  # noqa: BLE001 - ORT raises several types for a bad graph
         raise ModelLoadError(f"{onnx_file}: ONNX Runtime cannot load it ({err})") from None
     _check_signature(session, obs_dim, n_actions)
-    model = LoadedModel(name, version, meta, session, config.fallback, folder)
-    model.drift_reference = drift_reference
+    model = LoadedModel(name, version, card, session, config.fallback, folder, drift_reference)
     try:
         _smoke(model)
     except ModelLoadError:

@@ -118,11 +118,11 @@ def decode_agents(request: policy_pb2.ActRequest, model: LoadedModel, max_agents
         key = tuple(packed.agent_ids)
         ids = list(key)
         n = len(ids)
-        agents = model.packed_agents_cache.get(key)
+        agents = model.cache.packed_agents.get(key)
         if agents is None:
             agents = _packed_agents(ids, model, max_agents)
-            if len(model.packed_agents_cache) < PACKED_CACHE_SIZE:
-                model.packed_agents_cache[key] = agents
+            if len(model.cache.packed_agents) < PACKED_CACHE_SIZE:
+                model.cache.packed_agents[key] = agents
         if len(packed.obs_raw) != n * O * 4:
             raise invalid(
                 "packed.obs_raw", f"expected {n}x{O} float32 = {n * O * 4} bytes, got {len(packed.obs_raw)}"
@@ -335,8 +335,8 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         model = self._model(request.model, request.version)
         d = decode_agents(request, model, self.config.max_agents_per_request)
         mm = self.metrics.model(model.name)
-        if model.action_table is None:
-            model.action_table = mm.action_table(model.agent_ids, model.n_actions)
+        if model.cache.action_table is None:
+            model.cache.action_table = mm.action_table(model.agent_ids, model.n_actions)
         n = len(d.agents)
         mask = d.mask
         finite = finite_rows(d, model.fallback, request)
@@ -361,7 +361,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         obs, action, chosen = routed.obs, routed.action, routed.chosen
 
         mm.decisions.inc(n)
-        model.action_table.add(d.agents, action)
+        model.cache.action_table.add(d.agents, action)
         if self.decision_log is not None:
             self.decision_log.record(
                 model, request.episode_id, request.t, d.agents, obs, run_mask, action, chosen
@@ -677,9 +677,9 @@ def model_info(model: LoadedModel, repo: ModelRepository) -> policy_pb2.ModelInf
     entry = repo.entries.get(model.name)
     info = policy_pb2.ModelInfo(**model.info_dict())
     info.versions.extend(sorted(entry.versions, key=lambda v: (len(v), v)) if entry else [model.version])
-    for spec in model.meta.get("inputs") or []:
+    for spec in model.card.inputs:
         info.inputs.add(name=spec["name"], datatype=spec["datatype"], shape=spec["shape"])
-    for spec in model.meta.get("outputs") or []:
+    for spec in model.card.outputs:
         info.outputs.add(name=spec["name"], datatype=spec["datatype"], shape=spec["shape"])
     return info
 

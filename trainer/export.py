@@ -1,7 +1,7 @@
-"""Export a run's policy to the model repository (design.md §3.4).
+"""Export a run's policy to the model repository (docs/serving.md).
 
 ``<models>/<name>/<version>/policy.onnx`` (one file, dynamic batch axis, normalisation and masking
-in the graph) and ``policy.json`` (everything the runtime and an operator need to know). The ONNX
+in the graph) and ``policy.json``, the model card (:class:`contract.model_card.ModelCard`). The ONNX
 graph is checked against the torch policy on held-out observations before anything is written;
 files go to a hidden temp folder that is renamed into place, so a polling server never sees a
 half-written version and a failed parity check leaves the repository untouched.
@@ -23,12 +23,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from contract.model_card import INPUT_NAMES, OUTPUT_NAMES, ModelCard, tensor_specs
 from trainer.nets import ExportedPolicy, InferenceGraph, PolicyNet
 from trainer.run_dir import load_policy
-
-MODEL_SCHEMA_VERSION = 1
-INPUT_NAMES = ["obs", "agent", "action_mask"]
-OUTPUT_NAMES = ["probs", "action"]
 
 
 class ParityError(RuntimeError):
@@ -221,42 +218,36 @@ def export_policy(
             k = min(len(parity_obs), parity_samples)
             obs[:k] = parity_obs[:k]
         report = check_parity(policy, onnx_path, obs, agent, mask, atol)
-        info = {
-            "schema_version": MODEL_SCHEMA_VERSION,
-            "name": name,
-            "version": version,
-            "env_id": meta.get("env_id", ""),
-            "agent_ids": agent_ids,
-            "obs_dim": policy.obs_dim,
-            "n_actions": policy.n_actions,
-            "action_names": meta.get("action_names"),
-            "obs_low": meta.get("obs_low"),
-            "obs_high": meta.get("obs_high"),
-            "obs_reference": meta.get("obs_reference"),  # training distribution for the drift gauge
-            "algorithm": meta.get("algorithm"),
-            "config": meta.get("config"),
-            "net": policy.config(),
-            "dataset_fingerprint": meta.get("dataset_fingerprint"),
-            "site_spec": meta.get("site_spec"),  # the resolved site it was trained for (envs/site.py)
-            "training_metrics": meta.get("metrics", {}),
-            "evaluation_metrics": meta.get("eval_metrics", {}),
-            "inputs": [
-                {"name": "obs", "datatype": "FP32", "shape": [-1, policy.obs_dim]},
-                {"name": "agent", "datatype": "INT64", "shape": [-1]},
-                {"name": "action_mask", "datatype": "BOOL", "shape": [-1, policy.n_actions]},
-            ],
-            "outputs": [
-                {"name": "probs", "datatype": "FP32", "shape": [-1, policy.n_actions]},
-                {"name": "action", "datatype": "INT64", "shape": [-1]},
-            ],
-            "parity": {**report.as_dict(), "atol": atol},
-            "onnx_sha256": sha256_file(onnx_path),
-            "created_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-            "package_version": package_version(),
-            "torch_version": torch.__version__,
-            "exporter": used,
-        }
-        (tmp / "policy.json").write_text(json.dumps(info, indent=2, default=float))
+        inputs, outputs = tensor_specs(policy.obs_dim, policy.n_actions)
+        card = ModelCard(
+            name=name,
+            version=version,
+            env_id=meta.get("env_id", ""),
+            agent_ids=agent_ids,
+            obs_dim=policy.obs_dim,
+            n_actions=policy.n_actions,
+            action_names=meta.get("action_names"),
+            obs_low=meta.get("obs_low"),
+            obs_high=meta.get("obs_high"),
+            obs_reference=meta.get("obs_reference"),
+            algorithm=meta.get("algorithm"),
+            config=meta.get("config"),
+            net=policy.config(),
+            dataset_fingerprint=meta.get("dataset_fingerprint"),
+            site_spec=meta.get("site_spec"),
+            training_metrics=meta.get("metrics", {}),
+            evaluation_metrics=meta.get("eval_metrics", {}),
+            inputs=inputs,
+            outputs=outputs,
+            parity={**report.as_dict(), "atol": atol},
+            onnx_sha256=sha256_file(onnx_path),
+            created_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+            package_version=package_version(),
+            torch_version=torch.__version__,
+            exporter=used,
+        )
+        card.validate(f"{name}/{version}/policy.json")  # what the runtime would reject is never published
+        (tmp / "policy.json").write_text(card.to_json())
         os.chmod(tmp, 0o755)
         os.rename(tmp, final)  # atomic: a poller sees the whole version or none of it
     except BaseException:

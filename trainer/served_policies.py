@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from contract.model_card import ModelCard
 from envs.controllers import Controller, masks_of
 
 
@@ -67,10 +68,13 @@ class OnnxController(Controller):
         import onnxruntime as ort
 
         self.folder = folder
-        self.meta = json.loads((folder / "policy.json").read_text())
-        if int(self.meta["obs_dim"]) != env.obs_dim or int(self.meta["n_actions"]) != env.n_actions:
+        card_file = folder / "policy.json"
+        self.card = ModelCard.from_json(
+            card_file.read_text(), str(card_file)
+        )  # ModelCardError is a ValueError
+        if self.card.obs_dim != env.obs_dim or self.card.n_actions != env.n_actions:
             raise ValueError(
-                f"{folder}: model has obs_dim={self.meta['obs_dim']}, n_actions={self.meta['n_actions']} "
+                f"{folder}: model has obs_dim={self.card.obs_dim}, n_actions={self.card.n_actions} "
                 f"but the env has {env.obs_dim}, {env.n_actions}"
             )
         options = ort.SessionOptions()
@@ -79,11 +83,11 @@ class OnnxController(Controller):
         self.session = ort.InferenceSession(
             str(folder / "policy.onnx"), options, providers=["CPUExecutionProvider"]
         )
-        self.agent_index = _agent_order(env, self.meta["agent_ids"], str(folder))
-        _check_site(self.meta.get("site_spec"), env, str(folder))
+        self.agent_index = _agent_order(env, self.card.agent_ids, str(folder))
+        _check_site(self.card.site_spec, env, str(folder))
         self.deterministic = deterministic
-        self.name = f"onnx:{self.meta['name']}"
-        self.model_version = str(self.meta["version"])
+        self.name = f"onnx:{self.card.name}"
+        self.model_version = str(self.card.version)
 
     def distribution(self, env, obs, infos):
         agents = env.possible_agents
