@@ -454,26 +454,8 @@ class ShadowLog:
 
     One row per agent decision: the served action (and arm, version, probability) next to the
     shadow's action, its probability, and the shadow's probability of the *served* action (what
-    off-policy evaluation of the shadow needs). The trainer's log reader ignores this folder.
+    off-policy evaluation of the shadow needs); the schema is ``contract.shadowlog``.
     """
-
-    COLUMNS = (
-        "ts",
-        "model",
-        "episode_id",
-        "t",
-        "agent_id",
-        "arm",
-        "served_version",
-        "served_action",
-        "served_probability",
-        "shadow_model",
-        "shadow_version",
-        "shadow_action",
-        "shadow_probability",
-        "shadow_prob_of_served",
-        "agree",
-    )
 
     def __init__(self, config: DecisionLogConfig):
         self.config = config
@@ -517,8 +499,9 @@ class ShadowLog:
             self.flush()
 
     def flush(self) -> None:
-        import pyarrow as pa
         import pyarrow.parquet as pq
+
+        from contract.shadowlog import shadow_table
 
         with self._lock:
             batches, self.rows = self.rows, {}
@@ -526,7 +509,7 @@ class ShadowLog:
         for model, rows in batches.items():
             if not rows:
                 continue
-            table = pa.Table.from_pylist(rows)
+            table = shadow_table(rows)
             day = rows[0]["ts"].strftime("%Y-%m-%d")
             folder = Path(self.config.dir) / model / "shadow" / f"date={day}"
             folder.mkdir(parents=True, exist_ok=True)
