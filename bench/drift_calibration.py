@@ -16,9 +16,10 @@ import time
 
 import numpy as np
 
+from contract.obs_reference import build_reference
 from envs.controllers import build_controller
 from envs.registry import make_env
-from runtime.drift import DriftReference, build_reference
+from runtime.drift import DriftReference
 from trainer.rollout import action_rng
 
 MODEL_ENV = "elevator:cb10x4:downpeak"

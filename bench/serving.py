@@ -39,7 +39,7 @@ CONCURRENCY = (1, 4, 8, 16)  # concurrent clients for the 64-agent throughput fi
 def make_model(repo: Path) -> None:
     import torch
 
-    from runtime.drift import build_reference
+    from contract.obs_reference import build_reference
     from trainer.export import export_policy
     from trainer.nets import PolicyNet
 
@@ -161,6 +161,8 @@ class Proc:
 
 
 def runtime_server(tmp: Path, pin: str | None, name: str, batching: bool = False) -> Proc:
+    from runtime.launch import free_port
+
     cfg = tmp / f"{name}.toml"
     cfg.write_text(
         f'model_repository = "{tmp / "models"}"\nport = 0\nmetrics_port = 0\npoll_interval_s = 0\n'
@@ -168,17 +170,9 @@ def runtime_server(tmp: Path, pin: str | None, name: str, batching: bool = False
         f"[models.default.batching]\nenabled = {str(batching).lower()}\nmax_batch_size = 64\nmax_queue_delay_us = 500\n"
     )
     proc = Proc(
-        ["-m", "runtime.server", "--config", str(cfg), "--metrics-port", str(_free_port())], pin, tmp, name
+        ["-m", "runtime.server", "--config", str(cfg), "--metrics-port", str(free_port())], pin, tmp, name
     )
     return proc
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def pct(samples: list[float]) -> tuple[float, float]:

@@ -1,8 +1,7 @@
 """Observation drift: served observations against the training data's distribution (docs/operations.md).
 
-At export, :func:`build_reference` bins every feature at its training deciles and records the share of
-training rows in each bin (plus a few quantiles for people), stored as ``obs_reference`` in policy.json.
-At serving time each model keeps a ring buffer of its most recent observations (one vectorised copy per
+At export, :func:`contract.obs_reference.build_reference` bins every feature at its training deciles
+and records the share of training rows in each bin, stored as ``obs_reference`` in policy.json. At serving time each model keeps a ring buffer of its most recent observations (one vectorised copy per
 request, nothing else on the hot path); at scrape time the population stability index (PSI) of the window
 against the training shares is computed per feature and averaged per feature group:
 
@@ -23,81 +22,12 @@ from typing import Any
 import numpy as np
 from prometheus_client.core import GaugeMetricFamily
 
-QUANTILE_LEVELS = (0.01, 0.05, 0.5, 0.95, 0.99)  # stored for people reading policy.json
-BIN_LEVELS = tuple(i / 10 for i in range(1, 10))  # deciles: at most 10 bins per feature
+from contract.obs_reference import bin_counts, pad_edges
+
 SHARE_FLOOR = 1e-3  # shares below this count as this (an empty bin would make PSI infinite)
 MAX_GROUPS = 16  # label values per model, whatever policy.json says
 DEFAULT_WINDOW = 8192  # rows, when the reference does not say how many rows a training episode has
 MIN_WINDOW, MAX_WINDOW = 1024, 1 << 16
-
-
-def _bin_counts(x: np.ndarray, edges: np.ndarray, n_bins: int) -> np.ndarray:
-    """``x [R, O]``, ``edges [O, B-1]`` (ascending, +inf padded) -> ``[O, B]`` rows per bin.
-
-    Bin ``k`` of a feature holds values with exactly ``k`` edges at or below them (``searchsorted`` right).
-    """
-    counts = np.zeros(x.shape[1] * n_bins, np.int64)
-    offsets = np.arange(x.shape[1]) * n_bins
-    for start in range(0, len(x), 4096):  # bounded temporaries: [4096, O, B-1] booleans at a time
-        idx = (x[start : start + 4096, :, None] >= edges[None]).sum(axis=2)  # [R, O]
-        counts += np.bincount((idx + offsets).ravel(), minlength=len(counts))
-    return counts.reshape(x.shape[1], n_bins)
-
-
-def build_reference(
-    obs: np.ndarray,
-    groups: dict[str, list[int]] | None = None,
-    clock: list[int] | None = None,
-    episode_rows: int | None = None,
-    max_rows: int = 200_000,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """The ``obs_reference`` of policy.json from the training observations ``obs [R, O]``.
-
-    ``groups``: ``{name: [start, stop)}`` feature ranges (default one group ``all``); ``clock``: feature
-    indices left out of the PSI; ``episode_rows``: observation rows of one training episode (agents x
-    steps), the runtime's default window, so that a window spans a whole cycle of the training traffic
-    (a down-peak hour's rising and falling demand, not a slice of it). Large logs are subsampled to ``max_rows`` rows (quantiles need no more).
-    """
-    x = np.asarray(obs, np.float64).reshape(-1, np.shape(obs)[-1])
-    x = x[np.isfinite(x).all(axis=1)]
-    if len(x) == 0:
-        raise ValueError("no finite training observations to build the drift reference from")
-    if len(x) > max_rows:
-        x = x[np.random.default_rng(seed).choice(len(x), max_rows, replace=False)]
-    dim = x.shape[1]
-    cuts = np.quantile(x, BIN_LEVELS, axis=0)  # [9, O]
-    edges = [_edges(x[:, f], cuts[:, f]) for f in range(dim)]
-    padded, n_bins = _pad(edges)
-    shares = _bin_counts(x, padded, n_bins) / len(x)
-    expected = [shares[f, : len(edges[f]) + 1].round(6).tolist() for f in range(dim)]
-    return {
-        "rows": int(len(x)),
-        "episode_rows": int(episode_rows) if episode_rows else None,
-        "levels": list(QUANTILE_LEVELS),
-        "quantiles": np.quantile(x, QUANTILE_LEVELS, axis=0).T.round(6).tolist(),  # [O, levels]
-        "edges": edges,
-        "expected": expected,
-        "groups": {k: [int(a), int(b)] for k, (a, b) in (groups or {"all": [0, dim]}).items()},
-        "clock": sorted(int(i) for i in (clock or [])),
-    }
-
-
-def _edges(column: np.ndarray, cuts: np.ndarray) -> list[float]:
-    """Bin edges of one feature: one bin per value when it has at most 10 (flags, directions: deciles
-    would lump a 5 % flag with the zeros), else its distinct deciles."""
-    values = np.unique(column)
-    if len(values) <= 10:
-        return ((values[1:] + values[:-1]) / 2).tolist()
-    return np.unique(cuts).tolist()
-
-
-def _pad(edges: list[list[float]]) -> tuple[np.ndarray, int]:
-    width = max(1, max(len(e) for e in edges))
-    padded = np.full((len(edges), width), np.inf)
-    for f, e in enumerate(edges):
-        padded[f, : len(e)] = e
-    return padded, width + 1
 
 
 @dataclass
@@ -133,7 +63,7 @@ class DriftReference:
             for f, (e, s) in enumerate(zip(edges, expected, strict=True)):
                 if len(s) != len(e) + 1 or any(b <= a for a, b in zip(e, e[1:], strict=False)):
                     raise ValueError(f"feature {f}: {len(e)} ascending edges need {len(e) + 1} shares")
-            padded, n_bins = _pad(edges)
+            padded, n_bins = pad_edges(edges)
             shares = np.full((obs_dim, n_bins), 0.0)
             exists = np.zeros((obs_dim, n_bins), bool)
             for f, s in enumerate(expected):
@@ -165,7 +95,7 @@ class DriftReference:
 
     def feature_psi(self, x: np.ndarray) -> np.ndarray:
         """``[O]`` PSI of the rows ``x [R, O]`` against the training shares."""
-        served = _bin_counts(x, self.edges, self.n_bins) / max(len(x), 1)
+        served = bin_counts(x, self.edges, self.n_bins) / max(len(x), 1)
         served = np.maximum(served, SHARE_FLOOR)
         terms = np.where(self.exists, (served - self.expected) * np.log(served / self.expected), 0.0)
         return terms.sum(axis=1)

@@ -334,7 +334,7 @@ def alert_line(prom: PromAPI) -> str:
 def start_runtime(models: Path, work: Path, poll_interval_s: float, timeout: float = 60.0):
     """The real inspo-runtime process on loopback ports: default settings plus the decision log and
     polling for new versions (out-of-bounds observations are served and counted, the default)."""
-    from trainer.demo import RunningRuntime, free_port
+    from runtime.launch import free_port, start_runtime
 
     config = work / "runtime.toml"
     config.write_text(
@@ -343,25 +343,11 @@ def start_runtime(models: Path, work: Path, poll_interval_s: float, timeout: flo
         f"metrics_port = {free_port()}\npoll_interval_s = {poll_interval_s}\n"
         f'[decision_log]\ndir = "{work / "decision-log"}"\noutcome_timeout_s = 30\n'
     )
-    ready = work / "runtime-ready.json"
-    ready.unlink(missing_ok=True)
-    exe = Path(sys.executable).with_name("inspo-runtime")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-c", "from runtime.server import main; main()"]
-    cmd += ["--config", str(config), "--ready-file", str(ready)]
-    log = (work / "runtime.log").open("w")
-    process = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + timeout
-    while not ready.exists():
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"inspo-runtime did not start; see {work / 'runtime.log'}")
-        time.sleep(0.1)
-    info = json.loads(ready.read_text())
-    return RunningRuntime(process, int(info["port"]), int(info["metrics_port"]))
+    return start_runtime(["--config", config], work, timeout=timeout)
 
 
 def start_prometheus(work: Path, metrics_port: int, timeout: float = 30.0):
-    from trainer.demo import free_port
+    from runtime.launch import free_port
 
     binary = shutil.which("prometheus")
     if binary is None:

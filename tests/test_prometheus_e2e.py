@@ -22,7 +22,8 @@ import yaml
 from serving_helpers import AGENTS, N_ACTIONS, OBS_DIM, export, make_run
 
 from runtime.client import PolicyClient
-from trainer.demo import free_port, start_runtime
+from runtime.launch import free_port
+from trainer.demo import start_runtime
 
 ROOT = Path(__file__).resolve().parents[1]
 ALERTS = ROOT / "deploy/prometheus/alerts.yml"

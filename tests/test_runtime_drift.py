@@ -17,10 +17,11 @@ import pytest
 import yaml
 from serving_helpers import ServerThread, config
 
+from contract.obs_reference import build_reference
 from envs.controllers import build_controller
 from envs.registry import make_env
 from runtime.client import PolicyClient
-from runtime.drift import DriftReference, build_reference
+from runtime.drift import DriftReference
 from runtime.model import ModelLoadError, load_version
 from trainer.rollout import action_rng
 

@@ -10,18 +10,16 @@ Each stage is a plain function of the previous stage's outputs, so tests and ``b
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import signal
-import subprocess
-import sys
 import time
-import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
 from rich.rule import Rule
+
+from runtime.launch import RunningRuntime, free_port
+from runtime.launch import start_runtime as launch
 
 console = Console()
 
@@ -177,77 +175,15 @@ def export_model(plan: DemoPlan, run: Path, out: Path) -> Path:
     return models
 
 
-@dataclass
-class RunningRuntime:
-    process: subprocess.Popen
-    port: int
-    metrics_port: int
-
-    @property
-    def url(self) -> str:
-        return f"grpc://127.0.0.1:{self.port}"
-
-    def metrics(self) -> str:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
-            return response.read().decode()
-
-    def stop(self, timeout: float = 30.0) -> int:
-        """SIGTERM (graceful: finish in-flight calls, flush the decision log) and wait."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return int(self.process.returncode)
-
-
-def free_port() -> int:
-    """A TCP port free on loopback right now (the runtime binds it a moment later)."""
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def start_runtime(models: Path, decision_log: Path, out: Path, timeout: float = 60.0) -> RunningRuntime:
     """The real ``inspo-runtime`` process on loopback, any free ports, decision logging on."""
-    ready = out / "runtime-ready.json"
-    ready.unlink(missing_ok=True)
+    args = ["--models", models, "--port", "0", "--metrics-port", free_port()]
     env = {
-        **os.environ,
         "INSPO_RUNTIME_DECISION_LOG__DIR": str(decision_log),
         "INSPO_RUNTIME_DECISION_LOG__OUTCOME_TIMEOUT_S": "30",
         "INSPO_RUNTIME_POLL_INTERVAL_S": "0",
     }
-    log_file = (out / "runtime.log").open("w")
-    cmd = [sys.executable, "-c", "import sys; from runtime.server import main; sys.exit(main())"]
-    metrics_port = free_port()
-    cmd += [
-        "--models",
-        str(models),
-        "--port",
-        "0",
-        "--metrics-port",
-        str(metrics_port),
-        "--ready-file",
-        str(ready),
-    ]
-    process = subprocess.Popen(cmd, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + timeout
-    info = None
-    while info is None:
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            raise RuntimeError(f"the runtime did not start; see {out / 'runtime.log'}")
-        time.sleep(0.1)
-        try:  # the runtime creates the file, then writes it: an empty or partial file means "not yet"
-            info = json.loads(ready.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            info = None
-    return RunningRuntime(process, int(info["port"]), int(info["metrics_port"]))
+    return launch(args, out, env, timeout)
 
 
 def drive_through_grpc(plan: DemoPlan, runtime: RunningRuntime, models: Path) -> list[dict]:

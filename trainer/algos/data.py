@@ -116,8 +116,8 @@ def drift_reference(env_id: str, site_spec: dict | None, flat_obs: np.ndarray, n
     """Per-feature training bins and shares for the runtime's drift gauge, with the env's feature groups;
     a window of one training episode's rows (agents x mean steps) by default. Only the exported policy
     needs it (seconds on a large log), so it is computed there, not when training sets up."""
+    from contract.obs_reference import build_reference
     from envs.registry import obs_groups
-    from runtime.drift import build_reference
 
     # a site log's env id names a file that may not be here: its recorded spec names the family's env
     env_id = site_spec["base"] if site_spec else env_id
