@@ -55,11 +55,11 @@ class Plan:
 
 
 def _traffic_demo_overrides() -> dict[str, dict]:
-    """The traffic demo's BC/InSPO settings (trainer/demo.py; InSPO's defaults gridlock the net), with the
-    alpha the recorded validation (docs/ope/grid4x4) used: candidates need not be tuned, only reproducible."""
-    from trainer.demo import PLANS as DEMO_PLANS
+    """The traffic demo's BC/InSPO settings (envs/traffic/registry.py; InSPO's defaults gridlock the net), with
+    the alpha the recorded validation (docs/ope/grid4x4) used: candidates need not be tuned, only reproducible."""
+    from envs.registry import demo_plans
 
-    overrides = {algo: dict(o) for algo, o in DEMO_PLANS["traffic"].train_overrides.items()}
+    overrides = {algo: dict(o) for algo, o in demo_plans()["traffic"].train_overrides.items()}
     overrides["inspo"]["alpha"] = 5.0
     return overrides
 

@@ -45,31 +45,22 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from envs.registry import family  # noqa: E402
 from trainer.report import ci95, mean_and_std  # noqa: E402
 
 INSPO = str(Path(sys.executable).with_name("inspo"))
 ABLATIONS = ("inspo-simultaneous", "inspo-noresample", "inspo-beta0")
 # BC with InSPO's network (its `hidden` and `shared`): "InSPO vs BC" then compares algorithms, not architectures
 MATCHED_BC = "bc-matched"
-# per env family: metric -> column title; the first is the primary one (lower is better)
-DOMAIN_METRICS = {
-    "elevator": {
-        "avg_wait": "avg wait (s)",
-        "avg_sq_wait": "avg squared wait (s²)",
-        "avg_system_time": "system time (s)",
-        "pct_wait_over_60": "% wait > 60 s",
-    },
-    "sumo": {
-        "delay": "trip delay (s)",
-        "delay_all": "delay incl. unfinished (s)",
-        "throughput": "throughput (trips)",
-        "avg_queue": "avg queue (veh)",
-    },
-}
 
 
 def metrics_for(env_id: str) -> dict[str, str]:
-    return DOMAIN_METRICS[env_id.split(":")[0]]
+    """The env family's headline metrics (envs/family.py): key -> column title, the primary one first."""
+    return {m.key: m.title for m in family(env_id).metrics}
+
+
+def decimals_for(env_id: str) -> dict[str, int]:
+    return {m.key: m.decimals for m in family(env_id).metrics}
 
 
 def primary_of(metrics: dict[str, str]) -> str:
@@ -394,7 +385,7 @@ def fmt(ms: tuple[float, float], digits: int = 1) -> str:
 def section(name: str, cfg: dict, rows: list[dict], seeds: list[int], train_seeds: list[int], command: str,
             pngs: list[Path], data_desc: str) -> str:  # fmt: skip
     bench = cfg["bench"]
-    metrics = metrics_for(bench["env"])
+    metrics, decimals = metrics_for(bench["env"]), decimals_for(bench["env"])
     primary, title = primary_of(metrics), metrics[primary_of(metrics)]
     factor = float(bench.get("target_factor", 0.9))
     heur = [r for r in rows if r["runs"] == 1]
@@ -422,9 +413,7 @@ def section(name: str, cfg: dict, rows: list[dict], seeds: list[int], train_seed
         dm = float(np.mean(diffs))
         dlo, dhi = ci95(diffs)
         lo, hi = r[primary + "_ci"]
-        cells = [
-            fmt(r[k], 2 if k == "pct_wait_over_60" else (0 if k == "avg_sq_wait" else 1)) for k in metrics
-        ]
+        cells = [fmt(r[k], decimals[k]) for k in metrics]
         diff = "—" if r is best else f"{dm:+.2f} [{dlo:+.2f}, {dhi:+.2f}]"
         lines.append(
             f"| {r['label']} | {r['runs']} | {r['episodes']} | " + " | ".join(cells)
@@ -651,8 +640,7 @@ def main(argv: list[str] | None = None) -> int:
         command = ".venv/bin/python bench/results.py " + " ".join(
             shlex.quote(a) for a in (argv or sys.argv[1:])
         )
-        package = {"sumo": "traffic"}.get(bench["env"].split(":")[0], bench["env"].split(":")[0])
-        desc = f"`{bench['dataset']}` dataset of `envs/{package}/registry.py` ({args.log or 'collected'})"
+        desc = f"`{bench['dataset']}` dataset of `{family(bench['env']).source}` ({args.log or 'collected'})"
         sections[name] = section(name, cfg, rows, seeds, train_seeds, command.strip(), pngs, desc)
         overview[name] = overview_row(name, cfg, rows)
         (work / "summary.json").write_text(json.dumps(rows, indent=2, default=str))

@@ -1,32 +1,25 @@
-"""One place that turns an env id into an environment, its controllers and its datasets.
+"""One place that turns an env id into an environment, its controllers, datasets, metrics and demo.
 
 Env ids: ``xor``, ``mne``, ``bridge``, ``matrix``, ``elevator:<preset>:<profile>``,
 ``sumo:<net>``, and ``site:PATH`` for a site file (``envs/site.py``). The first ``:``-separated
-token names a *family*; each family is a module
-that exposes three functions, imported lazily so that asking for ``xor`` never imports SUMO:
-
-* ``make_env(env_id: str, **overrides) -> MultiAgentEnv``
-* ``make_controller(env_id: str, name: str, **kwargs) -> Controller`` (rule / behaviour controllers by name)
-* ``controller_names(env_id: str) -> list[str]``
-* optionally ``datasets(env_id) -> dict[str, list[tuple[str, int]]]``: named datasets as
-  (controller spec, episodes) pairs, e.g. Bridge ``mixed`` = 500 optimal + 500 random.
-* ``site_spec(env) -> {"options": ..., "files": ...}``: the env's resolved options (``envs/site.py``),
-  and ``STRUCTURAL_OPTIONS`` (plus optional ``IGNORED_OPTIONS``, ``STRUCTURAL_FILES``) for the site check.
+token names a *family*; :data:`FAMILIES` maps it to the module implementing the family protocol
+(``envs/family.py``), imported lazily so that asking for ``xor`` never imports SUMO.
 
 Every env ``make_env`` returns carries ``env.site_spec``, the resolved spec that logs, runs and models record.
 """
 
 from __future__ import annotations
 
-import importlib
 from types import ModuleType
 from typing import TYPE_CHECKING
+
+from envs.family import DemoPlan, Family
 
 if TYPE_CHECKING:
     from envs.base import MultiAgentEnv
     from envs.controllers import Controller
 
-# family -> module implementing it
+# family -> module implementing it (envs/family.py says what it provides); one line per family
 FAMILIES: dict[str, str] = {
     "xor": "envs.games.registry",
     "mne": "envs.games.registry",
@@ -54,8 +47,44 @@ def family_of(env_id: str) -> str:
     return family
 
 
+def family(env_id: str) -> Family:
+    """The family of an env id (or of a site file's env)."""
+    return family_named(family_of(env_id))
+
+
+def family_named(name: str) -> Family:
+    """A family by its env-id prefix (``sumo``), e.g. the ``family`` a site spec records."""
+    if name not in FAMILIES:
+        raise UnknownEnvError(f"unknown env family {name!r}: expected one of {sorted(FAMILIES)}")
+    return Family(name, FAMILIES[name])
+
+
 def _family_module(env_id: str) -> ModuleType:
-    return importlib.import_module(FAMILIES[family_of(env_id)])
+    return family(env_id).module
+
+
+def demo_plans() -> dict[str, DemoPlan]:
+    """``inspo demo`` plans by domain name, from the families that define one."""
+    plans: dict[str, DemoPlan] = {}
+    for name in {module: name for name, module in FAMILIES.items()}.values():  # one per module
+        plan = family_named(name).demo
+        if plan is not None:
+            plans[plan.domain] = plan
+    return plans
+
+
+def action_names(env_id: str, spec: dict | None = None) -> list[str] | None:
+    """The env's action names where building it is cheap (not a SUMO net), else None.
+
+    ``spec``: a log's recorded site spec, used instead of ``env_id`` (which may name a file not here).
+    """
+    from envs.site import env_from_spec
+
+    found = family_named(spec["family"]) if spec else family(env_id)
+    if not found.cheap_to_build:
+        return None
+    names = (env_from_spec(spec) if spec else make_env(env_id)).action_names
+    return list(names) if names else None
 
 
 def base_env_id(env_id: str) -> str:
@@ -95,10 +124,10 @@ def make_rule_controller(env_id: str, name: str, **kwargs) -> Controller:
 
 def make_experiment(env_id: str, base: Controller, p: float) -> Controller:
     """The env family's logged experiment around rule ``base`` (``<rule>@exp=<p>``)."""
-    module = _family_module(env_id)
-    if not hasattr(module, "make_experiment"):
+    hook = family(env_id).hook("make_experiment")
+    if hook is None:
         raise ValueError(f"env {env_id!r} has no logged experiment (@exp=); its family defines none")
-    return module.make_experiment(base, p)
+    return hook(base, p)
 
 
 def controller_names(env_id: str) -> list[str]:
@@ -109,16 +138,15 @@ def obs_groups(env_id: str, obs_dim: int) -> tuple[dict[str, list[int]], list[in
     """Named feature ranges of the env's observation and its clock features (for the runtime's drift
     gauge), when the family describes its layout and it matches ``obs_dim``; else None."""
     try:
-        module = _family_module(env_id)
+        hook = family(env_id).hook("obs_groups")
     except UnknownEnvError:
         return None
-    return module.obs_groups(env_id, obs_dim) if hasattr(module, "obs_groups") else None
+    return hook(env_id, obs_dim) if hook is not None else None
 
 
 def dataset_plan(env_id: str, dataset: str) -> list[tuple[str, int]]:
     """A named dataset as a list of (controller spec, episodes)."""
-    module = _family_module(env_id)
-    plans = module.datasets(base_env_id(env_id)) if hasattr(module, "datasets") else {}
+    plans = family(env_id).datasets(base_env_id(env_id))
     if dataset not in plans:
         raise KeyError(f"env {env_id!r} has no dataset {dataset!r}; known: {sorted(plans)}")
     return list(plans[dataset])

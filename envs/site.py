@@ -22,7 +22,6 @@ are allowed and reported in one line. Labels (``name``) and the simulator backen
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import tomllib
 from dataclasses import dataclass
@@ -85,9 +84,9 @@ def sha256_file(path: str | Path) -> str:
 
 
 def family_module(family: str):
-    from envs.registry import FAMILIES
+    from envs.registry import family_named
 
-    return importlib.import_module(FAMILIES[family])
+    return family_named(family).module
 
 
 def dumps(spec: dict[str, Any]) -> str:

@@ -12,92 +12,17 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from rich.console import Console
 from rich.rule import Rule
 
+from envs.family import DemoPlan
+from envs.registry import demo_plans
 from runtime.launch import RunningRuntime, free_port
 from runtime.launch import start_runtime as launch
 
 console = Console()
-
-
-@dataclass
-class DemoPlan:
-    """What the demo runs for one domain. ``fast`` shrinks it for tests."""
-
-    env_id: str
-    dataset: str  # a named dataset of the env family (envs.registry.dataset_plan)
-    heuristics: list[str]  # rule controllers compared on the evaluation seeds
-    model_name: str
-    eval_seeds: int = 8
-    grpc_seeds: int = 2  # evaluation seeds also driven through the runtime
-    algorithms: tuple[str, ...] = ("inspo", "bc")
-    train_overrides: dict[str, dict] = field(default_factory=dict)
-    env_kwargs: dict = field(default_factory=dict)  # options for every env the demo makes
-    workers: int = 2
-
-
-PLANS: dict[str, DemoPlan] = {
-    "elevator": DemoPlan(
-        env_id="elevator:cb10x4:downpeak",
-        dataset="demo",
-        heuristics=["etd", "collective", "sector", "nearest-car"],
-        model_name="elevator",
-        # the elevator setting of bench/configs/elevator-downpeak.toml (chosen on tuning seeds with its
-        # 150-episode log; the demo trains on the 32-episode `demo` log)
-        train_overrides={
-            "inspo": {
-                "iterations": 1500,
-                "actor_init": "mu",
-                "alpha": 3.0,
-                "critic_steps": 4,
-                "soft_critic": False,
-            },
-            "bc": {"iterations": 300},
-        },
-    ),
-    # The first 15 minutes of grid4x4 (the benchmark hour's routes): about 0.5 s of SUMO per episode,
-    # so collection and evaluation take seconds and the time goes to training. Every env the demo
-    # makes (collection workers, evaluation, the gRPC drive) gets ``env_kwargs``.
-    "traffic": DemoPlan(
-        env_id="sumo:grid4x4",
-        dataset="demo",
-        heuristics=["max-pressure", "fixed"],
-        model_name="grid4x4",
-        eval_seeds=4,
-        grpc_seeds=1,
-        train_overrides={
-            # Small per-agent nets, a short-horizon critic (gamma 0.9 = ~50 s of traffic) trained well
-            # before the actor moves, teammate weights over grid neighbours with tight ratio clips: with
-            # the defaults 16 agents' ratio products blow the local Q up and the policy gridlocks the net
-            # within 300 iterations (measured). alpha 1 and the softmax-explored `demo` log: chosen on
-            # tuning seeds (bench/configs/traffic-grid4x4.toml, docs/algorithm.md).
-            "inspo": {
-                "iterations": 300,
-                "hidden": [64, 64],
-                "critic_hidden": [128, 128],
-                "batch_size": 128,
-                "resample_factor": 2,
-                "mu_steps": 1000,
-                "critic_warmup": 1000,
-                "actor_init": "mu",
-                "actor_init_noise": 0.0,
-                "alpha": 1.0,
-                "soft_critic": False,
-                "gamma": 0.9,
-                "polyak": 0.02,
-                "use_neighbors": True,
-                "ratio_min": 0.5,
-                "ratio_max": 2.0,
-            },
-            "bc": {"iterations": 200},
-        },
-        env_kwargs={"num_seconds": 900},
-    ),
-}
 
 
 def describe(plan: DemoPlan) -> str:
@@ -241,7 +166,7 @@ def show_metrics(runtime: RunningRuntime, lines: int = 12) -> None:
 def run_demo(domain: str, out: Path, fast: bool = False) -> dict:
     from trainer.report import print_table
 
-    plan = PLANS[domain]
+    plan = demo_plans()[domain]
     if fast:
         plan = fast_plan(plan)
     if out.exists():

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import glob
-import importlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,14 +184,13 @@ def plot_returns(groups: list[Group], path: Path, env_id: str) -> Path:
 
 
 def domain_plots(env_id: str, results_by_controller: dict[str, list[EpisodeResult]], out: Path) -> list[Path]:
-    """Call ``plot_eval`` of the env family module when it has one (elevator / traffic engineers add it)."""
-    from envs.registry import FAMILIES, family_of
+    """The env family's own evaluation figures (``plot_eval`` of envs/family.py), when it draws any."""
+    from envs.registry import family
 
-    module = importlib.import_module(FAMILIES[family_of(env_id)])
-    hook = getattr(module, "plot_eval", None)
-    if hook is None:
+    found = family(env_id)
+    if found.hook("plot_eval") is None:
         return []
     import matplotlib
 
     matplotlib.use("Agg")
-    return [Path(p) for p in hook(results_by_controller, out)]
+    return found.plot_eval(results_by_controller, out)

@@ -17,9 +17,17 @@ from typing import Any
 from envs.elevator.config import PRESETS, PROFILES, Building, Slot, Traffic
 from envs.elevator.controllers import CONTROLLERS
 from envs.elevator.env import ElevatorEnv
+from envs.family import DemoPlan, Metric
 from envs.options import Option, check_options
 
 DEFAULT_PRESET, DEFAULT_PROFILE = "cb10x4", "downpeak"
+# Headline metrics (keys of ElevatorEnv.episode_metrics), the primary one first: waiting time.
+METRICS = (
+    Metric("avg_wait", "avg wait (s)"),
+    Metric("avg_sq_wait", "avg squared wait (s²)", decimals=0),
+    Metric("avg_system_time", "system time (s)"),
+    Metric("pct_wait_over_60", "% wait > 60 s", decimals=2),
+)
 SLOT_KEYS = ("seconds", "pct5", "up", "down", "inter")
 KINEMATIC = ("speed", "acceleration", "door_open", "door_close")
 
@@ -306,3 +314,24 @@ def plot_eval(results_by_controller: dict, out_dir: Path) -> list[Path]:
     from envs.elevator.plots import plot_eval as _plot
 
     return _plot(results_by_controller, Path(out_dir))
+
+
+DEMO = DemoPlan(
+    domain="elevator",
+    env_id="elevator:cb10x4:downpeak",
+    dataset="demo",
+    heuristics=["etd", "collective", "sector", "nearest-car"],
+    model_name="elevator",
+    # the elevator setting of bench/configs/elevator-downpeak.toml (chosen on tuning seeds with its
+    # 150-episode log; the demo trains on the 32-episode `demo` log)
+    train_overrides={
+        "inspo": {
+            "iterations": 1500,
+            "actor_init": "mu",
+            "alpha": 3.0,
+            "critic_steps": 4,
+            "soft_critic": False,
+        },
+        "bc": {"iterations": 300},
+    },
+)

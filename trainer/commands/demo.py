@@ -6,6 +6,22 @@ import argparse
 from pathlib import Path
 
 
+class _Domains:
+    """The demo domains of the env families (envs/family.py), loaded only when argparse checks or lists them."""
+
+    def __contains__(self, domain: object) -> bool:
+        return domain in self._plans()
+
+    def __iter__(self):
+        return iter(self._plans())
+
+    @staticmethod
+    def _plans() -> dict:
+        from envs.registry import demo_plans
+
+        return demo_plans()
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo",
@@ -13,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Collect logs from ε-explored heuristics, train InSPO and BC, evaluate on held-out seeds, "
         "export to ONNX, start the runtime, drive the simulator through gRPC, print the comparison.",
     )
-    p.add_argument("--domain", choices=["elevator", "traffic"], default="elevator")
+    p.add_argument("--domain", choices=_Domains(), default="elevator", help="which family's demo to run")
     p.add_argument("--out", default="demo-out", help="everything the demo writes goes here (replaced)")
     p.add_argument("--fast", action="store_true", help="a tiny version for smoke tests (results mean little)")
     p.set_defaults(func=run)

@@ -59,18 +59,14 @@ class DatasetCard:
 
 
 def _action_names(env_id: str, n_actions: int, spec: dict | None = None) -> list[str]:
-    """Names from the env registry (or the log's site spec) where building the env is cheap; indices otherwise."""
-    if not env_id.startswith("sumo") and (spec or {}).get("family") != "sumo":
-        try:
-            from envs.registry import make_env
-            from envs.site import env_from_spec
+    """Names from the env family (or the log's site spec) where building the env is cheap; indices otherwise."""
+    from envs.registry import action_names
 
-            names = (env_from_spec(spec) if spec else make_env(env_id)).action_names
-            if names and len(names) == n_actions:
-                return list(names)
-        except Exception:  # an env id this checkout cannot build: the card still works
-            pass
-    return [str(a) for a in range(n_actions)]
+    try:
+        names = action_names(env_id, spec)
+    except Exception:  # an env id this checkout cannot build: the card still works
+        names = None
+    return list(names) if names and len(names) == n_actions else [str(a) for a in range(n_actions)]
 
 
 def _stats(values: np.ndarray) -> dict[str, float]:
