@@ -77,8 +77,3 @@ class MultiAgentEnv(ParallelEnv):
         import gymnasium as gym
 
         return gym.spaces.Discrete(self.n_actions)
-
-
-def legal_actions(mask: np.ndarray) -> np.ndarray:
-    """Indices of the legal actions in a boolean mask."""
-    return np.flatnonzero(np.asarray(mask, dtype=bool))

@@ -21,6 +21,8 @@ A controller spec string builds any of these: ``"etd"``, ``"etd@eps=0.1"``,
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -55,7 +57,8 @@ class Controller(ABC):
 
     name: str = "controller"
     model_version: str | None = None
-    last_distribution: dict[str, np.ndarray] = {}
+    # set per instance by act(); the class default is read-only, so no two controllers can share one
+    last_distribution: Mapping[str, np.ndarray] = MappingProxyType({})
 
     def reset(self, env: MultiAgentEnv, seed: int) -> None:
         """Called after ``env.reset(seed)``; rule controllers clear their per-episode state here."""

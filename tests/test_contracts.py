@@ -26,3 +26,18 @@ def test_parse_component_rejects_unknown_options():
 def test_epsilon_rejects_out_of_range():
     with pytest.raises(ValueError):
         EpsilonMix(RandomLegal(), 1.5)
+
+
+def test_last_distribution_is_never_shared_between_controllers():
+    from envs.registry import make_env
+
+    env = make_env("xor")
+    obs, infos = env.reset(seed=0)
+    first, second = RandomLegal(), RandomLegal()
+    with pytest.raises(
+        TypeError
+    ):  # the class default is read-only: writing into it would reach every controller
+        first.last_distribution["agent_0"] = np.ones(2)
+    first.act(env, obs, infos, np.random.default_rng(0))
+    assert set(first.last_distribution) == set(env.possible_agents)
+    assert len(second.last_distribution) == 0

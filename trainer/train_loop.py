@@ -21,6 +21,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from trainer.algos import Algorithm, config_dict, make_algorithm
+from trainer.algos.config import parse_overrides
 from trainer.logs.dataset import OfflineData
 from trainer.threads import torch_threads
 
@@ -173,15 +174,7 @@ def _train(
         data = load_log(data)
     else:
         data_source = "<in-memory>"
-    items: dict[str, Any] = {}
-    if isinstance(overrides, dict):
-        items.update(overrides)
-    elif overrides:
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"--set expects key=value, got {item!r}")
-            items[key.strip()] = value
+    items = parse_overrides(overrides)
     if seed is not None:
         items["seed"] = seed
     algo = make_algorithm(algo_name, config_file, items)

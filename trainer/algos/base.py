@@ -9,7 +9,6 @@ state to one file.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -218,10 +217,6 @@ def clip_grad_norm(params, max_norm: float) -> torch.Tensor:
     if float(coef) != 1.0:  # NaN included, as in torch
         torch._foreach_mul_(grads, coef)
     return total
-
-
-def replace_config(config: Any, **changes: Any) -> Any:
-    return dataclasses.replace(config, **changes)
 
 
 __all__ = ["MASK_LOGIT", "Algorithm", "agent_logits", "all_agents_logits", "clip_step"]

@@ -303,22 +303,27 @@ def make_config(
             )
         loaded = loaded.get(algo, loaded)  # allow a [inspo] table or a flat file
         values.update(loaded)
-    if isinstance(overrides, list):
-        pairs = {}
-        for item in overrides:
-            key, sep, value = item.partition("=")
-            if not sep:
-                raise ValueError(f"--set expects key=value, got {item!r}")
-            pairs[key.strip()] = value
-        overrides = pairs
-    values.update(overrides or {})
+    values.update(parse_overrides(overrides))
     config = cfg_type(**{k: _coerce(cfg_type, k, v) for k, v in values.items()})
     config.validate()
     return config
+
+
+def parse_overrides(overrides: list[str] | dict[str, Any] | None) -> dict[str, Any]:
+    """``--set key=value`` items (or a dict, passed through) as a dict; values are coerced later."""
+    if isinstance(overrides, dict):
+        return dict(overrides)
+    pairs: dict[str, Any] = {}
+    for item in overrides or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--set expects key=value, got {item!r}")
+        pairs[key.strip()] = value
+    return pairs
 
 
 def config_dict(cfg: Any) -> dict[str, Any]:
     return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(cfg).items()}
 
 
-__all__ = ["ALGORITHMS", "BCConfig", "InSPOConfig", "config_dict", "make_config"]
+__all__ = ["ALGORITHMS", "BCConfig", "InSPOConfig", "config_dict", "make_config", "parse_overrides"]
