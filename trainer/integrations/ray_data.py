@@ -23,8 +23,7 @@ from trainer.integrations.ray_collect import connect, disconnect
 def _file_facts(path: str, kind: str):
     import pyarrow.parquet as pq
 
-    from trainer.logs.reader import parse_meta
-    from trainer.logs.stream import file_digest
+    from trainer.logs.reader import file_digest, parse_meta
 
     p = Path(path)
     schema = pq.read_schema(p)
@@ -49,7 +48,8 @@ def _convert_group(plan, group):
 def plan_log_ray(path: str | os.PathLike):
     """Pass 1 on the cluster; on any read problem, the local pass names the file and column."""
     ray = require_ray()
-    from trainer.logs.stream import FileScan, combine_fingerprint, log_files, plan_from_scans, plan_log
+    from trainer.logs.reader import combine_fingerprint, log_files
+    from trainer.logs.stream import FileScan, plan_from_scans, plan_log
 
     root, agents, envs = log_files(path)
     kinds = [("agent_steps", p) for p in agents] + [("env_steps", p) for p in envs]

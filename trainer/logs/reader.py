@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -95,6 +96,44 @@ def part_files(root: Path, kind: str) -> list[Path]:
     return found
 
 
+def log_files(path: str | os.PathLike) -> tuple[Path, list[Path], list[Path]]:
+    """The root and the agent/env part files of a log (a directory, or one agent_steps file), in reading order."""
+    root = Path(path)
+    if root.is_file():
+        return root, [root], []
+    if not root.is_dir():
+        raise FileNotFoundError(f"{root}: no such log directory or file")
+    agents = part_files(root, "agent_steps")
+    if not agents:
+        raise LogValidationError(
+            root, "no agent_steps part files found; expected <log>/agent_steps/**/part-*.parquet"
+        )
+    return root, agents, part_files(root, "env_steps")
+
+
+def file_digest(path: Path, block: int = 1 << 22) -> bytes:
+    """sha256 of a file's bytes, read in blocks."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(block):
+            h.update(chunk)
+    return h.digest()
+
+
+def add_to_fingerprint(hasher, path: Path, digest: bytes) -> None:
+    """A log's fingerprint covers each part file's relative path tail and the sha256 of its bytes."""
+    hasher.update(str(path.parts[-4:]).encode())
+    hasher.update(digest)
+
+
+def combine_fingerprint(files: Iterable[Path], digests: Iterable[bytes]) -> str:
+    """``read_log``'s fingerprint from per-file digests (the files in reading order)."""
+    hasher = hashlib.sha256()
+    for path, digest in zip(files, digests, strict=True):
+        add_to_fingerprint(hasher, path, digest)
+    return hasher.hexdigest()
+
+
 def parse_meta(path: Path, metadata: dict[bytes, bytes] | None) -> LogMeta:
     """The environment facts from one file's schema metadata; every key is required."""
     metadata = metadata or {}
@@ -167,8 +206,7 @@ def read_part(path: Path, kind: str, hasher) -> tuple[pa.Table, LogMeta]:
         data = path.read_bytes()
     except OSError as err:
         raise LogValidationError(path, f"cannot read file: {err}") from None
-    hasher.update(str(path.parts[-4:]).encode())
-    hasher.update(hashlib.sha256(data).digest())
+    add_to_fingerprint(hasher, path, hashlib.sha256(data).digest())
     try:
         parquet = pq.ParquetFile(pa.BufferReader(data))
         schema = parquet.schema_arrow
@@ -200,8 +238,7 @@ def read_part(path: Path, kind: str, hasher) -> tuple[pa.Table, LogMeta]:
     return _cast_columns(path, table, fields, present), meta
 
 
-def _read_kind(root: Path, kind: str, hasher) -> tuple[PartTables | None, list[tuple[Path, LogMeta]]]:
-    files = part_files(root, kind)
+def _read_files(files: list[Path], kind: str, hasher) -> tuple[PartTables | None, list[tuple[Path, LogMeta]]]:
     if not files:
         return None, []
     tables, metas = [], []
@@ -251,22 +288,11 @@ def _check_same_meta(metas: list[tuple[Path, LogMeta]]) -> LogMeta:
 
 def read_log(path: str | os.PathLike) -> RawLog:
     """Read a log directory (``<log>/agent_steps/...``) or a single agent_steps Parquet file."""
-    root = Path(path)
+    _, agent_files, env_files = log_files(path)
     hasher = hashlib.sha256()
-    if root.is_file():
-        table, meta = read_part(root, "agent_steps", hasher)
-        agents = PartTables(table, [root], np.array([0, table.num_rows]))
-        envs, metas = None, [(root, meta)]
-    elif root.is_dir():
-        agents, metas = _read_kind(root, "agent_steps", hasher)
-        if agents is None:
-            raise LogValidationError(
-                root, "no agent_steps part files found; expected <log>/agent_steps/**/part-*.parquet"
-            )
-        envs, env_metas = _read_kind(root, "env_steps", hasher)
-        metas += env_metas
-    else:
-        raise FileNotFoundError(f"{root}: no such log directory or file")
+    agents, metas = _read_files(agent_files, "agent_steps", hasher)
+    envs, env_metas = _read_files(env_files, "env_steps", hasher)
+    metas += env_metas
     meta = _check_same_meta(metas)
     has_probs = "behavior_prob" in agents.table.column_names
     return RawLog(meta, agents, envs, has_probs, hasher.hexdigest())

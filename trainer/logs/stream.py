@@ -43,7 +43,16 @@ from trainer.logs.card import (
 from trainer.logs.convert import LoadedLog, to_offline_data
 from trainer.logs.dataset import OfflineData
 from trainer.logs.errors import LogValidationError
-from trainer.logs.reader import PartTables, RawLog, _check_same_meta, concat_parts, part_files, read_part
+from trainer.logs.reader import (
+    PartTables,
+    RawLog,
+    _check_same_meta,
+    combine_fingerprint,
+    concat_parts,
+    file_digest,
+    log_files,
+    read_part,
+)
 from trainer.logs.validate import validate
 
 ARRAYS = {  # name -> (dtype, trailing shape key, padding value)
@@ -117,39 +126,6 @@ def scan_table(path: Path, kind: str, meta: LogMeta, table: pa.Table) -> FileSca
         ),
         "behavior_prob" in table.column_names,
     )
-
-
-def log_files(path: str | os.PathLike) -> tuple[Path, list[Path], list[Path]]:
-    """The root and the agent/env part files of a log, in ``read_log``'s order."""
-    root = Path(path)
-    if root.is_file():
-        return root, [root], []
-    if not root.is_dir():
-        raise FileNotFoundError(f"{root}: no such log directory or file")
-    agents = part_files(root, "agent_steps")
-    if not agents:
-        raise LogValidationError(
-            root, "no agent_steps part files found; expected <log>/agent_steps/**/part-*.parquet"
-        )
-    return root, agents, part_files(root, "env_steps")
-
-
-def file_digest(path: Path, block: int = 1 << 22) -> bytes:
-    """sha256 of a file's bytes, read in blocks."""
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(block):
-            h.update(chunk)
-    return h.digest()
-
-
-def combine_fingerprint(files: Iterable[Path], digests: Iterable[bytes]) -> str:
-    """``read_log``'s fingerprint from per-file digests (relative path tail + sha256 of the bytes)."""
-    hasher = hashlib.sha256()
-    for path, digest in zip(files, digests, strict=True):
-        hasher.update(str(path.parts[-4:]).encode())
-        hasher.update(digest)
-    return hasher.hexdigest()
 
 
 def log_fingerprint(path: str | os.PathLike) -> str:
