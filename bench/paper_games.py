@@ -8,7 +8,7 @@ collection seeds. Metrics: for XOR / M-NE the exact probability the learned (sto
 policy puts on an optimal joint action (the games have one state, so the product of the agents'
 softmaxes is the joint policy); for Bridge the greedy policy's return (the env is deterministic)
 and the stochastic policy's mean return on the evaluation seeds. Hyperparameters per game are fixed
-below, chosen from the tabular reconstruction (reference §8 / docs/algorithm.md), never on
+below, chosen from the tabular reconstruction (docs/algorithm.md, "The tabular check behind the estimator"), never on
 evaluation seeds.
 """
 
@@ -54,7 +54,7 @@ MATRIX = {
 }
 GAME_CONFIG = {
     "xor": {**MATRIX, "alpha": 0.05, "beta": 0.02},
-    # actor_init = mu: the tabular check of reference §8.5 starts from mu, where beta decides the equilibrium
+    # actor_init = mu: the tabular check 5 of docs/algorithm.md starts from mu, where beta decides the equilibrium
     # (tuning seeds 100-102, imbalanced: best equilibrium 3/3 with beta 0.3, 2/3 with beta 0; from a random
     # init both reach it, so the ablation showed nothing)
     "mne": {**MATRIX, "alpha": 0.1, "beta": 0.3, "actor_init": "mu"},
@@ -91,7 +91,7 @@ GAME_CONFIG = {
     },
 }
 # The sequential-vs-simultaneous ablation where each agent's update is Eq. 13 fitted to convergence
-# (reference §8.7: with damped updates simultaneous coordinates too). The local Q is fitted to its target
+# (docs/algorithm.md, tabular check 7: with damped updates simultaneous coordinates too). The local Q is fitted to its target
 # (200 steps: with 20 the shared local-Q net lags a flipped teammate and can rank the actions wrongly,
 # measured) and the actor to the closed form (300 steps); the actor starts from mu plus noise, so each
 # agent's initial lean is independent (the tabular check's start). Chosen on training seeds 100-105:
@@ -383,7 +383,7 @@ def write_report(results: list[dict], out: Path, seeds: list[int], argv: str, mi
         "  is damped (30 actor Adam steps per iteration), and then `inspo-simultaneous` coordinates too: each",
         "  agent drifts toward the response to its teammate's current lean, and under small simultaneous",
         "  steps the coordinated direction grows while the anti-coordinated one decays. The paper's failure",
-        "  needs each agent's update to be Eq. 13's closed-form step fitted to convergence (reference §8.7).",
+        "  needs each agent's update to be Eq. 13's closed-form step fitted to convergence (docs/algorithm.md, tabular check 7).",
         "  The `exact-step` row does that (local Q 200 steps, actor 300 steps, actor started from mu plus",
         "  noise so each agent's first lean is independent; chosen on training seeds 100-105, where",
         "  sequential coordinated 6/6 and simultaneous failed 3/6). There, simultaneous agents best-respond",
@@ -395,7 +395,7 @@ def write_report(results: list[dict], out: Path, seeds: list[int], argv: str, mi
         "  net still ranked an agent's actions the wrong way round (targets 0.006 / 1.98, fit 0.84 / 0.60) and",
         "  the actor briefly undid the coordination. The default rows still end coordinated; the `exact-step`",
         "  row fits the local Q to convergence.",
-        "- M-NE runs start the actor from mu (as the tabular check of reference §8.5). From a random",
+        "- M-NE runs start the actor from mu (as tabular check 5 of docs/algorithm.md). From a random",
         "  (near-uniform) init the unnormalized teammate weight of the rare best equilibrium (pi/mu = 0.33/0.1)",
         "  already makes it the largest local Q at the first iteration, and `inspo` and `inspo-beta0` both",
         "  reached it in 5/5 seeds: the ablation showed nothing from there.",

@@ -5,9 +5,9 @@
 
 Each episode is 3600 simulated s with sumo-rl's defaults (delta 5 / yellow 2 / min-green 5), run in
 a spawn process pool (libsumo: one simulation per process). Prints a markdown table against the
-reference numbers (shared/reference/traffic.md §5), writes ``results.csv`` and per-net PNGs
+published reference numbers (the `reference` column of docs/traffic.md, "Baselines"), writes ``results.csv`` and per-net PNGs
 (delay per controller, queue over time) under ``--out``. ``--native`` adds sumo-rl's
-``fixed_ts=True`` (SUMO running the net's program itself), the reference's definition of "fixed".
+``fixed_ts=True`` (SUMO running the net's program itself), the definition of "fixed" behind those numbers.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-# mean completed-trip delay (s), 3600 s, seeds 0-2 (reference §5)
+# mean completed-trip delay (s), 3600 s, seeds 0-2: the reference figures of docs/traffic.md "Baselines"
 REFERENCE = {
     ("grid4x4", "fixed"): 91.7,
     ("grid4x4", "max-pressure"): 38.5,

@@ -1,4 +1,4 @@
-"""Simulators, rule controllers and metrics. No torch here (design.md §2)."""
+"""Simulators, rule controllers and metrics; no torch here (docs/architecture.md)."""
 
 from envs.registry import controller_names, dataset_plan, make_env, make_rule_controller
 

@@ -1,4 +1,4 @@
-"""The multi-agent environment contract every domain implements (design.md §3.1).
+"""The multi-agent environment contract every domain implements (docs/architecture.md).
 
 A ``MultiAgentEnv`` is a PettingZoo ``ParallelEnv`` with a few extra facts the trainer,
 the log format and the runtime need: a fixed agent list, one padded observation size,

@@ -1,6 +1,6 @@
 """Controllers (behaviour policies) and exploration wrappers with exact behaviour probabilities.
 
-Design.md §3.2: a controller maps the environment to every agent's action and reports the
+A controller maps the environment to every agent's action and reports the
 probability with which it chose each executed action. Here a controller returns a full
 *distribution* per agent (one-hot for a deterministic rule); sampling happens in one place
 (:meth:`Controller.act`) so the logged probability is always exactly the sampled action's mass.

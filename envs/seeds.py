@@ -1,4 +1,4 @@
-"""The one place seeds are split (design.md §3.8): collection, tuning and evaluation never overlap."""
+"""The one place seeds are split: collection, tuning and evaluation never overlap."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The decision log: served decisions (+ outcomes from ReportOutcome) as Parquet, in the log format
-the trainer reads (design.md §3.3, written by :class:`contract.logformat.LogWriter`).
+the trainer reads (docs/log-format.md, written by :class:`contract.logformat.LogWriter`).
 
 Serving never blocks on it. A decision is joined in memory with its step's outcome (key: model,
 episode_id, t) under a lock held for a few dict operations; a step is complete when every agent

@@ -1,4 +1,4 @@
-"""Prometheus metrics (design.md §3.6), all prefixed ``inspo_runtime_``.
+"""Prometheus metrics (docs/serving.md, docs/operations.md), all prefixed ``inspo_runtime_``.
 
 Each server owns its own :class:`CollectorRegistry` (so tests and benchmarks can run several in
 one process). Label children are bound once per model (``ModelMetrics``) and cached per

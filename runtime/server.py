@@ -256,7 +256,7 @@ async def serve(config: RuntimeConfig, ready_file: str | None = None) -> None:
 def build_parser(prog: str = "inspo-runtime") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
-        description="Serve ONNX policies over gRPC (design.md §3.5). Secrets come from files or the "
+        description="Serve exported ONNX policies over gRPC, with Prometheus metrics. Secrets come from files or the "
         "environment only (INSPO_RUNTIME_POLICY_TOKENS[_FILE], INSPO_RUNTIME_ADMIN_TOKENS[_FILE]).",
     )
     add_arguments(parser)

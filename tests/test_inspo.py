@@ -236,7 +236,7 @@ def _exact_steps_from_anti_coordinated_start(name: str) -> list[np.ndarray]:
 
 
 def test_exact_sequential_updates_coordinate_where_simultaneous_ones_oscillate():
-    """The paper's claim on XOR (reference §8.2, §8.7): from an anti-coordinated start, simultaneous
+    """The paper's claim on XOR (docs/algorithm.md, tabular checks 2 and 7): from an anti-coordinated start, simultaneous
     best responses to the teammates' old policies flip both agents together between the
     out-of-distribution (A, A) and (B, B); sequential ones respond to the updated teammate and coordinate."""
     sequential = _exact_steps_from_anti_coordinated_start("inspo")

@@ -1,4 +1,4 @@
-"""Exact tabular InSPO: monotonic improvement of the MEBR objective and the reference's §8 findings."""
+"""Exact tabular InSPO: monotonic improvement of the MEBR objective and the tabular checks of docs/algorithm.md."""
 
 import numpy as np
 from hypothesis import given, settings

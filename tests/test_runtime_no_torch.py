@@ -1,4 +1,4 @@
-"""design.md §2: the runtime never imports torch or trainer (a deployment image has neither)."""
+"""docs/architecture.md: the runtime never imports torch or trainer (a deployment image has neither)."""
 
 import subprocess
 import sys

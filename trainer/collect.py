@@ -1,4 +1,4 @@
-"""Collect logs: run controllers in a simulator and write the Parquet log (design.md §3.3).
+"""Collect logs: run controllers in a simulator and write the Parquet log (docs/log-format.md).
 
 Episodes are cut into fixed chunks of consecutive seeds; each chunk is written by one writer
 with its own part files, named after the chunk's seeds. The chunking depends only on the seeds,

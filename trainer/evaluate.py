@@ -1,4 +1,4 @@
-"""``inspo eval``: any controllers on the fixed evaluation seeds; table, CSV/JSON and plots (design.md §3.8).
+"""``inspo eval``: any controllers on the fixed evaluation seeds; table, CSV/JSON and plots (seeds: envs/seeds.py).
 
 A controller source is a rule spec, a run directory, an ONNX model directory or a ``grpc://`` URL
 (:func:`trainer.policies.load_controller`). A glob that matches several run directories (e.g.

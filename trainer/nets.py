@@ -3,7 +3,7 @@
 :class:`PolicyNet` is the deployable actor: inputs ``obs [B, O]``, ``agent [B]`` (index into the
 agent list) and ``action_mask [B, A]``; it bakes observation normalisation in as buffers and
 masks illegal actions with a large *finite* negative, so a softmax can never produce NaN
-(design.md §3.4). One network is shared across agents (agent id one-hot appended to the
+(docs/serving.md). One network is shared across agents (agent id one-hot appended to the
 input) or, with ``shared=False``, each agent has its own MLP.
 """
 

@@ -1,6 +1,6 @@
 """Learned policies as controllers, and one resolver from a source string to a :class:`Controller`.
 
-``load_controller(source, env_id)`` accepts (design.md §3.7 ``inspo eval``):
+``load_controller(source, env_id)`` accepts (the sources of ``inspo eval``):
 
 * a run directory (``<run>/policy/policy.json``) -> :class:`TorchPolicyController`;
 * a model directory holding ``policy.onnx`` -> ``trainer.served_policies.onnx_controller``;

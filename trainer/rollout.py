@@ -1,4 +1,4 @@
-"""Run one episode of any controller in any env, optionally logging every decision (design.md §3.2-3.3).
+"""Run one episode of any controller in any env, optionally logging every decision (docs/log-format.md).
 
 Collection, evaluation and the closed loop all go through :func:`run_episode`, so a policy is
 evaluated exactly the way logs are collected.

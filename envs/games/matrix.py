@@ -1,4 +1,4 @@
-"""One-step cooperative matrix games: XOR and M-NE (InSPO paper §4.2-4.3, reference §8.5).
+"""One-step cooperative matrix games: XOR and M-NE (InSPO paper §4.2-4.3; M-NE as in docs/algorithm.md, tabular check 5).
 
 An episode is a single decision: both agents act once, every agent receives the payoff of the
 joint action (a team reward), and the episode terminates. The state never changes, so the

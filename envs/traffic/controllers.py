@@ -1,4 +1,4 @@
-"""Rule controllers for traffic signals (design.md §3.2): fixed-time and max-pressure.
+"""Rule controllers for traffic signals (envs/controllers.py): fixed-time and max-pressure.
 
 ``random`` (uniform over legal phases) is :class:`envs.controllers.RandomLegal`. Exploration
 (``@eps=``, ``@temp=``) comes from the shared wrappers; max-pressure is a

@@ -1,6 +1,6 @@
 """Import SUMO, libsumo and sumo-rl the one way that works with the versions we install.
 
-Three traps (``shared/reference/traffic.md`` §7) are handled here, once, before anything imports
+Three traps (docs/traffic.md, "Pitfalls handled in envs/traffic/") are handled here, once, before anything imports
 ``traci`` or ``sumo_rl``:
 
 * ``SUMO_HOME`` must be set before ``import sumo_rl``; the ``eclipse-sumo`` wheel knows its path.

@@ -1,4 +1,4 @@
-"""Typed configs of the algorithms (design.md §3.7: dataclass defaults, overridable from TOML/YAML and flags).
+"""Typed configs of the algorithms (dataclass defaults, overridable from TOML/JSON files and ``--set`` flags).
 
 Every value that is a [?] in the reference is a field here, with the default documented in
 ``docs/algorithm.md``. Reward-derived quantities (``alpha``, ``beta``, ``baseline_min_margin``) are in
@@ -85,7 +85,7 @@ class BCConfig:
 
 @dataclass
 class InSPOConfig:
-    """In-Sample Sequential Policy Optimization (reference §2 + §8). See docs/algorithm.md."""
+    """In-Sample Sequential Policy Optimization See docs/algorithm.md."""
 
     seed: int = 0
     # networks

@@ -1,48 +1,8 @@
-"""InSPO: In-Sample Sequential Policy Optimization (Liu et al., AAAI 2025), as reconstructed in
-``reference/inspo-paper.md`` §2 and corrected by its §8. Reads top to bottom:
+"""InSPO: In-Sample Sequential Policy Optimization (Liu et al., AAAI 2025).
 
-1. ``mu``: per-agent behaviour cloning (shared ``PolicyNet`` with agent id), then frozen; its
-   probabilities are floored (``mu_floor`` of mass mixed uniformly over legal actions) so ``log mu``
-   is finite. ``log mu`` of every logged row is precomputed once.
-2. Every iteration:
-   a. critic (Eq. 10): ``critic_steps`` TD steps of a centralized joint-action ``Q(s, a)`` evaluated only
-      at logged joint actions, target ``r + gamma (1-done) [Qbar(s', a') - alpha sum log pi/mu - beta sum
-      log pi]`` at the *logged* next joint action ``a'``; the batch is drawn by importance resampling
-      (SIR) from a uniform pool with probability proportional to ``prod_i pi^i/mu^i (a'^i)`` (per-agent
-      ratios clipped in log space). Polyak target network.
-   b. a NEW random permutation of the agents (``torch.randperm`` on the run's generator).
-   c. one uniform batch; for each agent ``i`` in permutation order:
-      - teammate log-weight ``log w_{-i} = sum_{j != i} clip(log pi~^j - log mu^j)`` at logged actions,
-        where ``pi~^j`` is the policy *already updated this iteration* for ``j`` earlier in the order and the
-        iteration-start policy otherwise (``update="simultaneous"``: always the iteration-start policy);
-        optionally only ``j`` in ``env.neighbors()[i]``;
-      - local Q (Eq. 13's ``Q^i``): a network ``Q_psi(s, o^i, i) -> [A]`` regressed at the logged ``a^i`` on
-        the UNNORMALIZED target ``w_{-i} (Q(s, a) - b) + b`` with a PESSIMISTIC baseline
-        ``b = quantile(in-sample Q) - max(range, min_margin)`` (reference §8: self-normalised estimates
-        cannot solve XOR-balanced; ``b = 0`` picks out-of-distribution joint actions with negative rewards);
-      - actor: weighted BC on logged actions with weights ``exp(clip((Q^i(a) - beta log mu(a) - V)/tau))``,
-        ``V = tau logsumexp((alpha/tau) log mu + Q^i/tau)`` over legal actions, i.e. a fit of the closed
-        form ``pi* ∝ mu^{alpha/tau} exp(Q^i/tau)``; ``actor_steps`` steps (raise it to fit to convergence);
-      - agent ``i``'s new ratios replace its old ones for the agents after it.
-   ESS of the teammate weights and of the critic's resampling weights is logged every iteration.
-
-Choices where the paper is unknown ([?] in the reference), all config fields (docs/algorithm.md):
-rewards divided by ``reward_scale`` (auto: the 5-95% spread of discounted returns-to-go, 1 if the
-data show one value) so ``alpha``/``beta``/margins are in unit-Q terms; the last step of a truncated
-episode is terminal (no next observation is logged); sequential granularity is per minibatch
-(HAPPO-style: one batch per iteration shared by all agents' updates); the local Q conditions on the
-global state, the agent's own observation and its id; target weights are divided by their batch
-mean (``normalize_weights``); the regulariser in the critic target uses the clipped log-ratios;
-``inspo-noresample`` sets every teammate weight to 1 *and* switches off critic resampling;
-``mu`` and the actor share architecture (``hidden``, ``shared``) and default to one MLP per agent
-(``shared=False``): with a shared trunk, fitting one agent's update drags its teammates' policies
-along and XOR-balanced stalls at the symmetric point (measured); the actor starts from a random init
-(``actor_init="mu"``: mu plus parameter noise) which breaks the symmetry sequential updates need
-(reference §8.6); ``critic_warmup`` critic steps evaluate the initial policy before the first actor
-phase; ``soft_critic=False`` drops the regularisers from the TD target (the critic then evaluates
-π's plain return, see docs/algorithm.md "On the real domains"); ``actor_ema > 0`` deploys a Polyak
-average of the actor's parameters instead of the last iterate (``deployed_actor``; training uses the
-iterate).
+Reads top to bottom: behaviour cloning of ``mu``, then per iteration the joint critic (Eq. 10), a new
+agent permutation, and each agent's local Q and actor update (Eq. 13) in that order. docs/algorithm.md
+says what each step computes and why ("The code, top to bottom", "The tabular check behind the estimator").
 """
 
 from __future__ import annotations

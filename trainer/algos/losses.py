@@ -1,4 +1,4 @@
-"""InSPO's losses and targets as pure functions of tensors (design.md §4: unit-testable on tiny inputs).
+"""InSPO's losses and targets as pure functions of tensors (unit-testable on tiny inputs).
 
 Shapes: ``B`` batch rows, ``N`` agents, ``A`` actions. ``mask`` is a bool tensor of legal actions;
 illegal entries of any per-action tensor are ignored (never ``-inf`` arithmetic, so no NaN).
@@ -78,7 +78,7 @@ def pessimistic_baseline(
 ) -> torch.Tensor:
     """``b = quantile_q(in-sample Q) - max(in-sample Q range, min_margin)``.
 
-    Uncovered teammate actions are valued at ``b`` by the unnormalized local-Q estimator (reference §8.3);
+    Uncovered teammate actions are valued at ``b`` by the unnormalized local-Q estimator (docs/algorithm.md, tabular check 3);
     ``b`` well below every in-sample value keeps the estimator from preferring out-of-distribution joint
     actions whatever the sign of the rewards. ``min_margin`` is in (normalised) reward units: it stands in
     for the range when the data show a single value (XOR ``balanced``) or a critic's noise-sized spread.
@@ -96,7 +96,7 @@ def unnormalized_local_q_target(
 
     Its conditional mean over the data given ``(s, a^i)`` is ``E_{a^-i ~ D}[w_{-i} (Q - b)] + b``: the
     unnormalized importance-weighted estimate of ``E_{a^-i ~ pi~^{-i}}[Q(s, a)]`` in which teammate
-    actions the data do not cover count as ``b`` (reference §8). ``joint_q [B]``, ``log_w [B]``.
+    actions the data do not cover count as ``b`` (docs/algorithm.md, tabular check 3). ``joint_q [B]``, ``log_w [B]``.
     """
     return torch.exp(log_w) * (joint_q - baseline) + baseline
 

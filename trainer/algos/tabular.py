@@ -1,5 +1,5 @@
 """Exact (tabular) InSPO on one-step two-agent games, built from the same loss functions as the neural
-algorithm: the reference's §8 checks, and the monotonic-improvement property tests.
+algorithm: the tabular checks of docs/algorithm.md, and the monotonic-improvement property tests.
 
 ``R[a1, a2]`` payoff, ``D[a1, a2]`` dataset joint-action distribution, ``mus`` its marginals,
 ``pis`` the agents' policies (1-D probability vectors, strictly positive where ``mu`` is).

@@ -12,7 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "collect",
         help="run controllers in a simulator and write a Parquet log",
-        description="Run rule/behaviour controllers and write a log (design.md §3.3). "
+        description="Run rule/behaviour controllers and write a Parquet log (docs/log-format.md). "
         "Either --dataset NAME (a named dataset of the env) or --controller SPEC --episodes N. "
         "SPEC: 'etd', 'etd@eps=0.1', 'nearest-car@temp=2', or a comma list for a per-episode mixture.",
     )

@@ -1,4 +1,4 @@
-"""``inspo data inspect <log>``: validate a log and print its dataset card (design.md §3.3).
+"""``inspo data inspect <log>``: validate a log and print its dataset card (docs/log-format.md).
 
 ``inspo data combine --out OUT LOG [LOG ...]``: one training log from several (e.g. the runtime's decision
 log plus the earlier logs), repairing the gaps unreported outcomes leave (``trainer/logs/combine.py``)."""

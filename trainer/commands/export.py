@@ -12,7 +12,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "export",
         help="export a trained policy to an ONNX model repository",
         description="Export the run's actor to <models>/<name>/<version>/policy.onnx + policy.json "
-        "(design.md §3.4). Checks ONNX against torch on held-out observations; writes nothing on failure.",
+        "(docs/serving.md). Checks ONNX against torch on held-out observations; writes nothing on failure.",
     )
     p.add_argument("run", type=existing_dir, help="run directory (from inspo train)")
     p.add_argument("--models", required=True, help="model repository root")

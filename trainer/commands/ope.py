@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="skip FQE's held-out check (a second fit; FQE is then never trusted)",
     )
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and of FQE")
     p.add_argument("--json", default=None, help="write the report as JSON here")
     p.set_defaults(func=run)
 

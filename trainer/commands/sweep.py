@@ -35,7 +35,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--config", default=None, type=existing_file, help="base TOML/JSON config (as in 'inspo train')"
     )
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a fixed config value, repeatable (e.g. alpha=0.3; docs/algorithm.md lists them)",
+    )
     p.add_argument(
         "--iterations", type=positive_int, default=None, help="iterations per trial (default: config)"
     )
@@ -57,7 +64,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--val-episodes", type=positive_int, default=16, help="tuning-seed episodes per validation"
     )
-    p.add_argument("--backend", choices=["local", "ray"], default="local")
+    p.add_argument(
+        "--backend",
+        choices=["local", "ray"],
+        default="local",
+        help="local: trials on this machine; ray: on a Ray cluster (--address)",
+    )
     p.add_argument("--address", default=None, help="with --backend ray: cluster to join ('auto', ...)")
     p.set_defaults(func=run)
 

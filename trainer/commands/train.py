@@ -14,14 +14,21 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "train",
         help="train a policy offline from a log",
-        description="Train an offline algorithm on a log (design.md §3.7). Config: dataclass defaults, "
+        description="Train an offline algorithm on a log. Config: dataclass defaults, "
         "then --config (TOML/JSON, flat or under a [<algo>] table), then --set key=value.",
     )
     p.add_argument("--algo", required=True, choices=sorted(ALGORITHMS), help="algorithm / ablation name")
     p.add_argument("--data", required=True, type=existing_path, help="log directory (Parquet)")
     p.add_argument("--out", required=True, help="run directory to write")
     p.add_argument("--config", default=None, type=existing_file, help="TOML or JSON config file")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config value, repeatable (e.g. alpha=0.3; docs/algorithm.md lists them)",
+    )
     p.add_argument(
         "--seed", type=non_negative_int, default=None, help="training seed (network init, minibatches)"
     )
@@ -33,9 +40,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--env", default=None, help="env to evaluate on (default: the log's own site, from its metadata)"
     )
     p.add_argument("--env-arg", action="append", default=[], metavar="KEY=VALUE", help=ENV_ARG_HELP)
-    p.add_argument("--eval-episodes", type=positive_int, default=4)
-    p.add_argument("--log-every", type=positive_int, default=10)
-    p.add_argument("--checkpoint-every", type=positive_int, default=100)
+    p.add_argument(
+        "--eval-episodes", type=positive_int, default=4, help="tuning-seed episodes per evaluation"
+    )
+    p.add_argument("--log-every", type=positive_int, default=10, help="iterations between metric lines")
+    p.add_argument(
+        "--checkpoint-every", type=positive_int, default=100, help="iterations between checkpoints"
+    )
     p.add_argument(
         "--stop-after", type=positive_int, default=None, help="stop (with a checkpoint) after N iterations"
     )

@@ -1,4 +1,4 @@
-"""Padded episode arrays: what every algorithm trains on (design.md §3.3).
+"""Padded episode arrays: what every algorithm trains on (docs/log-format.md).
 
 Shapes use E episodes, T the longest episode, N agents, O obs_dim, A n_actions, S state_dim.
 Steps past an episode's end are zero-padded and have ``filled == False``.

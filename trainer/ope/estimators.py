@@ -1,4 +1,4 @@
-"""Off-policy estimators on padded episode arrays (design.md §3.3 shapes): per-decision weighted importance
+"""Off-policy estimators on padded episode arrays (the ``OfflineData`` shapes of trainer/logs/dataset.py): per-decision weighted importance
 sampling (PDWIS) with bootstrap intervals and effective sample size, and fitted-Q evaluation (FQE).
 
 Multi-agent importance ratios are products over agents of ``pi_i(a_i | o_i) / mu_i(a_i | o_i)`` (the
