@@ -14,6 +14,7 @@ files of the log's agent steps (a bounded sample; the log's own order).
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -32,7 +33,7 @@ def logged_rows(log: Path, parts: int) -> dict[str, np.ndarray]:
     columns = ["agent_id", "obs", "action", "action_mask", "behavior_prob"]
     tables = [pq.read_table(f, columns=columns) for f in files]
     agent_ids = pq.read_schema(files[0]).metadata[b"agent_ids"].decode()
-    index = {a: i for i, a in enumerate(__import__("json").loads(agent_ids))}
+    index = {a: i for i, a in enumerate(json.loads(agent_ids))}
 
     def stacked(name: str) -> np.ndarray:
         return np.concatenate([np.stack(t.column(name).to_numpy(zero_copy_only=False)) for t in tables])
@@ -57,12 +58,10 @@ def main() -> None:
     from trainer.policies import load_controller
 
     rows = logged_rows(args.log, args.parts)
-    env_id = (
-        __import__("pyarrow.parquet")
-        .parquet.read_schema(next((args.log / "agent_steps").rglob("*.parquet")))
-        .metadata[b"env_id"]
-        .decode()
-    )
+    import pyarrow.parquet as pq
+
+    first = next((args.log / "agent_steps").rglob("*.parquet"))
+    env_id = pq.read_schema(first).metadata[b"env_id"].decode()
     choice = rows["mask"].sum(1) > 1
     known = np.isfinite(rows["prob"])
     groups = {
