@@ -531,12 +531,11 @@ def estimator_section(path: Path, traffic: bool = False) -> str:
                 f"| {name} | {subset} | {s['corr']:+.3f} | {s.get('corr_disattenuated', float('nan')):+.2f} "
                 f"| {s['sign_acc']:.0%} | {s['n_clear']} | {s['n']} | {s.get('mean', float('nan')):+.4f} |"
             )
-    for subset, r in data.get("truth_reliability", {}).items():
+    for subset, r in data.get("truth_noise", {}).items():
         se = ", ".join(f"{k}: {v:.4f}" for k, v in r["mean_se_by_futures"].items())
         lines.append(
-            f"\nThe truth itself ({subset}): split-half correlation {r['split_half_corr']:+.2f} (all futures, "
-            f"Spearman-Brown {r['reliability']:+.2f}), signal share 1 − mean SE²/var {r['signal_share']:+.2f}; "
-            f"mean SE by number of futures {se}. No estimator can correlate with it much beyond √reliability."
+            f"\nThe truth's noise ({subset}): signal share 1 − mean SE²/var {r['signal_share']:+.2f}; "
+            f"mean SE by number of futures {se}."
         )
     new = data["summary"].get("supported", {}).get("residual")
     if new is not None and not traffic:

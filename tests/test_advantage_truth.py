@@ -18,18 +18,28 @@ import advantage_truth  # noqa: E402
 
 def _rows(signal: np.ndarray, noise: float, futures: int, seed: int) -> list[dict]:
     rng = np.random.default_rng(seed)
-    return [{"futures": (s + noise * rng.standard_normal(futures)).tolist()} for s in signal]
+    rows = []
+    for x in signal:
+        diff = x + noise * rng.standard_normal(futures)
+        rows.append(
+            {"truth": diff.mean(), "se": diff.std(ddof=1) / np.sqrt(futures), "truth_even": diff[0::2].mean(),
+             "truth_odd": diff[1::2].mean(), "futures": diff.tolist(), "est": x}
+        )  # fmt: skip
+    return rows
 
 
-def test_truth_reliability_separates_state_signal_from_simulation_noise():
-    """Pairs whose truth differs from state to state give a split-half correlation near 1; pure noise
-    gives one near 0 and a signal share near 0 (the elevator truth's case)."""
+def test_truth_reliability_and_noise_separate_state_signal_from_simulation_noise():
+    """Pairs whose truth differs from state to state give a reliability and signal share near 1; pure
+    noise gives both near 0 (the elevator truth's case), and its SE shrinks like 1/sqrt(futures)."""
     signal = np.random.default_rng(0).standard_normal(200)
-    clear = advantage_truth.truth_reliability(_rows(signal, 0.1, 8, 1))
-    noise = advantage_truth.truth_reliability(_rows(np.zeros(200), 1.0, 8, 2))
-    assert clear["split_half_corr"] > 0.95 and clear["signal_share"] > 0.95
-    assert abs(noise["split_half_corr"]) < 0.2 and abs(noise["signal_share"]) < 0.3
-    se = noise["mean_se_by_futures"]  # SE shrinks like 1/sqrt(futures)
+    clear_rows, noise_rows = _rows(signal, 0.1, 8, 1), _rows(np.zeros(200), 1.0, 8, 2)
+    clear = advantage_truth.summarize(clear_rows, ["est"])["truth"]
+    noise = advantage_truth.summarize(noise_rows, ["est"])["truth"]
+    assert clear["reliability"] > 0.95 and abs(noise["reliability"]) < 0.3
+    assert advantage_truth.truth_noise(clear_rows)["signal_share"] > 0.95
+    spread = advantage_truth.truth_noise(noise_rows)
+    assert abs(spread["signal_share"]) < 0.3
+    se = spread["mean_se_by_futures"]
     assert list(se) == ["2", "4", "8"] and se["2"] > se["4"] > se["8"]
     assert se["8"] == pytest.approx(1 / np.sqrt(8), rel=0.15)
 
