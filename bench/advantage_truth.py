@@ -292,7 +292,11 @@ def main() -> None:
     p.add_argument("--env", default=ENV, choices=[ENV, "sumo:grid4x4"], help="elevator down-peak or traffic")
     p.add_argument("--log", type=Path, help="default: bench/.cache/advantage-truth-log (-traffic-log)")
     p.add_argument("--episodes", type=int, default=300, help="episodes of the log when it is collected here")
-    p.add_argument("--iterations", type=int, default=400, help="estimator training iterations (actor frozen)")
+    p.add_argument(
+        "--iterations",
+        type=int,
+        help="estimator training iterations (actor frozen); default 400 (traffic 300)",
+    )
     p.add_argument("--seed", type=int, default=0, help="training seed of the estimators")
     p.add_argument(
         "--tuning-episodes",
@@ -300,9 +304,9 @@ def main() -> None:
         help="held-out behaviour episodes (tuning seeds); default 2 (traffic 8)",
     )
     p.add_argument(
-        "--every", type=int, help="snapshot every N-th step with a choice; default 40 (traffic 20)"
+        "--every", type=int, help="snapshot every N-th step with a choice; default 40 (traffic 12)"
     )
-    p.add_argument("--states", type=int, default=60)
+    p.add_argument("--states", type=int, help="held-out decisions; default 60 (traffic 32)")
     p.add_argument("--futures", type=int, default=8, help="paired futures per action")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "advantage")
@@ -314,7 +318,9 @@ def main() -> None:
     cache = ROOT / "bench" / ".cache"
     args.log = args.log or cache / ("advantage-truth-traffic-log" if traffic else "advantage-truth-log")
     args.tuning_episodes = args.tuning_episodes or (8 if traffic else 2)
-    args.every = args.every or (20 if traffic else 40)
+    args.every = args.every or (12 if traffic else 40)
+    args.states = args.states or (32 if traffic else 60)
+    args.iterations = args.iterations or (300 if traffic else 400)  # traffic: its results config's
 
     t0 = time.time()
     log = collect_log(args.log, args.episodes, args.workers, args.env)
