@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 
 from trainer.commands import ENV_ARG_HELP, parse_env_args
-from trainer.commands.argtypes import existing_file, existing_path, non_negative_int, positive_int
+from trainer.commands.argtypes import (
+    existing_file,
+    existing_path,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,6 +62,14 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=1,
         help="torch intra-op threads (0: torch's default, one per core)",
     )
+    p.add_argument(
+        "--memory-budget",
+        type=positive_float,
+        default=None,
+        metavar="MB",
+        help="RAM for the log's training rows (default 1024); a larger log streams through it in shards "
+        "of whole episodes (docs/scale-out.md). The process needs this plus about 0.5 GB for torch",
+    )
     p.set_defaults(func=run)
 
 
@@ -79,6 +93,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         env_id=args.env,
         env_kwargs=parse_env_args(args.env_arg),
+        **({"memory_budget_mb": args.memory_budget} if args.memory_budget else {}),
     )
     done = algo.iteration >= algo.config.iterations
     print_table(

@@ -66,6 +66,7 @@ ARRAYS = {  # name -> (dtype, trailing shape key, padding value)
     "truncated": (np.bool_, None, False),
     "behavior_prob": (np.float32, "", np.nan),
     "filled": (np.bool_, None, False),
+    "ts": (np.float64, None, np.nan),  # seconds of each step (discount="time"); NaN where not logged
 }
 
 
@@ -403,8 +404,10 @@ def build_array_cache(
             rows = acc.add(log)
             steps = log.data.filled.shape[1]
             for name in ARRAYS:
-                arrays[name][rows, :steps] = getattr(log.data, name)
-            arrays["behavior_prob"][rows, steps:] = np.nan  # the only padding that is not zero
+                value = getattr(log.data, name)
+                arrays[name][rows, :steps] = np.nan if value is None else value  # ts may be unlogged
+            for name in ("behavior_prob", "ts"):  # the padding that is not zero
+                arrays[name][rows, steps:] = np.nan
         filled = arrays["filled"]
         steps_index = np.argwhere(np.asarray(filled)).astype(np.int64)  # [K, 2] (episode, t), row order
         np.save(tmp / "steps.npy", steps_index)
@@ -480,7 +483,12 @@ class ArrayCache:
 def open_array_cache(directory: str | os.PathLike) -> ArrayCache:
     directory = Path(directory)
     meta = json.loads((directory / "meta.json").read_text())
-    arrays = {name: np.load(directory / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
+    # a cache written before ts was cached has no ts.npy: discount="time" then says ts is missing
+    arrays = {
+        name: np.load(directory / f"{name}.npy", mmap_mode="r")
+        for name in ARRAYS
+        if (directory / f"{name}.npy").exists() or name != "ts"
+    }
     data = OfflineData(
         env_id=meta["env_id"],
         agent_ids=list(meta["agent_ids"]),
