@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +138,7 @@ def train(
     env_id: str | None = None,
     env_kwargs: dict[str, Any] | None = None,
     memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+    after_setup: Callable[[Algorithm], None] | None = None,
 ) -> Algorithm:
     """Train ``algo_name`` on a log (path or loaded data) into the run directory ``out``.
 
@@ -147,11 +149,13 @@ def train(
     ``threads``: torch intra-op threads while training (``trainer.threads``; ``None``/0 = torch's
     default). One by default: our MLPs gain little from more, and parallel jobs or a busy machine make
     extra threads spin (measured 10-20x slower on the shared 2-core machine).
-    ``env_id``/``env_kwargs``: the evaluation env (default: the log's own site, from its metadata)."""
+    ``env_id``/``env_kwargs``: the evaluation env (default: the log's own site, from its metadata).
+    ``after_setup`` runs once the algorithm is set up, before any training (data-parallel ranks hook in there)."""
     with torch_threads(threads):
         return _train(
             algo_name, data, out, config_file, overrides, seed, resume, eval_every, eval_episodes,
             log_every, checkpoint_every, stop_after, progress, env_id, env_kwargs, memory_budget_mb,
+            after_setup,
         )  # fmt: skip
 
 
@@ -172,6 +176,7 @@ def _train(
     env_id: str | None = None,
     env_kwargs: dict[str, Any] | None = None,
     memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+    after_setup: Callable[[Algorithm], None] | None = None,
 ) -> Algorithm:
     run = Path(out)
     ckpt = run / "checkpoints" / "last.pt"
@@ -192,6 +197,8 @@ def _train(
         data = open_stored_log(data, *discounting, memory_budget_mb)
     env = _env_for(data, env_id, env_kwargs)
     algo.setup(data, env.neighbors() if env is not None else None)
+    if after_setup is not None:
+        after_setup(algo)
     if resume:
         if not ckpt.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")

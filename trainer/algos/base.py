@@ -57,6 +57,7 @@ class Algorithm:
         self.generator = torch.Generator().manual_seed(int(config.seed))
         self.actor: PolicyNet | None = None
         self.shards: ShardCycle | None = None  # a streamed log's shards (None: the log is in RAM)
+        self.row_split: tuple[int, int] | None = None  # (rank, processes): this process's share of a batch
 
     # -- set-up -------------------------------------------------------------------------------
     def setup(self, data: OfflineData | StoredLog, neighbors: dict[str, list[str]] | None = None) -> None:
@@ -95,7 +96,11 @@ class Algorithm:
         assert self.data is not None
         if self.shards is not None:
             self.shards.drawn += n
-        return torch.randint(0, self.data.size, (n,), generator=self.generator)
+        rows = torch.randint(0, self.data.size, (n,), generator=self.generator)
+        if self.row_split is not None:  # data-parallel (trainer/distributed.py): every process draws the
+            rank, processes = self.row_split  # same batch with the same generator and keeps its share
+            rows = rows[rank::processes]
+        return rows
 
     def next_shard(self) -> None:
         """Swap in the next shard of a streamed log, then let the algorithm redo its per-row quantities."""

@@ -70,6 +70,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="RAM for the log's training rows (default 1024); a larger log streams through it in shards "
         "of whole episodes (docs/scale-out.md). The process needs this plus about 0.5 GB for torch",
     )
+    p.add_argument(
+        "--processes",
+        type=positive_int,
+        default=1,
+        help="data-parallel processes on this machine (bc; torch.distributed, gloo): each takes its share "
+        "of every batch and gradients are averaged (docs/scale-out.md)",
+    )
     p.set_defaults(func=run)
 
 
@@ -77,6 +84,8 @@ def run(args: argparse.Namespace) -> int:
     from trainer.report import print_table
     from trainer.train_loop import train
 
+    if args.processes > 1:
+        return run_data_parallel(args)
     algo = train(
         args.algo,
         args.data,
@@ -100,5 +109,33 @@ def run(args: argparse.Namespace) -> int:
         [{"run": args.out, "algorithm": args.algo, "iterations": algo.iteration, "finished": done}],
         title="training "
         + ("finished: policy saved to <run>/policy" if done else "stopped: resume with --resume"),
+    )
+    return 0
+
+
+def run_data_parallel(args: argparse.Namespace) -> int:
+    from trainer.distributed import train_data_parallel
+    from trainer.report import print_table
+
+    train_data_parallel(
+        args.algo,
+        args.data,
+        args.out,
+        args.processes,
+        config_file=args.config,
+        overrides=args.overrides,
+        seed=args.seed,
+        resume=args.resume,
+        eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes,
+        log_every=args.log_every,
+        checkpoint_every=args.checkpoint_every,
+        stop_after=args.stop_after,
+        env_id=args.env,
+        env_kwargs=parse_env_args(args.env_arg),
+        **({"memory_budget_mb": args.memory_budget} if args.memory_budget else {}),
+    )
+    print_table(
+        [{"run": args.out, "algorithm": args.algo, "processes": args.processes}], title="training done"
     )
     return 0
