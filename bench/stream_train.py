@@ -2,6 +2,7 @@
 against log size.
 
     .venv/bin/python bench/stream_train.py [--sizes 6,18,54] [--iterations 40] [--out bench/.cache/stream]
+        [--dp-iterations 150]
 
 1. Throughput: BC samples/s (transitions drawn x steps) on the smallest log, three ways in one run:
    in memory (``load_log`` + ``build_transitions``), streamed with a budget the log fits (one shard),
@@ -12,6 +13,9 @@ against log size.
    in memory vs streamed with a 64 MB budget (the row store built beforehand, as a second run finds
    it). Peak anonymous memory (RssAnon, polled every 20 ms) and peak RSS (VmHWM: memory-mapped file
    pages included; the kernel can drop those) per run; a PNG of both against the log's array size.
+   Also the time to build the array cache and the row store (the one-off pass) per log.
+3. Data-parallel: ``inspo train --processes 1`` vs ``2`` (BC on the middle log, wall time of the
+   training loop measured from the metrics' ``time_s``, so process start-up is left out).
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -77,7 +83,8 @@ def throughput(log: Path, iterations: int) -> tuple[dict[str, float], dict[str, 
     torch.set_num_threads(1)
     over = {**BC, "iterations": iterations, "steps_per_iteration": 10}
     stored = open_stored_log(log, 0.99, "step", 0.0, budget_mb=4096)
-    quarter = stored.store.rows * stored.store.row_bytes() / 4 / 2**20
+    episode = int(np.diff(stored.store.offsets).max()) * stored.store.row_bytes() / 2**20
+    quarter = max(stored.store.rows * stored.store.row_bytes() / 4 / 2**20, episode * 1.01)
     sources = {
         "memory": load_log(log),
         "streamed, 1 shard": stored,
@@ -96,6 +103,18 @@ def throughput(log: Path, iterations: int) -> tuple[dict[str, float], dict[str, 
     return out, shards
 
 
+def data_parallel_rate(log: Path, out: Path, processes: int, iterations: int, env: dict) -> float:
+    """BC samples/s of ``inspo train --processes N`` (training loop only: metrics' time_s)."""
+    over = ["--set", f"iterations={iterations}", "--set", "batch_size=512", "--set", "hidden=64,64"]
+    args = ["train", "--algo", "bc", "--data", str(log), "--out", str(out), *over, "--log-every", "10"]
+    cli = [sys.executable, "-m", "trainer.cli", *args, "--processes", str(processes)]
+    subprocess.run(cli, check=True, capture_output=True, env=env)
+    rows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    first, last = rows[0], rows[-1]
+    samples = (last["iteration"] - first["iteration"]) * 10 * 512  # steps_per_iteration = 10
+    return samples / (last["time_s"] - first["time_s"])
+
+
 def main() -> None:
     from streaming_helpers import write_wide_log
 
@@ -105,6 +124,9 @@ def main() -> None:
     parser.add_argument("--sizes", default="6,18,54", help="episode counts of the synthetic logs")
     parser.add_argument("--iterations", type=int, default=40, help="BC iterations (10 steps each) for speed")
     parser.add_argument("--out", default="bench/.cache/stream", help="where the PNG and JSON go")
+    parser.add_argument(
+        "--dp-iterations", type=int, default=150, help="BC iterations for the data-parallel run"
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     out_dir = Path(args.out)
@@ -113,10 +135,16 @@ def main() -> None:
         tmp = Path(tmp)
         env = {**os.environ, "INSPO_CACHE_DIR": str(tmp / "cache")}
         os.environ["INSPO_CACHE_DIR"] = env["INSPO_CACHE_DIR"]
-        logs = {}
+        from trainer.algos.store import open_stored_log
+        from trainer.logs.stream import load_log_cached
+
+        logs, build_s = {}, {}
         for episodes in sizes:
             logs[episodes] = tmp / f"log-{episodes}"
             write_wide_log(logs[episodes], episodes=episodes, steps=1000, obs_dim=2048)
+            start = time.perf_counter()
+            open_stored_log(logs[episodes], 0.99, "step", 0.0, budget_mb=64)  # the one-off pass, timed
+            build_s[episodes] = time.perf_counter() - start
 
         speed, shards = throughput(logs[sizes[0]], args.iterations)
         base = speed["memory"]
@@ -127,13 +155,9 @@ def main() -> None:
 
         rows = []
         for episodes, log in logs.items():
-            from trainer.algos.store import open_stored_log
-            from trainer.logs.stream import load_log_cached
-
-            open_stored_log(log, 0.99, "step", 0.0, budget_mb=64)  # built beforehand (not measured)
             cache = load_log_cached(log).directory
             array_mb = sum(p.stat().st_size for p in cache.glob("*.npy")) / 2**20  # the padded arrays
-            row = {"episodes": episodes, "array_mb": array_mb}
+            row = {"episodes": episodes, "array_mb": array_mb, "build_s": build_s[episodes]}
             for mode in ("memory", "streamed"):
                 peaks = peak_memory(mode, log, tmp / f"run-{mode}-{episodes}", env)
                 row.update({f"{mode}_{k}": v for k, v in peaks.items()})
@@ -141,9 +165,20 @@ def main() -> None:
             print(
                 f"log of {episodes:3d} episodes ({array_mb:6.0f} MB of arrays): peak anonymous memory "
                 f"in memory {row['memory_anon_mb']:6.0f} MB, streamed {row['streamed_anon_mb']:5.0f} MB; "
-                f"peak RSS {row['memory_rss_mb']:6.0f} / {row['streamed_rss_mb']:5.0f} MB"
+                f"peak RSS {row['memory_rss_mb']:6.0f} / {row['streamed_rss_mb']:5.0f} MB; "
+                f"cache + rows built in {row['build_s']:.1f} s ({array_mb / row['build_s']:.0f} MB/s of arrays)"
             )
-    (out_dir / "stream_train.json").write_text(json.dumps({"throughput": speed, "memory": rows}, indent=2))
+        middle = logs[sizes[len(sizes) // 2]]
+        parallel = {
+            n: data_parallel_rate(middle, tmp / f"dp-{n}", n, args.dp_iterations, env) for n in (1, 2)
+        }
+        print(
+            f"data-parallel BC on the {sizes[len(sizes) // 2]}-episode log: 1 process {parallel[1]:.0f} "
+            f"samples/s, 2 processes {parallel[2]:.0f} samples/s = {parallel[2] / parallel[1]:.2f}x "
+            f"(on {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f})"
+        )
+    record = {"throughput": speed, "memory": rows, "data_parallel": parallel}
+    (out_dir / "stream_train.json").write_text(json.dumps(record, indent=2))
     _plot(rows, out_dir / "stream_train_memory.png")
     print(f"wrote {out_dir / 'stream_train_memory.png'} and {out_dir / 'stream_train.json'}")
 

@@ -128,7 +128,7 @@ def test_a_budget_below_one_shard_is_a_clear_error(small_log):
         ShardCycle(stored, None)
 
 
-CAP_MB = 600  # RLIMIT_DATA (anonymous memory) of the capped runs; torch and the interpreter take ~350 MB
+CAP_MB = 700  # RLIMIT_DATA (anonymous memory) of the capped runs; torch and the interpreter take ~350 MB
 _RUN = """
 import sys
 from trainer.logs import load_log

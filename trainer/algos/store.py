@@ -41,7 +41,7 @@ FIELDS = {  # name -> dtype of the stored column (row-major: K rows, then the pe
     "episode": np.int64,
     "behavior_prob": np.float32,
 }
-CHUNK_BYTES = 16 << 20  # padded cache bytes read per chunk of episodes while building (RAM: a few times it)
+CHUNK_BYTES = 8 << 20  # padded cache bytes read per chunk of episodes while building (RAM: a few times it)
 
 
 def store_dir(cache_dir: Path, gamma: float, discount: str, horizon_s: float) -> Path:
@@ -75,7 +75,7 @@ class _Moments:
         self.n, self.mean, self.m2 = 0, np.zeros(dim), np.zeros(dim)
         self.low, self.high = np.full(dim, np.inf), np.full(dim, -np.inf)
 
-    def add(self, rows: np.ndarray, block: int = 1024) -> None:
+    def add(self, rows: np.ndarray, block: int = 256) -> None:
         for start in range(0, len(rows), block):  # float64 copies of one block at a time
             self._merge(rows[start : start + block].astype(np.float64))
 

@@ -408,9 +408,7 @@ def build_array_cache(
                 arrays[name][rows, :steps] = np.nan if value is None else value  # ts may be unlogged
             for name in ("behavior_prob", "ts"):  # the padding that is not zero
                 arrays[name][rows, steps:] = np.nan
-        filled = arrays["filled"]
-        steps_index = np.argwhere(np.asarray(filled)).astype(np.int64)  # [K, 2] (episode, t), row order
-        np.save(tmp / "steps.npy", steps_index)
+        _write_steps(arrays["filled"], tmp / "steps.npy")
         for array in arrays.values():
             array.flush()
         del arrays
@@ -436,6 +434,23 @@ def build_array_cache(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def _write_steps(filled: np.ndarray, path: Path, chunk: int = 4096) -> None:
+    """``steps.npy``: ``[K, 2]`` (episode, t) of every filled step in row order, a chunk of episodes at a
+    time (K can be billions: never the whole index in RAM)."""
+    total = sum(int(np.asarray(filled[e : e + chunk]).sum()) for e in range(0, len(filled), chunk))
+    if total == 0:  # a memory map cannot be empty
+        np.save(path, np.zeros((0, 2), dtype=np.int64))
+        return
+    steps = np.lib.format.open_memmap(path, mode="w+", dtype=np.int64, shape=(total, 2))
+    row = 0
+    for e in range(0, len(filled), chunk):
+        part = np.argwhere(np.asarray(filled[e : e + chunk]))
+        part[:, 0] += e
+        steps[row : row + len(part)] = part
+        row += len(part)
+    steps.flush()
 
 
 @dataclass
