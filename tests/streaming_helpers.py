@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.logformat import LogMeta, LogWriter, sim_timestamp
+from contract.logformat import LogMeta, LogWriter, sim_timestamp
 
 
 def write_wide_log(

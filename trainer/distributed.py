@@ -77,12 +77,11 @@ def train_data_parallel(
 def _prepare_store(algo_name: str, log: str | Path, kwargs: dict[str, Any]) -> None:
     """Build the log's cache and row store once, before the ranks start (they then only open them)."""
     from trainer.algos import make_algorithm
+    from trainer.algos.config import parse_overrides
     from trainer.algos.store import open_stored_log
     from trainer.train_loop import DEFAULT_MEMORY_BUDGET_MB
 
-    overrides = kwargs.get("overrides") or {}
-    if not isinstance(overrides, dict):  # --set key=value items
-        overrides = dict(item.partition("=")[::2] for item in overrides)
+    overrides = parse_overrides(kwargs.get("overrides"))
     c = make_algorithm(algo_name, kwargs.get("config_file"), overrides).config
     discounting = (getattr(c, "gamma", 0.99), getattr(c, "discount", "step"), getattr(c, "horizon_s", 0.0))
     open_stored_log(log, *discounting, kwargs.get("memory_budget_mb", DEFAULT_MEMORY_BUDGET_MB))
