@@ -7,6 +7,7 @@ import os
 import resource
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,7 +16,7 @@ from streaming_helpers import write_wide_log
 
 from trainer.algos import make_algorithm
 from trainer.algos.data import build_transitions
-from trainer.algos.store import ShardCycle, exact_quantile, open_stored_log
+from trainer.algos.store import RowStore, ShardCycle, exact_quantile, open_stored_log
 from trainer.collect import collect
 from trainer.logs import load_log
 from trainer.train_loop import train
@@ -120,6 +121,16 @@ def test_shards_move_through_the_log_and_a_resumed_run_ends_where_an_uninterrupt
     assert resumed.shards.state() == whole.shards.state()
     for a, b in zip(_weights(resumed), _weights(whole), strict=True):
         assert torch.equal(a, b)
+
+
+def test_shards_are_runs_of_whole_episodes_within_the_budget():
+    meta = {"rows": 50, "n_agents": 1, "obs_dim": 1, "n_actions": 1, "state_dim": 1}
+    store = RowStore(Path("unused"), meta, np.array([0, 10, 20, 30, 40, 50]))  # 5 episodes of 10 rows
+    rows = store.row_bytes()
+    assert store.shards(100 * rows) == [(0, 5)]  # it fits: one shard, the in-memory case
+    assert store.shards(25 * rows) == [(0, 2), (2, 4), (4, 5)]
+    assert store.shards(25 * rows, min_episodes=2) == [(0, 2), (2, 4), (3, 5)]  # the tail borrows one
+    assert store.shards(35 * rows, min_episodes=2) == [(0, 3), (3, 5)]
 
 
 def test_a_budget_below_one_shard_is_a_clear_error(small_log):

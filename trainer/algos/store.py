@@ -291,10 +291,10 @@ class RowStore:
         while e0 < len(lengths):
             e1 = int(np.searchsorted(self.offsets, self.offsets[e0] + limit, side="right")) - 1
             e1 = min(len(lengths), max(e1, e0 + window))
-            if len(lengths) - e1 < window:  # a short tail joins this shard if it fits, else the next one
-                e1 = len(lengths) if self.offsets[-1] - self.offsets[e0] <= limit else e1
             out.append((e0, e1))
             e0 = e1
+        if out[-1][1] - out[-1][0] < window:  # a short tail: the last `window` episodes (any that many fit)
+            out[-1] = (len(lengths) - window, len(lengths))
         return out
 
     def shard(self, e0: int, e1: int, reward_scale: float | None = None) -> Transitions:
@@ -306,12 +306,11 @@ class RowStore:
 
         m = self.meta
         scale = float(reward_scale) if reward_scale else float(m["auto_reward_scale"])
-        states = col("states")
         return Transitions(
             obs=torch.from_numpy(col("obs")),
             actions=torch.from_numpy(col("actions")),
             masks=torch.from_numpy(col("masks")),
-            states=torch.from_numpy(states),
+            states=torch.from_numpy(col("states")),
             rewards=torch.from_numpy((col("team_rewards") / scale).astype(np.float32)),
             returns=torch.from_numpy((col("returns") / scale).astype(np.float32)),
             done=torch.from_numpy(col("done").astype(np.float32)),
