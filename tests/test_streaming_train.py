@@ -135,7 +135,7 @@ def test_shards_are_runs_of_whole_episodes_within_the_budget():
 
 def test_a_budget_below_one_shard_is_a_clear_error(small_log):
     stored = open_stored_log(small_log, 0.99, "step", 0.0, budget_mb=0.01)
-    with pytest.raises(ValueError, match=r"memory budget 0 MB is below one shard of 1 whole episode"):
+    with pytest.raises(ValueError, match=r"memory budget 0.01 MB is below one shard of 1 whole episode"):
         ShardCycle(stored, None)
 
 

@@ -284,7 +284,7 @@ class RowStore:
         if widest > limit:
             need = widest * self.row_bytes() / 2**20
             raise ValueError(
-                f"memory budget {budget_bytes / 2**20:.0f} MB is below one shard of {window} whole episode(s) "
+                f"memory budget {budget_bytes / 2**20:.3g} MB is below one shard of {window} whole episode(s) "
                 f"({need:.1f} MB); raise --memory-budget"
             )
         out, e0 = [], 0
