@@ -43,5 +43,36 @@ def _other_seed(log, tmp_path):
 
 
 def test_algorithms_whose_batches_do_not_split_are_refused(tmp_path):
-    with pytest.raises(ValueError, match=r"--processes > 1 trains bc only .* train inspo with one process"):
+    with pytest.raises(
+        ValueError, match=r"\(--processes > 1, torchrun\) trains bc only .* train inspo with one"
+    ):
         train_data_parallel("inspo", tmp_path, tmp_path / "run", 2)
+
+
+def test_torchrun_starts_the_same_training_as_processes(tmp_path):
+    """``torchrun ... -m trainer.cli train``: each rank joins the group from RANK/WORLD_SIZE (how
+    several machines run it); on one machine it ends where ``--processes 2`` does."""
+    import os
+    import subprocess
+    import sys
+
+    log = tmp_path / "log"
+    collect("elevator:cb10x4:downpeak", log, "etd@eps=0.2", 3, env_kwargs={"hours": 0.05}, progress=False)
+    common = ["--algo", "bc", "--data", str(log), "--seed", "4", *BC]
+    assert main(["train", *common, "--out", str(tmp_path / "spawned"), "--processes", "2"]) == 0
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    run = subprocess.run(
+        [*launcher, "-m", "trainer.cli", "train", *common, "--out", str(tmp_path / "torchrun")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert run.stdout.count("data-parallel training done") == 1  # rank 0 only
+    spawned, launched = (
+        torch.load(tmp_path / name / "checkpoints" / "last.pt", weights_only=True)["modules"]["actor"]
+        for name in ("spawned", "torchrun")
+    )
+    for name, value in spawned.items():
+        assert torch.equal(launched[name], value), name  # the same group arithmetic, bit for bit

@@ -9,13 +9,15 @@ to the order of floating-point sums (measured in docs/scale-out.md).
 
 Only losses that are means over the sampled rows split this way: ``bc``. InSPO's iteration fits mu,
 a critic and agent after agent on batches it resamples by importance weights; splitting those batches
-would change the algorithm, so it is refused here. Across machines, start the same command with
-``torch.distributed``'s usual rendezvous (``MASTER_ADDR``/``MASTER_PORT``, one process per rank) on a
-log every machine can read.
+would change the algorithm, so it is refused here. Across machines, ``torchrun`` starts the ranks
+(``torchrun --nnodes M --nproc-per-node K ... -m trainer.cli train ...``); ``inspo train`` sees
+``RANK``/``WORLD_SIZE`` and joins the group (``train_launched_rank``). The log must be on storage every
+machine reads, and so must ``INSPO_CACHE_DIR`` (rank 0 builds the cache, the others open it).
 """
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import tempfile
@@ -54,15 +56,19 @@ def _all_reduce_mean(param: torch.Tensor) -> None:
     param.grad.div_(dist.get_world_size())
 
 
+def _refuse(algo_name: str) -> None:
+    if algo_name not in DATA_PARALLEL:
+        raise ValueError(
+            f"data-parallel training (--processes > 1, torchrun) trains {', '.join(DATA_PARALLEL)} only "
+            f"(their loss is a mean over sampled rows); train {algo_name} with one process"
+        )
+
+
 def train_data_parallel(
     algo_name: str, log: str | Path, out: str | Path, processes: int, **kwargs: Any
 ) -> None:
     """Train on ``processes`` local processes; rank 0 writes the run directory ``out``."""
-    if algo_name not in DATA_PARALLEL:
-        raise ValueError(
-            f"--processes > 1 trains {', '.join(DATA_PARALLEL)} only (their loss is a mean over sampled rows); "
-            f"train {algo_name} with one process"
-        )
+    _refuse(algo_name)
     if not Path(log).exists():
         raise FileNotFoundError(f"--data {log}: no such log")
     with socket.socket() as s:  # a free port for the rendezvous
@@ -70,8 +76,29 @@ def train_data_parallel(
         port = s.getsockname()[1]
     _prepare_store(algo_name, log, kwargs)
     mp.spawn(
-        _rank, args=(processes, port, algo_name, str(log), str(out), kwargs), nprocs=processes, join=True
+        _spawned, args=(processes, port, algo_name, str(log), str(out), kwargs), nprocs=processes, join=True
     )
+
+
+def launched_by_torchrun() -> bool:
+    """True in a process that ``torchrun`` (or another ``env://`` launcher) started as one rank of several."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "RANK" in os.environ
+
+
+def train_launched_rank(algo_name: str, log: str | Path, out: str | Path, **kwargs: Any) -> None:
+    """This process's rank of a group ``torchrun`` started (one machine or several: ``--nnodes``).
+
+    Rank 0 builds the log's cache and row store first (on storage every rank reads), the others wait.
+    """
+    _refuse(algo_name)
+    dist.init_process_group("gloo")  # env://: MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE
+    try:
+        if dist.get_rank() == 0:
+            _prepare_store(algo_name, log, kwargs)
+        dist.barrier()
+        _run_rank(algo_name, str(log), str(out), kwargs)
+    finally:
+        dist.destroy_process_group()
 
 
 def _prepare_store(algo_name: str, log: str | Path, kwargs: dict[str, Any]) -> None:
@@ -87,20 +114,28 @@ def _prepare_store(algo_name: str, log: str | Path, kwargs: dict[str, Any]) -> N
     open_stored_log(log, *discounting, kwargs.get("memory_budget_mb", DEFAULT_MEMORY_BUDGET_MB))
 
 
-def _rank(rank: int, processes: int, port: int, algo_name: str, log: str, out: str, kwargs: dict) -> None:
-    from trainer.train_loop import train
-
+def _spawned(rank: int, processes: int, port: int, algo_name: str, log: str, out: str, kwargs: dict) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=processes)
     try:
-        if rank == 0:
-            train(algo_name, log, out, after_setup=lambda a: average_gradients(a, 0, processes), **kwargs)
-            return
-        quiet = {**kwargs, "progress": False, "eval_every": 0}
-        with tempfile.TemporaryDirectory(prefix=f"inspo-rank{rank}-") as scratch:  # its copy is rank 0's
-            if kwargs.get("resume"):  # every rank continues from rank 0's checkpoint
-                shutil.copytree(Path(out) / "checkpoints", Path(scratch) / "checkpoints")
-            train(
-                algo_name, log, scratch, after_setup=lambda a: average_gradients(a, rank, processes), **quiet
-            )
+        _run_rank(algo_name, log, out, kwargs)
     finally:
         dist.destroy_process_group()
+
+
+def _run_rank(algo_name: str, log: str, out: str, kwargs: dict) -> None:
+    """``train`` as one rank of the initialised group: rank 0 writes ``out``, the others a scratch copy."""
+    from trainer.train_loop import train
+
+    rank, processes = dist.get_rank(), dist.get_world_size()
+
+    def join(algo: Algorithm) -> None:
+        average_gradients(algo, rank, processes)
+
+    if rank == 0:
+        train(algo_name, log, out, after_setup=join, **kwargs)
+        return
+    quiet = {**kwargs, "progress": False, "eval_every": 0}
+    with tempfile.TemporaryDirectory(prefix=f"inspo-rank{rank}-") as scratch:  # its copy is rank 0's
+        if kwargs.get("resume"):  # every rank continues from rank 0's checkpoint
+            shutil.copytree(Path(out) / "checkpoints", Path(scratch) / "checkpoints")
+        train(algo_name, log, scratch, after_setup=join, **quiet)

@@ -81,10 +81,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from trainer.distributed import launched_by_torchrun
     from trainer.report import print_table
     from trainer.train_loop import train
 
-    if args.processes > 1:
+    if args.processes > 1 or launched_by_torchrun():
         return run_data_parallel(args)
     algo = train(
         args.algo,
@@ -114,14 +115,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_data_parallel(args: argparse.Namespace) -> int:
-    from trainer.distributed import train_data_parallel
+    """``--processes N`` here, or one rank of a group ``torchrun`` started (several machines)."""
+    import os
+    from functools import partial
+
+    from trainer.distributed import launched_by_torchrun, train_data_parallel, train_launched_rank
     from trainer.report import print_table
 
-    train_data_parallel(
+    launched = launched_by_torchrun()
+    launch = train_launched_rank if launched else partial(train_data_parallel, processes=args.processes)
+    launch(
         args.algo,
         args.data,
         args.out,
-        args.processes,
         config_file=args.config,
         overrides=args.overrides,
         seed=args.seed,
@@ -135,7 +141,6 @@ def run_data_parallel(args: argparse.Namespace) -> int:
         env_kwargs=parse_env_args(args.env_arg),
         **({"memory_budget_mb": args.memory_budget} if args.memory_budget else {}),
     )
-    print_table(
-        [{"run": args.out, "algorithm": args.algo, "processes": args.processes}], title="training done"
-    )
+    if not launched or os.environ.get("RANK") == "0":  # one table, not one per rank
+        print_table([{"run": args.out, "algorithm": args.algo}], title="data-parallel training done")
     return 0
