@@ -171,10 +171,11 @@ def build_transitions(
         episode=torch.from_numpy(e_idx.astype(np.int64)),
         behavior_prob=torch.from_numpy(data.behavior_prob[e_idx, t_idx].astype(np.float32)),
         reward_scale=scale,
-        obs_mean=torch.from_numpy(flat_obs.mean(0)),
-        obs_std=torch.from_numpy(flat_obs.std(0)).clamp(min=1e-3),
+        # statistics in float64 (then float32): what the streamed row store computes chunk by chunk
+        obs_mean=torch.from_numpy(flat_obs.mean(0, dtype=np.float64).astype(np.float32)),
+        obs_std=torch.from_numpy(flat_obs.std(0, dtype=np.float64).astype(np.float32)).clamp(min=1e-3),
         obs_low=flat_obs.min(0),
         obs_high=flat_obs.max(0),
-        state_mean=torch.from_numpy(states.mean(0)),
-        state_std=torch.from_numpy(states.std(0)).clamp(min=1e-3),
+        state_mean=torch.from_numpy(states.mean(0, dtype=np.float64).astype(np.float32)),
+        state_std=torch.from_numpy(states.std(0, dtype=np.float64).astype(np.float32)).clamp(min=1e-3),
     )

@@ -174,9 +174,20 @@ class InSPO(Algorithm):
         self.avg_started = bool(state.get("avg_started", False))
         self.residual = state.get("residual")
         self.adv_scale = state.get("adv_scale", torch.ones(()))
+        self.logged_log_prob = self._logged_log_prob()  # of the restored shard, for a streamed log
         self.log_mu_all = self._compute_log_mu() if self.mu_done else None
         if self.mu_done and self.adv_heads is not None:
             self._set_propensities()
+
+    def on_new_shard(self) -> None:
+        """A streamed log moved to its next shard (trainer/algos/store.py): every per-row quantity anew,
+        the residuals re-fitted on the shard's episodes."""
+        self.logged_log_prob = self._logged_log_prob()
+        self.log_mu_all = self._compute_log_mu() if self.mu_done else None
+        if self.mu_done and self.adv_heads is not None:
+            self._set_propensities()
+        if self.residual is not None:
+            self.fit_residuals()
 
     # -- 1. behaviour policy ------------------------------------------------------------------
     def fit_mu(self) -> dict[str, float]:
