@@ -39,6 +39,7 @@ TINY = {
     "bc": {"iterations": 4, "steps_per_iteration": 3, "batch_size": 64, "hidden": "32,32"},
     "inspo": TINY_INSPO,
     "inspo-residual": {**TINY_INSPO, "estimator": "residual"},
+    "inspo-residual-credit": {**TINY_INSPO, "estimator": "residual", "reward_credit": "local"},
 }
 
 
@@ -77,12 +78,12 @@ def test_quantiles_by_counting_equal_numpys():
         assert exact_quantile(values, q, budget_rows=10_000) == np.quantile(values, q)  # in RAM
 
 
-@pytest.mark.parametrize("algo", ["bc", "inspo", "inspo-residual"])
+@pytest.mark.parametrize("algo", ["bc", "inspo", "inspo-residual", "inspo-residual-credit"])
 def test_a_streamed_log_that_fits_trains_to_the_same_first_losses(small_log, tmp_path, algo):
     rows = {}
     for mode, data in (("memory", load_log(small_log)), ("streamed", small_log)):
         run = tmp_path / mode
-        name = algo.removesuffix("-residual")
+        name = algo.split("-residual")[0]
         train(name, data, run, overrides=TINY[algo], seed=3, log_every=1, stop_after=1, progress=False)
         first = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
         first.pop("time_s")

@@ -27,13 +27,14 @@ import torch
 from trainer.algos.data import Transitions, discounted_returns_to_go, step_discounts
 from trainer.logs.dataset import OfflineData
 
-VERSION = 1
+VERSION = 2  # 2: per-agent rewards (reward_credit)
 FIELDS = {  # name -> dtype of the stored column (row-major: K rows, then the per-row shape)
     "obs": np.float32,
     "actions": np.int64,
     "masks": np.bool_,
     "states": np.float32,
     "team_rewards": np.float32,
+    "agent_rewards": np.float32,  # the log's per-agent reward column (reward_credit)
     "returns": np.float64,  # discounted return-to-go, not yet divided by the reward scale
     "done": np.bool_,
     "next_index": np.int64,
@@ -158,6 +159,7 @@ def build_row_store(
         "masks": (k, n, data.n_actions),
         "states": (k, data.state_dim),
         "behavior_prob": (k, n),
+        "agent_rewards": (k, n),
     }
     tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
@@ -237,6 +239,7 @@ def _chunk_rows(
         "masks": masks,
         "states": chunk.states[e_idx, t_idx].astype(np.float32),
         "team_rewards": chunk.team_rewards[e_idx, t_idx],
+        "agent_rewards": chunk.rewards[e_idx, t_idx].astype(np.float32),
         "returns": returns[e_idx, t_idx],
         "done": chunk.terminated[e_idx, t_idx].astype(bool) | ~has_next,
         "next_index": first_row + np.where(has_next, rows + 1, rows),
@@ -312,6 +315,7 @@ class RowStore:
             masks=torch.from_numpy(col("masks")),
             states=torch.from_numpy(col("states")),
             rewards=torch.from_numpy((col("team_rewards") / scale).astype(np.float32)),
+            agent_rewards=torch.from_numpy((col("agent_rewards") / scale).astype(np.float32)),
             returns=torch.from_numpy((col("returns") / scale).astype(np.float32)),
             done=torch.from_numpy(col("done").astype(np.float32)),
             next_index=torch.from_numpy(col("next_index") - r0),

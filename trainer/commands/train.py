@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         type=positive_float,
         default=None,
         metavar="MB",
-        help="RAM for the log's training rows (default 1024); a larger log streams through it in shards "
+        help="RAM for the log's training rows (default 8192); a larger log streams through it in shards "
         "of whole episodes (docs/scale-out.md). The process needs this plus about 0.5 GB for torch",
     )
     p.add_argument(
