@@ -59,6 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     combine.set_defaults(func=run_combine)
 
+    from trainer.commands import data_import
+
+    data_import.register(data_sub)
+
 
 def run_inspect(args: argparse.Namespace) -> int:
     from trainer.logs import open_log

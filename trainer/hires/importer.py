@@ -1,0 +1,312 @@
+"""``inspo data import hires``: controller hi-res event logs -> a training log (docs/traffic.md).
+
+One agent per ``DeviceId``; decisions, actions and the detector observation as in
+:mod:`trainer.hires.decisions`; reward ``occupancy`` (minus occupied loop-seconds per second);
+``behavior_prob`` null (the controller's probabilities are unknown: trainers estimate mu). Bad input
+is counted and located in the import card (``hires_card.json`` beside the log) or, where nothing
+sensible can be derived, a one-line error; the log is staged and renamed into place, never half-written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from envs.traffic.detectors import obs_width
+from runtime.logformat import LogMeta, LogWriter, list_column
+from trainer.hires.card import ImportCard, time_ranges
+from trainer.hires.decisions import (
+    BEGIN_GREEN,
+    BEGIN_YELLOW,
+    DETECTOR_OFF,
+    DETECTOR_ON,
+    DeviceEvents,
+    device_steps,
+    green_ends,
+)
+from trainer.hires.read import (
+    DETECTOR_COLUMNS,
+    EVENT_COLUMNS,
+    PHASE_MAP_COLUMNS,
+    as_int,
+    as_seconds,
+    device_ids,
+    read_table,
+)
+
+INDIANA_CODES = range(0, 256)  # the published enumerations fit a byte; other codes are vendor extensions
+DECISION_MODEL = (
+    "fixed interval: every delta_time s from the first event, the action is the phase serving the next "
+    "interval (the last to begin green, or the next one during a change interval), as the SUMO env decides"
+)
+REWARD = "occupancy: minus the device's occupied loop-seconds per second over the interval after the decision"
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    delta_time: float = 5.0
+    min_green_s: float = 0.0  # a switch is legal this long after a change began (0: always)
+    max_gap_s: float = 60.0  # a longer silence starts a new episode
+    env_id: str = "hires"
+
+
+@dataclass
+class Site:
+    """The detector configuration and phase map: per device, loops and phase -> action."""
+
+    devices: list[str]
+    phase_action: dict[str, dict[int, int]]
+    loops: dict[str, list[tuple[int, int, bool]]]  # device -> (channel, phase, stop-bar)
+    n_actions: int
+
+
+def read_site(detectors: Path, phase_map: Path | None, events_phases: dict[str, set[int]]) -> Site:
+    config = read_table(detectors, DETECTOR_COLUMNS, "detector configuration")
+    dev = device_ids(config)
+    phase = as_int(config, "Phase", detectors)
+    channel = as_int(config, "Parameter", detectors)
+    function = config.column("Function").to_pylist()
+    loops: dict[str, list[tuple[int, int, bool]]] = {}
+    seen: dict[tuple[str, int], int] = {}
+    for row, (d, p, c, f) in enumerate(zip(dev, phase, channel, function, strict=True)):
+        if (d, int(c)) in seen:
+            raise ValueError(
+                f"{detectors}: row {row + 2}: detector {c} of device {d} is configured twice "
+                f"(first on row {seen[(d, int(c))] + 2})"
+            )
+        seen[(d, int(c))] = row
+        loops.setdefault(d, []).append((int(c), int(p), "advance" not in str(f).lower()))
+    if phase_map is not None:
+        table = read_table(phase_map, PHASE_MAP_COLUMNS, "phase map")
+        phase_action: dict[str, dict[int, int]] = {}
+        for row, (d, p, a) in enumerate(
+            zip(
+                device_ids(table),
+                as_int(table, "Phase", phase_map),
+                as_int(table, "Action", phase_map),
+                strict=True,
+            )
+        ):
+            if a < 0:
+                raise ValueError(f"{phase_map}: row {row + 2}: column Action must be >= 0, got {a}")
+            phase_action.setdefault(d, {})[int(p)] = int(a)
+        devices = list(phase_action)
+    else:  # every phase that turns green or has a detector, in number order
+        devices = sorted(set(events_phases) | set(loops))
+        phase_action = {
+            d: {
+                p: i
+                for i, p in enumerate(
+                    sorted(events_phases.get(d, set()) | {p for _, p, _ in loops.get(d, [])})
+                )
+            }
+            for d in devices
+        }
+    n_actions = max((max(m.values()) + 1 for m in phase_action.values() if m), default=0)
+    if n_actions == 0:
+        raise ValueError(f"no phases: neither the phase map nor {detectors} names a phase")
+    return Site(devices, phase_action, loops, n_actions)
+
+
+@dataclass
+class Events:
+    """One events file, parsed: time-sorted arrays of the events with Indiana codes."""
+
+    path: Path
+    ts: np.ndarray
+    device: np.ndarray  # index into names
+    names: list[str]
+    code: np.ndarray
+    param: np.ndarray
+
+
+def read_events(path: Path, card: ImportCard) -> Events:
+    table = read_table(path, EVENT_COLUMNS, "event log")
+    ts = as_seconds(table, path)
+    code = as_int(table, "EventId", path)
+    param = as_int(table, "Parameter", path)
+    encoded = table.column("DeviceId").cast(pa.string()).combine_chunks().dictionary_encode()
+    device = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
+    names = encoded.dictionary.to_pylist()
+    card.count_codes(path, code)
+    # out of order: a row earlier than one before it of the same device (file order)
+    order = np.lexsort((np.arange(len(ts)), device))
+    by_device = device[order]
+    bounds = np.flatnonzero(np.r_[True, by_device[1:] != by_device[:-1], True])
+    late = np.zeros(len(ts), bool)
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        rows = order[lo:hi]
+        late[rows[1:]] = ts[rows[1:]] < np.maximum.accumulate(ts[rows])[:-1]
+    if late.any():
+        card.out_of_order(path, late.sum(), time_ranges(np.sort(ts[late]), 60.0))
+    known = (code >= INDIANA_CODES.start) & (code < INDIANA_CODES.stop)
+    keep = np.flatnonzero(known)
+    keep = keep[np.argsort(ts[keep], kind="stable")]
+    return Events(path, ts[keep], device[keep], names, code[keep], param[keep])
+
+
+def device_events(ev: Events, index: int, name: str, site: Site, card: ImportCard) -> DeviceEvents:
+    sel = ev.device == index
+    ts, code, param = ev.ts[sel], ev.code[sel], ev.param[sel]
+    mapping = site.phase_action.get(name, {})
+    green = code == BEGIN_GREEN
+    unmapped = green & ~np.isin(param, list(mapping))
+    if unmapped.any():
+        card.phases_not_in_map(name, param[unmapped])
+    green &= ~unmapped
+    if not green.any():
+        raise ValueError(
+            f"{ev.path}: device {name} has no begin-green events (EventId {BEGIN_GREEN}) for a mapped phase: "
+            "no decisions can be derived"
+        )
+    yellow = code == BEGIN_YELLOW
+    green_ts, green_nema = ts[green], param[green]
+    card.phases_never_green(name, sorted(set(mapping) - set(green_nema.tolist())))
+    loops = sorted(site.loops.get(name, []))
+    configured = {c for c, _, _ in loops}
+    det = (code == DETECTOR_ON) | (code == DETECTOR_OFF)
+    missing = det & ~np.isin(param, list(configured))
+    if missing.any():
+        card.detectors_missing(name, param[missing], ts[missing])
+    loop_on, loop_action, loop_stopbar = [], [], []
+    for channel, phase, stopbar in loops:
+        if phase not in mapping:
+            card.detector_phase_unmapped(name, channel, phase)
+            continue
+        mine = det & (param == channel)
+        loop_on.append((ts[mine], (code[mine] == DETECTOR_ON).astype(np.float64)))
+        loop_action.append(mapping[phase])
+        loop_stopbar.append(stopbar)
+        card.detector_coverage(name, channel, phase, stopbar, int(mine.sum()))
+    return DeviceEvents(
+        green_ts=green_ts,
+        green_action=np.array([mapping[int(p)] for p in green_nema], dtype=np.int64),
+        green_end=green_ends(green_ts, green_nema, ts[yellow], param[yellow]),
+        loop_on=loop_on,
+        loop_action=np.array(loop_action, dtype=np.int64),
+        loop_stopbar=np.array(loop_stopbar, dtype=bool),
+        n_green=max(mapping.values()) + 1 if mapping else 0,
+    )
+
+
+def decision_grid(ts: np.ndarray, delta: float, max_gap: float, card: ImportCard, path: Path):
+    """Decision times per segment (split at silences longer than ``max_gap``): list of (times, first)."""
+    gaps = np.flatnonzero(np.diff(ts) > max_gap)
+    if len(gaps):
+        card.clock_gaps(path, [(float(ts[g]), float(ts[g + 1])) for g in gaps])
+    starts = np.r_[ts[0], ts[gaps + 1]]
+    ends = np.r_[ts[gaps], ts[-1]]
+    return [
+        (s + delta * np.arange(int(np.floor((e - s) / delta)) + 1)) for s, e in zip(starts, ends, strict=True)
+    ]
+
+
+def import_hires(
+    events: list[Path], detectors: Path, phase_map: Path | None, out: Path, options: ImportOptions
+) -> ImportCard:
+    """Import event files (each its own episodes) into the log ``out``; returns the import card."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out} exists and is not empty: import into a new directory")
+    card = ImportCard(options=options.__dict__, decision_model=DECISION_MODEL, reward=REWARD)
+    parsed = [read_events(Path(p), card) for p in events]
+    green_phases: dict[str, set[int]] = {}
+    for ev in parsed:
+        for i, name in enumerate(ev.names):
+            sel = (ev.device == i) & (ev.code == BEGIN_GREEN)
+            green_phases.setdefault(name, set()).update(np.unique(ev.param[sel]).tolist())
+    site = read_site(Path(detectors), phase_map and Path(phase_map), green_phases)
+    card.phase_map = site.phase_action
+    a_max = site.n_actions
+    meta = LogMeta(
+        env_id=options.env_id,
+        obs_dim=obs_width(a_max),
+        n_actions=a_max,
+        agent_ids=site.devices,
+        state_dim=len(site.devices) * obs_width(a_max),
+    )
+    staging = out.parent / f".{out.name}.importing-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        with LogWriter(staging, meta, site="hires", writer_id="import") as writer:
+            for ev in parsed:
+                _import_file(ev, site, options, card, writer)
+        card.write(staging / "hires_card.json")
+        if out.exists():
+            out.rmdir()
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return card
+
+
+def _import_file(ev: Events, site: Site, options: ImportOptions, card: ImportCard, writer: LogWriter) -> None:
+    if not len(ev.ts):
+        raise ValueError(f"{ev.path}: no events with Indiana event codes (0-255)")
+    absent = [d for d in site.devices if d not in ev.names]
+    if absent:
+        raise ValueError(f"{ev.path}: no events of device(s) {', '.join(absent)} named in the phase map")
+    extra = sorted(set(ev.names) - set(site.devices))
+    if extra:
+        card.devices_not_in_map(ev.path, extra)
+    segments = decision_grid(ev.ts, options.delta_time, options.max_gap_s, card, ev.path)
+    t = np.concatenate(segments)
+    first = np.concatenate([np.arange(len(s)) == 0 for s in segments])
+    n, k, a_max = len(site.devices), len(t), site.n_actions
+    obs = np.zeros((k, n, obs_width(a_max)), np.float32)
+    actions = np.zeros((k, n), np.int32)
+    masks = np.zeros((k, n, a_max), bool)
+    rewards = np.zeros((k, n), np.float32)
+    for i, name in enumerate(site.devices):
+        dev = device_events(ev, ev.names.index(name), name, site, card)
+        o, a, m, r = device_steps(
+            dev, t, first, options.delta_time, float(ev.ts[0]), a_max, options.min_green_s
+        )
+        obs[:, i], actions[:, i], masks[:, i], rewards[:, i] = o, a, m, r
+        card.decisions(name, a)
+    stem = ev.path.name.split(".")[0]
+    seg_index = np.repeat(np.arange(len(segments)), [len(s) for s in segments])
+    episode = [stem if len(segments) == 1 else f"{stem}~{j}" for j in seg_index]
+    step = np.concatenate([np.arange(len(s)) for s in segments]).astype(np.int32)
+    last = np.r_[first[1:], True]
+    stamps = (np.round(t * 1e6)).astype("datetime64[us]")
+    rows = k * n
+    agent_steps = pa.table(
+        {
+            "episode_id": pa.array(np.repeat(episode, n).tolist(), pa.string()),
+            "t": pa.array(np.repeat(step, n)),
+            "agent_id": pa.array(np.tile(np.array(site.devices, dtype=object), k).tolist(), pa.string()),
+            "obs": list_column(obs.reshape(rows, -1), pa.float32()),
+            "action": pa.array(actions.reshape(-1)),
+            "action_mask": list_column(masks.reshape(rows, -1), pa.bool_()),
+            "reward": pa.array(rewards.reshape(-1)),
+            "terminated": pa.array(np.zeros(rows, bool)),
+            "truncated": pa.array(np.repeat(last, n)),
+            "behavior_prob": pa.nulls(rows, pa.float32()),
+            "controller": pa.array([f"hires:{stem}"] * rows, pa.string()),
+            "model_version": pa.nulls(rows, pa.string()),
+            "ts": pa.array(np.repeat(stamps, n)),
+        }
+    )
+    env_steps = pa.table(
+        {
+            "episode_id": pa.array(episode, pa.string()),
+            "t": pa.array(step),
+            "state": list_column(obs.reshape(k, -1), pa.float32()),
+            "team_reward": pa.array(rewards.sum(axis=1)),
+        }
+    )
+    card.episodes += len(segments)
+    card.steps += k
+    writer.add_tables(agent_steps, env_steps)
+
+
+def card_json(card: ImportCard) -> str:
+    return json.dumps(card.to_dict(), indent=2)
