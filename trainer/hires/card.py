@@ -20,8 +20,10 @@ EPOCH = dt.datetime(1970, 1, 1)
 MAX_RANGES = 10  # time ranges listed per finding (the count covers all)
 
 
-def iso(seconds: float) -> str:
-    return (EPOCH + dt.timedelta(seconds=float(seconds))).isoformat(sep=" ")
+def iso(origin_us: int, seconds: float) -> str:
+    """The time ``seconds`` after ``origin_us`` (microseconds since 1970), to the microsecond."""
+    micros = origin_us + round(float(seconds) * 1e6)
+    return (EPOCH + dt.timedelta(microseconds=micros)).isoformat(sep=" ")
 
 
 def time_ranges(times: np.ndarray, merge_within: float) -> list[tuple[float, float]]:
@@ -34,8 +36,8 @@ def time_ranges(times: np.ndarray, merge_within: float) -> list[tuple[float, flo
     return list(zip(starts.tolist(), ends.tolist(), strict=True))
 
 
-def _ranges(ranges: list[tuple[float, float]]) -> list[str]:
-    return [f"{iso(a)} .. {iso(b)}" for a, b in ranges[:MAX_RANGES]]
+def _ranges(ranges: list[tuple[float, float]], origin: int) -> list[str]:
+    return [f"{iso(origin, a)} .. {iso(origin, b)}" for a, b in ranges[:MAX_RANGES]]
 
 
 @dataclass
@@ -53,12 +55,18 @@ class ImportCard:
     coverage: dict[str, dict[str, dict]] = field(default_factory=dict)
     decisions_per_action: dict[str, dict[int, int]] = field(default_factory=dict)
     phase_map: dict[str, dict[int, int]] = field(default_factory=dict)  # device -> phase -> action
+    origin_us: int = 0  # the current file's first event (microseconds since 1970): times are relative to it
 
     def _add(self, kind: str, **entry) -> None:
         self.findings.setdefault(kind, []).append(entry)
 
     def count_codes(self, path: Path, code: np.ndarray) -> None:
-        values, counts = np.unique(code, return_counts=True)
+        if len(code) and code.min() >= 0 and code.max() < 1 << 16:  # counting, not sorting
+            counts = np.bincount(code)
+            values = np.flatnonzero(counts)
+            counts = counts[values]
+        else:
+            values, counts = np.unique(code, return_counts=True)
         self.events += int(len(code))
         for v, c in zip(values.tolist(), counts.tolist(), strict=True):
             self.events_per_code[v] += c
@@ -69,7 +77,7 @@ class ImportCard:
             self._add("unknown_codes_skipped", file=str(path), rows=unknown)
 
     def out_of_order(self, path: Path, rows: int, ranges) -> None:
-        self._add("out_of_order_rows", file=str(path), rows=int(rows), ranges=_ranges(ranges))
+        self._add("out_of_order_rows", file=str(path), rows=int(rows), ranges=_ranges(ranges, self.origin_us))
 
     def clock_gaps(self, path: Path, gaps: list[tuple[float, float]]) -> None:
         self._add(
@@ -77,7 +85,7 @@ class ImportCard:
             file=str(path),
             count=len(gaps),
             seconds=round(sum(b - a for a, b in gaps), 3),
-            ranges=_ranges(gaps),
+            ranges=_ranges(gaps, self.origin_us),
             note=f"no event for more than {self.options['max_gap_s']} s: each gap starts a new episode",
         )
 
@@ -100,7 +108,7 @@ class ImportCard:
                 device=device,
                 detector=channel,
                 events=int(len(at)),
-                ranges=[f"{iso(at[0])} .. {iso(at[-1])}"],
+                ranges=_ranges([(at[0], at[-1])], self.origin_us),
                 note="their on/off events are skipped",
             )
 

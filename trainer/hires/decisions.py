@@ -105,14 +105,12 @@ def device_steps(
     before, after = t - delta, t + delta
     n_loops = len(dev.loop_on)
     on_before, on_after, rises = np.zeros((k, n_loops)), np.zeros((k, n_loops)), np.zeros((k, n_loops))
-    for j, (times, states) in enumerate(dev.loop_on):
-        occ = occupied_seconds(times, states, np.concatenate([before, t, after]))
-        on_before[:, j] = occ[k : 2 * k] - occ[:k]
-        on_after[:, j] = occ[2 * k :] - occ[k : 2 * k]
+    for j, (times, states) in enumerate(dev.loop_on):  # before, t and after are each sorted
+        at_t = occupied_seconds(times, states, t)
+        on_before[:, j] = at_t - occupied_seconds(times, states, before)
+        on_after[:, j] = occupied_seconds(times, states, after) - at_t
         on_times = times[states == 1]
-        rises[:, j] = np.searchsorted(on_times, t, side="left") - np.searchsorted(
-            on_times, before, side="left"
-        )
+        rises[:, j] = np.searchsorted(on_times, t, "left") - np.searchsorted(on_times, before, "left")
     on_before[first] = rises[first] = 0.0
     for block, kind in enumerate((True, False)):
         sel = dev.loop_stopbar == kind

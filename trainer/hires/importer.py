@@ -35,7 +35,7 @@ from trainer.hires.read import (
     EVENT_COLUMNS,
     PHASE_MAP_COLUMNS,
     as_int,
-    as_seconds,
+    as_micros,
     device_ids,
     read_table,
 )
@@ -116,51 +116,82 @@ def read_site(detectors: Path, phase_map: Path | None, events_phases: dict[str, 
 
 @dataclass
 class Events:
-    """One events file, parsed: time-sorted arrays of the events with Indiana codes."""
+    """One events file, parsed: per device its events with Indiana codes, in time order.
+
+    Times are seconds since the file's first event (``origin_us``, microseconds since 1970), so decision
+    times on the grid and event times compare exactly.
+    """
 
     path: Path
-    ts: np.ndarray
-    device: np.ndarray  # index into names
-    names: list[str]
-    code: np.ndarray
-    param: np.ndarray
+    origin_us: int
+    end: float  # the last event
+    devices: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  # name -> (seconds, code, parameter)
+    gaps: list[tuple[float, float]]  # silences of every device longer than max_gap
 
 
-def read_events(path: Path, card: ImportCard) -> Events:
+def read_events(path: Path, card: ImportCard, max_gap: float) -> Events:
     table = read_table(path, EVENT_COLUMNS, "event log")
-    ts = as_seconds(table, path)
+    micros = as_micros(table, path)
+    if not len(micros):
+        raise ValueError(f"{path}: the event log has no rows")
+    origin = int(micros.min())
+    card.origin_us = origin
+    ts = (micros - origin) / 1e6
     code = as_int(table, "EventId", path)
     param = as_int(table, "Parameter", path)
     encoded = table.column("DeviceId").cast(pa.string()).combine_chunks().dictionary_encode()
     device = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
     names = encoded.dictionary.to_pylist()
     card.count_codes(path, code)
-    # out of order: a row earlier than one before it of the same device (file order)
-    order = np.lexsort((np.arange(len(ts)), device))
-    by_device = device[order]
-    bounds = np.flatnonzero(np.r_[True, by_device[1:] != by_device[:-1], True])
-    late = np.zeros(len(ts), bool)
-    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
-        rows = order[lo:hi]
-        late[rows[1:]] = ts[rows[1:]] < np.maximum.accumulate(ts[rows])[:-1]
-    if late.any():
-        card.out_of_order(path, late.sum(), time_ranges(np.sort(ts[late]), 60.0))
+    order = np.argsort(device, kind="stable")  # grouped by device, file order within
+    bounds = np.searchsorted(device[order], np.arange(len(names) + 1))
     known = (code >= INDIANA_CODES.start) & (code < INDIANA_CODES.stop)
-    keep = np.flatnonzero(known)
-    keep = keep[np.argsort(ts[keep], kind="stable")]
-    return Events(path, ts[keep], device[keep], names, code[keep], param[keep])
+    devices, late_times, gaps = {}, [], None
+    for d, name in enumerate(names):
+        rows = order[bounds[d] : bounds[d + 1]]
+        t = ts[rows]
+        if (np.diff(t) < 0).any():  # out of order: earlier than a row before it of the same device
+            late = np.r_[False, t[1:] < np.maximum.accumulate(t)[:-1]]
+            late_times.append(t[late])
+            rows = rows[np.argsort(t, kind="stable")]
+        rows = rows[known[rows]]
+        t = ts[rows]
+        devices[name] = (t, code[rows], param[rows])
+        silent = np.flatnonzero(np.diff(t) > max_gap)
+        mine = list(zip(t[silent].tolist(), t[silent + 1].tolist(), strict=True))
+        gaps = mine if gaps is None else _intersect(gaps, mine)
+    if late_times:
+        late = np.sort(np.concatenate(late_times))
+        card.out_of_order(path, len(late), time_ranges(late, 60.0))
+    if not known.any():
+        raise ValueError(f"{path}: no events with Indiana event codes (0-255)")
+    gaps = [(a, b) for a, b in gaps or [] if b - a > max_gap]
+    return Events(path, origin, float(ts[known].max()), devices, gaps)
 
 
-def device_events(ev: Events, index: int, name: str, site: Site, card: ImportCard) -> DeviceEvents:
-    sel = ev.device == index
-    ts, code, param = ev.ts[sel], ev.code[sel], ev.param[sel]
+def _intersect(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Intersection of two sorted lists of disjoint intervals."""
+    out, i, j = [], 0, 0
+    while i < len(a) and j < len(b):
+        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
+        if lo < hi:
+            out.append((lo, hi))
+        if a[i][1] < b[j][1]:
+            i += 1
+        else:
+            j += 1
+    return out
+
+
+def device_events(ev: Events, name: str, site: Site, card: ImportCard) -> DeviceEvents:
+    ts, code, param = ev.devices[name]
     mapping = site.phase_action.get(name, {})
-    green = code == BEGIN_GREEN
-    unmapped = green & ~np.isin(param, list(mapping))
+    green = np.flatnonzero(code == BEGIN_GREEN)
+    unmapped = ~np.isin(param[green], list(mapping))
     if unmapped.any():
-        card.phases_not_in_map(name, param[unmapped])
-    green &= ~unmapped
-    if not green.any():
+        card.phases_not_in_map(name, param[green[unmapped]])
+    green = green[~unmapped]
+    if not len(green):
         raise ValueError(
             f"{ev.path}: device {name} has no begin-green events (EventId {BEGIN_GREEN}) for a mapped phase: "
             "no decisions can be derived"
@@ -169,21 +200,26 @@ def device_events(ev: Events, index: int, name: str, site: Site, card: ImportCar
     green_ts, green_nema = ts[green], param[green]
     card.phases_never_green(name, sorted(set(mapping) - set(green_nema.tolist())))
     loops = sorted(site.loops.get(name, []))
-    configured = {c for c, _, _ in loops}
-    det = (code == DETECTOR_ON) | (code == DETECTOR_OFF)
-    missing = det & ~np.isin(param, list(configured))
+    det = np.flatnonzero((code == DETECTOR_ON) | (code == DETECTOR_OFF))
+    det = det[np.argsort(param[det], kind="stable")]  # by channel, time order within
+    channels = param[det]
+    missing = np.ones(len(det), bool)  # channels sorted: each configured loop's events are one slice
+    for channel, _, _ in loops:
+        missing[np.searchsorted(channels, channel, "left") : np.searchsorted(channels, channel, "right")] = (
+            False
+        )
     if missing.any():
-        card.detectors_missing(name, param[missing], ts[missing])
+        card.detectors_missing(name, channels[missing], ts[det[missing]])
     loop_on, loop_action, loop_stopbar = [], [], []
     for channel, phase, stopbar in loops:
         if phase not in mapping:
             card.detector_phase_unmapped(name, channel, phase)
             continue
-        mine = det & (param == channel)
+        mine = det[np.searchsorted(channels, channel, "left") : np.searchsorted(channels, channel, "right")]
         loop_on.append((ts[mine], (code[mine] == DETECTOR_ON).astype(np.float64)))
         loop_action.append(mapping[phase])
         loop_stopbar.append(stopbar)
-        card.detector_coverage(name, channel, phase, stopbar, int(mine.sum()))
+        card.detector_coverage(name, channel, phase, stopbar, len(mine))
     return DeviceEvents(
         green_ts=green_ts,
         green_action=np.array([mapping[int(p)] for p in green_nema], dtype=np.int64),
@@ -195,15 +231,14 @@ def device_events(ev: Events, index: int, name: str, site: Site, card: ImportCar
     )
 
 
-def decision_grid(ts: np.ndarray, delta: float, max_gap: float, card: ImportCard, path: Path):
-    """Decision times per segment (split at silences longer than ``max_gap``): list of (times, first)."""
-    gaps = np.flatnonzero(np.diff(ts) > max_gap)
-    if len(gaps):
-        card.clock_gaps(path, [(float(ts[g]), float(ts[g + 1])) for g in gaps])
-    starts = np.r_[ts[0], ts[gaps + 1]]
-    ends = np.r_[ts[gaps], ts[-1]]
+def decision_grid(ev: Events, delta: float, card: ImportCard) -> list[np.ndarray]:
+    """Decision times per segment: from the first event, a new segment after every clock gap."""
+    if ev.gaps:
+        card.clock_gaps(ev.path, ev.gaps)
+    starts = [0.0] + [b for _, b in ev.gaps]
+    ends = [a for a, _ in ev.gaps] + [ev.end]
     return [
-        (s + delta * np.arange(int(np.floor((e - s) / delta)) + 1)) for s, e in zip(starts, ends, strict=True)
+        s + delta * np.arange(int(np.floor((e - s) / delta)) + 1) for s, e in zip(starts, ends, strict=True)
     ]
 
 
@@ -215,12 +250,11 @@ def import_hires(
     if out.exists() and any(out.iterdir()):
         raise ValueError(f"{out} exists and is not empty: import into a new directory")
     card = ImportCard(options=options.__dict__, decision_model=DECISION_MODEL, reward=REWARD)
-    parsed = [read_events(Path(p), card) for p in events]
+    parsed = [read_events(Path(p), card, options.max_gap_s) for p in events]
     green_phases: dict[str, set[int]] = {}
     for ev in parsed:
-        for i, name in enumerate(ev.names):
-            sel = (ev.device == i) & (ev.code == BEGIN_GREEN)
-            green_phases.setdefault(name, set()).update(np.unique(ev.param[sel]).tolist())
+        for name, (_, code, param) in ev.devices.items():
+            green_phases.setdefault(name, set()).update(np.unique(param[code == BEGIN_GREEN]).tolist())
     site = read_site(Path(detectors), phase_map and Path(phase_map), green_phases)
     card.phase_map = site.phase_action
     a_max = site.n_actions
@@ -248,15 +282,14 @@ def import_hires(
 
 
 def _import_file(ev: Events, site: Site, options: ImportOptions, card: ImportCard, writer: LogWriter) -> None:
-    if not len(ev.ts):
-        raise ValueError(f"{ev.path}: no events with Indiana event codes (0-255)")
-    absent = [d for d in site.devices if d not in ev.names]
+    card.origin_us = ev.origin_us
+    absent = [d for d in site.devices if d not in ev.devices]
     if absent:
         raise ValueError(f"{ev.path}: no events of device(s) {', '.join(absent)} named in the phase map")
-    extra = sorted(set(ev.names) - set(site.devices))
+    extra = sorted(set(ev.devices) - set(site.devices))
     if extra:
         card.devices_not_in_map(ev.path, extra)
-    segments = decision_grid(ev.ts, options.delta_time, options.max_gap_s, card, ev.path)
+    segments = decision_grid(ev, options.delta_time, card)
     t = np.concatenate(segments)
     first = np.concatenate([np.arange(len(s)) == 0 for s in segments])
     n, k, a_max = len(site.devices), len(t), site.n_actions
@@ -265,10 +298,8 @@ def _import_file(ev: Events, site: Site, options: ImportOptions, card: ImportCar
     masks = np.zeros((k, n, a_max), bool)
     rewards = np.zeros((k, n), np.float32)
     for i, name in enumerate(site.devices):
-        dev = device_events(ev, ev.names.index(name), name, site, card)
-        o, a, m, r = device_steps(
-            dev, t, first, options.delta_time, float(ev.ts[0]), a_max, options.min_green_s
-        )
+        dev = device_events(ev, name, site, card)
+        o, a, m, r = device_steps(dev, t, first, options.delta_time, 0.0, a_max, options.min_green_s)
         obs[:, i], actions[:, i], masks[:, i], rewards[:, i] = o, a, m, r
         card.decisions(name, a)
     stem = ev.path.name.split(".")[0]
@@ -276,7 +307,7 @@ def _import_file(ev: Events, site: Site, options: ImportOptions, card: ImportCar
     episode = [stem if len(segments) == 1 else f"{stem}~{j}" for j in seg_index]
     step = np.concatenate([np.arange(len(s)) for s in segments]).astype(np.int32)
     last = np.r_[first[1:], True]
-    stamps = (np.round(t * 1e6)).astype("datetime64[us]")
+    stamps = (ev.origin_us + np.round(t * 1e6).astype(np.int64)).astype("datetime64[us]")
     rows = k * n
     agent_steps = pa.table(
         {

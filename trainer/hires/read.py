@@ -76,8 +76,8 @@ def as_int(table: pa.Table, name: str, path: Path) -> np.ndarray:
         raise
 
 
-def as_seconds(table: pa.Table, path: Path) -> np.ndarray:
-    """``TimeStamp`` as float seconds since the epoch (timestamps, or ISO strings in a CSV)."""
+def as_micros(table: pa.Table, path: Path) -> np.ndarray:
+    """``TimeStamp`` as int64 microseconds since 1970 (timestamps, or ISO strings in a CSV)."""
     column = table.column("TimeStamp")
     if not pa.types.is_timestamp(column.type):
         try:
@@ -92,8 +92,7 @@ def as_seconds(table: pa.Table, path: Path) -> np.ndarray:
                         f"{path}: row {row + 1}: column TimeStamp is not a date and time: {value!r}"
                     ) from None
             column = pa.array(np.array([str(v).replace(" ", "T") for v in values], dtype="datetime64[us]"))
-    micros = pc.cast(column, pa.timestamp("us")).cast(pa.int64()).to_numpy(zero_copy_only=False)
-    return micros.astype(np.float64) / 1e6
+    return pc.cast(column, pa.timestamp("us")).cast(pa.int64()).to_numpy(zero_copy_only=False)
 
 
 def device_ids(table: pa.Table) -> np.ndarray:
