@@ -69,7 +69,7 @@ def event_table(bank: DetectorBank) -> pa.Table:
 
 
 def _atomic_csv(path: Path, header: list[str], rows: list[list]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # collection workers write the same files
     with open(tmp, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(header)
@@ -93,7 +93,7 @@ def write_episode(bank: DetectorBank, out: str | os.PathLike, name: str) -> Path
     out.mkdir(parents=True, exist_ok=True)
     write_site_files(bank, out)
     final = out / f"{name}.events.parquet"
-    tmp = out / f".{final.name}.tmp"
+    tmp = out / f".{final.name}.{os.getpid()}.tmp"
     pq.write_table(event_table(bank), tmp, compression="zstd")
     os.replace(tmp, final)
     return final

@@ -4,8 +4,9 @@ The decision model (docs/traffic.md, "Hi-res event logs"): decisions every ``del
 from the segment's first event, as the SUMO env decides; the action at ``t`` is the green serving the
 interval that starts at ``t``: the phase that most recently began green (event 1) at or before ``t``, or,
 if its green has ended (event 8, begin yellow) by ``t``, the next phase to begin green. The observation
-at ``t`` uses only events strictly before ``t`` (a switch decided at ``t`` is not yet visible), exactly
-the env's ``detectors`` observation (envs/traffic/detectors.py).
+at ``t`` uses only events strictly before ``t`` and shows the last green to begin as the current phase
+(a change already under way is the decision, not part of what it is based on); in SUMO, where decisions
+fall on the grid, that is exactly the env's ``detectors`` observation (envs/traffic/detectors.py).
 """
 
 from __future__ import annotations
@@ -89,15 +90,16 @@ def device_steps(
     obs = np.zeros((k, obs_width(a_max)))
     shown_act, _, _ = shown_green(dev, t, strict=False)
     actions = dev.green_action[shown_act]
-    shown, changing, idx = shown_green(dev, t, strict=True)
-    phase = dev.green_action[shown]
+    # The observation is the controller's view before it decides: the green that began last before t is
+    # the current phase even if its change interval has started (real controllers end greens between
+    # grid points; showing the change would give the decision away).
+    _, changing, idx = shown_green(dev, t, strict=True)
+    safe = np.maximum(idx, 0)
+    phase = dev.green_action[safe]
     rows = np.arange(k)
     obs[rows, phase] = 1.0
-    # the change interval that led to the shown green began when the green before it ended
-    safe = np.maximum(idx, 0)
     prev_end = np.where(idx >= 1, dev.green_end[np.maximum(idx - 1, 0)], dev.green_ts[safe])
-    change_start = np.where(changing, np.where(idx >= 0, dev.green_end[safe], t), prev_end)
-    in_phase = np.maximum(t - change_start, 0.0)
+    in_phase = np.where(idx >= 0, np.maximum(t - prev_end, 0.0), 0.0)  # since its change interval began
     can = in_phase >= min_green_s
     obs[:, a_max] = can
     obs[:, a_max + 1] = scaled_time(in_phase)
@@ -129,9 +131,11 @@ def device_steps(
         j = np.searchsorted(ends, t, side="left") - 1
         last = np.where(j >= 0, ends[np.maximum(j, 0)] if len(ends) else start, start)
         served[:, g] = scaled_time(t - last)
-    served[rows[~changing], phase[~changing]] = 0.0
+    served[rows[idx >= 0], phase[idx >= 0]] = 0.0
     obs[:, 5 * a_max + 2 :] = served
     legal = np.arange(a_max) < dev.n_green
-    masks = np.where(can[:, None], legal[None, :], np.arange(a_max)[None, :] == phase[:, None])
+    # inside min-green only the current phase, unless the controller's change is already under way
+    free = can | (changing & (actions != phase))
+    masks = np.where(free[:, None], legal[None, :], np.arange(a_max)[None, :] == phase[:, None])
     rewards = -on_after.sum(axis=1) / delta
     return obs, actions, masks, rewards
