@@ -169,6 +169,11 @@ def test_clean_small_log_imports_without_findings(tmp_path):
     data = load_log(tmp_path / "log")
     # phase 2 greens at 0, 40, ... s: decisions at 0..15 s pick action 0, the change at 17 s gives 4 -> 1
     assert data.actions[0, :8, 0].tolist() == [0, 0, 0, 0, 1, 1, 1, 1]
+    # at 20 s the observation still shows phase 2 (its yellow from 17 s is the decision, not its input),
+    # 5 s later phase 4 (green since 20 s, its change interval began at 17 s: 8 s in phase)
+    obs = data.obs[0, :, 0]
+    assert obs[4, :2].tolist() == [1, 0] and obs[5, :2].tolist() == [0, 1]
+    assert obs[5, 3] == pytest.approx(8 / 60)
 
 
 def test_out_of_order_unknown_codes_gaps_and_unconfigured_detectors_are_counted_and_located(tmp_path):
