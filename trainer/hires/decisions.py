@@ -103,16 +103,19 @@ def device_steps(
     can = in_phase >= min_green_s
     obs[:, a_max] = can
     obs[:, a_max + 1] = scaled_time(in_phase)
-    # detector features over the interval before each decision, the reward over the one after it
-    before, after = t - delta, t + delta
+    # detector features over the interval before each decision, the reward over the one after it; the
+    # intervals tile the grid, so each loop needs its occupied seconds and actuations at the grid points
+    # only (plus one interval past each segment's last decision)
     n_loops = len(dev.loop_on)
+    last = np.r_[first[1:], True]
     on_before, on_after, rises = np.zeros((k, n_loops)), np.zeros((k, n_loops)), np.zeros((k, n_loops))
-    for j, (times, states) in enumerate(dev.loop_on):  # before, t and after are each sorted
+    for j, (times, states) in enumerate(dev.loop_on):
         at_t = occupied_seconds(times, states, t)
-        on_before[:, j] = at_t - occupied_seconds(times, states, before)
-        on_after[:, j] = occupied_seconds(times, states, after) - at_t
+        on_before[1:, j] = np.diff(at_t)
+        on_after[:-1, j] = on_before[1:, j]
+        on_after[last, j] = occupied_seconds(times, states, t[last] + delta) - at_t[last]
         on_times = times[states == 1]
-        rises[:, j] = np.searchsorted(on_times, t, "left") - np.searchsorted(on_times, before, "left")
+        rises[1:, j] = np.diff(np.searchsorted(on_times, t, "left"))
     on_before[first] = rises[first] = 0.0
     for block, kind in enumerate((True, False)):
         sel = dev.loop_stopbar == kind
