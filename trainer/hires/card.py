@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 
+from trainer.hires.decisions import INDIANA_CODES
+
 EPOCH = dt.datetime(1970, 1, 1)
 MAX_RANGES = 10  # time ranges listed per finding (the count covers all)
 
@@ -70,9 +72,11 @@ class ImportCard:
         self.events += int(len(code))
         for v, c in zip(values.tolist(), counts.tolist(), strict=True):
             self.events_per_code[v] += c
-            if not 0 <= v < 256:
+            if v not in INDIANA_CODES:
                 self.unknown_codes[v] += c
-        unknown = sum(c for v, c in zip(values.tolist(), counts.tolist(), strict=True) if not 0 <= v < 256)
+        unknown = sum(
+            c for v, c in zip(values.tolist(), counts.tolist(), strict=True) if v not in INDIANA_CODES
+        )
         if unknown:
             self._add("unknown_codes_skipped", file=str(path), rows=unknown)
 

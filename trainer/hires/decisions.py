@@ -18,6 +18,7 @@ import numpy as np
 from envs.traffic.detectors import ACTUATION_SCALE, obs_width, scaled_time
 
 BEGIN_GREEN, BEGIN_YELLOW, DETECTOR_OFF, DETECTOR_ON = 1, 8, 81, 82
+INDIANA_CODES = range(0, 256)  # the published enumerations fit a byte; other codes are vendor extensions
 
 
 @dataclass

@@ -9,7 +9,6 @@ sensible can be derived, a one-line error; the log is staged and renamed into pl
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import pyarrow as pa
 
 from envs.traffic.detectors import obs_width
 from runtime.logformat import LogMeta, LogWriter, list_column
-from trainer.hires.card import ImportCard, time_ranges
+from trainer.hires.card import ImportCard
 from trainer.hires.decisions import (
     BEGIN_GREEN,
     BEGIN_YELLOW,
@@ -30,17 +29,9 @@ from trainer.hires.decisions import (
     device_steps,
     green_ends,
 )
-from trainer.hires.read import (
-    DETECTOR_COLUMNS,
-    EVENT_COLUMNS,
-    PHASE_MAP_COLUMNS,
-    as_int,
-    as_micros,
-    device_ids,
-    read_table,
-)
+from trainer.hires.events import Events, read_events
+from trainer.hires.site import Site, read_site
 
-INDIANA_CODES = range(0, 256)  # the published enumerations fit a byte; other codes are vendor extensions
 DECISION_MODEL = (
     "fixed interval: every delta_time s from the first event, the action is the phase serving the next "
     "interval (the last to begin green, or the next one during a change interval), as the SUMO env decides"
@@ -54,133 +45,6 @@ class ImportOptions:
     min_green_s: float = 0.0  # a switch is legal this long after a change began (0: always)
     max_gap_s: float = 60.0  # a longer silence starts a new episode
     env_id: str = "hires"
-
-
-@dataclass
-class Site:
-    """The detector configuration and phase map: per device, loops and phase -> action."""
-
-    devices: list[str]
-    phase_action: dict[str, dict[int, int]]
-    loops: dict[str, list[tuple[int, int, bool]]]  # device -> (channel, phase, stop-bar)
-    n_actions: int
-
-
-def read_site(detectors: Path, phase_map: Path | None, events_phases: dict[str, set[int]]) -> Site:
-    config = read_table(detectors, DETECTOR_COLUMNS, "detector configuration")
-    dev = device_ids(config)
-    phase = as_int(config, "Phase", detectors)
-    channel = as_int(config, "Parameter", detectors)
-    function = config.column("Function").to_pylist()
-    loops: dict[str, list[tuple[int, int, bool]]] = {}
-    seen: dict[tuple[str, int], int] = {}
-    for row, (d, p, c, f) in enumerate(zip(dev, phase, channel, function, strict=True)):
-        if (d, int(c)) in seen:
-            raise ValueError(
-                f"{detectors}: row {row + 2}: detector {c} of device {d} is configured twice "
-                f"(first on row {seen[(d, int(c))] + 2})"
-            )
-        seen[(d, int(c))] = row
-        loops.setdefault(d, []).append((int(c), int(p), "advance" not in str(f).lower()))
-    if phase_map is not None:
-        table = read_table(phase_map, PHASE_MAP_COLUMNS, "phase map")
-        phase_action: dict[str, dict[int, int]] = {}
-        for row, (d, p, a) in enumerate(
-            zip(
-                device_ids(table),
-                as_int(table, "Phase", phase_map),
-                as_int(table, "Action", phase_map),
-                strict=True,
-            )
-        ):
-            if a < 0:
-                raise ValueError(f"{phase_map}: row {row + 2}: column Action must be >= 0, got {a}")
-            phase_action.setdefault(d, {})[int(p)] = int(a)
-        devices = list(phase_action)
-    else:  # every phase that turns green or has a detector, in number order
-        devices = sorted(set(events_phases) | set(loops))
-        phase_action = {
-            d: {
-                p: i
-                for i, p in enumerate(
-                    sorted(events_phases.get(d, set()) | {p for _, p, _ in loops.get(d, [])})
-                )
-            }
-            for d in devices
-        }
-    n_actions = max((max(m.values()) + 1 for m in phase_action.values() if m), default=0)
-    if n_actions == 0:
-        raise ValueError(f"no phases: neither the phase map nor {detectors} names a phase")
-    return Site(devices, phase_action, loops, n_actions)
-
-
-@dataclass
-class Events:
-    """One events file, parsed: per device its events with Indiana codes, in time order.
-
-    Times are seconds since the file's first event (``origin_us``, microseconds since 1970), so decision
-    times on the grid and event times compare exactly.
-    """
-
-    path: Path
-    origin_us: int
-    end: float  # the last event
-    devices: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  # name -> (seconds, code, parameter)
-    gaps: list[tuple[float, float]]  # silences of every device longer than max_gap
-
-
-def read_events(path: Path, card: ImportCard, max_gap: float) -> Events:
-    table = read_table(path, EVENT_COLUMNS, "event log")
-    micros = as_micros(table, path)
-    if not len(micros):
-        raise ValueError(f"{path}: the event log has no rows")
-    origin = int(micros.min())
-    card.origin_us = origin
-    ts = (micros - origin) / 1e6
-    code = as_int(table, "EventId", path)
-    param = as_int(table, "Parameter", path)
-    encoded = table.column("DeviceId").cast(pa.string()).combine_chunks().dictionary_encode()
-    device = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    names = encoded.dictionary.to_pylist()
-    card.count_codes(path, code)
-    order = np.argsort(device, kind="stable")  # grouped by device, file order within
-    bounds = np.searchsorted(device[order], np.arange(len(names) + 1))
-    known = (code >= INDIANA_CODES.start) & (code < INDIANA_CODES.stop)
-    devices, late_times, gaps = {}, [], None
-    for d, name in enumerate(names):
-        rows = order[bounds[d] : bounds[d + 1]]
-        t = ts[rows]
-        if (np.diff(t) < 0).any():  # out of order: earlier than a row before it of the same device
-            late = np.r_[False, t[1:] < np.maximum.accumulate(t)[:-1]]
-            late_times.append(t[late])
-            rows = rows[np.argsort(t, kind="stable")]
-        rows = rows[known[rows]]
-        t = ts[rows]
-        devices[name] = (t, code[rows], param[rows])
-        silent = np.flatnonzero(np.diff(t) > max_gap)
-        mine = list(zip(t[silent].tolist(), t[silent + 1].tolist(), strict=True))
-        gaps = mine if gaps is None else _intersect(gaps, mine)
-    if late_times:
-        late = np.sort(np.concatenate(late_times))
-        card.out_of_order(path, len(late), time_ranges(late, 60.0))
-    if not known.any():
-        raise ValueError(f"{path}: no events with Indiana event codes (0-255)")
-    gaps = [(a, b) for a, b in gaps or [] if b - a > max_gap]
-    return Events(path, origin, float(ts[known].max()), devices, gaps)
-
-
-def _intersect(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> list[tuple[float, float]]:
-    """Intersection of two sorted lists of disjoint intervals."""
-    out, i, j = [], 0, 0
-    while i < len(a) and j < len(b):
-        lo, hi = max(a[i][0], b[j][0]), min(a[i][1], b[j][1])
-        if lo < hi:
-            out.append((lo, hi))
-        if a[i][1] < b[j][1]:
-            i += 1
-        else:
-            j += 1
-    return out
 
 
 def device_events(ev: Events, name: str, site: Site, card: ImportCard) -> DeviceEvents:
@@ -337,7 +201,3 @@ def _import_file(ev: Events, site: Site, options: ImportOptions, card: ImportCar
     card.episodes += len(segments)
     card.steps += k
     writer.add_tables(agent_steps, env_steps)
-
-
-def card_json(card: ImportCard) -> str:
-    return json.dumps(card.to_dict(), indent=2)
