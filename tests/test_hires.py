@@ -100,7 +100,7 @@ def test_sumo_episode_rendered_to_events_and_imported_gives_the_same_log(sumo_ep
 
 
 # -- the real sample ---------------------------------------------------------------------------------------
-def test_real_atspm_sample_imports_with_a_located_card(tmp_path):
+def test_real_atspm_sample_imports_with_a_located_card(tmp_path, capsys):
     events, config = atspm_sample()
     card = import_hires([events], config, None, tmp_path / "log", ImportOptions())
     assert card.events == 37152 == sum(card.events_per_code.values())
@@ -115,6 +115,9 @@ def test_real_atspm_sample_imports_with_a_located_card(tmp_path):
     assert np.isfinite(data.obs).all() and (data.rewards <= 0).all()
     stored = json.loads((tmp_path / "log" / "hires_card.json").read_text())
     assert stored["events"] == 37152 and stored["behavior_prob"].startswith("unknown")
+    assert main(["data", "inspect", str(tmp_path / "log")]) == 0  # the dataset card shows the findings
+    out = " ".join(capsys.readouterr().out.split())
+    assert "import: detectors missing from config: device=1136, detector=18, events=2742" in out
 
 
 # -- malformed input (a small hand-made log in the ATSPM layout) -------------------------------------------

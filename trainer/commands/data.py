@@ -73,6 +73,9 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(card.to_dict(), indent=2))
     else:
         print_card(card)
+        from trainer.commands.data_import import print_import_card
+
+        print_import_card(args.log)
     return 0
 
 

@@ -66,6 +66,26 @@ def register(data_sub: argparse._SubParsersAction) -> None:
     hires.set_defaults(func=run_import_hires)
 
 
+def print_import_card(log: str) -> None:
+    """An imported log's import findings (LOG/hires_card.json), under its dataset card."""
+    import json
+
+    from trainer.report import console
+
+    path = Path(log) / "hires_card.json"
+    if not path.is_file():
+        return
+    card = json.loads(path.read_text())
+    console.print(
+        f"imported from hi-res events: {card['events']} events, {card['episodes']} episode(s); "
+        f"decision model: {card['decision_model']}; reward: {card['reward']}"
+    )
+    for kind, entries in card["findings"].items():
+        for entry in entries:
+            detail = ", ".join(f"{k}={v}" for k, v in entry.items() if k != "note")
+            console.print(f"[bold yellow]import:[/] {kind.replace('_', ' ')}: {detail}")
+
+
 def run_import_hires(args: argparse.Namespace) -> int:
     from trainer.hires.importer import ImportOptions, import_hires
     from trainer.report import console
