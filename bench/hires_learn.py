@@ -55,13 +55,16 @@ def flat_configs(work: Path) -> dict[str, Path]:
     return out
 
 
-def delays(episodes_csv: Path) -> dict[str, dict[str, dict[int, float]]]:
-    """controller -> source -> eval seed -> trip delay."""
-    out: dict[str, dict[str, dict[int, float]]] = defaultdict(lambda: defaultdict(dict))
+def episodes(episodes_csv: Path) -> dict[str, dict[str, dict[int, dict[str, float]]]]:
+    """controller -> source -> eval seed -> metrics (trip delay, throughput, avg queue)."""
+    out: dict = defaultdict(lambda: defaultdict(dict))
     with episodes_csv.open() as f:
         for row in csv.DictReader(f):
-            out[row["controller"]][row["source"]][int(row["seed"])] = float(row["delay"])
+            out[row["controller"]][row["source"]][int(row["seed"])] = {k: float(row[k]) for k in METRICS}
     return out
+
+
+METRICS = ("delay", "throughput", "avg_queue")
 
 
 def main() -> None:
@@ -102,34 +105,45 @@ def main() -> None:
                 controllers += ["--controller", str(work / "runs" / f"{tag}-{algo}-seed*")]
             run([INSPO, "eval", *controllers, "--env", "sumo:grid4x4", "--env-arg", seconds, *extra,
                  "--seeds", str(args.eval_seeds), "--out", str(out)])  # fmt: skip
-        results[tag] = delays(out / "episodes.csv")
+        results[tag] = episodes(out / "episodes.csv")
     print(
-        f"\ngrid4x4, first {args.seconds} s; trip delay (s), greedy; {args.eval_seeds} evaluation seeds (paired);"
+        f"\ngrid4x4, first {args.seconds} s, greedy; {args.eval_seeds} evaluation seeds (paired); training seeds"
     )
     print(
-        f"training seeds {' '.join(map(str, args.train_seeds))}; log: {args.episodes} episodes of max-pressure@temp=1\n"
+        f"{' '.join(map(str, args.train_seeds))}; log: {args.episodes} episodes of max-pressure@temp=1. Learned: mean over"
     )
     print(
-        "| observation (log) | controller | trip delay: mean over training seeds ± their std | vs max-pressure, paired over evaluation seeds |"
+        "training seeds ± their std (of each run's mean over episodes); paired: per evaluation seed, the mean over"
     )
-    print("|---|---|---|---|")
+    print("training seeds minus max-pressure, then mean ± std over evaluation seeds.\n")
+    print(
+        "| log (observation) | controller | trip delay (s) | vs max-pressure (paired) | throughput (trips) | avg queue (veh) |"
+    )
+    print("|---|---|---|---|---|---|")
     for tag, by_controller in results.items():
         mp = next(iter(by_controller["max-pressure"].values()))
+        seeds = sorted(mp)
         for name, sources in by_controller.items():
-            per_run = [np.mean(list(s.values())) for s in sources.values()]
-            seeds = sorted(mp)
-            diff = [np.mean([s[k] for s in sources.values()]) - mp[k] for k in seeds]
-            shown = "max-pressure" if name == "max-pressure" else name.split("/")[-1]
-            spread = (
-                f"{np.mean(per_run):.2f} ± {np.std(per_run):.2f}" if len(per_run) > 1 else f"{per_run[0]:.2f}"
+
+            def stat(metric: str, sources=sources) -> str:
+                per_run = [np.mean([e[metric] for e in s.values()]) for s in sources.values()]
+                return (
+                    f"{np.mean(per_run):.2f} ± {np.std(per_run):.2f}"
+                    if len(per_run) > 1
+                    else f"{per_run[0]:.2f}"
+                )
+
+            diff = [np.mean([s[k]["delay"] for s in sources.values()]) - mp[k]["delay"] for k in seeds]
+            ratio = np.mean([np.mean([e["delay"] for e in s.values()]) for s in sources.values()]) / np.mean(
+                [mp[k]["delay"] for k in seeds]
             )
             paired = (
-                "-"
-                if name == "max-pressure"
-                else f"{np.mean(diff):+.2f} ± {np.std(diff):.2f} ({np.mean(per_run) / np.mean(list(mp.values())):.3f}x)"
+                "—" if name == "max-pressure" else f"{np.mean(diff):+.2f} ± {np.std(diff):.2f} ({ratio:.3f}×)"
             )
+            log_name = "events only (detectors)" if tag == "events" else "full log (lanes)"
+            shown = name.split("/")[-1]
             print(
-                f"| {'detectors (events only)' if tag == 'events' else 'lanes (full log)'} | {shown} | {spread} | {paired} |"
+                f"| {log_name} | {shown} | {stat('delay')} | {paired} | {stat('throughput')} | {stat('avg_queue')} |"
             )
 
 
