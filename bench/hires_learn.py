@@ -67,6 +67,33 @@ def episodes(episodes_csv: Path) -> dict[str, dict[str, dict[int, dict[str, floa
 METRICS = ("delay", "throughput", "avg_queue")
 
 
+def check_and_agreement(lanes: Path, events: Path, runs: Path, seeds: list[int]) -> None:
+    """The imported actions equal the logged ones; each BC run's greedy agreement with its own log."""
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    from trainer.logs import load_log
+    from trainer.run_dir import load_policy
+
+    logs = {"lanes": load_log(lanes), "events": load_log(events)}
+    same = np.array_equal(logs["lanes"].actions, logs["events"].actions)
+    print(f"imported actions equal the logged ones: {same} ({logs['events'].actions.size} decisions)")
+    for tag, data in logs.items():
+        e, t, n, d = data.obs.shape
+        obs = torch.as_tensor(data.obs.reshape(-1, d))
+        masks = torch.as_tensor(data.masks.reshape(-1, data.masks.shape[-1]))
+        agents = torch.as_tensor(np.tile(np.arange(n), e * t))
+        agree = []
+        for seed in seeds:
+            policy, _ = load_policy(runs / f"{tag}-bc-seed{seed}")
+            with torch.no_grad():
+                greedy = policy(obs, agents, masks).argmax(-1).numpy()
+            agree.append((greedy == data.actions.reshape(-1)).mean())
+        print(
+            f"BC on the {tag} log: greedy agreement with its logged actions {np.mean(agree):.1%} ± {np.std(agree):.1%}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=48)
@@ -96,6 +123,7 @@ def main() -> None:
                 if not (out / "policy").exists():
                     run([INSPO, "train", "--algo", algo, "--data", str(data), "--out", str(out), "--seed",
                          str(seed), "--config", str(configs[algo]), "--threads", "1"])  # fmt: skip
+    check_and_agreement(log, imported, work / "runs", args.train_seeds)
     results = {}
     for tag, extra in (("events", ["--env-arg", "observation=detectors"]), ("lanes", [])):
         out = work / f"eval-{tag}"
