@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 
+from contract.logformat import LogMeta, LogWriter, list_column
 from envs.traffic.detectors import obs_width
-from runtime.logformat import LogMeta, LogWriter, list_column
 from trainer.hires.card import ImportCard
 from trainer.hires.decisions import (
     BEGIN_GREEN,
