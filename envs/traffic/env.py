@@ -15,7 +15,10 @@ so our dynamics equal sumo-rl's and the measured baselines. We replace its hot p
 Padding: agents have different numbers of green phases (actions) and incoming lanes. Every
 observation is ``[phase one-hot (A) | min-green passed (1) | pressure per phase (A) |
 density per incoming lane (L) | queue per incoming lane (L)]`` with ``A``/``L`` the maxima over the
-net's agents, zero-padded. Actions ``>= n_green`` of an agent are masked out.
+net's agents, zero-padded. Actions ``>= n_green`` of an agent are masked out. ``observation="detectors"`` replaces
+it by what a cabinet's induction loops see (envs/traffic/detectors.py; same padding and masks), read
+once per simulated second, and ``events_dir`` writes every episode as a hi-res controller event log
+(envs/traffic/hires.py).
 
 Masking min-green: until ``yellow_time + min_green`` seconds have passed since the last switch,
 only the current phase is legal (sumo-rl would ignore a switch request there anyway), so a
@@ -44,12 +47,14 @@ from typing import Any
 import numpy as np
 
 from envs.base import MultiAgentEnv
+from envs.traffic.detectors import DetectorBank, obs_width, read_loops, write_additional
 from envs.traffic.nets import Program, builtin_net, check_readable, check_routes, is_green, read_programs
 from envs.traffic.sumo_setup import import_sumo, sumo_binary
 
 VEHICLE_SPACE_M = 7.5  # default vehicle length 5 m + sumo-rl's MIN_GAP 2.5 m: lane capacity = length / 7.5
 PRESSURE_SCALE = 20.0  # pressure features are vehicles / 20 (roughly a lane's capacity)
-REWARDS = ("queue", "pressure", "diff-waiting-time", "average-speed")
+REWARDS = ("queue", "pressure", "diff-waiting-time", "average-speed", "occupancy")
+OBSERVATIONS = ("lanes", "detectors")
 
 
 class SecondSimulationError(RuntimeError):
@@ -76,6 +81,8 @@ class TrafficConfig:
     max_depart_delay: int = -1
     waiting_time_memory: int = 1000
     reward: str = "queue"  # per intersection; see TrafficEnv docstring
+    observation: str = "lanes"  # or "detectors": only what a cabinet's loops see (envs/traffic/detectors.py)
+    events_dir: str = ""  # write each episode's hi-res controller event log here (envs/traffic/hires.py)
 
     def resolved(self) -> TrafficConfig:
         net_file, route_file, begin = self.net_file, self.route_file, self.begin_time
@@ -145,6 +152,14 @@ class TrafficEnv(MultiAgentEnv):
         config = (config or TrafficConfig()).resolved()
         if config.reward not in REWARDS:
             raise ValueError(f"unknown traffic reward {config.reward!r}; known: {list(REWARDS)}")
+        if config.observation not in OBSERVATIONS:
+            raise ValueError(
+                f"unknown traffic observation {config.observation!r}; known: {list(OBSERVATIONS)}"
+            )
+        if config.reward == "occupancy" and config.observation != "detectors":
+            raise ValueError(
+                "reward 'occupancy' is computed from the loops: it needs observation='detectors'"
+            )
         if config.delta_time <= config.yellow_time:
             raise ValueError(
                 f"delta_time ({config.delta_time}) must exceed yellow_time ({config.yellow_time})"
@@ -175,6 +190,11 @@ class TrafficEnv(MultiAgentEnv):
             f"--statistic-output {self._statistics} "
             f"--error-log {self._error_log} --no-step-log"
         )
+        self._loops = None  # induction loops: for the detector observation and the event log
+        if config.observation == "detectors" or config.events_dir:
+            greens = {tl: [st for _, st in p.phases if is_green(st)] for tl, p in self.programs.items()}
+            self._loops = read_loops(config.net_file, greens)
+            extra += f" -a {write_additional(self._loops, self._tmp / 'loops.add.xml')}"
         self.closed = False
         try:
             self._sim = sumo_rl.SumoEnvironment(
@@ -245,7 +265,9 @@ class TrafficEnv(MultiAgentEnv):
             raise ValueError(f"traffic lights without a green phase in {self.config.net_file}: {bad}")
         self.n_actions = int(self.n_green.max())
         self.max_lanes = max(len(in_lanes[a]) for a in self.possible_agents)
-        self.obs_dim = 2 * self.n_actions + 1 + 2 * self.max_lanes
+        self.lane_obs_dim = 2 * self.n_actions + 1 + 2 * self.max_lanes
+        detectors = self.config.observation == "detectors"
+        self.obs_dim = obs_width(self.n_actions) if detectors else self.lane_obs_dim
         self.state_dim = n * self.obs_dim
         self.action_names = [f"green{i}" for i in range(self.n_actions)]
         self.in_lanes = in_lanes
@@ -269,6 +291,12 @@ class TrafficEnv(MultiAgentEnv):
         except (ImportError, AttributeError):
             self._get_count = tr.lane.getLastStepVehicleNumber
             self._get_halting = tr.lane.getLastStepHaltingNumber
+        try:
+            from libsumo import _libsumo
+
+            self._loop_count = _libsumo.inductionloop_getLastStepVehicleNumber
+        except (ImportError, AttributeError):
+            self._loop_count = tr.inductionloop.getLastStepVehicleNumber
         # The lane reads form one list: vehicle counts of all lanes, a dummy lane, halting counts of
         # the incoming lanes, a dummy lane (dummies count 0 and pad agents with fewer lanes).
         m, m_in, a_max, l_max = len(lanes), self._n_in_lanes, self.n_actions, self.max_lanes
@@ -365,7 +393,16 @@ class TrafficEnv(MultiAgentEnv):
         self._requested: list[tuple[int, ...]] = []  # what snapshot() records
         self._obs.fill(0.0)
         a_max = self.n_actions
-        self._obs_tail = self._obs[:, a_max + 1 :]
+        self._lane_obs = np.zeros((self.n_agents, self.lane_obs_dim), np.float32)
+        if self.config.observation == "lanes":
+            self._lane_obs = self._obs
+        self._obs_tail = self._lane_obs[:, a_max + 1 :]
+        self._bank = None
+        self._left = list(self._phase)  # the phase a yellow transition leaves
+        if self._loops is not None:
+            self._bank = DetectorBank(self.possible_agents, self._loops, self._n_green_list, a_max)
+            for i, g in enumerate(self._phase):  # the first green, as the controller would log it
+                self._bank.phase_event(0.0, i, 1, g)
         self._head_keys: list[int] = []  # the head keys the observation holds (none yet)
         self._metrics, self._extras = {}, {}
         self._observe()
@@ -409,10 +446,15 @@ class TrafficEnv(MultiAgentEnv):
         # sumo-rl's rule: switch only to another valid green once yellow + min-green have passed
         # (TrafficSignal.set_next_phase: yellow transition now, the green when yellow_time is over).
         # A kept phase needs no call: SUMO holds the state set last (sumo-rl re-sets it; same result).
+        bank = self._bank
         for i in compress(self._agent_range, map(ne, requested, phase)):
             want = requested[i]
             if can_switch[i] and 0 <= want < self._n_green_list[i]:
                 set_state(agents[i], self._yellow_state[i][phase[i], want])
+                if bank is not None:  # green termination and begin yellow of the phase left
+                    bank.phase_event(self._t, i, 7, phase[i])
+                    bank.phase_event(self._t, i, 8, phase[i])
+                    self._left[i] = phase[i]
                 phase[i], yellow[i], since[i] = want, True, 0
         # TrafficSignal.update, once per simulated second: a yellow signal turns green when its time
         # since the switch reaches yellow_time. SUMO advances to that second, the greens are set, then on.
@@ -422,7 +464,17 @@ class TrafficEnv(MultiAgentEnv):
             if 0 < yellow_time - since[i] <= delta:
                 ends.setdefault(yellow_time - since[i], []).append(i)
         start, done = self._time0 + self._t, 0
-        for k in sorted(ends):
+        if bank is not None:  # every second, to read the loops
+            for k in range(1, delta + 1):
+                tr.simulationStep(start + k)
+                for i in ends.get(k, ()):
+                    set_state(agents[i], self._green_state[i][phase[i]])
+                    yellow[i] = False
+                    bank.phase_event(self._t + k, i, 9, self._left[i])  # end yellow of the phase left
+                    bank.phase_event(self._t + k, i, 1, phase[i])  # begin green
+                bank.read(self._loop_count)
+            done = delta
+        for k in sorted(ends) if bank is None else ():
             tr.simulationStep(start + k)  # runs SUMO up to that time (k - done steps of 1 s)
             for i in ends[k]:
                 set_state(agents[i], self._green_state[i][phase[i]])
@@ -473,13 +525,18 @@ class TrafficEnv(MultiAgentEnv):
         self._can_switch = can = [s >= min_green for s in self._since]
         keys = [2 * p + ok for p, ok in zip(self._phase, can, strict=True)]
         if keys != self._head_keys:
-            self._obs[:, : a_max + 1] = self._head_rows[keys]
+            self._lane_obs[:, : a_max + 1] = self._head_rows[keys]
             self._head_keys = keys
+        if self._bank is not None and self.config.observation == "detectors":
+            interval = float(self._delta_time if self._t > 0 else 0)
+            self._occupancy = self._bank.observe(self._obs, self._phase, can, self._since, self._t, interval)
 
     def _rewards(self, halting: list[float]) -> dict[str, float]:
         kind = self.config.reward
         if kind == "queue":
             return dict(zip(self.possible_agents, [-h for h in halting], strict=True))
+        elif kind == "occupancy":
+            return dict(zip(self.possible_agents, self._occupancy, strict=True))
         elif kind == "pressure":  # sumo-rl's: vehicles on out-lanes minus on in-lanes
             if self._pressure_reward_lanes is not None:  # the same integer sums
                 count = self._counts.__getitem__
@@ -570,6 +627,10 @@ class TrafficEnv(MultiAgentEnv):
         """Close the simulation (SUMO then writes unfinished trips) and compute the episode's KPIs."""
         backlog = len(self._traci.simulation.getPendingVehicles())
         self._sim.close()
+        if self.config.events_dir and self._bank is not None:
+            from envs.traffic.hires import write_episode
+
+            write_episode(self._bank, self.config.events_dir, f"seed-{self._seed:06d}")
         trips = read_tripinfo(self._tripinfo)
         queue = np.array(self._queue_trace) if self._queue_trace else np.zeros((1, self.n_agents))
         done_mask = trips["arrived"]

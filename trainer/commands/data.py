@@ -59,6 +59,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     combine.set_defaults(func=run_combine)
 
+    from trainer.commands import data_import
+
+    data_import.register(data_sub)
+
 
 def run_inspect(args: argparse.Namespace) -> int:
     from trainer.logs.stream import stream_card
@@ -68,6 +72,9 @@ def run_inspect(args: argparse.Namespace) -> int:
         print(json.dumps(card.to_dict(), indent=2))
     else:
         print_card(card)
+        from trainer.commands.data_import import print_import_card
+
+        print_import_card(args.log)
     return 0
 
 
