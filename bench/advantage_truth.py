@@ -1,7 +1,8 @@
-"""Does a per-agent advantage estimator see the truth? Offline estimates vs paired simulation (elevator).
+"""Does a per-agent advantage estimator see the truth? Offline estimates vs paired simulation.
 
     .venv/bin/python bench/advantage_truth.py                       # down-peak, etd@exp=0.2 log of 300 episodes
     .venv/bin/python bench/advantage_truth.py --log LOG --states 60 --futures 8 --out docs/results/advantage
+    .venv/bin/python bench/advantage_truth.py --env sumo:grid4x4    # traffic: bench/traffic_truth.py
 
 1. A log of the behaviour policy (default: the logged parking experiment ``etd@exp=0.2``, collection seeds
    6200+, cached under bench/.cache) trains both estimators with the actor frozen at mu (``actor_lr = 0``,
@@ -17,6 +18,17 @@
    the truth; its paired standard error says how well the simulation pinned it down.
 4. Printed side by side for both estimators: correlation with the truth, sign accuracy where
    ``|truth| > 2 SE``, and a calibration plot (PNG). Runs on tuning seeds only, never evaluation seeds.
+5. The truth's own reliability: the correlation of the truth from one half of the futures with the
+   other half's (and Spearman-Brown's extension to all of them), the share of the truth's variance
+   that is state-to-state signal rather than simulation noise (``1 - mean SE^2 / var``), and the mean
+   SE with a quarter, half and all of the futures. No estimator can correlate with the truth better
+   than about the square root of its reliability.
+
+Traffic (``--env sumo:grid4x4``, bench/traffic_truth.py says how its truth is simulated): the named
+dataset ``experiment`` (``max-pressure@exp=0.2``, 900 s episodes, collection seeds 6200+) trains the
+estimators with the learner's settings of bench/configs/traffic-grid4x4.toml; the residual estimator is
+trained once per ``reward_credit`` (team, local, local+neighbours), each compared with the truth of the
+team's return, which is what the policy should maximise. Written to ``traffic_truth.json``/``.png``.
 """
 
 from __future__ import annotations
@@ -46,30 +58,64 @@ SETTINGS = {  # what both estimators share (the elevator results config's return
 }
 
 
-def collect_log(path: Path, episodes: int, workers: int) -> Path:
+TRAFFIC_SETTINGS = {"exact_propensity": True, "actor_init": "mu", "actor_lr": 0.0}  # + the config file's
+CREDITS = ("team", "local", "local+neighbours")  # traffic: the residual estimator once per reward_credit
+
+
+def is_traffic(env_id: str) -> bool:
+    return env_id.startswith("sumo:")
+
+
+def collect_log(path: Path, episodes: int, workers: int, env_id: str = ENV) -> Path:
     from trainer.collect import collect
 
     if not (path / "agent_steps").exists():
-        collect(ENV, path, controller=BEHAVIOUR, episodes=episodes, start_seed=6200, workers=workers)
+        if is_traffic(env_id):
+            import traffic_truth
+
+            collect(
+                env_id,
+                path,
+                dataset="experiment",
+                start_seed=6200,
+                workers=workers,
+                env_kwargs=traffic_truth.ENV_ARGS,
+            )
+        else:
+            collect(ENV, path, controller=BEHAVIOUR, episodes=episodes, start_seed=6200, workers=workers)
     return path
 
 
-def estimator_config(estimator: str, extra: dict | None = None, **fields):
-    """The InSPO config both estimators train with: the shared settings, the estimator, then overrides."""
+def estimator_config(estimator: str, extra: dict | None = None, env_id: str = ENV, **fields):
+    """The InSPO config both estimators train with: the shared settings, the estimator, then overrides.
+    Traffic: the learner's config file (gamma, networks, neighbours) under the frozen-actor settings."""
     from trainer.algos.config import make_config
 
+    if is_traffic(env_id):
+        import traffic_truth
+
+        overrides = {**TRAFFIC_SETTINGS, "estimator": estimator, **fields, **(extra or {})}
+        return make_config("inspo", file=ROOT / traffic_truth.CONFIG, overrides=overrides)
     return make_config("inspo", overrides={**SETTINGS, "estimator": estimator, **fields, **(extra or {})})
 
 
-def train_estimator(log: Path, estimator: str, iterations: int, seed: int, extra: dict | None = None):
+def train_estimator(
+    log: Path,
+    estimator: str,
+    iterations: int,
+    seed: int,
+    extra: dict | None = None,
+    env_id: str = ENV,
+    neighbors: dict | None = None,
+):
     import torch
 
     from trainer.algos.inspo import InSPO
     from trainer.logs import load_log
 
     torch.set_num_threads(1)
-    algo = InSPO(estimator_config(estimator, extra, iterations=iterations, seed=seed))
-    algo.setup(load_log(log))
+    algo = InSPO(estimator_config(estimator, extra, env_id, iterations=iterations, seed=seed))
+    algo.setup(load_log(log), neighbors)
     algo.fit()
     return algo
 
@@ -186,33 +232,10 @@ def rollout(job) -> float:
     return total
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--log", type=Path, default=ROOT / "bench" / ".cache" / "advantage-truth-log")
-    p.add_argument("--episodes", type=int, default=300, help="episodes of the log when it is collected here")
-    p.add_argument("--iterations", type=int, default=400, help="estimator training iterations (actor frozen)")
-    p.add_argument("--seed", type=int, default=0, help="training seed of the estimators")
-    p.add_argument(
-        "--tuning-episodes", type=int, default=2, help="held-out behaviour episodes (tuning seeds)"
-    )
-    p.add_argument("--every", type=int, default=40, help="snapshot every N-th step with an idle choice")
-    p.add_argument("--states", type=int, default=60)
-    p.add_argument("--futures", type=int, default=8, help="paired futures per action")
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "advantage")
-    p.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE", help="residual estimator option"
-    )
-    args = p.parse_args()
+def elevator_values(args, c) -> tuple[list[dict], dict[int, dict[int, np.ndarray]]]:
+    """Snapshots of held-out elevator episodes and each candidate action's discounted futures."""
     from envs.seeds import tuning_seeds
 
-    t0 = time.time()
-    log = collect_log(args.log, args.episodes, args.workers)
-    print(f"log {log} [{time.time() - t0:.0f}s]")
-    extra = dict(item.split("=", 1) for item in args.set)
-    # Truth first, in a small process: forking rollout workers from one holding the trained estimators
-    # (several GB of arrays) would copy them. The learner's discounting is its config's, known up front.
-    c = estimator_config("residual", extra)
     per_episode = -(-args.states // args.tuning_episodes)
     snaps = [
         s for seed in tuning_seeds(args.tuning_episodes) for s in snapshots(seed, args.every, per_episode)
@@ -220,6 +243,7 @@ def main() -> None:
     snaps = snaps[: args.states]
     jobs, index = [], []
     for si, snap in enumerate(snaps):
+        snap["agent"] = snap["car"]
         for a in np.flatnonzero(snap["mask"]):
             for r in range(args.futures):
                 future = 30_000_000 + si * 100 + r
@@ -228,30 +252,113 @@ def main() -> None:
                 index.append((si, int(a), r))
     with ProcessPoolExecutor(args.workers, mp_context=get_context("fork")) as pool:
         values = list(pool.map(rollout, jobs, chunksize=4))
-    print(f"{len(snaps)} states, {len(jobs)} rollouts [{time.time() - t0:.0f}s]")
-    states = np.stack([s["state"] for s in snaps])
-    obs = np.stack([s["obs"] for s in snaps])
-    cars = np.array([s["car"] for s in snaps])
-    masks = np.stack([s["mask"] for s in snaps])
-    estimates, scale = {}, 1.0
-    for name in ("residual", "local_q"):  # one at a time: each holds the whole log's arrays
-        algo = train_estimator(log, name, args.iterations, args.seed, extra if name == "residual" else None)
-        estimates[name] = estimated_advantages(algo, states, obs, cars, masks)
-        scale = algo.data.reward_scale
-        del algo
-    print(
-        f"estimators trained ({args.iterations} iterations each); reward scale {scale:.4g} [{time.time() - t0:.0f}s]"
-    )
     q: dict[int, dict[int, np.ndarray]] = {}
     for (si, a, r), v in zip(index, values, strict=True):
-        q.setdefault(si, {}).setdefault(a, np.zeros(args.futures))[r] = v / scale
+        q.setdefault(si, {}).setdefault(a, np.zeros(args.futures))[r] = v
+    return snaps, q
+
+
+def traffic_values(args, c) -> tuple[list[dict], dict[int, dict[int, np.ndarray]], dict]:
+    """The same for traffic: one SUMO worker process per held-out episode (bench/traffic_truth.py)."""
+    import traffic_truth
+
+    from envs.seeds import tuning_seeds
+
+    if c.discount != "step":
+        raise ValueError(
+            "the traffic truth discounts per decision step, as bench/configs/traffic-grid4x4.toml"
+        )
+    per_episode = -(-args.states // args.tuning_episodes)
+    jobs = [
+        (seed, per_episode, args.every, args.futures, c.gamma, 30_000_000)
+        for seed in tuning_seeds(args.tuning_episodes)
+    ]
+    with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
+        episodes = list(pool.map(traffic_truth.episode_truth, jobs))
+    snaps = [s for e in episodes for s in e["snapshots"]][: args.states]
+    return snaps, {si: s["values"] for si, s in enumerate(snaps)}, episodes[0]["neighbors"]
+
+
+def estimator_plan(traffic: bool) -> list[tuple[str, str, str]]:
+    """(name, estimator, reward_credit) of each estimator trained; traffic adds the credit options."""
+    if not traffic:
+        return [("residual", "residual", "team"), ("local_q", "local_q", "team")]
+    credits = [(f"residual:{k}" if k != "team" else "residual", "residual", k) for k in CREDITS]
+    return [*credits, ("local_q", "local_q", "team")]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--env", default=ENV, choices=[ENV, "sumo:grid4x4"], help="elevator down-peak or traffic")
+    p.add_argument("--log", type=Path, help="default: bench/.cache/advantage-truth-log (-traffic-log)")
+    p.add_argument("--episodes", type=int, default=300, help="episodes of the log when it is collected here")
+    p.add_argument(
+        "--iterations",
+        type=int,
+        help="estimator training iterations (actor frozen); default 400 (traffic 300)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="training seed of the estimators")
+    p.add_argument(
+        "--tuning-episodes",
+        type=int,
+        help="held-out behaviour episodes (tuning seeds); default 2 (traffic 8)",
+    )
+    p.add_argument(
+        "--every", type=int, help="snapshot every N-th step with a choice; default 40 (traffic 12)"
+    )
+    p.add_argument("--states", type=int, help="held-out decisions; default 60 (traffic 32)")
+    p.add_argument("--futures", type=int, default=8, help="paired futures per action")
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "advantage")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="residual estimator option"
+    )
+    args = p.parse_args()
+    traffic = is_traffic(args.env)
+    cache = ROOT / "bench" / ".cache"
+    args.log = args.log or cache / ("advantage-truth-traffic-log" if traffic else "advantage-truth-log")
+    args.tuning_episodes = args.tuning_episodes or (8 if traffic else 2)
+    args.every = args.every or (12 if traffic else 40)
+    args.states = args.states or (32 if traffic else 60)
+    args.iterations = args.iterations or (300 if traffic else 400)  # traffic: its results config's
+
+    t0 = time.time()
+    log = collect_log(args.log, args.episodes, args.workers, args.env)
+    print(f"log {log} [{time.time() - t0:.0f}s]")
+    extra = dict(item.split("=", 1) for item in args.set)
+    # Truth first, in a small process: forking rollout workers from one holding the trained estimators
+    # (several GB of arrays) would copy them. The learner's discounting is its config's, known up front.
+    c = estimator_config("residual", extra, args.env)
+    neighbors = None
+    if traffic:
+        snaps, futures, neighbors = traffic_values(args, c)
+    else:
+        snaps, futures = elevator_values(args, c)
+    n_rollouts = sum(len(v) for f in futures.values() for v in f.values())
+    print(f"{len(snaps)} states, {n_rollouts} rollouts [{time.time() - t0:.0f}s]")
+    states = np.stack([s["state"] for s in snaps])
+    obs = np.stack([s["obs"] for s in snaps])
+    agents = np.array([s["agent"] for s in snaps])
+    masks = np.stack([s["mask"] for s in snaps])
+    estimates, scale = {}, 1.0
+    for name, estimator, credit in estimator_plan(
+        traffic
+    ):  # one at a time: each holds the whole log's arrays
+        options = {**extra, "reward_credit": credit} if estimator == "residual" else None
+        algo = train_estimator(log, estimator, args.iterations, args.seed, options, args.env, neighbors)
+        estimates[name] = estimated_advantages(algo, states, obs, agents, masks)
+        scale = algo.data.reward_scale
+        del algo
+        print(f"{name} trained [{time.time() - t0:.0f}s]")
+    print(f"estimators trained ({args.iterations} iterations each); reward scale {scale:.4g}")
     rows = []
     for si, snap in enumerate(snaps):
         pref = int(np.argmax(snap["dist"]))
-        for a, v in q[si].items():
+        q = {a: v / scale for a, v in futures[si].items()}
+        for a, v in q.items():
             if a == pref:
                 continue
-            diff = v - q[si][pref]
+            diff = v - q[pref]
             rows.append(
                 {
                     "state": si,
@@ -265,12 +372,14 @@ def main() -> None:
                     "truth_even": float(diff[0::2].mean()),
                     "truth_odd": float(diff[1::2].mean()),
                     **{name: float(est[si, a] - est[si, pref]) for name, est in estimates.items()},
+                    "futures": diff.tolist(),
                 }
             )
     # What a log can teach: alternatives the behaviour takes at that state (an in-sample learner never
     # acts on the others, and no log holds their value). All pairs are reported beside them.
     supported = [r for r in rows if r["behaviour_prob"] > 0]
     summary = {"supported": summarize(supported, list(estimates)), "all": summarize(rows, list(estimates))}
+    noise = {"supported": truth_noise(supported), "all": truth_noise(rows)}
     for subset, table in summary.items():
         t = table["truth"]
         print(
@@ -280,16 +389,26 @@ def main() -> None:
         for name in estimates:
             s = table[name]
             print(
-                f"{subset:9s} {name:9s} corr {s['corr']:+.3f} (disattenuated {s['corr_disattenuated']:+.2f})  "
+                f"{subset:9s} {name:27s} corr {s['corr']:+.3f} (disattenuated {s['corr_disattenuated']:+.2f})  "
                 f"sign accuracy {s['sign_acc']:.0%} on {s['n_clear']} clear pairs (|truth| > 2 SE) of "
                 f"{s['n']}; mean {s['mean']:+.4f}"
             )
+        r = noise[subset]
+        print(
+            f"{subset:9s} truth     signal share 1 - mean SE^2 / var {r['signal_share']:+.3f}; mean SE "
+            + ", ".join(f"{k} futures {v:.4f}" for k, v in r["mean_se_by_futures"].items())
+        )
     args.out.mkdir(parents=True, exist_ok=True)
     command = " ".join([".venv/bin/python bench/advantage_truth.py", *sys.argv[1:]])
-    record = {"command": command, "summary": summary, "rows": rows}
-    (args.out / "advantage_truth.json").write_text(json.dumps(record, indent=1))
-    plot(supported, list(estimates), summary["supported"], args.out / "advantage_truth.png")
-    print(f"wrote {args.out}/advantage_truth.json, advantage_truth.png [{time.time() - t0:.0f}s]")
+    record = {"command": command, "summary": summary, "truth_noise": noise, "rows": rows}
+    stem = "traffic_truth" if traffic else "advantage_truth"
+    (args.out / f"{stem}.json").write_text(json.dumps(record, indent=1))
+    title = (
+        f"{args.env}, behaviour {'max-pressure@exp=0.2' if traffic else BEHAVIOUR}: "
+        f"{'intersection' if traffic else 'idle-car'} decisions the log supports, tuning seeds"
+    )
+    plot(supported, list(estimates), summary["supported"], args.out / f"{stem}.png", title)
+    print(f"wrote {args.out}/{stem}.json, {stem}.png [{time.time() - t0:.0f}s]")
 
 
 def _corr(x: np.ndarray, y: np.ndarray) -> float:
@@ -330,7 +449,24 @@ def summarize(rows: list[dict], names: list[str]) -> dict[str, dict[str, float]]
     return out
 
 
-def plot(rows: list[dict], names: list[str], summary: dict, path: Path) -> None:
+def truth_noise(rows: list[dict]) -> dict:
+    """How much of the truth's spread is simulation noise (``1 - mean SE^2 / var``: the share that is
+    state-to-state signal), and how its mean SE shrinks with a quarter, half and all of the futures."""
+    diffs = np.array([r["futures"] for r in rows])  # [pairs, futures]
+    if len(rows) < 3 or diffs.shape[1] < 2:
+        return {"signal_share": float("nan"), "mean_se_by_futures": {}}
+    n = diffs.shape[1]
+    se2 = diffs.var(1, ddof=1) / n
+    by_futures = {}
+    for k in sorted({max(2, n // 4), max(2, n // 2), n}):
+        by_futures[str(k)] = float((diffs[:, :k].std(1, ddof=1) / np.sqrt(k)).mean())
+    return {
+        "signal_share": float(1.0 - se2.mean() / diffs.mean(1).var(ddof=1)),
+        "mean_se_by_futures": by_futures,
+    }
+
+
+def plot(rows: list[dict], names: list[str], summary: dict, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -350,7 +486,7 @@ def plot(rows: list[dict], names: list[str], summary: dict, path: Path) -> None:
         ax.set_title(f"{name}: corr {s['corr']:+.2f}, sign {s['sign_acc']:.0%} ({s['n_clear']} clear)")
         ax.set_xlabel("truth: A(action) - A(preferred), paired simulation (±2 SE)")
         ax.set_ylabel("estimate from the log")
-    fig.suptitle(f"{ENV}, behaviour {BEHAVIOUR}: idle-car decisions the log supports, tuning seeds")
+    fig.suptitle(title)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

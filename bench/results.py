@@ -487,22 +487,25 @@ def widen_old_row(line: str) -> str:
 
 
 ADVANTAGE_TRUTH = ROOT / "docs" / "results" / "advantage" / "advantage_truth.json"
+TRAFFIC_TRUTH = ROOT / "docs" / "results" / "advantage" / "traffic_truth.json"  # --env sumo:grid4x4
 EXPERIMENT_COST = ROOT / "docs" / "results" / "experiment_cost" / "experiment_cost.json"
 
 
-def estimator_section(path: Path) -> str:
+def estimator_section(path: Path, traffic: bool = False) -> str:
     """Estimator quality from bench/advantage_truth.py's JSON ("" when it was never run)."""
     if not path.exists():
         return ""
     data = json.loads(path.read_text())
     # the JSON may not record its arguments: then the default command is shown, and said to be a guess
     command = data.get("command", ".venv/bin/python bench/advantage_truth.py  # arguments not recorded")
+    decisions = "intersection (grid4x4)" if traffic else "idle-car"
     lines = [
-        "## Estimator quality (bench/advantage_truth.py)",
+        f"## Estimator quality{', traffic' if traffic else ''} (bench/advantage_truth.py)",
         "",
         "Each per-agent advantage estimator, trained on a log with the actor frozen at the behaviour, against "
-        "the truth from paired simulations of every legal action at held-out idle-car states (tuning seeds; "
-        "the script's docstring says how). *Supported*: alternatives the behaviour takes at that state, "
+        f"the truth from paired simulations of every legal action at held-out {decisions} states (tuning seeds; "
+        "the script's docstring says how; `residual:<credit>` is the residual estimator with that "
+        "`reward_credit`, always against the team's truth). *Supported*: alternatives the behaviour takes at that state, "
         "what a log can teach; *all*: every legal alternative. Sign accuracy counts the clear pairs, "
         "|truth| > 2 SE.",
         "",
@@ -528,8 +531,14 @@ def estimator_section(path: Path) -> str:
                 f"| {name} | {subset} | {s['corr']:+.3f} | {s.get('corr_disattenuated', float('nan')):+.2f} "
                 f"| {s['sign_acc']:.0%} | {s['n_clear']} | {s['n']} | {s.get('mean', float('nan')):+.4f} |"
             )
+    for subset, r in data.get("truth_noise", {}).items():
+        se = ", ".join(f"{k}: {v:.4f}" for k, v in r["mean_se_by_futures"].items())
+        lines.append(
+            f"\nThe truth's noise ({subset}): signal share 1 − mean SE²/var {r['signal_share']:+.2f}; "
+            f"mean SE by number of futures {se}."
+        )
     new = data["summary"].get("supported", {}).get("residual")
-    if new is not None:
+    if new is not None and not traffic:
         met = new["corr"] >= 0.5 and new["sign_acc"] >= 0.7
         lines += [
             "",
@@ -677,7 +686,12 @@ def main(argv: list[str] | None = None) -> int:
         "",
     ]
     # rendered from the benches' JSON on every run (never kept from the old report)
-    header += [s for s in (estimator_section(ADVANTAGE_TRUTH), experiment_cost_section(EXPERIMENT_COST)) if s]
+    sections_from_json = (
+        estimator_section(ADVANTAGE_TRUTH),
+        estimator_section(TRAFFIC_TRUTH, traffic=True),
+        experiment_cost_section(EXPERIMENT_COST),
+    )
+    header += [s for s in sections_from_json if s]
     Path(args.out).write_text("\n".join(header + [sections[name] for name in order]))
     log(f"wrote {args.out}")
     return 0

@@ -13,6 +13,7 @@ VPIP="$TMP/venv/bin/python -m pip"
 $VPIP install --quiet --upgrade pip
 $VPIP install --quiet "torch==2.13.0"
 $VPIP install --quiet ".[train,traffic,ray,dev]"
+$VPIP install --quiet --no-deps atspm  # its sample data only (scripts/setup.sh says why)
 {
   echo "# Exact versions scripts/setup.sh installs (pip constraints). Refresh: bash scripts/lock.sh"
   echo "# Resolved on $(date -u +%Y-%m-%d) with $("$TMP/venv/bin/python" --version) on $(uname -m)."

@@ -15,4 +15,7 @@ if ! .venv/bin/python -c "import torch, sys; sys.exit(0 if torch.__version__.sta
   $VPIP install --quiet "torch==2.13.0"
 fi
 $VPIP install --quiet -c requirements/lock.txt -e ".[train,traffic,ray,dev]"
+# atspm's wheel only for the real hi-res event log it ships (tests/test_hires.py): without its dependencies
+# (ibis-framework, traffic-anomaly, and pandas<3, which would move our pandas pin).
+$VPIP install --quiet --no-deps "atspm==$(sed -n 's/^atspm==//p' requirements/lock.txt)"
 echo "setup: ok ($(.venv/bin/python -c 'import torch, onnxruntime, grpc; print("torch", torch.__version__, "| onnxruntime", onnxruntime.__version__, "| grpcio", grpc.__version__)'))"

@@ -176,6 +176,8 @@ def collect(
 
     ``backend="ray"`` runs the same chunks on Ray actors (``trainer.integrations.ray_collect``):
     ``address`` joins a cluster ('auto', 'ray://head:10001'), else a local Ray with ``workers`` CPUs.
+    ``workers`` is the number of simulators running at once on either backend (on Ray, at most the
+    cluster's free CPUs).
     """
     if backend not in ("local", "ray"):
         raise ValueError(f"backend must be 'local' or 'ray', got {backend!r}")
@@ -235,10 +237,10 @@ def _collect_chunks(
     if backend == "ray":
         from trainer.integrations import ray_collect
 
-        started = ray_collect.connect(address, num_cpus=workers if workers > 1 else None)
+        started = ray_collect.connect(address, num_cpus=workers)
         try:
             for chunk_results in ray_collect.run_chunks(
-                env_id, env_kwargs, chunks, epsilon, out, site, workers=workers if workers > 1 else None
+                env_id, env_kwargs, chunks, epsilon, out, site, workers
             ):
                 for r in chunk_results:
                     results.append(r)

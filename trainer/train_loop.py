@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +23,18 @@ from tqdm.auto import tqdm
 
 from trainer.algos import Algorithm, config_dict, make_algorithm
 from trainer.algos.config import parse_overrides
+from trainer.algos.store import StoredLog
 from trainer.logs.dataset import OfflineData
 from trainer.threads import torch_threads
 
 EXCLUDED_FROM_RESUME_CHECK = ("iterations",)
+# RAM for a log's training rows (inspo train --memory-budget). 8 GB: the 300-episode elevator logs the
+# learner was tuned on fit in one shard on a 24 GB machine, so they train exactly as loaded; a log beyond
+# it streams in shards (InSPO then re-fits its residuals per shard, docs/scale-out.md)
+DEFAULT_MEMORY_BUDGET_MB = 8192.0
 
 
-def _env_for(data: OfflineData, env_id: str | None, env_kwargs: dict[str, Any] | None):
+def _env_for(data: OfflineData | StoredLog, env_id: str | None, env_kwargs: dict[str, Any] | None):
     """The env periodic evaluation runs on, checked against the log's site.
 
     ``env_id``/``env_kwargs`` (``inspo train --env/--env-arg``) build it explicitly (errors are the
@@ -134,17 +140,25 @@ def train(
     threads: int | None = 1,
     env_id: str | None = None,
     env_kwargs: dict[str, Any] | None = None,
+    memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+    after_setup: Callable[[Algorithm], None] | None = None,
 ) -> Algorithm:
     """Train ``algo_name`` on a log (path or loaded data) into the run directory ``out``.
+
+    A path streams (``trainer.algos.store``): the log's array cache and row store are built on first use
+    and training holds at most ``memory_budget_mb`` of rows in RAM; a log that fits trains exactly as
+    loaded data does.
 
     ``threads``: torch intra-op threads while training (``trainer.threads``; ``None``/0 = torch's
     default). One by default: our MLPs gain little from more, and parallel jobs or a busy machine make
     extra threads spin (measured 10-20x slower on the shared 2-core machine).
-    ``env_id``/``env_kwargs``: the evaluation env (default: the log's own site, from its metadata)."""
+    ``env_id``/``env_kwargs``: the evaluation env (default: the log's own site, from its metadata).
+    ``after_setup`` runs once the algorithm is set up, before any training (data-parallel ranks hook in there)."""
     with torch_threads(threads):
         return _train(
             algo_name, data, out, config_file, overrides, seed, resume, eval_every, eval_episodes,
-            log_every, checkpoint_every, stop_after, progress, env_id, env_kwargs,
+            log_every, checkpoint_every, stop_after, progress, env_id, env_kwargs, memory_budget_mb,
+            after_setup,
         )  # fmt: skip
 
 
@@ -164,22 +178,30 @@ def _train(
     progress: bool,
     env_id: str | None = None,
     env_kwargs: dict[str, Any] | None = None,
+    memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+    after_setup: Callable[[Algorithm], None] | None = None,
 ) -> Algorithm:
     run = Path(out)
     ckpt = run / "checkpoints" / "last.pt"
-    if isinstance(data, str | Path):
-        from trainer.logs import load_log
-
-        data_source = str(data)
-        data = load_log(data)
-    else:
-        data_source = "<in-memory>"
+    data_source = str(data) if isinstance(data, str | Path) else "<in-memory>"
     items = parse_overrides(overrides)
     if seed is not None:
         items["seed"] = seed
     algo = make_algorithm(algo_name, config_file, items)
+    if isinstance(data, str | Path):  # stream it: rows for this config's discounting, within the budget
+        from trainer.algos.store import open_stored_log
+
+        c = algo.config
+        discounting = (
+            getattr(c, "gamma", 0.99),
+            getattr(c, "discount", "step"),
+            getattr(c, "horizon_s", 0.0),
+        )
+        data = open_stored_log(data, *discounting, memory_budget_mb)
     env = _env_for(data, env_id, env_kwargs)
     algo.setup(data, env.neighbors() if env is not None else None)
+    if after_setup is not None:
+        after_setup(algo)
     if resume:
         if not ckpt.exists():
             raise FileNotFoundError(f"--resume: no checkpoint at {ckpt}")

@@ -15,7 +15,10 @@ so our dynamics equal sumo-rl's and the measured baselines. We replace its hot p
 Padding: agents have different numbers of green phases (actions) and incoming lanes. Every
 observation is ``[phase one-hot (A) | min-green passed (1) | pressure per phase (A) |
 density per incoming lane (L) | queue per incoming lane (L)]`` with ``A``/``L`` the maxima over the
-net's agents, zero-padded. Actions ``>= n_green`` of an agent are masked out.
+net's agents, zero-padded. Actions ``>= n_green`` of an agent are masked out. ``observation="detectors"`` replaces
+it by what a cabinet's induction loops see (envs/traffic/detectors.py; same padding and masks), read
+once per simulated second, and ``events_dir`` writes every episode as a hi-res controller event log
+(envs/traffic/hires.py).
 
 Masking min-green: until ``yellow_time + min_green`` seconds have passed since the last switch,
 only the current phase is legal (sumo-rl would ignore a switch request there anyway), so a
@@ -44,12 +47,14 @@ from typing import Any
 import numpy as np
 
 from envs.base import MultiAgentEnv
+from envs.traffic.detectors import DetectorBank, obs_width, read_loops, write_additional
 from envs.traffic.nets import Program, builtin_net, check_readable, check_routes, is_green, read_programs
 from envs.traffic.sumo_setup import import_sumo, sumo_binary
 
 VEHICLE_SPACE_M = 7.5  # default vehicle length 5 m + sumo-rl's MIN_GAP 2.5 m: lane capacity = length / 7.5
 PRESSURE_SCALE = 20.0  # pressure features are vehicles / 20 (roughly a lane's capacity)
-REWARDS = ("queue", "pressure", "diff-waiting-time", "average-speed")
+REWARDS = ("queue", "pressure", "diff-waiting-time", "average-speed", "occupancy")
+OBSERVATIONS = ("lanes", "detectors")
 
 
 class SecondSimulationError(RuntimeError):
@@ -76,6 +81,8 @@ class TrafficConfig:
     max_depart_delay: int = -1
     waiting_time_memory: int = 1000
     reward: str = "queue"  # per intersection; see TrafficEnv docstring
+    observation: str = "lanes"  # or "detectors": only what a cabinet's loops see (envs/traffic/detectors.py)
+    events_dir: str = ""  # write each episode's hi-res controller event log here (envs/traffic/hires.py)
 
     def resolved(self) -> TrafficConfig:
         net_file, route_file, begin = self.net_file, self.route_file, self.begin_time
@@ -87,6 +94,14 @@ class TrafficConfig:
         return TrafficConfig(
             **{**asdict(self), "net_file": net_file, "route_file": route_file, "begin_time": begin}
         )
+
+
+@dataclass(frozen=True)
+class TrafficSnapshot:
+    """A moment of an episode (:meth:`TrafficEnv.snapshot`): its seed and the phases requested so far."""
+
+    seed: int
+    requested: tuple[tuple[int, ...], ...]  # per step, every agent's requested phase in possible_agents order
 
 
 _LIVE: weakref.ref | None = None  # the process's live env (libsumo: one simulation per process)
@@ -137,6 +152,14 @@ class TrafficEnv(MultiAgentEnv):
         config = (config or TrafficConfig()).resolved()
         if config.reward not in REWARDS:
             raise ValueError(f"unknown traffic reward {config.reward!r}; known: {list(REWARDS)}")
+        if config.observation not in OBSERVATIONS:
+            raise ValueError(
+                f"unknown traffic observation {config.observation!r}; known: {list(OBSERVATIONS)}"
+            )
+        if config.reward == "occupancy" and config.observation != "detectors":
+            raise ValueError(
+                "reward 'occupancy' is computed from the loops: it needs observation='detectors'"
+            )
         if config.delta_time <= config.yellow_time:
             raise ValueError(
                 f"delta_time ({config.delta_time}) must exceed yellow_time ({config.yellow_time})"
@@ -167,6 +190,11 @@ class TrafficEnv(MultiAgentEnv):
             f"--statistic-output {self._statistics} "
             f"--error-log {self._error_log} --no-step-log"
         )
+        self._loops = None  # induction loops: for the detector observation and the event log
+        if config.observation == "detectors" or config.events_dir:
+            greens = {tl: [st for _, st in p.phases if is_green(st)] for tl, p in self.programs.items()}
+            self._loops = read_loops(config.net_file, greens)
+            extra += f" -a {write_additional(self._loops, self._tmp / 'loops.add.xml')}"
         self.closed = False
         try:
             self._sim = sumo_rl.SumoEnvironment(
@@ -237,7 +265,9 @@ class TrafficEnv(MultiAgentEnv):
             raise ValueError(f"traffic lights without a green phase in {self.config.net_file}: {bad}")
         self.n_actions = int(self.n_green.max())
         self.max_lanes = max(len(in_lanes[a]) for a in self.possible_agents)
-        self.obs_dim = 2 * self.n_actions + 1 + 2 * self.max_lanes
+        self.lane_obs_dim = 2 * self.n_actions + 1 + 2 * self.max_lanes
+        detectors = self.config.observation == "detectors"
+        self.obs_dim = obs_width(self.n_actions) if detectors else self.lane_obs_dim
         self.state_dim = n * self.obs_dim
         self.action_names = [f"green{i}" for i in range(self.n_actions)]
         self.in_lanes = in_lanes
@@ -261,6 +291,12 @@ class TrafficEnv(MultiAgentEnv):
         except (ImportError, AttributeError):
             self._get_count = tr.lane.getLastStepVehicleNumber
             self._get_halting = tr.lane.getLastStepHaltingNumber
+        try:
+            from libsumo import _libsumo
+
+            self._loop_count = _libsumo.inductionloop_getLastStepVehicleNumber
+        except (ImportError, AttributeError):
+            self._loop_count = tr.inductionloop.getLastStepVehicleNumber
         # The lane reads form one list: vehicle counts of all lanes, a dummy lane, halting counts of
         # the incoming lanes, a dummy lane (dummies count 0 and pad agents with fewer lanes).
         m, m_in, a_max, l_max = len(lanes), self._n_in_lanes, self.n_actions, self.max_lanes
@@ -354,9 +390,19 @@ class TrafficEnv(MultiAgentEnv):
         self._init_phase_state()
         self._t = 0
         self._queue_trace: list[list[float]] = []
+        self._requested: list[tuple[int, ...]] = []  # what snapshot() records
         self._obs.fill(0.0)
         a_max = self.n_actions
-        self._obs_tail = self._obs[:, a_max + 1 :]
+        self._lane_obs = np.zeros((self.n_agents, self.lane_obs_dim), np.float32)
+        if self.config.observation == "lanes":
+            self._lane_obs = self._obs
+        self._obs_tail = self._lane_obs[:, a_max + 1 :]
+        self._bank = None
+        self._left = list(self._phase)  # the phase a yellow transition leaves
+        if self._loops is not None:
+            self._bank = DetectorBank(self.possible_agents, self._loops, self._n_green_list, a_max)
+            for i, g in enumerate(self._phase):  # the first green, as the controller would log it
+                self._bank.phase_event(0.0, i, 1, g)
         self._head_keys: list[int] = []  # the head keys the observation holds (none yet)
         self._metrics, self._extras = {}, {}
         self._observe()
@@ -396,13 +442,19 @@ class TrafficEnv(MultiAgentEnv):
         set_state = tr.trafficlight.setRedYellowGreenState
         phase, yellow, since, can_switch = self._phase, self._yellow, self._since, self._can_switch
         requested = list(map(int, map(actions.get, agents, phase)))  # a missing action keeps the phase
+        self._requested.append(tuple(requested))
         # sumo-rl's rule: switch only to another valid green once yellow + min-green have passed
         # (TrafficSignal.set_next_phase: yellow transition now, the green when yellow_time is over).
         # A kept phase needs no call: SUMO holds the state set last (sumo-rl re-sets it; same result).
+        bank = self._bank
         for i in compress(self._agent_range, map(ne, requested, phase)):
             want = requested[i]
             if can_switch[i] and 0 <= want < self._n_green_list[i]:
                 set_state(agents[i], self._yellow_state[i][phase[i], want])
+                if bank is not None:  # green termination and begin yellow of the phase left
+                    bank.phase_event(self._t, i, 7, phase[i])
+                    bank.phase_event(self._t, i, 8, phase[i])
+                    self._left[i] = phase[i]
                 phase[i], yellow[i], since[i] = want, True, 0
         # TrafficSignal.update, once per simulated second: a yellow signal turns green when its time
         # since the switch reaches yellow_time. SUMO advances to that second, the greens are set, then on.
@@ -412,7 +464,17 @@ class TrafficEnv(MultiAgentEnv):
             if 0 < yellow_time - since[i] <= delta:
                 ends.setdefault(yellow_time - since[i], []).append(i)
         start, done = self._time0 + self._t, 0
-        for k in sorted(ends):
+        if bank is not None:  # every second, to read the loops
+            for k in range(1, delta + 1):
+                tr.simulationStep(start + k)
+                for i in ends.get(k, ()):
+                    set_state(agents[i], self._green_state[i][phase[i]])
+                    yellow[i] = False
+                    bank.phase_event(self._t + k, i, 9, self._left[i])  # end yellow of the phase left
+                    bank.phase_event(self._t + k, i, 1, phase[i])  # begin green
+                bank.read(self._loop_count)
+            done = delta
+        for k in sorted(ends) if bank is None else ():
             tr.simulationStep(start + k)  # runs SUMO up to that time (k - done steps of 1 s)
             for i in ends[k]:
                 set_state(agents[i], self._green_state[i][phase[i]])
@@ -463,13 +525,18 @@ class TrafficEnv(MultiAgentEnv):
         self._can_switch = can = [s >= min_green for s in self._since]
         keys = [2 * p + ok for p, ok in zip(self._phase, can, strict=True)]
         if keys != self._head_keys:
-            self._obs[:, : a_max + 1] = self._head_rows[keys]
+            self._lane_obs[:, : a_max + 1] = self._head_rows[keys]
             self._head_keys = keys
+        if self._bank is not None and self.config.observation == "detectors":
+            interval = float(self._delta_time if self._t > 0 else 0)
+            self._occupancy = self._bank.observe(self._obs, self._phase, can, self._since, self._t, interval)
 
     def _rewards(self, halting: list[float]) -> dict[str, float]:
         kind = self.config.reward
         if kind == "queue":
             return dict(zip(self.possible_agents, [-h for h in halting], strict=True))
+        elif kind == "occupancy":
+            return dict(zip(self.possible_agents, self._occupancy, strict=True))
         elif kind == "pressure":  # sumo-rl's: vehicles on out-lanes minus on in-lanes
             if self._pressure_reward_lanes is not None:  # the same integer sums
                 count = self._counts.__getitem__
@@ -512,6 +579,33 @@ class TrafficEnv(MultiAgentEnv):
     def sim_time(self) -> float:
         return float(self._t)
 
+    # -- what-if rollouts -------------------------------------------------------------------------------
+    def snapshot(self) -> TrafficSnapshot:
+        """This moment of the episode, to come back to with :meth:`restore` (paired what-if rollouts).
+
+        Why a replay and not SUMO's ``simulation.saveState``/``loadState``: measured on SUMO 1.28 (libsumo,
+        grid4x4, ``--save-state.rng``, ``--save-state.precision 8``), a loaded state restores the vehicles,
+        the signal programs and the RNG draw counts, but not the future: vehicle speeds differ from the
+        first simulated second after loading (also between two loads of one file; with the drivers'
+        imperfection set to 0, from the 12th second). Nor does it hold the state a light shows under the
+        ``online`` program our phase calls create, or this env's phase timers and pending yellows. SUMO
+        itself is deterministic for a seed and the actions, so the snapshot is the episode's seed and the
+        phases requested so far, and restoring replays them: exact, at the cost of a reset and the prefix
+        (~0.2 s for 600 s of grid4x4).
+        """
+        if not self._requested and not self.agents:
+            raise RuntimeError("snapshot() before reset(): there is no episode to come back to")
+        return TrafficSnapshot(self._seed, tuple(self._requested))
+
+    def restore(self, snap: TrafficSnapshot) -> tuple[dict[str, np.ndarray], dict[str, dict]]:
+        """Return the env to ``snap`` (a new run of its episode up to that moment, also after the episode
+        ended) and give the observations and infos there. Trip metrics then cover the replayed run only."""
+        obs, infos = self.reset(seed=snap.seed)
+        agents = self.possible_agents
+        for requested in snap.requested:
+            obs, _, _, _, infos = self.step(dict(zip(agents, requested, strict=True)))
+        return obs, infos
+
     # -- what controllers may read ---------------------------------------------------------------------
     def phase_pressure(self) -> np.ndarray:
         """``[N, A]`` max-pressure scores: per green phase, sum over its green links of in- minus out-lane vehicles."""
@@ -533,6 +627,10 @@ class TrafficEnv(MultiAgentEnv):
         """Close the simulation (SUMO then writes unfinished trips) and compute the episode's KPIs."""
         backlog = len(self._traci.simulation.getPendingVehicles())
         self._sim.close()
+        if self.config.events_dir and self._bank is not None:
+            from envs.traffic.hires import write_episode
+
+            write_episode(self._bank, self.config.events_dir, f"seed-{self._seed:06d}")
         trips = read_tripinfo(self._tripinfo)
         queue = np.array(self._queue_trace) if self._queue_trace else np.zeros((1, self.n_agents))
         done_mask = trips["arrived"]

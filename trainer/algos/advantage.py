@@ -30,15 +30,17 @@ from trainer.nets import Normalizer, mlp
 
 
 class StateValue(nn.Module):
-    """``V(s)``: a plain MLP on the normalised global state."""
+    """``V(s)``: a plain MLP on the normalised global state; ``outputs > 1``: one value per agent's return."""
 
-    def __init__(self, state_dim: int, hidden, mean: torch.Tensor, std: torch.Tensor):
+    def __init__(self, state_dim: int, hidden, mean: torch.Tensor, std: torch.Tensor, outputs: int = 1):
         super().__init__()
         self.normalizer = Normalizer(state_dim, mean, std)
-        self.body = mlp(state_dim, hidden, 1)
+        self.body = mlp(state_dim, hidden, outputs)
+        self.outputs = outputs
 
     def forward(self, state: torch.Tensor) -> torch.Tensor:
-        return self.body(self.normalizer(state)).squeeze(-1)
+        out = self.body(self.normalizer(state))
+        return out.squeeze(-1) if self.outputs == 1 else out
 
 
 class AdvantageHeads(nn.Module):
@@ -128,6 +130,31 @@ def lambda_returns(
     return torch.from_numpy(out.astype(np.float32))
 
 
+def credit_matrix(
+    kind: str, agent_ids: list[str], neighbors: dict[str, list[str]] | None
+) -> torch.Tensor | None:
+    """``C [N, N]``: agent ``i``'s credited reward is ``sum_j C[i, j] r_j`` (None for the team reward).
+
+    "local": its own reward; "local+neighbours": its own plus its neighbours' (``env.neighbors()``).
+    """
+    if kind == "team":
+        return None
+    n = len(agent_ids)
+    credit = torch.eye(n)
+    if kind == "local+neighbours":
+        if neighbors is None:
+            raise ValueError(
+                "config reward_credit='local+neighbours' needs the env's neighbour graph (env.neighbors()); "
+                "train with the env known (--env), or use reward_credit='local'"
+            )
+        index = {agent: k for k, agent in enumerate(agent_ids)}
+        for agent, nbrs in neighbors.items():
+            for other in nbrs:
+                if agent in index and other in index:
+                    credit[index[agent], index[other]] = 1.0
+    return credit
+
+
 def propensities(
     log_mu_all: torch.Tensor, actions: torch.Tensor, behavior_prob: torch.Tensor
 ) -> torch.Tensor:
@@ -147,6 +174,7 @@ def propensities(
 __all__ = [
     "AdvantageHeads",
     "StateValue",
+    "credit_matrix",
     "crossfit_values",
     "episode_folds",
     "lambda_returns",

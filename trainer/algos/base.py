@@ -19,6 +19,7 @@ from torch import nn
 
 from trainer.algos.config import config_dict
 from trainer.algos.data import Transitions, build_transitions, drift_reference
+from trainer.algos.store import ShardCycle, StoredLog
 from trainer.logs.dataset import OfflineData
 from trainer.nets import MASK_LOGIT, PolicyNet, apply_mask
 
@@ -55,18 +56,27 @@ class Algorithm:
         self.site_spec: dict | None = None
         self.generator = torch.Generator().manual_seed(int(config.seed))
         self.actor: PolicyNet | None = None
+        self.shards: ShardCycle | None = None  # a streamed log's shards (None: the log is in RAM)
+        self.row_split: tuple[int, int] | None = None  # (rank, processes): this process's share of a batch
 
     # -- set-up -------------------------------------------------------------------------------
-    def setup(self, data: OfflineData, neighbors: dict[str, list[str]] | None = None) -> None:
-        """Build tensors and networks for ``data`` (network init is seeded by ``config.seed``)."""
+    def setup(self, data: OfflineData | StoredLog, neighbors: dict[str, list[str]] | None = None) -> None:
+        """Build tensors and networks for ``data`` (network init is seeded by ``config.seed``).
+
+        A :class:`StoredLog` streams: ``self.data`` is then one shard of it at a time (``ShardCycle``)."""
         c = self.config
-        self.data = build_transitions(
-            data,
-            getattr(c, "gamma", 0.99),
-            getattr(c, "reward_scale", None),
-            discount=getattr(c, "discount", "step"),
-            horizon_s=getattr(c, "horizon_s", 0.0),
-        )
+        if isinstance(data, StoredLog):
+            folds = getattr(c, "value_folds", 1) if getattr(c, "estimator", "") == "residual" else 1
+            self.shards = ShardCycle(data, getattr(c, "reward_scale", None), min_episodes=folds)
+            self.data = self.shards.load(0)
+        else:
+            self.data = build_transitions(
+                data,
+                getattr(c, "gamma", 0.99),
+                getattr(c, "reward_scale", None),
+                discount=getattr(c, "discount", "step"),
+                horizon_s=getattr(c, "horizon_s", 0.0),
+            )
         self.agent_ids, self.env_id, self.fingerprint = list(data.agent_ids), data.env_id, data.fingerprint
         self.site_spec = data.site_spec
         torch.manual_seed(int(self.config.seed))
@@ -84,7 +94,22 @@ class Algorithm:
 
     def sample_rows(self, n: int) -> torch.Tensor:
         assert self.data is not None
-        return torch.randint(0, self.data.size, (n,), generator=self.generator)
+        if self.shards is not None:
+            self.shards.drawn += n
+        rows = torch.randint(0, self.data.size, (n,), generator=self.generator)
+        if self.row_split is not None:  # data-parallel (trainer/distributed.py): every process draws the
+            rank, processes = self.row_split  # same batch with the same generator and keeps its share
+            rows = rows[rank::processes]
+        return rows
+
+    def next_shard(self) -> None:
+        """Swap in the next shard of a streamed log, then let the algorithm redo its per-row quantities."""
+        assert self.shards is not None
+        self.data = self.shards.load(self.shards.index + 1)
+        self.on_new_shard()
+
+    def on_new_shard(self) -> None:
+        """Recompute what the algorithm holds per row of ``self.data`` (nothing by default)."""
 
     # -- training -----------------------------------------------------------------------------
     def train_iteration(self) -> dict[str, float]:
@@ -98,6 +123,8 @@ class Algorithm:
         """Run until ``iterations`` (default ``config.iterations``) in total have been done."""
         total = self.config.iterations if iterations is None else iterations
         while self.iteration < total:
+            if self.shards is not None and self.shards.due(self.data.size):
+                self.next_shard()
             metrics = self.train_iteration()
             self.iteration += 1
             if callback is not None:
@@ -127,7 +154,7 @@ class Algorithm:
                 self.env_id,
                 self.site_spec,
                 self.data.obs.reshape(-1, self.data.obs_dim).numpy(),
-                int(self.data.episode.max()) + 1,
+                int(self.data.episode.max() - self.data.episode.min()) + 1,
             ),
             "algorithm": self.name,
             "config": config_dict(self.config),
@@ -159,6 +186,7 @@ class Algorithm:
             "modules": {k: m.state_dict() for k, m in self.modules().items()},
             "optimizers": {k: o.state_dict() for k, o in self.optimizers().items()},
             "extra": self.extra_state(),
+            "shard": self.shards.state() if self.shards is not None else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -171,6 +199,8 @@ class Algorithm:
             diff = {k: (stored.get(k), v) for k, v in mine.items() if stored.get(k) != v}
             raise ValueError(f"checkpoint config differs from this run's: {diff}")
         self.iteration = int(state["iteration"])
+        if self.shards is not None and state.get("shard"):  # the shard it was on, before per-row state
+            self.data = self.shards.load(state["shard"]["index"], state["shard"]["drawn"])
         self.generator.set_state(state["generator"])
         torch.set_rng_state(state["torch_rng"])
         for k, m in self.modules().items():

@@ -165,6 +165,10 @@ class InSPOConfig:
     adv_warmup: int = 6000
     adv_steps: int = 1  # residual: steps per agent per iteration, teammates weighted by pi~/mu
     kappa: float = 1.0  # residual: act on mean - kappa * std over the members (pessimism)
+    # residual: whose rewards make agent i's return. "team": everyone's (the team reward); "local": its own
+    # logged reward; "local+neighbours": its own plus those of env.neighbors()[i] (traffic: the queues
+    # its phase choice moves), a lower-variance view of its effect on the team (docs/algorithm.md)
+    reward_credit: str = "team"
     # residual: divide A by its typical size (mu-weighted RMS over decisions), so alpha = 1 means "a typical
     # advantage multiplies an action's odds by e"; False: alpha in normalised reward units as for local_q
     adv_normalize: bool = True
@@ -227,12 +231,18 @@ class InSPOConfig:
                 "adv_warmup": _int(0),
                 "adv_steps": _int(1),
                 "kappa": _num(0, low_open=False),
+                "reward_credit": _one_of("team", "local", "local+neighbours"),
                 "adv_normalize": _BOOL,
             },
         )
         if self.discount == "time" and self.horizon_s <= 0:
             raise ValueError(
                 f"config horizon_s must be > 0 seconds with discount='time', got {self.horizon_s}"
+            )
+        if self.reward_credit != "team" and self.estimator != "residual":
+            raise ValueError(
+                f"config reward_credit={self.reward_credit!r} needs estimator='residual' (the local-Q target "
+                "comes from the joint critic of the team reward)"
             )
         if self.reward_scale is not None:
             _validate(self, {"reward_scale": _num(0)})

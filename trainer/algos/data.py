@@ -77,6 +77,7 @@ class Transitions:
     masks: torch.Tensor  # [K, N, A] bool
     states: torch.Tensor  # [K, S]
     rewards: torch.Tensor  # [K] normalised team reward
+    agent_rewards: torch.Tensor  # [K, N] normalised per-agent rewards (the log's ``reward`` column)
     returns: torch.Tensor  # [K] normalised discounted return-to-go along the logged episode
     done: torch.Tensor  # [K] float (1: no bootstrap)
     next_index: torch.Tensor  # [K] int64
@@ -162,6 +163,7 @@ def build_transitions(
         masks=torch.from_numpy(masks),
         states=torch.from_numpy(states),
         rewards=torch.from_numpy((data.team_rewards[e_idx, t_idx] / scale).astype(np.float32)),
+        agent_rewards=torch.from_numpy((data.rewards[e_idx, t_idx] / scale).astype(np.float32)),
         returns=torch.from_numpy((returns[e_idx, t_idx] / scale).astype(np.float32)),
         done=torch.from_numpy(done.astype(np.float32)),
         next_index=torch.from_numpy(next_index.astype(np.int64)),
@@ -169,10 +171,11 @@ def build_transitions(
         episode=torch.from_numpy(e_idx.astype(np.int64)),
         behavior_prob=torch.from_numpy(data.behavior_prob[e_idx, t_idx].astype(np.float32)),
         reward_scale=scale,
-        obs_mean=torch.from_numpy(flat_obs.mean(0)),
-        obs_std=torch.from_numpy(flat_obs.std(0)).clamp(min=1e-3),
+        # statistics in float64 (then float32): what the streamed row store computes chunk by chunk
+        obs_mean=torch.from_numpy(flat_obs.mean(0, dtype=np.float64).astype(np.float32)),
+        obs_std=torch.from_numpy(flat_obs.std(0, dtype=np.float64).astype(np.float32)).clamp(min=1e-3),
         obs_low=flat_obs.min(0),
         obs_high=flat_obs.max(0),
-        state_mean=torch.from_numpy(states.mean(0)),
-        state_std=torch.from_numpy(states.std(0)).clamp(min=1e-3),
+        state_mean=torch.from_numpy(states.mean(0, dtype=np.float64).astype(np.float32)),
+        state_std=torch.from_numpy(states.std(0, dtype=np.float64).astype(np.float32)).clamp(min=1e-3),
     )

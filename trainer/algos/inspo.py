@@ -109,7 +109,8 @@ class InSPO(Algorithm):
                 d.state_dim, d.obs_dim, n, a, c.adv_members, c.critic_hidden, norms
             )
             self.adv_opt = torch.optim.Adam(self.adv_heads.parameters(), lr=c.adv_lr)
-        self.residual: torch.Tensor | None = None  # [K] G - V(s), cross-fitted (residual estimator)
+        self.residual: torch.Tensor | None = None  # [K] G - V(s), cross-fitted ([K, N] with reward_credit)
+        self.credit = advantage.credit_matrix(c.reward_credit, self.agent_ids, neighbors)
         self.propensity_all: torch.Tensor | None = None  # [K, N, A] e(a) (residual estimator)
         self.informative: torch.Tensor | None = None  # rows where some agent's logged action was not certain
         self.adv_scale = torch.ones(())  # running typical size of the advantages (adv_normalize)
@@ -173,9 +174,20 @@ class InSPO(Algorithm):
         self.avg_started = bool(state.get("avg_started", False))
         self.residual = state.get("residual")
         self.adv_scale = state.get("adv_scale", torch.ones(()))
+        self.logged_log_prob = self._logged_log_prob()  # of the restored shard, for a streamed log
         self.log_mu_all = self._compute_log_mu() if self.mu_done else None
         if self.mu_done and self.adv_heads is not None:
             self._set_propensities()
+
+    def on_new_shard(self) -> None:
+        """A streamed log moved to its next shard (trainer/algos/store.py): every per-row quantity anew,
+        the residuals re-fitted on the shard's episodes."""
+        self.logged_log_prob = self._logged_log_prob()
+        self.log_mu_all = self._compute_log_mu() if self.mu_done else None
+        if self.mu_done and self.adv_heads is not None:
+            self._set_propensities()
+        if self.residual is not None:
+            self.fit_residuals()
 
     # -- 1. behaviour policy ------------------------------------------------------------------
     def fit_mu(self) -> dict[str, float]:
@@ -261,18 +273,30 @@ class InSPO(Algorithm):
         assert d is not None
         fold = advantage.episode_folds(d.episode, c.value_folds, self.generator)
 
+        rewards, returns, outputs = d.rewards, d.returns, 1
+        if self.credit is not None:  # reward_credit: each agent's own return [K, N] (Monte Carlo first)
+            rewards, outputs = d.agent_rewards @ self.credit.T, d.n_agents
+            zero = torch.zeros_like(rewards)
+            returns = advantage.lambda_returns(rewards, d.discounts, d.done, d.next_index, zero, 1.0)
+
         def make_net() -> advantage.StateValue:
-            return advantage.StateValue(d.state_dim, c.critic_hidden, d.state_mean, d.state_std)
+            return advantage.StateValue(d.state_dim, c.critic_hidden, d.state_mean, d.state_std, outputs)
 
         values = advantage.crossfit_values(
-            d.states, d.returns, fold, make_net, c.value_steps, 2 * c.batch_size, c.value_lr, self.generator
+            d.states, returns, fold, make_net, c.value_steps, 2 * c.batch_size, c.value_lr, self.generator
         )
-        target = d.returns
+        target = returns
         if c.lam < 1.0:
-            target = advantage.lambda_returns(d.rewards, d.discounts, d.done, d.next_index, values, c.lam)
+            target = advantage.lambda_returns(rewards, d.discounts, d.done, d.next_index, values, c.lam)
         self.residual = target - values
-        explained = 1.0 - float(self.residual.var() / d.returns.var().clamp(min=1e-12))
+        explained = 1.0 - float(self.residual.var() / returns.var().clamp(min=1e-12))
         return {"value_r2": explained, "residual_std": float(self.residual.std())}
+
+    def _residuals(self, rows: torch.Tensor) -> torch.Tensor:
+        """``[len(rows), N]``: each agent's residual (the team's, repeated, unless reward_credit says otherwise)."""
+        assert self.residual is not None and self.data is not None
+        res = self.residual[rows]
+        return res if res.dim() == 2 else res.unsqueeze(-1).expand(-1, self.data.n_agents)
 
     def _centred_advantages(self, state, obs, agent, mask, log_mu_all) -> torch.Tensor:
         assert self.adv_heads is not None
@@ -307,7 +331,7 @@ class InSPO(Algorithm):
             adv,
             d.actions[rows].flatten(),
             self.propensity_all[rows].flatten(0, 1),
-            self.residual[rows].repeat_interleave(n),
+            self._residuals(rows).flatten(),
             self._bootstrap(len(rows) * n),
         )
         clip_step(self.adv_opt, loss, self.adv_heads.parameters(), c.grad_clip)
@@ -408,7 +432,7 @@ class InSPO(Algorithm):
                 adv,
                 act_i,
                 self.propensity_all[rows, i],
-                self.residual[rows],
+                self._residuals(rows)[:, i],
                 weights * self._bootstrap(len(rows)),
             )
             clip_step(self.adv_opt, loss, self.adv_heads.parameters(), c.grad_clip)

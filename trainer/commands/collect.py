@@ -34,7 +34,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--seed", type=int, default=0, help="first collection seed (episodes use consecutive seeds)"
     )
-    p.add_argument("--workers", type=positive_int, default=1, help="processes (each runs its own simulator)")
+    p.add_argument(
+        "--workers",
+        type=positive_int,
+        default=1,
+        help="simulators running at once, each in its own process (local or Ray; on Ray at most "
+        "the cluster's free CPUs)",
+    )
     p.add_argument("--env-arg", action="append", default=[], metavar="KEY=VALUE", help=ENV_ARG_HELP)
     p.add_argument(
         "--site",
@@ -46,7 +52,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--backend",
         choices=["local", "ray"],
         default="local",
-        help="local: a process pool of --workers; ray: Ray actors (--workers caps them; default all CPUs). "
+        help="local: a process pool of --workers; ray: --workers Ray actors, one chunk each at a time. "
         "Same seeds give the same log either way",
     )
     p.add_argument(

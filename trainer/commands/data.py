@@ -59,16 +59,22 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     combine.set_defaults(func=run_combine)
 
+    from trainer.commands import data_import
+
+    data_import.register(data_sub)
+
 
 def run_inspect(args: argparse.Namespace) -> int:
-    from trainer.logs import open_log
-    from trainer.logs.card import build_card
+    from trainer.logs.stream import stream_card
 
-    card = build_card(open_log(args.log), path=str(args.log))
+    card = stream_card(args.log)  # one group of part files at a time: the card of a log larger than RAM
     if args.json:
         print(json.dumps(card.to_dict(), indent=2))
     else:
         print_card(card)
+        from trainer.commands.data_import import print_import_card
+
+        print_import_card(args.log)
     return 0
 
 

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 
 from trainer.commands import ENV_ARG_HELP, parse_env_args
-from trainer.commands.argtypes import existing_file, existing_path, non_negative_int, positive_int
+from trainer.commands.argtypes import (
+    existing_file,
+    existing_path,
+    non_negative_int,
+    positive_float,
+    positive_int,
+)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -56,13 +62,31 @@ def register(sub: argparse._SubParsersAction) -> None:
         default=1,
         help="torch intra-op threads (0: torch's default, one per core)",
     )
+    p.add_argument(
+        "--memory-budget",
+        type=positive_float,
+        default=None,
+        metavar="MB",
+        help="RAM for the log's training rows (default 8192); a larger log streams through it in shards "
+        "of whole episodes (docs/scale-out.md). The process needs this plus about 0.5 GB for torch",
+    )
+    p.add_argument(
+        "--processes",
+        type=positive_int,
+        default=1,
+        help="data-parallel processes on this machine (bc; torch.distributed, gloo): each takes its share "
+        "of every batch and gradients are averaged (docs/scale-out.md)",
+    )
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from trainer.distributed import launched_by_torchrun
     from trainer.report import print_table
     from trainer.train_loop import train
 
+    if args.processes > 1 or launched_by_torchrun():
+        return run_data_parallel(args)
     algo = train(
         args.algo,
         args.data,
@@ -79,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
         threads=args.threads,
         env_id=args.env,
         env_kwargs=parse_env_args(args.env_arg),
+        **({"memory_budget_mb": args.memory_budget} if args.memory_budget else {}),
     )
     done = algo.iteration >= algo.config.iterations
     print_table(
@@ -86,4 +111,36 @@ def run(args: argparse.Namespace) -> int:
         title="training "
         + ("finished: policy saved to <run>/policy" if done else "stopped: resume with --resume"),
     )
+    return 0
+
+
+def run_data_parallel(args: argparse.Namespace) -> int:
+    """``--processes N`` here, or one rank of a group ``torchrun`` started (several machines)."""
+    import os
+    from functools import partial
+
+    from trainer.distributed import launched_by_torchrun, train_data_parallel, train_launched_rank
+    from trainer.report import print_table
+
+    launched = launched_by_torchrun()
+    launch = train_launched_rank if launched else partial(train_data_parallel, processes=args.processes)
+    launch(
+        args.algo,
+        args.data,
+        args.out,
+        config_file=args.config,
+        overrides=args.overrides,
+        seed=args.seed,
+        resume=args.resume,
+        eval_every=args.eval_every,
+        eval_episodes=args.eval_episodes,
+        log_every=args.log_every,
+        checkpoint_every=args.checkpoint_every,
+        stop_after=args.stop_after,
+        env_id=args.env,
+        env_kwargs=parse_env_args(args.env_arg),
+        **({"memory_budget_mb": args.memory_budget} if args.memory_budget else {}),
+    )
+    if not launched or os.environ.get("RANK") == "0":  # one table, not one per rank
+        print_table([{"run": args.out, "algorithm": args.algo}], title="data-parallel training done")
     return 0

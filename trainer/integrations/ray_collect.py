@@ -78,6 +78,9 @@ def disconnect() -> None:
     require_ray().shutdown()
 
 
+PLACEMENT_TIMEOUT_S = 60.0  # no actor placed for this long, and none working: the cluster has no CPU
+
+
 def run_chunks(
     env_id: str,
     env_kwargs: dict,
@@ -85,19 +88,27 @@ def run_chunks(
     epsilon: float | None,
     out: str,
     site: str | None,
-    workers: int | None = None,
+    workers: int = 1,
     ship_files: bool = False,
+    placement_timeout_s: float | None = None,
 ) -> Iterator[list]:
-    """Run every chunk on a pool of actors; yield each chunk's episode results as it finishes.
+    """Run every chunk on a pool of at most ``workers`` actors; yield each chunk's results as it finishes.
 
-    ``ship_files=True`` always sends the part files back through Ray instead of letting actors that
-    see ``out`` write there (for object-store-only clusters; also how the tests exercise that path).
+    A chunk goes only to an actor that is running (placed on a CPU) and idle, so an actor the cluster
+    cannot place yet holds no work: with fewer free CPUs than ``workers`` the placed actors do all the
+    chunks. No actor placed within ``placement_timeout_s`` (default ``PLACEMENT_TIMEOUT_S``) is a
+    ValueError. ``ship_files=True`` always
+    sends the part files back through Ray instead of letting actors that see ``out`` write there (for
+    object-store-only clusters; also how the tests exercise that path).
     """
     ray = require_ray()
     if not chunks:
         return
-    cpus = int(ray.available_resources().get("CPU", 1)) or 1
-    n_actors = max(1, min(workers or cpus, len(chunks)))
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    placement_timeout_s = PLACEMENT_TIMEOUT_S if placement_timeout_s is None else placement_timeout_s
+    total_cpus = int(ray.cluster_resources().get("CPU", 0))
+    n_actors = max(1, min(workers, total_cpus, len(chunks)))
     actor_cls = ray.remote(num_cpus=1, max_restarts=0)(ChunkWorker)
     actors = [actor_cls.remote() for _ in range(n_actors)]
     out_path = Path(out)
@@ -105,20 +116,29 @@ def run_chunks(
     if not ship_files:
         (out_path / probe).touch()
     try:
-        pending = {}
+        starting = {actor.pid.remote(): actor for actor in actors}  # resolves once the actor runs
+        working: dict = {}
         queue = list(chunks)
-        for actor in actors:  # one chunk in flight per actor; the next goes to whichever finishes
-            if queue:
-                pending[actor.run.remote(env_id, env_kwargs, queue.pop(0), epsilon, out, site, probe)] = actor
-        while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
-            actor = pending.pop(done[0])
-            results, files = ray.get(done[0])
-            if queue:
-                pending[actor.run.remote(env_id, env_kwargs, queue.pop(0), epsilon, out, site, probe)] = actor
+        while queue or working:
+            timeout = None if working else placement_timeout_s
+            done, _ = ray.wait([*working, *starting], num_returns=1, timeout=timeout)
+            if not done:
+                raise ValueError(
+                    f"the Ray cluster placed no collect worker in {placement_timeout_s:.0f} s "
+                    f"({total_cpus} CPUs in total, none free): wait for running jobs or add nodes"
+                )
+            ref = done[0]
+            if ref in starting:
+                actor, results, files = starting.pop(ref), None, None
+            else:
+                actor = working.pop(ref)
+                results, files = ray.get(ref)
+            if queue:  # an idle, placed actor: hand it the next chunk
+                working[actor.run.remote(env_id, env_kwargs, queue.pop(0), epsilon, out, site, probe)] = actor
             if files:
                 _place(out_path, files)
-            yield results
+            if results is not None:
+                yield results
     finally:
         (out_path / probe).unlink(missing_ok=True)
         for actor in actors:

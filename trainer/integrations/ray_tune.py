@@ -52,9 +52,11 @@ def run_ray(spec: SweepSpec, data, address: str | None = None, cpus_per_trial: f
             trainable,
             param_space=param_space,
             tune_config=tune.TuneConfig(metric=spec.metric, mode=spec.mode, scheduler=scheduler),
-            run_config=tune.RunConfig(
-                name="tune", storage_path=str(Path(spec.out).resolve()), verbose=0, log_to_file=True
-            ),
+            # No log_to_file: it tees each trial's stderr into a file it closes when the trial ends, while
+            # the logging handlers torch creates on its first import (inside the trial) keep that tee;
+            # at worker exit logging's flush then hits the closed file and Ray prints a "ValueError when
+            # calling 'flush' on stream" warning per handler (36 per worker). Trials print nothing.
+            run_config=tune.RunConfig(name="tune", storage_path=str(Path(spec.out).resolve()), verbose=0),
         )
         results = tuner.fit()
         trials = [(p, s) for p in spec.combinations() for s in spec.seeds]

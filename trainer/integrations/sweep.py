@@ -113,6 +113,15 @@ def validation_metrics(algo, env, episodes: int) -> dict[str, float]:
     return {"val/return": sampled["eval/return"], "val/greedy_return": greedy["eval/return"]}
 
 
+def validation_env(data):
+    """The env the log was collected on (its recorded site: every option, e.g. a short ``hours``), so
+    validation returns are on the scale of the log's; the env id's defaults only for logs without one."""
+    from envs.registry import make_env
+    from envs.site import env_from_spec
+
+    return env_from_spec(data.site_spec) if data.site_spec else make_env(data.env_id)
+
+
 def run_trial(
     spec: SweepSpec,
     params: dict[str, str],
@@ -124,13 +133,10 @@ def run_trial(
     """Train one trial in segments, calling ``report`` after each; stop when it returns False."""
     import torch
 
-    from envs.registry import make_env
-    from envs.site import env_from_spec
     from trainer.train_loop import train
 
     torch.set_num_threads(1)  # one CPU per trial
-    # validation rollouts on tuning seeds, on the log's own site where it records one
-    env = env_from_spec(data.site_spec) if data.site_spec else make_env(data.env_id)
+    env = validation_env(data)
     total, step = spec.total_iterations(), spec.segment()
     items = {**spec.base_items(), **params}
     done = 0
@@ -301,7 +307,7 @@ def _number(text: str) -> float | None:
 
 
 def plot_sweep(spec: SweepSpec, configs: list[dict], path: Path) -> Path | None:
-    """Final metric over the grid: a heat map for two swept keys, lines for one (one per other key)."""
+    """Final metric over the grid (``sweep_figure``) as a PNG; None without matplotlib."""
     try:
         import matplotlib
 
@@ -309,67 +315,101 @@ def plot_sweep(spec: SweepSpec, configs: list[dict], path: Path) -> Path | None:
         import matplotlib.pyplot as plt
     except ModuleNotFoundError:
         return None
-    keys = list(spec.grid)
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    if len(keys) == 2:
-        ys, xs = spec.grid[keys[0]], spec.grid[keys[1]]
-        table = np.full((len(ys), len(xs)), np.nan)
-        labels = {}
-        for c in configs:
-            i, j = ys.index(c["params"][keys[0]]), xs.index(c["params"][keys[1]])
-            table[i, j] = c["mean"]
-            labels[i, j] = (
-                f"{c['mean']:.3g}"
-                if c["completed"]
-                else f"stopped at {','.join(map(str, c['stopped_at']))}\n(last {c['last_mean']:.3g})"
-            )
-        cmap = plt.get_cmap("viridis").with_extremes(bad="lightgray")
-        image = ax.imshow(np.ma.masked_invalid(table), cmap=cmap, aspect="auto", origin="lower")
-        low, high = (
-            np.nanmin(table) if np.isfinite(table).any() else 0,
-            np.nanmax(table) if np.isfinite(table).any() else 1,
-        )
-        for (i, j), label in labels.items():
-            bright = np.isnan(table[i, j]) or table[i, j] > (low + high) / 2
-            ax.text(j, i, label, ha="center", va="center", color="k" if bright else "w", fontsize=9)
-        ax.set_xticks(range(len(xs)), xs)
-        ax.set_yticks(range(len(ys)), ys)
-        ax.set_xlabel(keys[1])
-        ax.set_ylabel(keys[0])
-        fig.colorbar(image, ax=ax, label=spec.metric)
-    else:
-        key = keys[0]
-        others = keys[1:]
-        groups: dict[tuple, list[dict]] = {}
-        for c in configs:
-            groups.setdefault(tuple(c["params"][k] for k in others), []).append(c)
-        numeric = all(_number(v) is not None for v in spec.grid[key])
-        for label, rows in groups.items():
-            xs_ = [
-                _number(r["params"][key]) if numeric else spec.grid[key].index(r["params"][key]) for r in rows
-            ]
-            ax.errorbar(
-                xs_,
-                [r["mean"] for r in rows],
-                yerr=[r["std"] for r in rows],
-                marker="o",
-                capsize=3,
-                label=", ".join(f"{k}={v}" for k, v in zip(others, label, strict=True)) or None,
-            )
-        if numeric and all(_number(v) > 0 for v in spec.grid[key]):
-            ax.set_xscale("log")
-        if not numeric:
-            ax.set_xticks(range(len(spec.grid[key])), spec.grid[key])
-        ax.set_xlabel(key)
-        ax.set_ylabel(spec.metric)
-        if others:
-            ax.legend(fontsize=8)
-    ax.set_title(f"{spec.algo} sweep: final {spec.metric} (tuning seeds, mean over {len(spec.seeds)} seeds)")
-    ax.title.set_fontsize(9)
-    fig.tight_layout()
+    fig = sweep_figure(spec, configs)
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def sweep_figure(spec: SweepSpec, configs: list[dict]):
+    """A heat map for two swept keys, lines for one (one per other key); every grid point is shown,
+    early-stopped ones with their last value and where they stopped."""
+    import matplotlib.pyplot as plt
+
+    keys = list(spec.grid)
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    if len(keys) == 2:
+        _heat_map(ax, fig, spec, configs, keys)
+    else:
+        _lines(ax, spec, configs, keys)
+    ax.set_title(f"{spec.algo} sweep: final {spec.metric} (tuning seeds, mean over {len(spec.seeds)} seeds)")
+    ax.title.set_fontsize(9)
+    fig.tight_layout()
+    return fig
+
+
+def _stopped_label(c: dict) -> str:
+    return f"stopped at {','.join(map(str, c['stopped_at']))}"
+
+
+def _heat_map(ax, fig, spec: SweepSpec, configs: list[dict], keys: list[str]) -> None:
+    import matplotlib.pyplot as plt
+
+    ys, xs = spec.grid[keys[0]], spec.grid[keys[1]]
+    table = np.full((len(ys), len(xs)), np.nan)
+    labels = {}
+    for c in configs:
+        i, j = ys.index(c["params"][keys[0]]), xs.index(c["params"][keys[1]])
+        table[i, j] = c["mean"]
+        labels[i, j] = (
+            f"{c['mean']:.3g}" if c["completed"] else f"{_stopped_label(c)}\n(last {c['last_mean']:.3g})"
+        )
+    cmap = plt.get_cmap("viridis").with_extremes(bad="lightgray")
+    image = ax.imshow(np.ma.masked_invalid(table), cmap=cmap, aspect="auto", origin="lower")
+    finite = np.isfinite(table).any()
+    low, high = (np.nanmin(table), np.nanmax(table)) if finite else (0, 1)
+    for (i, j), label in labels.items():
+        bright = np.isnan(table[i, j]) or table[i, j] > (low + high) / 2
+        ax.text(j, i, label, ha="center", va="center", color="k" if bright else "w", fontsize=9)
+    ax.set_xticks(range(len(xs)), xs)
+    ax.set_yticks(range(len(ys)), ys)
+    ax.set_xlabel(keys[1])
+    ax.set_ylabel(keys[0])
+    fig.colorbar(image, ax=ax, label=spec.metric)
+
+
+def _lines(ax, spec: SweepSpec, configs: list[dict], keys: list[str]) -> None:
+    """Completed grid points as mean ± std; stopped ones as an x at their last value, labelled."""
+    from matplotlib.ticker import NullLocator
+
+    key, others = keys[0], keys[1:]
+    values = spec.grid[key]
+    numeric = all(_number(v) is not None for v in values)
+    position = {v: (_number(v) if numeric else float(i)) for i, v in enumerate(values)}
+    groups: dict[tuple, list[dict]] = {}
+    for c in configs:
+        groups.setdefault(tuple(c["params"][k] for k in others), []).append(c)
+    for n, (group, rows) in enumerate(groups.items()):
+        color = f"C{n % 10}"
+        done = [r for r in rows if r["completed"]]
+        ax.errorbar(
+            [position[r["params"][key]] for r in done],
+            [r["mean"] for r in done],
+            yerr=[r["std"] for r in done],
+            marker="o",
+            capsize=3,
+            color=color,
+            label=", ".join(f"{k}={v}" for k, v in zip(others, group, strict=True)) or None,
+        )
+        stopped = [r for r in rows if not r["completed"] and np.isfinite(r["last_mean"])]
+        ax.scatter(
+            [position[r["params"][key]] for r in stopped],
+            [r["last_mean"] for r in stopped],
+            marker="x",
+            color=color,
+            label="stopped early (last value)" if stopped and n == 0 else None,
+        )
+        for r in stopped:
+            xy = (position[r["params"][key]], r["last_mean"])
+            ax.annotate(_stopped_label(r), xy, xytext=(4, 4), textcoords="offset points", fontsize=7)
+    if numeric and all(position[v] > 0 for v in values):
+        ax.set_xscale("log")
+    ax.set_xticks([position[v] for v in values], values)  # every grid value, none in between
+    ax.xaxis.set_minor_locator(NullLocator())
+    ax.set_xlabel(key)
+    ax.set_ylabel(spec.metric)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8)
 
 
 def write_results(spec: SweepSpec, records: list[dict]) -> SweepResult:

@@ -66,6 +66,7 @@ ARRAYS = {  # name -> (dtype, trailing shape key, padding value)
     "truncated": (np.bool_, None, False),
     "behavior_prob": (np.float32, "", np.nan),
     "filled": (np.bool_, None, False),
+    "ts": (np.float64, None, np.nan),  # seconds of each step (discount="time"); NaN where not logged
 }
 
 
@@ -403,11 +404,11 @@ def build_array_cache(
             rows = acc.add(log)
             steps = log.data.filled.shape[1]
             for name in ARRAYS:
-                arrays[name][rows, :steps] = getattr(log.data, name)
-            arrays["behavior_prob"][rows, steps:] = np.nan  # the only padding that is not zero
-        filled = arrays["filled"]
-        steps_index = np.argwhere(np.asarray(filled)).astype(np.int64)  # [K, 2] (episode, t), row order
-        np.save(tmp / "steps.npy", steps_index)
+                value = getattr(log.data, name)
+                arrays[name][rows, :steps] = np.nan if value is None else value  # ts may be unlogged
+            for name in ("behavior_prob", "ts"):  # the padding that is not zero
+                arrays[name][rows, steps:] = np.nan
+        _write_steps(arrays["filled"], tmp / "steps.npy")
         for array in arrays.values():
             array.flush()
         del arrays
@@ -433,6 +434,23 @@ def build_array_cache(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def _write_steps(filled: np.ndarray, path: Path, chunk: int = 4096) -> None:
+    """``steps.npy``: ``[K, 2]`` (episode, t) of every filled step in row order, a chunk of episodes at a
+    time (K can be billions: never the whole index in RAM)."""
+    total = sum(int(np.asarray(filled[e : e + chunk]).sum()) for e in range(0, len(filled), chunk))
+    if total == 0:  # a memory map cannot be empty
+        np.save(path, np.zeros((0, 2), dtype=np.int64))
+        return
+    steps = np.lib.format.open_memmap(path, mode="w+", dtype=np.int64, shape=(total, 2))
+    row = 0
+    for e in range(0, len(filled), chunk):
+        part = np.argwhere(np.asarray(filled[e : e + chunk]))
+        part[:, 0] += e
+        steps[row : row + len(part)] = part
+        row += len(part)
+    steps.flush()
 
 
 @dataclass
@@ -480,7 +498,12 @@ class ArrayCache:
 def open_array_cache(directory: str | os.PathLike) -> ArrayCache:
     directory = Path(directory)
     meta = json.loads((directory / "meta.json").read_text())
-    arrays = {name: np.load(directory / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
+    # a cache written before ts was cached has no ts.npy: discount="time" then says ts is missing
+    arrays = {
+        name: np.load(directory / f"{name}.npy", mmap_mode="r")
+        for name in ARRAYS
+        if (directory / f"{name}.npy").exists() or name != "ts"
+    }
     data = OfflineData(
         env_id=meta["env_id"],
         agent_ids=list(meta["agent_ids"]),

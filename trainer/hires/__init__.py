@@ -1,0 +1,1 @@
+"""Controller hi-res event logs (ATSPM layout) in: ``inspo data import hires`` (docs/traffic.md)."""

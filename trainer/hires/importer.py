@@ -1,0 +1,203 @@
+"""``inspo data import hires``: controller hi-res event logs -> a training log (docs/traffic.md).
+
+One agent per ``DeviceId``; decisions, actions and the detector observation as in
+:mod:`trainer.hires.decisions`; reward ``occupancy`` (minus occupied loop-seconds per second);
+``behavior_prob`` null (the controller's probabilities are unknown: trainers estimate mu). Bad input
+is counted and located in the import card (``hires_card.json`` beside the log) or, where nothing
+sensible can be derived, a one-line error; the log is staged and renamed into place, never half-written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+
+from contract.logformat import LogMeta, LogWriter, list_column
+from envs.traffic.detectors import obs_width
+from trainer.hires.card import ImportCard
+from trainer.hires.decisions import (
+    BEGIN_GREEN,
+    BEGIN_YELLOW,
+    DETECTOR_OFF,
+    DETECTOR_ON,
+    DeviceEvents,
+    device_steps,
+    green_ends,
+)
+from trainer.hires.events import Events, read_events
+from trainer.hires.site import Site, read_site
+
+DECISION_MODEL = (
+    "fixed interval: every delta_time s from the first event, the action is the phase serving the next "
+    "interval (the last to begin green, or the next one during a change interval), as the SUMO env decides"
+)
+REWARD = "occupancy: minus the device's occupied loop-seconds per second over the interval after the decision"
+
+
+@dataclass(frozen=True)
+class ImportOptions:
+    delta_time: float = 5.0
+    min_green_s: float = 0.0  # a switch is legal this long after a change began (0: always)
+    max_gap_s: float = 60.0  # a longer silence starts a new episode
+    env_id: str = "hires"
+
+
+def device_events(ev: Events, name: str, site: Site, card: ImportCard) -> DeviceEvents:
+    ts, code, param = ev.devices[name]
+    mapping = site.phase_action.get(name, {})
+    green = np.flatnonzero(code == BEGIN_GREEN)
+    unmapped = ~np.isin(param[green], list(mapping))
+    if unmapped.any():
+        card.phases_not_in_map(name, param[green[unmapped]])
+    green = green[~unmapped]
+    if not len(green):
+        raise ValueError(
+            f"{ev.path}: device {name} has no begin-green events (EventId {BEGIN_GREEN}) for a mapped phase: "
+            "no decisions can be derived"
+        )
+    yellow = code == BEGIN_YELLOW
+    green_ts, green_nema = ts[green], param[green]
+    card.phases_never_green(name, sorted(set(mapping) - set(green_nema.tolist())))
+    loops = sorted(site.loops.get(name, []))
+    det = np.flatnonzero((code == DETECTOR_ON) | (code == DETECTOR_OFF))
+    det = det[np.argsort(param[det], kind="stable")]  # by channel, time order within
+    channels = param[det]
+    missing = np.ones(len(det), bool)  # channels sorted: each configured loop's events are one slice
+    for channel, _, _ in loops:
+        missing[np.searchsorted(channels, channel, "left") : np.searchsorted(channels, channel, "right")] = (
+            False
+        )
+    if missing.any():
+        card.detectors_missing(name, channels[missing], ts[det[missing]])
+    loop_on, loop_action, loop_stopbar = [], [], []
+    for channel, phase, stopbar in loops:
+        if phase not in mapping:
+            card.detector_phase_unmapped(name, channel, phase)
+            continue
+        mine = det[np.searchsorted(channels, channel, "left") : np.searchsorted(channels, channel, "right")]
+        loop_on.append((ts[mine], (code[mine] == DETECTOR_ON).astype(np.float64)))
+        loop_action.append(mapping[phase])
+        loop_stopbar.append(stopbar)
+        card.detector_coverage(name, channel, phase, stopbar, len(mine))
+    return DeviceEvents(
+        green_ts=green_ts,
+        green_action=np.array([mapping[int(p)] for p in green_nema], dtype=np.int64),
+        green_end=green_ends(green_ts, green_nema, ts[yellow], param[yellow]),
+        loop_on=loop_on,
+        loop_action=np.array(loop_action, dtype=np.int64),
+        loop_stopbar=np.array(loop_stopbar, dtype=bool),
+        n_green=max(mapping.values()) + 1 if mapping else 0,
+    )
+
+
+def decision_grid(ev: Events, delta: float, card: ImportCard) -> list[np.ndarray]:
+    """Decision times per segment: from the first event, a new segment after every clock gap."""
+    if ev.gaps:
+        card.clock_gaps(ev.path, ev.gaps)
+    starts = [0.0] + [b for _, b in ev.gaps]
+    ends = [a for a, _ in ev.gaps] + [ev.end]
+    return [
+        s + delta * np.arange(int(np.floor((e - s) / delta)) + 1) for s, e in zip(starts, ends, strict=True)
+    ]
+
+
+def import_hires(
+    events: list[Path], detectors: Path, phase_map: Path | None, out: Path, options: ImportOptions
+) -> ImportCard:
+    """Import event files (each its own episodes) into the log ``out``; returns the import card."""
+    out = Path(out)
+    if out.exists() and any(out.iterdir()):
+        raise ValueError(f"{out} exists and is not empty: import into a new directory")
+    card = ImportCard(options=options.__dict__, decision_model=DECISION_MODEL, reward=REWARD)
+    parsed = [read_events(Path(p), card, options.max_gap_s) for p in events]
+    green_phases: dict[str, set[int]] = {}
+    for ev in parsed:
+        for name, (_, code, param) in ev.devices.items():
+            green_phases.setdefault(name, set()).update(np.unique(param[code == BEGIN_GREEN]).tolist())
+    site = read_site(Path(detectors), phase_map and Path(phase_map), green_phases)
+    card.phase_map = site.phase_action
+    a_max = site.n_actions
+    meta = LogMeta(
+        env_id=options.env_id,
+        obs_dim=obs_width(a_max),
+        n_actions=a_max,
+        agent_ids=site.devices,
+        state_dim=len(site.devices) * obs_width(a_max),
+    )
+    staging = out.parent / f".{out.name}.importing-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        with LogWriter(staging, meta, site="hires", writer_id="import") as writer:
+            for ev in parsed:
+                _import_file(ev, site, options, card, writer)
+        card.write(staging / "hires_card.json")
+        if out.exists():
+            out.rmdir()
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return card
+
+
+def _import_file(ev: Events, site: Site, options: ImportOptions, card: ImportCard, writer: LogWriter) -> None:
+    card.origin_us = ev.origin_us
+    absent = [d for d in site.devices if d not in ev.devices]
+    if absent:
+        raise ValueError(f"{ev.path}: no events of device(s) {', '.join(absent)} named in the phase map")
+    extra = sorted(set(ev.devices) - set(site.devices))
+    if extra:
+        card.devices_not_in_map(ev.path, extra)
+    segments = decision_grid(ev, options.delta_time, card)
+    t = np.concatenate(segments)
+    first = np.concatenate([np.arange(len(s)) == 0 for s in segments])
+    n, k, a_max = len(site.devices), len(t), site.n_actions
+    obs = np.zeros((k, n, obs_width(a_max)), np.float32)
+    actions = np.zeros((k, n), np.int32)
+    masks = np.zeros((k, n, a_max), bool)
+    rewards = np.zeros((k, n), np.float32)
+    for i, name in enumerate(site.devices):
+        dev = device_events(ev, name, site, card)
+        o, a, m, r = device_steps(dev, t, first, options.delta_time, 0.0, a_max, options.min_green_s)
+        obs[:, i], actions[:, i], masks[:, i], rewards[:, i] = o, a, m, r
+        card.decisions(name, a)
+    stem = ev.path.name.split(".")[0]
+    seg_index = np.repeat(np.arange(len(segments)), [len(s) for s in segments])
+    episode = [stem if len(segments) == 1 else f"{stem}~{j}" for j in seg_index]
+    step = np.concatenate([np.arange(len(s)) for s in segments]).astype(np.int32)
+    last = np.r_[first[1:], True]
+    stamps = (ev.origin_us + np.round(t * 1e6).astype(np.int64)).astype("datetime64[us]")
+    rows = k * n
+    agent_steps = pa.table(
+        {
+            "episode_id": pa.array(np.repeat(episode, n).tolist(), pa.string()),
+            "t": pa.array(np.repeat(step, n)),
+            "agent_id": pa.array(np.tile(np.array(site.devices, dtype=object), k).tolist(), pa.string()),
+            "obs": list_column(obs.reshape(rows, -1), pa.float32()),
+            "action": pa.array(actions.reshape(-1)),
+            "action_mask": list_column(masks.reshape(rows, -1), pa.bool_()),
+            "reward": pa.array(rewards.reshape(-1)),
+            "terminated": pa.array(np.zeros(rows, bool)),
+            "truncated": pa.array(np.repeat(last, n)),
+            "behavior_prob": pa.nulls(rows, pa.float32()),
+            "controller": pa.array([f"hires:{stem}"] * rows, pa.string()),
+            "model_version": pa.nulls(rows, pa.string()),
+            "ts": pa.array(np.repeat(stamps, n)),
+        }
+    )
+    env_steps = pa.table(
+        {
+            "episode_id": pa.array(episode, pa.string()),
+            "t": pa.array(step),
+            "state": list_column(obs.reshape(k, -1), pa.float32()),
+            "team_reward": pa.array(rewards.sum(axis=1)),
+        }
+    )
+    card.episodes += len(segments)
+    card.steps += k
+    writer.add_tables(agent_steps, env_steps)
