@@ -136,7 +136,12 @@ def run_trial(
     from trainer.train_loop import train
 
     torch.set_num_threads(1)  # one CPU per trial
-    env = validation_env(data)
+    if isinstance(data, str | Path):  # a log's path: train streams it; the env from its (memory-mapped) cache
+        from trainer.logs.stream import load_log_cached
+
+        env = validation_env(load_log_cached(data).data)
+    else:
+        env = validation_env(data)
     total, step = spec.total_iterations(), spec.segment()
     items = {**spec.base_items(), **params}
     done = 0
@@ -458,10 +463,13 @@ def print_results(spec: SweepSpec, result: SweepResult) -> None:
 
 def sweep(spec: SweepSpec, backend: str = "local", address: str | None = None, progress: bool = True):
     """Run the sweep on a backend and write its results; returns :class:`SweepResult`."""
-    from trainer.logs import load_log
+    from trainer.logs.stream import load_log_cached
 
     validate_spec(spec)
-    data = load_log(spec.data)
+    # Trials get the log's path and stream it within the training memory budget (trainer/algos/store.py),
+    # as `inspo train` does; its array cache is built here once, before any trial reads it.
+    load_log_cached(spec.data)
+    data = str(spec.data)
     if backend == "local":
         records = run_local(spec, data, progress=progress)
     elif backend == "ray":
