@@ -258,6 +258,59 @@ def elevator_values(args, c) -> tuple[list[dict], dict[int, dict[int, np.ndarray
     return snaps, q
 
 
+def cached_truth(args, c, traffic: bool) -> tuple[list[dict], dict[int, dict[int, np.ndarray]], dict | None]:
+    """The held-out states and their paired futures, computed once per setting and kept under bench/.cache.
+
+    The truth depends on the env code, the held-out episodes and the discounting, not on the estimators'
+    settings: comparing estimator settings (``--set``) then costs their training only. ``--fresh-truth``
+    recomputes it."""
+    import hashlib
+    import pickle
+    import subprocess
+
+    try:
+        envs_tree = subprocess.run(
+            ["git", "rev-parse", "HEAD:envs"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--", "envs"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        envs_tree, dirty = "", "no git"
+    key = {
+        "env": args.env,
+        "tuning_episodes": args.tuning_episodes,
+        "every": args.every,
+        "states": args.states,
+        "futures": args.futures,
+        "discount": c.discount,
+        "horizon_s": c.horizon_s,
+        "gamma": c.gamma,
+        "envs_tree": envs_tree,
+    }
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+    path = ROOT / "bench" / ".cache" / f"truth-{digest}.pkl"
+    if path.exists() and not args.fresh_truth and not dirty:
+        print(f"truth from {path.relative_to(ROOT)} (computed once for these settings)")
+        with path.open("rb") as f:
+            return pickle.load(f)
+    neighbors = None
+    if traffic:
+        snaps, futures, neighbors = traffic_values(args, c)
+    else:
+        snaps, futures = elevator_values(args, c)
+    light = [{k: v for k, v in snap.items() if k not in ("env", "controller")} for snap in snaps]
+    if not dirty:  # uncommitted env code may change again: nothing kept
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with path.open("wb") as f:
+            pickle.dump((light, futures, neighbors), f)
+    return light, futures, neighbors
+
+
 def traffic_values(args, c) -> tuple[list[dict], dict[int, dict[int, np.ndarray]], dict]:
     """The same for traffic: one SUMO worker process per held-out episode (bench/traffic_truth.py)."""
     import traffic_truth
@@ -309,6 +362,9 @@ def main() -> None:
     p.add_argument("--states", type=int, help="held-out decisions; default 60 (traffic 32)")
     p.add_argument("--futures", type=int, default=8, help="paired futures per action")
     p.add_argument("--workers", type=int, default=2)
+    p.add_argument(
+        "--fresh-truth", action="store_true", help="recompute the truth even if bench/.cache holds it"
+    )
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "advantage")
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="residual estimator option"
@@ -329,11 +385,7 @@ def main() -> None:
     # Truth first, in a small process: forking rollout workers from one holding the trained estimators
     # (several GB of arrays) would copy them. The learner's discounting is its config's, known up front.
     c = estimator_config("residual", extra, args.env)
-    neighbors = None
-    if traffic:
-        snaps, futures, neighbors = traffic_values(args, c)
-    else:
-        snaps, futures = elevator_values(args, c)
+    snaps, futures, neighbors = cached_truth(args, c, traffic)
     n_rollouts = sum(len(v) for f in futures.values() for v in f.values())
     print(f"{len(snaps)} states, {n_rollouts} rollouts [{time.time() - t0:.0f}s]")
     states = np.stack([s["state"] for s in snaps])
