@@ -350,7 +350,14 @@ def main() -> None:
         type=int,
         help="estimator training iterations (actor frozen); default 400 (traffic 300)",
     )
-    p.add_argument("--seed", type=int, default=0, help="training seed of the estimators")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="training seeds of the estimators; with several, each seed is its own row (`residual s1`): "
+        "an estimator's figures vary with its training seed",
+    )
     p.add_argument(
         "--tuning-episodes",
         type=int,
@@ -393,15 +400,15 @@ def main() -> None:
     agents = np.array([s["agent"] for s in snaps])
     masks = np.stack([s["mask"] for s in snaps])
     estimates, scale = {}, 1.0
-    for name, estimator, credit in estimator_plan(
-        traffic
-    ):  # one at a time: each holds the whole log's arrays
+    plan = [(n, e, c, s) for n, e, c in estimator_plan(traffic) for s in args.seeds]
+    for name, estimator, credit, seed in plan:  # one at a time: each holds the whole log's arrays
         options = {**extra, "reward_credit": credit} if estimator == "residual" else None
-        algo = train_estimator(log, estimator, args.iterations, args.seed, options, args.env, neighbors)
-        estimates[name] = estimated_advantages(algo, states, obs, agents, masks)
+        algo = train_estimator(log, estimator, args.iterations, seed, options, args.env, neighbors)
+        label = name if len(args.seeds) == 1 else f"{name} s{seed}"
+        estimates[label] = estimated_advantages(algo, states, obs, agents, masks)
         scale = algo.data.reward_scale
         del algo
-        print(f"{name} trained [{time.time() - t0:.0f}s]")
+        print(f"{label} trained [{time.time() - t0:.0f}s]")
     print(f"estimators trained ({args.iterations} iterations each); reward scale {scale:.4g}")
     rows = []
     for si, snap in enumerate(snaps):
