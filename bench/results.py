@@ -537,13 +537,18 @@ def estimator_section(path: Path, traffic: bool = False) -> str:
             f"\nThe truth's noise ({subset}): signal share 1 − mean SE²/var {r['signal_share']:+.2f}; "
             f"mean SE by number of futures {se}."
         )
-    new = data["summary"].get("supported", {}).get("residual")
-    if new is not None and not traffic:
-        met = new["corr"] >= 0.5 and new["sign_acc"] >= 0.7
+    # the residual estimator (team credit) on each training seed the bench ran ("residual" or "residual s<k>")
+    supported = data["summary"].get("supported", {})
+    runs = [v for k, v in supported.items() if k == "residual" or k.startswith("residual s")]
+    if runs and not traffic:
+        corr = float(np.mean([r["corr"] for r in runs]))
+        sign = float(np.mean([r["sign_acc"] for r in runs]))
+        met = corr >= 0.5 and sign >= 0.7
+        over = f" (mean over {len(runs)} training seeds)" if len(runs) > 1 else ""
         lines += [
             "",
-            f"**Target** (residual, supported alternatives: correlation ≥ 0.5 and sign accuracy ≥ 70%): "
-            f"{new['corr']:+.2f}, {new['sign_acc']:.0%} → {'**met**' if met else '**not met**'}.",
+            f"**Target** (residual, supported alternatives: correlation ≥ 0.5 and sign accuracy ≥ 70%){over}: "
+            f"{corr:+.2f}, {sign:.0%} → {'**met**' if met else '**not met**'}.",
         ]
     lines += ["", "```bash", command, "```", ""]
     png = path.with_suffix(".png")
