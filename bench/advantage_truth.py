@@ -533,8 +533,12 @@ def plot(rows: list[dict], names: list[str], summary: dict, path: Path, title: s
 
     truth = np.array([r["truth"] for r in rows])
     se = np.array([r["se"] for r in rows])
-    fig, axes = plt.subplots(1, len(names), figsize=(5.5 * len(names), 4.8), squeeze=False)
-    for ax, name in zip(axes[0], names, strict=True):
+    cols = min(len(names), 3)  # several training seeds: one row of panels per three
+    nrows = -(-len(names) // cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(5.5 * cols, 4.4 * nrows + 0.4), squeeze=False)
+    for ax in axes.flat[len(names) :]:
+        ax.set_visible(False)
+    for ax, name in zip(axes.flat, names, strict=False):
         est = np.array([r[name] for r in rows])
         ax.errorbar(truth, est, xerr=2 * se, fmt="o", ms=4, alpha=0.7, elinewidth=0.8)
         lim = np.abs(np.concatenate([truth, est])).max() * 1.1 + 1e-9

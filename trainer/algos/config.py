@@ -157,7 +157,8 @@ class InSPOConfig:
     value_steps: int = 2000  # residual: gradient steps per fold of V(s)
     value_lr: float = 1e-3
     # residual: lambda of the returns (1: Monte Carlo; < 1 bootstraps on the cross-fitted V); 0.8 and the
-    # warm-up below were chosen on bench/advantage_truth.py (tuning seeds; docs/algorithm.md)
+    # warm-up below were chosen on bench/advantage_truth.py at 8 futures (tuning seeds), a truth later found
+    # to have no measurable state-to-state signal: they rest on one seed's sign accuracy (docs/algorithm.md)
     lam: float = 0.8
     adv_members: int = 5  # residual: ensemble members of each agent's advantage head
     adv_lr: float = 1e-3
