@@ -266,21 +266,11 @@ def cached_truth(args, c, traffic: bool) -> tuple[list[dict], dict[int, dict[int
     recomputes it."""
     import hashlib
     import pickle
-    import subprocess
 
-    try:
-        envs_tree = subprocess.run(
-            ["git", "rev-parse", "HEAD:envs"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "envs"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        envs_tree, dirty = "", "no git"
+    from bench.results import envs_code_stamp
+
+    envs_tree = envs_code_stamp()
+    dirty = envs_tree is None or envs_tree.endswith("+uncommitted")
     key = {
         "env": args.env,
         "tuning_episodes": args.tuning_episodes,

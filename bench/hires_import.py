@@ -17,7 +17,6 @@ beside the wall-clock ones: on a shared machine they move less between runs.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import shutil
 import sys
 import tempfile
@@ -35,11 +34,12 @@ from trainer.hires.importer import ImportOptions, import_hires  # noqa: E402
 
 
 def sample_files() -> tuple[Path, Path]:
-    spec = importlib.util.find_spec("atspm")
-    if spec is None or not spec.submodule_search_locations:
+    from trainer.hires.sample import atspm_sample
+
+    files = atspm_sample()
+    if files is None:
         raise SystemExit("the atspm wheel is not installed (bash scripts/setup.sh installs it)")
-    data = Path(next(iter(spec.submodule_search_locations))) / "data"
-    return data / "sample_raw_data.parquet", data / "sample_config.parquet"
+    return files
 
 
 def tiled(events: pa.Table, config: pa.Table, copies: int, devices: int) -> tuple[pa.Table, pa.Table]:

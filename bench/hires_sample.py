@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -36,11 +35,12 @@ SPLIT = dt.datetime(2024, 4, 15, 13, 0)
 
 
 def sample_files() -> tuple[Path, Path]:
-    spec = importlib.util.find_spec("atspm")
-    if spec is None or not spec.submodule_search_locations:
+    from trainer.hires.sample import atspm_sample
+
+    files = atspm_sample()
+    if files is None:
         raise SystemExit("the atspm wheel is not installed (bash scripts/setup.sh installs it)")
-    data = Path(next(iter(spec.submodule_search_locations))) / "data"
-    return data / "sample_raw_data.parquet", data / "sample_config.parquet"
+    return files
 
 
 def run(cmd: list[str]) -> None:

@@ -150,15 +150,9 @@ def logged_heuristics(env_id: str, dataset: str) -> list[str]:
 # ---------------------------------------------------------------- steps
 
 
-def inputs_stamp(cfg: dict) -> dict:
-    """What a config's cached log, runs and evaluations were made from: its TOML and the env code.
-
-    The env code enters as git's tree hash of ``envs/`` (an observation change makes old logs and
-    runs unusable); outside a git checkout only the config counts.
-    """
-    import hashlib
-
-    stamp = {"config_sha256": hashlib.sha256(cfg["_path"].read_bytes()).hexdigest()}
+def envs_code_stamp() -> str | None:
+    """git's tree hash of ``envs/`` (``+uncommitted`` where it has changes), None outside a git checkout:
+    what a cache made from simulations (logs, runs, evaluations, a truth) depends on."""
     try:
         tree = subprocess.run(
             ["git", "rev-parse", "HEAD:envs"], cwd=ROOT, capture_output=True, text=True, check=True
@@ -170,9 +164,23 @@ def inputs_stamp(cfg: dict) -> dict:
             text=True,
             check=True,
         ).stdout.strip()
-        stamp["envs_tree"] = tree + ("+uncommitted" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
-        pass
+        return None
+    return tree + ("+uncommitted" if dirty else "")
+
+
+def inputs_stamp(cfg: dict) -> dict:
+    """What a config's cached log, runs and evaluations were made from: its TOML and the env code.
+
+    The env code enters as git's tree hash of ``envs/`` (an observation change makes old logs and
+    runs unusable); outside a git checkout only the config counts.
+    """
+    import hashlib
+
+    stamp = {"config_sha256": hashlib.sha256(cfg["_path"].read_bytes()).hexdigest()}
+    envs_tree = envs_code_stamp()
+    if envs_tree is not None:
+        stamp["envs_tree"] = envs_tree
     return stamp
 
 

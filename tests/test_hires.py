@@ -32,11 +32,12 @@ OBS_TOLERANCE = 1e-6  # float32 rounding of the same sums (observed: 0)
 
 
 def atspm_sample() -> tuple[Path, Path]:
-    spec = importlib.util.find_spec("atspm")
-    if spec is None or not spec.submodule_search_locations:
+    from trainer.hires.sample import atspm_sample as files
+
+    found = files()
+    if found is None:
         pytest.skip("the atspm wheel (its sample event log) is not installed: bash scripts/setup.sh")
-    data = Path(next(iter(spec.submodule_search_locations))) / "data"
-    return data / "sample_raw_data.parquet", data / "sample_config.parquet"
+    return found
 
 
 # -- SUMO round trip ---------------------------------------------------------------------------------------
