@@ -111,23 +111,7 @@ def test_residual_estimator_recovers_the_known_advantage_on_uniform_xor():
     """Uniform XOR data: agent 0's action 0 is worth E[r|a0=0] - E[r|a0=1] = 0.5 - (-0.5) = 1 more; the
     heads (actor frozen at mu, so the estimand is A^mu) must find it in reward units."""
     data = matrix_dataset(XOR, XOR_UNIFORM, 4000, seed=1)
-    algo = make_algorithm(
-        "inspo",
-        overrides={
-            "estimator": "residual",
-            "exact_propensity": True,
-            "actor_init": "mu",
-            "actor_lr": 0.0,
-            "iterations": 50,
-            "adv_warmup": 600,
-            "value_steps": 300,
-            "mu_steps": 300,
-            "hidden": [32, 32],
-            "critic_hidden": [32, 32],
-            "reward_scale": 1.0,
-            "kappa": 0.0,
-        },
-    )
+    algo = _frozen_residual()
     algo.setup(data)
     algo.fit()
     mask = torch.ones(2, 2, dtype=torch.bool)

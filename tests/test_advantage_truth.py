@@ -1,14 +1,12 @@
 """bench/advantage_truth.py: the truth's reliability figures, and the traffic truth's paired rollouts."""
 
 import importlib.util
-import os
-import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pytest
+from subprocess_helpers import run_python
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "bench"))
@@ -61,15 +59,7 @@ def test_traffic_truth_is_paired_and_reproducible():
         print("futures differ", any(len(set(v.tolist())) > 1 for v in values.values()))
         print("time", 100 <= snap["t"] <= 900 - 60 * 5, "neighbours", len(a["neighbors"]))
         """
-    env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{ROOT / 'bench'}"}
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=180,
-    )
+    proc = run_python(code, timeout=180, extra_paths=(ROOT / "bench",))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "legal True" in proc.stdout and "same True" in proc.stdout
     assert "futures differ True" in proc.stdout and "time True neighbours 16" in proc.stdout

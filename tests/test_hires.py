@@ -11,16 +11,13 @@ import csv
 import datetime as dt
 import importlib.util
 import json
-import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from subprocess_helpers import run_python
 
 from trainer.cli import main
 from trainer.hires.importer import ImportOptions, import_hires
@@ -54,15 +51,7 @@ def sumo_episode(tmp_path_factory):
                 env_kwargs={{'num_seconds': 300, 'observation': 'detectors', 'reward': 'occupancy',
                              'events_dir': {str(root / "events")!r}}})
     """
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    proc = run_python(code, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     return root
 

@@ -11,13 +11,13 @@ import json
 import os
 import subprocess
 import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
+from subprocess_helpers import run_python
 
 if not all(importlib.util.find_spec(m) for m in ("sumo_rl", "libsumo", "sumo")):
     pytest.skip("SUMO (traffic extra) not installed", allow_module_level=True)
@@ -26,19 +26,6 @@ pytestmark = pytest.mark.sumo
 
 ROOT = Path(__file__).resolve().parents[1]
 SHORT = {"num_seconds": 150}  # 30 decisions per episode
-
-
-def run_python(code: str, timeout: float = 120, cwd: Path | None = None) -> subprocess.CompletedProcess:
-    """Run code in a fresh interpreter (a fresh libsumo) from the repo root; a hang fails the test."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)],
-        cwd=cwd or ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def read_agent_steps(log: Path):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +25,7 @@ import torch
 
 from trainer.algos.data import Transitions, discounted_returns_to_go, step_discounts
 from trainer.logs.dataset import OfflineData
+from trainer.logs.stream import building_directory
 
 VERSION = 2  # 2: per-agent rewards (reward_credit)
 FIELDS = {  # name -> dtype of the stored column (row-major: K rows, then the per-row shape)
@@ -161,10 +161,7 @@ def build_row_store(
         "behavior_prob": (k, n),
         "agent_rewards": (k, n),
     }
-    tmp = directory.with_name(f".{directory.name}.tmp-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with building_directory(directory) as tmp:
         out = {
             name: np.lib.format.open_memmap(tmp / f"{name}.npy", "w+", dtype, shapes.get(name, (k,)))
             for name, dtype in FIELDS.items()
@@ -205,13 +202,6 @@ def build_row_store(
             "state_std": state_m.std().tolist(),
         }
         (tmp / "meta.json").write_text(json.dumps(meta))
-        if directory.exists():  # a concurrent builder finished first
-            shutil.rmtree(tmp)
-        else:
-            os.replace(tmp, directory)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return directory
 
 

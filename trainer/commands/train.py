@@ -87,24 +87,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.processes > 1 or launched_by_torchrun():
         return run_data_parallel(args)
-    algo = train(
-        args.algo,
-        args.data,
-        args.out,
-        config_file=args.config,
-        overrides=args.overrides,
-        seed=args.seed,
-        resume=args.resume,
-        eval_every=args.eval_every,
-        eval_episodes=args.eval_episodes,
-        log_every=args.log_every,
-        checkpoint_every=args.checkpoint_every,
-        stop_after=args.stop_after,
-        threads=args.threads,
-        env_id=args.env,
-        env_kwargs=parse_env_args(args.env_arg),
-        **({"memory_budget_mb": args.memory_budget} if args.memory_budget else {}),
-    )
+    algo = train(args.algo, args.data, args.out, threads=args.threads, **train_options(args))
     done = algo.iteration >= algo.config.iterations
     print_table(
         [{"run": args.out, "algorithm": args.algo, "iterations": algo.iteration, "finished": done}],
@@ -112,6 +95,24 @@ def run(args: argparse.Namespace) -> int:
         + ("finished: policy saved to <run>/policy" if done else "stopped: resume with --resume"),
     )
     return 0
+
+
+def train_options(args: argparse.Namespace) -> dict:
+    """The keyword arguments of ``train`` this command's flags give, for one process or every rank."""
+    return {
+        "config_file": args.config,
+        "overrides": args.overrides,
+        "seed": args.seed,
+        "resume": args.resume,
+        "eval_every": args.eval_every,
+        "eval_episodes": args.eval_episodes,
+        "log_every": args.log_every,
+        "checkpoint_every": args.checkpoint_every,
+        "stop_after": args.stop_after,
+        "env_id": args.env,
+        "env_kwargs": parse_env_args(args.env_arg),
+        **({"memory_budget_mb": args.memory_budget} if args.memory_budget else {}),
+    }
 
 
 def run_data_parallel(args: argparse.Namespace) -> int:
@@ -124,23 +125,7 @@ def run_data_parallel(args: argparse.Namespace) -> int:
 
     launched = launched_by_torchrun()
     launch = train_launched_rank if launched else partial(train_data_parallel, processes=args.processes)
-    launch(
-        args.algo,
-        args.data,
-        args.out,
-        config_file=args.config,
-        overrides=args.overrides,
-        seed=args.seed,
-        resume=args.resume,
-        eval_every=args.eval_every,
-        eval_episodes=args.eval_episodes,
-        log_every=args.log_every,
-        checkpoint_every=args.checkpoint_every,
-        stop_after=args.stop_after,
-        env_id=args.env,
-        env_kwargs=parse_env_args(args.env_arg),
-        **({"memory_budget_mb": args.memory_budget} if args.memory_budget else {}),
-    )
+    launch(args.algo, args.data, args.out, **train_options(args))
     if not launched or os.environ.get("RANK") == "0":  # one table, not one per rank
         print_table([{"run": args.out, "algorithm": args.algo}], title="data-parallel training done")
     return 0

@@ -22,6 +22,7 @@ import json
 import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import SimpleNamespace
@@ -389,10 +390,7 @@ def build_array_cache(
     final = base / plan.fingerprint
     if (final / "meta.json").exists():
         return final
-    tmp = base / f".{plan.fingerprint}.tmp-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    try:
+    with building_directory(final) as tmp:
         arrays = {
             name: np.lib.format.open_memmap(
                 tmp / f"{name}.npy", mode="w+", dtype=dtype, shape=_shape(name, plan)
@@ -426,14 +424,26 @@ def build_array_cache(
                 }
             )
         )
-        if final.exists():  # a concurrent builder finished first: keep its copy
+    return final
+
+
+@contextmanager
+def building_directory(final: Path) -> Iterator[Path]:
+    """A fresh temporary sibling of ``final`` to write a cache into, renamed to ``final`` when the block
+    ends without error and removed when it fails, so a reader never sees a half-written cache. If a
+    concurrent builder published ``final`` first, its copy is kept and this one dropped."""
+    tmp = final.with_name(f".{final.name}.tmp-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if final.exists():
             shutil.rmtree(tmp)
         else:
             os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    return final
 
 
 def _write_steps(filled: np.ndarray, path: Path, chunk: int = 4096) -> None:
