@@ -269,7 +269,7 @@ def cached_truth(args, c, traffic: bool) -> tuple[list[dict], dict[int, dict[int
 
     from bench.results import envs_code_stamp
 
-    envs_tree = envs_code_stamp()
+    envs_tree = envs_code_stamp(args.env)
     dirty = envs_tree is None or envs_tree.endswith("+uncommitted")
     key = {
         "env": args.env,

@@ -150,15 +150,34 @@ def logged_heuristics(env_id: str, dataset: str) -> list[str]:
 # ---------------------------------------------------------------- steps
 
 
-def envs_code_stamp() -> str | None:
-    """git's tree hash of ``envs/`` (``+uncommitted`` where it has changes), None outside a git checkout:
-    what a cache made from simulations (logs, runs, evaluations, a truth) depends on."""
+# Each family's simulator lives in its own folder; the rest of envs/ (registry, controllers, seeds) is shared.
+FAMILY_FOLDERS = {"elevator": "envs/elevator", "sumo": "envs/traffic"}
+
+
+def envs_code_stamp(env_id: str | None = None) -> str | None:
+    """A hash of the env code (``+uncommitted`` where it has changes), None outside a git checkout: what
+    a cache made from simulations (logs, runs, evaluations, a truth) depends on. With ``env_id``, the
+    other families' folders are left out, so a traffic change keeps the elevator's caches and back."""
+    import hashlib
+
+    own = FAMILY_FOLDERS.get((env_id or "").split(":")[0])
+    others = [f for f in FAMILY_FOLDERS.values() if env_id is not None and f != own]
+    excludes = [f":(exclude){f}" for f in others]
     try:
-        tree = subprocess.run(
-            ["git", "rev-parse", "HEAD:envs"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
+        listing = subprocess.run(
+            ["git", "ls-tree", "-r", "HEAD", "--", "envs"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        listing = "".join(
+            line + "\n"
+            for line in listing.splitlines()
+            if not any(line.split("\t", 1)[-1].startswith(f + "/") for f in others)
+        )
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--", "envs"],
+            ["git", "status", "--porcelain", "--", "envs", *excludes],
             cwd=ROOT,
             capture_output=True,
             text=True,
@@ -166,19 +185,21 @@ def envs_code_stamp() -> str | None:
         ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
-    return tree + ("+uncommitted" if dirty else "")
+    if not listing:
+        return None
+    return hashlib.sha256(listing.encode()).hexdigest()[:20] + ("+uncommitted" if dirty else "")
 
 
 def inputs_stamp(cfg: dict) -> dict:
     """What a config's cached log, runs and evaluations were made from: its TOML and the env code.
 
-    The env code enters as git's tree hash of ``envs/`` (an observation change makes old logs and
-    runs unusable); outside a git checkout only the config counts.
+    The env code enters as a hash of ``envs/`` without the other families' simulators (an observation
+    change makes old logs and runs unusable); outside a git checkout only the config counts.
     """
     import hashlib
 
     stamp = {"config_sha256": hashlib.sha256(cfg["_path"].read_bytes()).hexdigest()}
-    envs_tree = envs_code_stamp()
+    envs_tree = envs_code_stamp(cfg["bench"]["env"])
     if envs_tree is not None:
         stamp["envs_tree"] = envs_tree
     return stamp
