@@ -105,14 +105,18 @@ class ImportCard:
             self._add("phases_never_green", device=device, phases=phases)
 
     def detectors_missing(self, device: str, channels: np.ndarray, times: np.ndarray) -> None:
-        for channel in np.unique(channels).tolist():
-            at = np.sort(times[channels == channel])
+        step = np.diff(channels)
+        if (step < 0).any() or ((step == 0) & (np.diff(times) < 0)).any():
+            order = np.lexsort((times, channels))  # by channel, time within (the importer's order already)
+            channels, times = channels[order], times[order]
+        bounds = np.r_[0, np.flatnonzero(np.diff(channels)) + 1, len(channels)].tolist()
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
             self._add(
                 "detectors_missing_from_config",
                 device=device,
-                detector=channel,
-                events=int(len(at)),
-                ranges=_ranges([(at[0], at[-1])], self.origin_us),
+                detector=int(channels[lo]),
+                events=hi - lo,
+                ranges=_ranges([(times[lo], times[hi - 1])], self.origin_us),
                 note="their on/off events are skipped",
             )
 

@@ -65,34 +65,49 @@ def device_events(ev: Events, name: str, site: Site, card: ImportCard) -> Device
     card.phases_never_green(name, sorted(set(mapping) - set(green_nema.tolist())))
     loops = sorted(site.loops.get(name, []))
     det = np.flatnonzero((code == DETECTOR_ON) | (code == DETECTOR_OFF))
-    det = det[np.argsort(param[det], kind="stable")]  # by channel, time order within
     channels = param[det]
-    missing = np.ones(len(det), bool)  # channels sorted: each configured loop's events are one slice
-    for channel, _, _ in loops:
-        missing[np.searchsorted(channels, channel, "left") : np.searchsorted(channels, channel, "right")] = (
-            False
-        )
-    if missing.any():
+    order = np.argsort(_sort_key(channels), kind="stable")  # by channel, time order within
+    det, channels = det[order], channels[order]
+    configured = np.array([channel for channel, _, _ in loops], dtype=channels.dtype)
+    lo, hi = np.searchsorted(channels, configured, "left"), np.searchsorted(channels, configured, "right")
+    if hi.sum() - lo.sum() < len(det):  # channels sorted: each configured loop's events are one slice
+        missing = np.ones(len(det), bool)
+        for a, b in zip(lo.tolist(), hi.tolist(), strict=True):
+            missing[a:b] = False
         card.detectors_missing(name, channels[missing], ts[det[missing]])
-    loop_on, loop_action, loop_stopbar = [], [], []
-    for channel, phase, stopbar in loops:
+    kept, loop_action, loop_stopbar = [], [], []
+    for (channel, phase, stopbar), a, b in zip(loops, lo.tolist(), hi.tolist(), strict=True):
         if phase not in mapping:
             card.detector_phase_unmapped(name, channel, phase)
             continue
-        mine = det[np.searchsorted(channels, channel, "left") : np.searchsorted(channels, channel, "right")]
-        loop_on.append((ts[mine], (code[mine] == DETECTOR_ON).astype(np.float64)))
+        kept.append((a, b))
         loop_action.append(mapping[phase])
         loop_stopbar.append(stopbar)
-        card.detector_coverage(name, channel, phase, stopbar, len(mine))
+        card.detector_coverage(name, channel, phase, stopbar, b - a)
+    mine = det[np.concatenate([np.arange(a, b) for a, b in kept])] if kept else det[:0]
     return DeviceEvents(
         green_ts=green_ts,
         green_action=np.array([mapping[int(p)] for p in green_nema], dtype=np.int64),
         green_end=green_ends(green_ts, green_nema, ts[yellow], param[yellow]),
-        loop_on=loop_on,
+        loop_times=ts[mine],
+        loop_states=(code[mine] == DETECTOR_ON).astype(np.float64),
+        loop_bounds=np.cumsum([0] + [b - a for a, b in kept]),
         loop_action=np.array(loop_action, dtype=np.int64),
         loop_stopbar=np.array(loop_stopbar, dtype=bool),
         n_green=max(mapping.values()) + 1 if mapping else 0,
     )
+
+
+def _sort_key(channels: np.ndarray) -> np.ndarray:
+    """Detector channels as a sort key: 8 or 16 bits where they fit (numpy's stable sort is then a radix
+    sort, linear instead of n log n), else as they are."""
+    if len(channels) and channels.min() >= 0:
+        top = channels.max()
+        if top < 1 << 8:
+            return channels.astype(np.uint8)
+        if top < 1 << 16:
+            return channels.astype(np.uint16)
+    return channels
 
 
 def decision_grid(ev: Events, delta: float, card: ImportCard) -> list[np.ndarray]:
@@ -167,17 +182,18 @@ def _import_file(ev: Events, site: Site, options: ImportOptions, card: ImportCar
         obs[:, i], actions[:, i], masks[:, i], rewards[:, i] = o, a, m, r
         card.decisions(name, a)
     stem = ev.path.name.split(".")[0]
+    names = pa.array([stem] if len(segments) == 1 else [f"{stem}~{j}" for j in range(len(segments))])
     seg_index = np.repeat(np.arange(len(segments)), [len(s) for s in segments])
-    episode = [stem if len(segments) == 1 else f"{stem}~{j}" for j in seg_index]
+    episode = names.take(seg_index)
     step = np.concatenate([np.arange(len(s)) for s in segments]).astype(np.int32)
     last = np.r_[first[1:], True]
     stamps = (ev.origin_us + np.round(t * 1e6).astype(np.int64)).astype("datetime64[us]")
     rows = k * n
     agent_steps = pa.table(
         {
-            "episode_id": pa.array(np.repeat(episode, n).tolist(), pa.string()),
+            "episode_id": names.take(np.repeat(seg_index, n)),
             "t": pa.array(np.repeat(step, n)),
-            "agent_id": pa.array(np.tile(np.array(site.devices, dtype=object), k).tolist(), pa.string()),
+            "agent_id": pa.array(site.devices, pa.string()).take(np.tile(np.arange(n), k)),
             "obs": list_column(obs.reshape(rows, -1), pa.float32()),
             "action": pa.array(actions.reshape(-1)),
             "action_mask": list_column(masks.reshape(rows, -1), pa.bool_()),
@@ -185,14 +201,14 @@ def _import_file(ev: Events, site: Site, options: ImportOptions, card: ImportCar
             "terminated": pa.array(np.zeros(rows, bool)),
             "truncated": pa.array(np.repeat(last, n)),
             "behavior_prob": pa.nulls(rows, pa.float32()),
-            "controller": pa.array([f"hires:{stem}"] * rows, pa.string()),
+            "controller": pa.repeat(pa.scalar(f"hires:{stem}"), rows),
             "model_version": pa.nulls(rows, pa.string()),
             "ts": pa.array(np.repeat(stamps, n)),
         }
     )
     env_steps = pa.table(
         {
-            "episode_id": pa.array(episode, pa.string()),
+            "episode_id": episode,
             "t": pa.array(step),
             "state": list_column(obs.reshape(k, -1), pa.float32()),
             "team_reward": pa.array(rewards.sum(axis=1)),
