@@ -18,6 +18,7 @@ import pyarrow as pa
 from trainer.hires.card import ImportCard, time_ranges
 from trainer.hires.decisions import INDIANA_CODES
 from trainer.hires.read import EVENT_COLUMNS, as_int, as_seconds, read_table
+from trainer.hires.sorting import stable_order
 
 
 @dataclass
@@ -81,7 +82,7 @@ def _by_device(column: pa.ChunkedArray, arrays: tuple) -> tuple[tuple, list[tupl
     key, name = _device_key(column)
     starts = np.flatnonzero(key[1:] != key[:-1]) + 1
     if len(np.unique(key[np.r_[0, starts]])) < len(starts) + 1:  # interleaved
-        order = np.argsort(_small(key), kind="stable")  # a radix sort where the keys fit 16 bits
+        order = stable_order(key)
         arrays, key = tuple(a[order] for a in arrays), key[order]
         starts = np.flatnonzero(key[1:] != key[:-1]) + 1
     bounds = np.r_[0, starts, len(key)].tolist()
@@ -97,12 +98,6 @@ def _device_key(column: pa.ChunkedArray) -> tuple[np.ndarray, Callable[[int], st
     encoded = column.combine_chunks().dictionary_encode()
     names = encoded.dictionary.cast(pa.string()).to_pylist()
     return encoded.indices.to_numpy(zero_copy_only=False), lambda k: names[k]
-
-
-def _small(key: np.ndarray) -> np.ndarray:
-    """``key`` as offsets from its smallest value in 16 bits where they fit (numpy then sorts by radix)."""
-    low = int(key.min())
-    return (key - low).astype(np.uint16) if int(key.max()) - low < 1 << 16 else key
 
 
 def _intersect(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> list[tuple[float, float]]:

@@ -31,6 +31,7 @@ from trainer.hires.decisions import (
 )
 from trainer.hires.events import Events, read_events
 from trainer.hires.site import Site, read_site
+from trainer.hires.sorting import stable_order
 
 DECISION_MODEL = (
     "fixed interval: every delta_time s from the first event, the action is the phase serving the next "
@@ -63,51 +64,56 @@ def device_events(ev: Events, name: str, site: Site, card: ImportCard) -> Device
     yellow = code == BEGIN_YELLOW
     green_ts, green_nema = ts[green], param[green]
     card.phases_never_green(name, sorted(set(mapping) - set(green_nema.tolist())))
-    loops = sorted(site.loops.get(name, []))
+    loops = sorted(site.loops.get(name, []))  # by channel
+    used = [(channel, phase, stopbar) for channel, phase, stopbar in loops if phase in mapping]
     det = np.flatnonzero((code == DETECTOR_ON) | (code == DETECTOR_OFF))
     channels = param[det]
-    order = np.argsort(_sort_key(channels), kind="stable")  # by channel, time order within
-    det, channels = det[order], channels[order]
-    configured = np.array([channel for channel, _, _ in loops], dtype=channels.dtype)
-    lo, hi = np.searchsorted(channels, configured, "left"), np.searchsorted(channels, configured, "right")
-    if hi.sum() - lo.sum() < len(det):  # channels sorted: each configured loop's events are one slice
-        missing = np.ones(len(det), bool)
-        for a, b in zip(lo.tolist(), hi.tolist(), strict=True):
-            missing[a:b] = False
-        card.detectors_missing(name, channels[missing], ts[det[missing]])
-    kept, loop_action, loop_stopbar = [], [], []
-    for (channel, phase, stopbar), a, b in zip(loops, lo.tolist(), hi.tolist(), strict=True):
+    slot = loop_slots(channels, [c for c, _, _ in loops], [c for c, _, _ in used])
+    det = det[stable_order(slot)]  # by loop, time order within; then unmapped, then unconfigured
+    bounds = np.cumsum(np.r_[0, np.bincount(slot, minlength=len(used) + 2)])
+    if bounds[-1] > bounds[-2]:
+        missing = det[bounds[-2] :]
+        card.detectors_missing(name, param[missing], ts[missing])
+    for channel, phase, _ in loops:
         if phase not in mapping:
             card.detector_phase_unmapped(name, channel, phase)
-            continue
-        kept.append((a, b))
-        loop_action.append(mapping[phase])
-        loop_stopbar.append(stopbar)
-        card.detector_coverage(name, channel, phase, stopbar, b - a)
-    mine = det[np.concatenate([np.arange(a, b) for a, b in kept])] if kept else det[:0]
+    for (channel, phase, stopbar), events in zip(
+        used, np.diff(bounds[: len(used) + 1]).tolist(), strict=True
+    ):
+        card.detector_coverage(name, channel, phase, stopbar, events)
+    mine = det[: bounds[len(used)]]
     return DeviceEvents(
         green_ts=green_ts,
         green_action=np.array([mapping[int(p)] for p in green_nema], dtype=np.int64),
         green_end=green_ends(green_ts, green_nema, ts[yellow], param[yellow]),
         loop_times=ts[mine],
         loop_states=(code[mine] == DETECTOR_ON).astype(np.float64),
-        loop_bounds=np.cumsum([0] + [b - a for a, b in kept]),
-        loop_action=np.array(loop_action, dtype=np.int64),
-        loop_stopbar=np.array(loop_stopbar, dtype=bool),
+        loop_bounds=bounds[: len(used) + 1],
+        loop_action=np.array([mapping[phase] for _, phase, _ in used], dtype=np.int64),
+        loop_stopbar=np.array([stopbar for _, _, stopbar in used], dtype=bool),
         n_green=max(mapping.values()) + 1 if mapping else 0,
     )
 
 
-def _sort_key(channels: np.ndarray) -> np.ndarray:
-    """Detector channels as a sort key: 8 or 16 bits where they fit (numpy's stable sort is then a radix
-    sort, linear instead of n log n), else as they are."""
-    if len(channels) and channels.min() >= 0:
-        top = channels.max()
-        if top < 1 << 8:
-            return channels.astype(np.uint8)
-        if top < 1 << 16:
-            return channels.astype(np.uint16)
-    return channels
+def loop_slots(channels: np.ndarray, configured: list[int], used: list[int]) -> np.ndarray:
+    """Per detector event its loop's index in ``used`` (configured, phase mapped), ``len(used)`` for a
+    configured loop whose phase is not mapped, ``len(used) + 1`` for a channel not in the configuration.
+
+    Channels are looked up in a table where they span at most 2**16 (Indiana channels are bytes), else
+    by binary search among the configured ones."""
+    n = len(used)
+    small = np.uint8 if n + 1 < 1 << 8 else np.int64  # a byte sorts by radix
+    slot_of = np.array([used.index(c) if c in used else n for c in configured], dtype=small)
+    if not len(channels) or not configured:
+        return np.full(len(channels), n + 1, small)
+    low, high = int(channels.min()), int(channels.max())
+    if low >= 0 and max(high, *configured) < 1 << 16:
+        table = np.full(max(high, *configured) + 1, n + 1, small)
+        table[[c for c in configured if c >= 0]] = slot_of[[c >= 0 for c in configured]]
+        return table[channels]
+    known = np.array(configured, dtype=np.int64)
+    at = np.minimum(np.searchsorted(known, channels), len(known) - 1)
+    return np.where(known[at] == channels, slot_of[at], n + 1)
 
 
 def decision_grid(ev: Events, delta: float, card: ImportCard) -> list[np.ndarray]:
