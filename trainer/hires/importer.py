@@ -63,6 +63,8 @@ def device_events(ev: Events, name: str, site: Site, card: ImportCard) -> Device
         )
     yellow = code == BEGIN_YELLOW
     green_ts, green_nema = ts[green], param[green]
+    phases = np.array(sorted(mapping), dtype=np.int64)  # every green left is of a mapped phase
+    actions = np.array([mapping[p] for p in phases.tolist()], dtype=np.int64)
     card.phases_never_green(name, sorted(set(mapping) - set(green_nema.tolist())))
     loops = sorted(site.loops.get(name, []))  # by channel
     used = [(channel, phase, stopbar) for channel, phase, stopbar in loops if phase in mapping]
@@ -84,7 +86,7 @@ def device_events(ev: Events, name: str, site: Site, card: ImportCard) -> Device
     mine = det[: bounds[len(used)]]
     return DeviceEvents(
         green_ts=green_ts,
-        green_action=np.array([mapping[int(p)] for p in green_nema], dtype=np.int64),
+        green_action=actions[np.searchsorted(phases, green_nema)],
         green_end=green_ends(green_ts, green_nema, ts[yellow], param[yellow]),
         loop_times=ts[mine],
         loop_states=(code[mine] == DETECTOR_ON).astype(np.float64),
