@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer.hires.decisions import INDIANA_CODES
+from trainer.hires.sorting import stable_order
 
 EPOCH = dt.datetime(1970, 1, 1)
 MAX_RANGES = 10  # time ranges listed per finding (the count covers all)
@@ -105,14 +106,17 @@ class ImportCard:
             self._add("phases_never_green", device=device, phases=phases)
 
     def detectors_missing(self, device: str, channels: np.ndarray, times: np.ndarray) -> None:
-        for channel in np.unique(channels).tolist():
-            at = np.sort(times[channels == channel])
+        """``times`` in time order (as a device's events are): grouped by channel, they stay in order."""
+        order = stable_order(channels) if (np.diff(times) >= 0).all() else np.lexsort((times, channels))
+        channels, times = channels[order], times[order]
+        bounds = np.r_[0, np.flatnonzero(np.diff(channels)) + 1, len(channels)].tolist()
+        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
             self._add(
                 "detectors_missing_from_config",
                 device=device,
-                detector=channel,
-                events=int(len(at)),
-                ranges=_ranges([(at[0], at[-1])], self.origin_us),
+                detector=int(channels[lo]),
+                events=hi - lo,
+                ranges=_ranges([(times[lo], times[hi - 1])], self.origin_us),
                 note="their on/off events are skipped",
             )
 

@@ -28,9 +28,9 @@ class DeviceEvents:
     green_ts: np.ndarray  # begin-green times
     green_action: np.ndarray  # the action (phase map) of each begin green
     green_end: np.ndarray  # when each of those greens ended (begin yellow of that phase), inf if never
-    loop_on: list[
-        tuple[np.ndarray, np.ndarray]
-    ]  # per configured loop: (event times, state after: 1 on / 0 off)
+    loop_times: np.ndarray  # the configured loops' on/off event times, loop after loop, time order within
+    loop_states: np.ndarray  # the state after each of those events: 1.0 on, 0.0 off
+    loop_bounds: np.ndarray  # loop j's events are loop_times[loop_bounds[j] : loop_bounds[j + 1]]
     loop_action: np.ndarray  # per loop: the action its phase maps to
     loop_stopbar: np.ndarray  # per loop: True for stop-bar loops (anything not "Advance")
     n_green: int
@@ -50,14 +50,65 @@ def green_ends(
     return out
 
 
-def occupied_seconds(times: np.ndarray, states: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """A loop's total occupied seconds up to each time in ``at`` (off before its first event)."""
-    if not len(times):
-        return np.zeros(len(at))
-    cum = np.concatenate([[0.0], np.cumsum(np.diff(times) * states[:-1])])
-    j = np.searchsorted(times, at, side="right") - 1
-    safe = np.maximum(j, 0)
-    return np.where(j >= 0, cum[safe] + (at - times[safe]) * states[safe], 0.0)
+def loop_occupancy(dev: DeviceEvents) -> np.ndarray:
+    """Per loop event, the loop's occupied seconds up to it (each loop's running sum starts at 0)."""
+    times, states, bounds = dev.loop_times, dev.loop_states, dev.loop_bounds
+    cum = np.zeros(len(times))
+    if len(times) < 2:
+        return cum
+    step = np.diff(times) * states[:-1]  # one sum per loop (a single one would carry rounding across loops)
+    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+        if hi - lo > 1:
+            np.cumsum(step[lo : hi - 1], out=cum[lo + 1 : hi])
+    return cum
+
+
+def occupied_at(dev: DeviceEvents, cum: np.ndarray, latest: np.ndarray, at: np.ndarray) -> np.ndarray:
+    """Occupied seconds of each loop (rows) up to ``at`` given its last event at or before it (an index
+    into the loop events; below the loop's first where there is none: off before its first event)."""
+    if not len(dev.loop_times):
+        return np.zeros(latest.shape)
+    has = latest >= dev.loop_bounds[:-1, None]
+    safe = np.where(has, latest, 0)
+    return np.where(has, cum[safe] + (at - dev.loop_times[safe]) * dev.loop_states[safe], 0.0)
+
+
+def loop_intervals(
+    dev: DeviceEvents, t: np.ndarray, last: np.ndarray, delta: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per loop and decision ``[loops, K]``: occupied seconds over the interval before and after it, and
+    off->on actuations over the interval before it.
+
+    The intervals tile the grid ``t``, so each loop needs its occupied seconds and actuation count at
+    the grid points only (plus one interval past each segment's ``last`` decision). One binary search
+    of every loop event into the grid places it; counting per (loop, grid point) and a running sum give
+    each loop's last event at or before every grid point.
+    """
+    times, bounds = dev.loop_times, dev.loop_bounds
+    k, n_loops = len(t), len(bounds) - 1
+    loop = np.repeat(np.arange(n_loops) * (k + 1), np.diff(bounds))  # each loop's first count cell
+    left = np.searchsorted(t, times, side="left")  # grid points before each event
+    at_or_before = np.bincount(loop + left, minlength=n_loops * (k + 1)).reshape(n_loops, k + 1)
+    latest = np.cumsum(at_or_before[:, :k], axis=1)
+    latest += bounds[:-1, None] - 1
+    cum = loop_occupancy(dev)
+    at_t = occupied_at(dev, cum, latest, t)
+    on_before = np.zeros((n_loops, k))
+    on_before[:, 1:] = np.diff(at_t, axis=1)
+    on_after = np.empty((n_loops, k))
+    on_after[:, :-1] = on_before[:, 1:]
+    ahead = t[last] + delta
+    latest_ahead = np.zeros((n_loops, len(ahead)), np.int64)
+    for j, (lo, hi) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)):
+        latest_ahead[j] = np.searchsorted(times[lo:hi], ahead, side="right") - 1 + lo
+    on_after[:, last] = occupied_at(dev, cum, latest_ahead, ahead) - at_t[:, last]
+    # an actuation (off->on) at e counts for the interval [t_{i-1}, t_i) holding it: i = grid points <= e
+    on = dev.loop_states == 1.0
+    before = left[on]
+    right = before + ((t[np.minimum(before, k - 1)] == times[on]) & (before < k))
+    rises = np.bincount(loop[on] + right, minlength=n_loops * (k + 1)).reshape(n_loops, k + 1)[:, :k]
+    rises[:, 0] = 0
+    return on_before, on_after, rises.astype(np.float64)
 
 
 def shown_green(dev: DeviceEvents, t: np.ndarray, strict: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -104,30 +155,17 @@ def device_steps(
     can = in_phase >= min_green_s
     obs[:, a_max] = can
     obs[:, a_max + 1] = scaled_time(in_phase)
-    # detector features over the interval before each decision, the reward over the one after it; the
-    # intervals tile the grid, so each loop needs its occupied seconds and actuations at the grid points
-    # only (plus one interval past each segment's last decision)
-    n_loops = len(dev.loop_on)
+    # detector features over the interval before each decision, the reward over the one after it
     last = np.r_[first[1:], True]
-    on_before, on_after, rises = np.zeros((k, n_loops)), np.zeros((k, n_loops)), np.zeros((k, n_loops))
-    for j, (times, states) in enumerate(dev.loop_on):
-        at_t = occupied_seconds(times, states, t)
-        on_before[1:, j] = np.diff(at_t)
-        on_after[:-1, j] = on_before[1:, j]
-        on_after[last, j] = occupied_seconds(times, states, t[last] + delta) - at_t[last]
-        on_times = times[states == 1]
-        rises[1:, j] = np.diff(np.searchsorted(on_times, t, "left"))
-    on_before[first] = rises[first] = 0.0
+    on_before, on_after, rises = loop_intervals(dev, t, last, delta)
+    on_before[:, first] = rises[:, first] = 0.0
     for block, kind in enumerate((True, False)):
-        sel = dev.loop_stopbar == kind
-        onehot = np.zeros((n_loops, a_max))
-        onehot[np.flatnonzero(sel), dev.loop_action[sel]] = 1.0
-        count = onehot.sum(axis=0)
         base = a_max + 2 + 2 * block * a_max
-        obs[:, base : base + a_max] = np.divide(
-            on_before @ onehot, count * delta, out=np.zeros((k, a_max)), where=count > 0
-        )
-        obs[:, base + a_max : base + 2 * a_max] = (rises @ onehot) / ACTUATION_SCALE
+        for a in range(a_max):
+            mine = np.flatnonzero((dev.loop_stopbar == kind) & (dev.loop_action == a))
+            if len(mine):  # the mean over the phase's loops, summed in loop order
+                obs[:, base + a] = _sum_rows(on_before, mine) / (len(mine) * delta)
+                obs[:, base + a_max + a] = _sum_rows(rises, mine) / ACTUATION_SCALE
     # time since each phase was last green: its greens' ends before t (never: since the log's start)
     served = np.zeros((k, a_max))
     for g in range(dev.n_green):
@@ -141,5 +179,12 @@ def device_steps(
     # inside min-green only the current phase, unless the controller's change is already under way
     free = can | (changing & (actions != phase))
     masks = np.where(free[:, None], legal[None, :], np.arange(a_max)[None, :] == phase[:, None])
-    rewards = -on_after.sum(axis=1) / delta
+    rewards = -np.ascontiguousarray(on_after.T).sum(axis=1) / delta
     return obs, actions, masks, rewards
+
+
+def _sum_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    out = values[rows[0]].copy()
+    for r in rows[1:]:
+        out += values[r]
+    return out

@@ -1,11 +1,14 @@
 """One event log file, parsed: per device its events with Indiana codes, in time order, and what was off.
 
 Out-of-order rows, unknown codes and silences are counted into the import card here, while the file's
-rows are at hand (docs/traffic.md, "Hi-res event logs").
+rows are at hand (docs/traffic.md, "Hi-res event logs"). The work is whole-array numpy: rows are grouped
+by device with one stable sort (none where the file is already grouped, as controller exports are) and
+each device is then a slice.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +17,8 @@ import pyarrow as pa
 
 from trainer.hires.card import ImportCard, time_ranges
 from trainer.hires.decisions import INDIANA_CODES
-from trainer.hires.read import EVENT_COLUMNS, as_int, as_micros, read_table
+from trainer.hires.read import EVENT_COLUMNS, as_int, as_seconds, read_table
+from trainer.hires.sorting import stable_order
 
 
 @dataclass
@@ -28,48 +32,72 @@ class Events:
     path: Path
     origin_us: int
     end: float  # the last event
-    devices: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]  # name -> (seconds, code, parameter)
+    # name -> (seconds, code, parameter); codes outside the Indiana range stay (counted in the card, they
+    # match none of the codes decisions use)
+    devices: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
     gaps: list[tuple[float, float]]  # silences of every device longer than max_gap
 
 
 def read_events(path: Path, card: ImportCard, max_gap: float) -> Events:
     table = read_table(path, EVENT_COLUMNS, "event log")
-    micros = as_micros(table, path)
-    if not len(micros):
+    origin, ts = as_seconds(table, path)
+    if not len(ts):
         raise ValueError(f"{path}: the event log has no rows")
-    origin = int(micros.min())
     card.origin_us = origin
-    ts = (micros - origin) / 1e6
     code = as_int(table, "EventId", path)
     param = as_int(table, "Parameter", path)
-    encoded = table.column("DeviceId").cast(pa.string()).combine_chunks().dictionary_encode()
-    device = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64)
-    names = encoded.dictionary.to_pylist()
     card.count_codes(path, code)
-    order = np.argsort(device, kind="stable")  # grouped by device, file order within
-    bounds = np.searchsorted(device[order], np.arange(len(names) + 1))
-    known = (code >= INDIANA_CODES.start) & (code < INDIANA_CODES.stop)
-    devices, late_times, gaps = {}, [], None
-    for d, name in enumerate(names):
-        rows = order[bounds[d] : bounds[d + 1]]
-        t = ts[rows]
-        if (np.diff(t) < 0).any():  # out of order: earlier than a row before it of the same device
+    (ts, code, param), slices = _by_device(table.column("DeviceId"), (ts, code, param))
+    devices, late_times, ends, gaps = {}, [], [], None
+    for name, lo, hi in slices:
+        t, c, p = ts[lo:hi], code[lo:hi], param[lo:hi]
+        if (t[1:] < t[:-1]).any():  # out of order: earlier than a row before it of the same device
             late = np.r_[False, t[1:] < np.maximum.accumulate(t)[:-1]]
             late_times.append(t[late])
-            rows = rows[np.argsort(t, kind="stable")]
-        rows = rows[known[rows]]
-        t = ts[rows]
-        devices[name] = (t, code[rows], param[rows])
+            rows = np.argsort(t, kind="stable")
+            t, c, p = t[rows], c[rows], p[rows]
+        devices[name] = (t, c, p)
+        known = (c >= INDIANA_CODES.start) & (c < INDIANA_CODES.stop)
+        if not known.all():  # other codes never match the ones decisions use, but they do not end a gap
+            t = t[known]
+        if len(t):
+            ends.append(t[-1])
         silent = np.flatnonzero(np.diff(t) > max_gap)
         mine = list(zip(t[silent].tolist(), t[silent + 1].tolist(), strict=True))
         gaps = mine if gaps is None else _intersect(gaps, mine)
     if late_times:
         late = np.sort(np.concatenate(late_times))
         card.out_of_order(path, len(late), time_ranges(late, 60.0))
-    if not known.any():
+    if not ends:
         raise ValueError(f"{path}: no events with Indiana event codes (0-255)")
     gaps = [(a, b) for a, b in gaps or [] if b - a > max_gap]
-    return Events(path, origin, float(ts[known].max()), devices, gaps)
+    return Events(path, origin, float(max(ends)), devices, gaps)
+
+
+def _by_device(column: pa.ChunkedArray, arrays: tuple) -> tuple[tuple, list[tuple[str, int, int]]]:
+    """``arrays`` grouped by device (file order within) and each device's name and rows ``[lo, hi)``.
+
+    Controller exports come grouped by device: then nothing moves and each device is a slice.
+    """
+    key, name = _device_key(column)
+    starts = np.flatnonzero(key[1:] != key[:-1]) + 1
+    if len(np.unique(key[np.r_[0, starts]])) < len(starts) + 1:  # interleaved
+        order = stable_order(key)
+        arrays, key = tuple(a[order] for a in arrays), key[order]
+        starts = np.flatnonzero(key[1:] != key[:-1]) + 1
+    bounds = np.r_[0, starts, len(key)].tolist()
+    slices = [(name(key[lo]), lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
+    return arrays, slices
+
+
+def _device_key(column: pa.ChunkedArray) -> tuple[np.ndarray, Callable[[int], str]]:
+    """Per row an integer naming its device, and the device's name (what casting the id to a string
+    gives) from it: integer ids as they are (no hashing), other ids by their index in a dictionary."""
+    if pa.types.is_integer(column.type):
+        return column.to_numpy(), lambda k: str(int(k))
+    encoded = column.combine_chunks().dictionary_encode()
+    names = encoded.dictionary.cast(pa.string()).to_pylist()
+    return encoded.indices.to_numpy(zero_copy_only=False), lambda k: names[k]
 
 
 def _intersect(a: list[tuple[float, float]], b: list[tuple[float, float]]) -> list[tuple[float, float]]:

@@ -31,6 +31,7 @@ from trainer.hires.decisions import (
 )
 from trainer.hires.events import Events, read_events
 from trainer.hires.site import Site, read_site
+from trainer.hires.sorting import stable_order
 
 DECISION_MODEL = (
     "fixed interval: every delta_time s from the first event, the action is the phase serving the next "
@@ -62,37 +63,59 @@ def device_events(ev: Events, name: str, site: Site, card: ImportCard) -> Device
         )
     yellow = code == BEGIN_YELLOW
     green_ts, green_nema = ts[green], param[green]
+    phases = np.array(sorted(mapping), dtype=np.int64)  # every green left is of a mapped phase
+    actions = np.array([mapping[p] for p in phases.tolist()], dtype=np.int64)
     card.phases_never_green(name, sorted(set(mapping) - set(green_nema.tolist())))
-    loops = sorted(site.loops.get(name, []))
+    loops = sorted(site.loops.get(name, []))  # by channel
+    used = [(channel, phase, stopbar) for channel, phase, stopbar in loops if phase in mapping]
     det = np.flatnonzero((code == DETECTOR_ON) | (code == DETECTOR_OFF))
-    det = det[np.argsort(param[det], kind="stable")]  # by channel, time order within
     channels = param[det]
-    missing = np.ones(len(det), bool)  # channels sorted: each configured loop's events are one slice
-    for channel, _, _ in loops:
-        missing[np.searchsorted(channels, channel, "left") : np.searchsorted(channels, channel, "right")] = (
-            False
-        )
-    if missing.any():
-        card.detectors_missing(name, channels[missing], ts[det[missing]])
-    loop_on, loop_action, loop_stopbar = [], [], []
-    for channel, phase, stopbar in loops:
+    slot = loop_slots(channels, [c for c, _, _ in loops], [c for c, _, _ in used])
+    det = det[stable_order(slot)]  # by loop, time order within; then unmapped, then unconfigured
+    bounds = np.cumsum(np.r_[0, np.bincount(slot, minlength=len(used) + 2)])
+    if bounds[-1] > bounds[-2]:
+        missing = det[bounds[-2] :]
+        card.detectors_missing(name, param[missing], ts[missing])
+    for channel, phase, _ in loops:
         if phase not in mapping:
             card.detector_phase_unmapped(name, channel, phase)
-            continue
-        mine = det[np.searchsorted(channels, channel, "left") : np.searchsorted(channels, channel, "right")]
-        loop_on.append((ts[mine], (code[mine] == DETECTOR_ON).astype(np.float64)))
-        loop_action.append(mapping[phase])
-        loop_stopbar.append(stopbar)
-        card.detector_coverage(name, channel, phase, stopbar, len(mine))
+    for (channel, phase, stopbar), events in zip(
+        used, np.diff(bounds[: len(used) + 1]).tolist(), strict=True
+    ):
+        card.detector_coverage(name, channel, phase, stopbar, events)
+    mine = det[: bounds[len(used)]]
     return DeviceEvents(
         green_ts=green_ts,
-        green_action=np.array([mapping[int(p)] for p in green_nema], dtype=np.int64),
+        green_action=actions[np.searchsorted(phases, green_nema)],
         green_end=green_ends(green_ts, green_nema, ts[yellow], param[yellow]),
-        loop_on=loop_on,
-        loop_action=np.array(loop_action, dtype=np.int64),
-        loop_stopbar=np.array(loop_stopbar, dtype=bool),
+        loop_times=ts[mine],
+        loop_states=(code[mine] == DETECTOR_ON).astype(np.float64),
+        loop_bounds=bounds[: len(used) + 1],
+        loop_action=np.array([mapping[phase] for _, phase, _ in used], dtype=np.int64),
+        loop_stopbar=np.array([stopbar for _, _, stopbar in used], dtype=bool),
         n_green=max(mapping.values()) + 1 if mapping else 0,
     )
+
+
+def loop_slots(channels: np.ndarray, configured: list[int], used: list[int]) -> np.ndarray:
+    """Per detector event its loop's index in ``used`` (configured, phase mapped), ``len(used)`` for a
+    configured loop whose phase is not mapped, ``len(used) + 1`` for a channel not in the configuration.
+
+    Channels are looked up in a table where they span at most 2**16 (Indiana channels are bytes), else
+    by binary search among the configured ones."""
+    n = len(used)
+    small = np.uint8 if n + 1 < 1 << 8 else np.int64  # a byte sorts by radix
+    slot_of = np.array([used.index(c) if c in used else n for c in configured], dtype=small)
+    if not len(channels) or not configured:
+        return np.full(len(channels), n + 1, small)
+    low, high = int(channels.min()), int(channels.max())
+    if low >= 0 and max(high, *configured) < 1 << 16:
+        table = np.full(max(high, *configured) + 1, n + 1, small)
+        table[[c for c in configured if c >= 0]] = slot_of[[c >= 0 for c in configured]]
+        return table[channels]
+    known = np.array(configured, dtype=np.int64)
+    at = np.minimum(np.searchsorted(known, channels), len(known) - 1)
+    return np.where(known[at] == channels, slot_of[at], n + 1)
 
 
 def decision_grid(ev: Events, delta: float, card: ImportCard) -> list[np.ndarray]:
@@ -167,17 +190,18 @@ def _import_file(ev: Events, site: Site, options: ImportOptions, card: ImportCar
         obs[:, i], actions[:, i], masks[:, i], rewards[:, i] = o, a, m, r
         card.decisions(name, a)
     stem = ev.path.name.split(".")[0]
+    names = pa.array([stem] if len(segments) == 1 else [f"{stem}~{j}" for j in range(len(segments))])
     seg_index = np.repeat(np.arange(len(segments)), [len(s) for s in segments])
-    episode = [stem if len(segments) == 1 else f"{stem}~{j}" for j in seg_index]
+    episode = names.take(seg_index)
     step = np.concatenate([np.arange(len(s)) for s in segments]).astype(np.int32)
     last = np.r_[first[1:], True]
     stamps = (ev.origin_us + np.round(t * 1e6).astype(np.int64)).astype("datetime64[us]")
     rows = k * n
     agent_steps = pa.table(
         {
-            "episode_id": pa.array(np.repeat(episode, n).tolist(), pa.string()),
+            "episode_id": names.take(np.repeat(seg_index, n)),
             "t": pa.array(np.repeat(step, n)),
-            "agent_id": pa.array(np.tile(np.array(site.devices, dtype=object), k).tolist(), pa.string()),
+            "agent_id": pa.array(site.devices, pa.string()).take(np.tile(np.arange(n), k)),
             "obs": list_column(obs.reshape(rows, -1), pa.float32()),
             "action": pa.array(actions.reshape(-1)),
             "action_mask": list_column(masks.reshape(rows, -1), pa.bool_()),
@@ -185,14 +209,14 @@ def _import_file(ev: Events, site: Site, options: ImportOptions, card: ImportCar
             "terminated": pa.array(np.zeros(rows, bool)),
             "truncated": pa.array(np.repeat(last, n)),
             "behavior_prob": pa.nulls(rows, pa.float32()),
-            "controller": pa.array([f"hires:{stem}"] * rows, pa.string()),
+            "controller": pa.repeat(pa.scalar(f"hires:{stem}"), rows),
             "model_version": pa.nulls(rows, pa.string()),
             "ts": pa.array(np.repeat(stamps, n)),
         }
     )
     env_steps = pa.table(
         {
-            "episode_id": pa.array(episode, pa.string()),
+            "episode_id": episode,
             "t": pa.array(step),
             "state": list_column(obs.reshape(k, -1), pa.float32()),
             "team_reward": pa.array(rewards.sum(axis=1)),

@@ -76,8 +76,9 @@ def as_int(table: pa.Table, name: str, path: Path) -> np.ndarray:
         raise
 
 
-def as_micros(table: pa.Table, path: Path) -> np.ndarray:
-    """``TimeStamp`` as int64 microseconds since 1970 (timestamps, or ISO strings in a CSV)."""
+def as_seconds(table: pa.Table, path: Path) -> tuple[int, np.ndarray]:
+    """``TimeStamp`` (timestamps, or ISO strings in a CSV) as float seconds since the first one, and that
+    first one in microseconds since 1970. Written chunk by chunk into one array (no int64 copy)."""
     column = table.column("TimeStamp")
     if not pa.types.is_timestamp(column.type):
         try:
@@ -91,8 +92,19 @@ def as_micros(table: pa.Table, path: Path) -> np.ndarray:
                     raise ValueError(
                         f"{path}: row {row + 1}: column TimeStamp is not a date and time: {value!r}"
                     ) from None
-            column = pa.array(np.array([str(v).replace(" ", "T") for v in values], dtype="datetime64[us]"))
-    return pc.cast(column, pa.timestamp("us")).cast(pa.int64()).to_numpy(zero_copy_only=False)
+            column = pa.chunked_array(
+                [np.array([str(v).replace(" ", "T") for v in values], dtype="datetime64[us]")]
+            )
+    micros = pc.cast(column, pa.timestamp("us")).cast(pa.int64())
+    if not len(micros):
+        return 0, np.zeros(0)
+    origin = pc.min(micros).as_py()
+    seconds, row = np.empty(len(micros)), 0
+    for chunk in micros.chunks:
+        np.subtract(chunk.to_numpy(), origin, out=seconds[row : row + len(chunk)])
+        row += len(chunk)
+    seconds /= 1e6
+    return origin, seconds
 
 
 def device_ids(table: pa.Table) -> np.ndarray:
