@@ -15,7 +15,7 @@ import sys
 import traceback
 from pathlib import Path
 
-COMMANDS = ["collect", "data", "train", "eval", "export", "serve", "demo", "sweep", "ope"]
+COMMANDS = ["collect", "data", "train", "eval", "export", "serve", "demo", "sweep", "ope", "report"]
 PACKAGES = ("trainer", "envs", "runtime", "contract")  # the project's own code
 _ROOT = Path(__file__).resolve().parent.parent
 
