@@ -88,6 +88,9 @@ def measure_episode(events: Path, config) -> dict:
     }
     out = {}
     with SignalDataProcessor(**params) as processor:
+        # one thread: DuckDB's parallel aggregates add floats in any order (repeat runs would differ in the
+        # last bits), and an episode's events are small
+        processor.conn.execute("SET threads TO 1")
         processor.load()
         processor.aggregate()
         for measure in MEASURES:
