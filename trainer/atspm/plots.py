@@ -32,9 +32,13 @@ def plot_measures(
         ax.set_xlabel("phase")
         hint = f" ({better[key]} is better)" if better[key] != "-" else ""
         ax.set_title(titles[key] + hint, fontsize=10)
-    axes.flat[0].legend(fontsize=8)
-    fig.suptitle("ATSPM measures (atspm 2.6.1): logged vs learned controller on the same episodes")
-    fig.tight_layout()
+        if not any(v for v in (*logged[key].values(), *learned[key].values()) if np.isfinite(v)):
+            ax.text(0.5, 0.5, "none in either set", transform=ax.transAxes, ha="center", va="center")
+            ax.set_yticks([])
+    handles, names = axes.flat[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="upper right", ncol=2, fontsize=9)
+    fig.suptitle("ATSPM measures (atspm 2.6.1): logged vs learned controller on the same episodes", x=0.4)
+    fig.tight_layout(rect=(0, 0, 1, 0.97))
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path
