@@ -8,6 +8,7 @@ process).
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import importlib.util
 import os
 import shutil
@@ -15,6 +16,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from trainer.cli import main
@@ -126,3 +129,22 @@ def test_eval_refuses_one_events_dir_for_several_controllers(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "evaluate one controller per events_dir" in err and len(err.splitlines()) == 1, err
     assert not list(tmp_path.iterdir())
+
+
+def test_truncated_events_file_is_one_line_naming_it(tmp_path, capsys):
+    need_atspm_env()
+    sets = {}
+    for name in ("logged", "learned"):
+        sets[name] = tmp_path / name
+        sets[name].mkdir()
+        (sets[name] / "detectors.csv").write_text("DeviceId,Phase,Parameter,Function\nA0,1,1,Presence\n")
+    good = pa.table(
+        {"TimeStamp": [dt.datetime(2026, 1, 1)], "DeviceId": ["A0"], "EventId": [1], "Parameter": [1]}
+    )
+    pq.write_table(good, sets["learned"] / "seed-000001.events.parquet")
+    data = (sets["learned"] / "seed-000001.events.parquet").read_bytes()
+    (sets["logged"] / "seed-000001.events.parquet").write_bytes(data[: len(data) // 2])
+    args = ["report", "atspm", "--logged", str(sets["logged"]), "--learned", str(sets["learned"])]
+    assert main([*args, "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.splitlines()) == 1 and f"{sets['logged'] / 'seed-000001.events.parquet'}:" in err, err

@@ -36,8 +36,8 @@ MEASURES = [
 ]
 
 
-def read_measures(directory: Path, episodes: list[str]) -> dict[str, pd.DataFrame]:
-    """measures_script.py's output, restricted to ``episodes``. Numbers become float64 (atspm's int16
+def read_measures(directory: Path) -> dict[str, pd.DataFrame]:
+    """measures_script.py's output (``<measure>.parquet``). Numbers become float64 (atspm's int16
     counts overflow when summed and scaled) and rows are sorted: DuckDB returns groups in any order, and
     float sums in another order differ in the last bits (the same events would not compare equal)."""
     out = {}
@@ -46,7 +46,7 @@ def read_measures(directory: Path, episodes: list[str]) -> dict[str, pd.DataFram
         frame = frame.sort_values(list(frame.columns), ignore_index=True)
         numbers = [c for c in frame.columns if c != "Phase" and pd.api.types.is_numeric_dtype(frame[c])]
         frame = frame.astype(dict.fromkeys(numbers, "float64"))
-        out[path.stem] = frame[frame["Episode"].isin(episodes)] if "Episode" in frame else frame
+        out[path.stem] = frame
     return out
 
 

@@ -66,6 +66,7 @@ def detector_config(path: Path):
 
 
 def episode_name(path: Path) -> str:
+    """The file name without ``.events.parquet``/``.parquet``/``.csv`` (trainer/atspm/run.py's rule)."""
     name = path.name
     for suffix in (".events.parquet", ".parquet", ".csv"):
         if name.endswith(suffix):
@@ -112,15 +113,22 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, required=True, help="directory for <measure>.parquet")
     args = parser.parse_args(argv)
+    import duckdb
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     try:
         config = detector_config(args.detectors)
-        per_episode = [measure_episode(path, config) for path in args.events]
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError) as err:  # pyarrow's and pandas' read errors are ValueErrors
         print(f"atspm measures: {err}", file=sys.stderr)
         return 2
+    per_episode = []
+    for path in args.events:
+        try:
+            per_episode.append(measure_episode(path, config))
+        except (OSError, ValueError, duckdb.Error) as err:
+            print(f"atspm measures: {path}: {err}".splitlines()[0], file=sys.stderr)
+            return 2
     args.out.mkdir(parents=True, exist_ok=True)
     for measure in MEASURES:
         tables = [tables[measure] for tables in per_episode]

@@ -47,10 +47,8 @@ def atspm_report(
     out.mkdir(parents=True, exist_ok=True)
     summaries = []
     for events in (logged, learned):
-        measures_dir = run_measures(
-            [events.episodes[e] for e in episodes], events.detectors, out / f"{events.label}-measures", python
-        )
-        summaries.append(per_phase(read_measures(measures_dir, episodes), read_config(events.detectors)))
+        measures_dir = run_measures(events, episodes, out / f"{events.label}-measures", python)
+        summaries.append(per_phase(read_measures(measures_dir), read_config(events.detectors)))
     rows = side_by_side(*summaries)
     table = out / "atspm.csv"
     with table.open("w", newline="") as f:

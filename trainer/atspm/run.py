@@ -72,13 +72,13 @@ def find_event_set(label: str, directory: Path, detectors: Path | None = None) -
     return EventSet(label, {episode_name(p): p for p in files}, detectors)
 
 
-def run_measures(events: list[Path], detectors: Path, out: Path, python: Path) -> Path:
-    """atspm's measures of ``events`` into ``out/<measure>.parquet``; returns ``out``."""
-    cmd = [str(python), str(SCRIPT), *map(str, events), "--detectors", str(detectors), "--out", str(out)]
+def run_measures(events: EventSet, episodes: list[str], out: Path, python: Path) -> Path:
+    """atspm's measures of ``events``' ``episodes`` into ``out/<measure>.parquet``; returns ``out``."""
+    files = [str(events.episodes[e]) for e in episodes]
+    cmd = [str(python), str(SCRIPT), *files, "--detectors", str(events.detectors), "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         lines = proc.stderr.strip().splitlines()
-        raise ValueError(
-            f"atspm failed on {out.name}'s events: {lines[-1] if lines else f'exit {proc.returncode}'}"
-        )
+        reason = lines[-1].removeprefix("atspm measures: ") if lines else f"exit {proc.returncode}"
+        raise ValueError(f"atspm on the {events.label} events: {reason}")
     return out
