@@ -26,4 +26,4 @@ if [ ! -x .venv-atspm/bin/python ]; then
 fi
 .venv-atspm/bin/python -m pip install --quiet --no-deps -r "$LOCK"
 .venv-atspm/bin/python -m pip check >/dev/null
-echo "setup-atspm: ok ($(.venv-atspm/bin/python -c 'import atspm, duckdb, pandas; print("atspm", atspm.__version__ if hasattr(atspm, "__version__") else "2.6.1", "| duckdb", duckdb.__version__, "| pandas", pandas.__version__)'))"
+echo "setup-atspm: ok ($(.venv-atspm/bin/python -c 'from importlib.metadata import version; print("atspm", version("atspm"), "| duckdb", version("duckdb"), "| pandas", version("pandas"))'))"
