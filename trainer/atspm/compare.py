@@ -44,7 +44,8 @@ def read_measures(directory: Path) -> dict[str, pd.DataFrame]:
     for path in sorted(directory.glob("*.parquet")):
         frame = pd.read_parquet(path)
         frame = frame.sort_values(list(frame.columns), ignore_index=True)
-        numbers = [c for c in frame.columns if c != "Phase" and pd.api.types.is_numeric_dtype(frame[c])]
+        ids = ("Phase", "Detector")
+        numbers = [c for c in frame.columns if c not in ids and pd.api.types.is_numeric_dtype(frame[c])]
         frame = frame.astype(dict.fromkeys(numbers, "float64"))
         out[path.stem] = frame
     return out

@@ -26,9 +26,14 @@ def common_episodes(logged: EventSet, learned: EventSet) -> tuple[list[str], str
     """The episodes in both sets, and a note on those left out (None when the sets match)."""
     both = sorted(set(logged.episodes) & set(learned.episodes))
     if not both:
+
+        def names(s: EventSet) -> str:
+            shown = sorted(s.episodes)
+            return ", ".join(shown[:3]) + (f" and {len(shown) - 3} more" if len(shown) > 3 else "")
+
         raise ValueError(
-            f"no episode in both event sets (logged: {', '.join(sorted(logged.episodes)[:3])}...; learned: "
-            f"{', '.join(sorted(learned.episodes)[:3])}...): run both controllers on the same seeds"
+            f"no episode in both event sets (logged: {names(logged)}; learned: {names(learned)}): "
+            "run both controllers on the same seeds"
         )
     only = {s.label: sorted(set(s.episodes) - set(both)) for s in (logged, learned)}
     note = "; ".join(f"{len(v)} {k} episode(s) not in the other set left out" for k, v in only.items() if v)
