@@ -1,6 +1,7 @@
 """inspo: learn a multi-agent controller offline from logs, evaluate it, export it to ONNX and serve it.
 Subcommands, in the order a user runs them: collect, data inspect, train, eval, export, serve
-(demo runs the whole loop; sweep tunes a config; ope estimates a policy's value from a log).
+(demo runs the whole loop; sweep tunes a config; ope estimates a policy's value from a log;
+report atspm compares two controllers' hi-res event logs by ATSPM measures).
 
 Each subcommand lives in ``trainer/commands/<name>.py`` with a ``register(subparsers)`` function
 that adds its parser and sets ``func``. Heavy imports (torch, SUMO, gRPC) happen inside the
@@ -15,7 +16,7 @@ import sys
 import traceback
 from pathlib import Path
 
-COMMANDS = ["collect", "data", "train", "eval", "export", "serve", "demo", "sweep", "ope"]
+COMMANDS = ["collect", "data", "train", "eval", "export", "serve", "demo", "sweep", "ope", "report"]
 PACKAGES = ("trainer", "envs", "runtime", "contract")  # the project's own code
 _ROOT = Path(__file__).resolve().parent.parent
 

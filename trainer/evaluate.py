@@ -66,10 +66,16 @@ def evaluate(
     from trainer.policies import load_controller
     from trainer.threads import single_threaded
 
+    groups = expand_sources(sources)
+    n_sources = sum(len(g.sources) for g in groups)
+    if (env_kwargs or {}).get("events_dir") and n_sources > 1:
+        raise ValueError(
+            f"events_dir names each episode's events after its seed, so {n_sources} controllers would overwrite "
+            "each other's: evaluate one controller per events_dir (docs/traffic.md)"
+        )
     env = make_env(env_id, **(env_kwargs or {}))
     seeds = evaluation_seeds(n_seeds)
-    groups = expand_sources(sources)
-    total = sum(len(g.sources) for g in groups) * len(seeds)
+    total = n_sources * len(seeds)
     default_mode = "sample" if deterministic is False else "greedy"
     # every source resolves before the first episode: a bad one fails at once, not after the others ran
     controllers = {

@@ -3,7 +3,9 @@
 What a real cabinet records, from what the env executed (docs/traffic.md, "Hi-res event logs"):
 
 * phase events: ``1`` begin green at the green's first second, ``7`` green termination and ``8`` begin
-  yellow at the switch decision, ``9`` end yellow when the next green begins (sumo-rl has no all-red);
+  yellow at the switch decision, ``9`` end yellow when the next green begins, and there ``10`` begin / ``11``
+  end red clearance: sumo-rl has no all-red, so the clearance is zero long, but ATSPM's measures (split
+  failures, yellow/red actuations) start a phase's red at ``10``;
 * detector events: ``82`` on / ``81`` off at the start of the simulated second in which a loop's state
   changed (the env reads the loops once per second, envs/traffic/detectors.py).
 
@@ -39,7 +41,12 @@ EVENT_SCHEMA = pa.schema(
 
 def event_table(bank: DetectorBank) -> pa.Table:
     """All events of the episode the bank recorded, in time order (phase events first within a second)."""
-    phase = np.array(bank.events, dtype=np.float64).reshape(-1, 4)
+    rows = []
+    for event in bank.events:
+        rows.append(event)
+        if event[2] == 9:  # end yellow: the zero-length red clearance (module docstring)
+            rows += [(event[0], event[1], 10, event[3]), (event[0], event[1], 11, event[3])]
+    phase = np.array(rows, dtype=np.float64).reshape(-1, 4)
     seconds = [phase[:, 0]]
     device = [phase[:, 1].astype(np.int64)]
     code = [phase[:, 2].astype(np.int64)]

@@ -1,0 +1,1 @@
+"""ATSPM performance measures of hi-res event logs, logged vs learned controller (docs/traffic.md)."""
