@@ -258,14 +258,10 @@ def elevator_values(args, c) -> tuple[list[dict], dict[int, dict[int, np.ndarray
     return snaps, q
 
 
-def cached_truth(args, c, traffic: bool) -> tuple[list[dict], dict[int, dict[int, np.ndarray]], dict | None]:
-    """The held-out states and their paired futures, computed once per setting and kept under bench/.cache.
-
-    The truth depends on the env code, the held-out episodes and the discounting, not on the estimators'
-    settings: comparing estimator settings (``--set``) then costs their training only. ``--fresh-truth``
-    recomputes it."""
+def truth_cache(args, c) -> tuple[Path, bool]:
+    """Where the truth of these settings is kept, and whether the env code is uncommitted (then nothing
+    is kept). The truth depends on the env code, the held-out episodes and the discounting only."""
     import hashlib
-    import pickle
 
     from bench.results import envs_code_stamp
 
@@ -283,7 +279,17 @@ def cached_truth(args, c, traffic: bool) -> tuple[list[dict], dict[int, dict[int
         "envs_tree": envs_tree,
     }
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
-    path = ROOT / "bench" / ".cache" / f"truth-{digest}.pkl"
+    return ROOT / "bench" / ".cache" / f"truth-{digest}.pkl", dirty
+
+
+def cached_truth(args, c, traffic: bool) -> tuple[list[dict], dict[int, dict[int, np.ndarray]], dict | None]:
+    """The held-out states and their paired futures, computed once per setting and kept under bench/.cache.
+
+    Comparing estimator settings (``--set``) then costs their training only. ``--fresh-truth``
+    recomputes it."""
+    import pickle
+
+    path, dirty = truth_cache(args, c)
     if path.exists() and not args.fresh_truth and not dirty:
         print(f"truth from {path.relative_to(ROOT)} (computed once for these settings)")
         with path.open("rb") as f:
