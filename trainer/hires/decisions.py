@@ -87,7 +87,7 @@ def loop_intervals(
     times, bounds = dev.loop_times, dev.loop_bounds
     k, n_loops = len(t), len(bounds) - 1
     loop = np.repeat(np.arange(n_loops) * (k + 1), np.diff(bounds))  # each loop's first count cell
-    left = np.searchsorted(t, times, side="left")  # grid points before each event
+    left = grid_points_before(t, times, delta, single=int(last.sum()) == 1)
     at_or_before = np.bincount(loop + left, minlength=n_loops * (k + 1)).reshape(n_loops, k + 1)
     latest = np.cumsum(at_or_before[:, :k], axis=1)
     latest += bounds[:-1, None] - 1
@@ -109,6 +109,27 @@ def loop_intervals(
     rises = np.bincount(loop[on] + right, minlength=n_loops * (k + 1)).reshape(n_loops, k + 1)[:, :k]
     rises[:, 0] = 0
     return on_before, on_after, rises.astype(np.float64)
+
+
+def grid_points_before(t: np.ndarray, times: np.ndarray, delta: float, single: bool) -> np.ndarray:
+    """``np.searchsorted(t, times, side="left")``: how many grid points lie before each time.
+
+    A grid of one segment is ``t[0] + delta * i``: the index is then divided out and corrected by one
+    comparison each way (rounding moves it by one at most), three times faster than binary searches.
+    """
+    k = len(t)
+    if not single or k < 2 or not len(times):
+        return np.searchsorted(t, times, side="left")
+    guess = np.ceil((times - t[0]) / delta)
+    np.clip(guess, 0, k, out=guess)
+    left = guess.astype(np.int64)
+    while True:  # t[left - 1] < x <= t[left], with t[-1] = -inf and t[k] = inf
+        high = (left > 0) & (t[np.maximum(left - 1, 0)] >= times)
+        low = (left < k) & (t[np.minimum(left, k - 1)] < times)
+        if not (high.any() or low.any()):
+            return left
+        left -= high
+        left += low
 
 
 def shown_green(dev: DeviceEvents, t: np.ndarray, strict: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
