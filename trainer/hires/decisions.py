@@ -103,12 +103,12 @@ def loop_intervals(
         latest_ahead[j] = np.searchsorted(times[lo:hi], ahead, side="right") - 1 + lo
     on_after[:, last] = occupied_at(dev, cum, latest_ahead, ahead) - at_t[:, last]
     # an actuation (off->on) at e counts for the interval [t_{i-1}, t_i) holding it: i = grid points <= e
-    on = dev.loop_states == 1.0
-    before = left[on]
-    right = before + ((t[np.minimum(before, k - 1)] == times[on]) & (before < k))
-    rises = np.bincount(loop[on] + right, minlength=n_loops * (k + 1)).reshape(n_loops, k + 1)[:, :k]
-    rises[:, 0] = 0
-    return on_before, on_after, rises.astype(np.float64)
+    # (every event is placed and weighted by its state: no masked copies of the on events)
+    right = left + ((t[np.minimum(left, k - 1)] == times) & (left < k))
+    cells = np.bincount(loop + right, weights=dev.loop_states, minlength=n_loops * (k + 1))
+    rises = cells.reshape(n_loops, k + 1)[:, :k]
+    rises[:, 0] = 0.0
+    return on_before, on_after, rises
 
 
 def grid_points_before(t: np.ndarray, times: np.ndarray, delta: float, single: bool) -> np.ndarray:
@@ -123,13 +123,12 @@ def grid_points_before(t: np.ndarray, times: np.ndarray, delta: float, single: b
     guess = np.ceil((times - t[0]) / delta)
     np.clip(guess, 0, k, out=guess)
     left = guess.astype(np.int64)
-    while True:  # t[left - 1] < x <= t[left], with t[-1] = -inf and t[k] = inf
-        high = (left > 0) & (t[np.maximum(left - 1, 0)] >= times)
-        low = (left < k) & (t[np.minimum(left, k - 1)] < times)
-        if not (high.any() or low.any()):
+    below, above = np.r_[-np.inf, t], np.r_[t, np.inf]  # t[left - 1] and t[left], past the ends too
+    while True:  # until t[left - 1] < x <= t[left]
+        fix = (above[left] < times).view(np.int8) - (below[left] >= times).view(np.int8)
+        if not fix.any():
             return left
-        left -= high
-        left += low
+        left += fix
 
 
 def shown_green(dev: DeviceEvents, t: np.ndarray, strict: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
