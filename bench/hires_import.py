@@ -4,15 +4,17 @@
 
 The input is the real event log the ``atspm`` wheel ships (one intersection, 2 h, 37,152 events), tiled
 ``--copies`` times in time and ``--devices`` times over device ids (default: 4 intersections for 24 h,
-1.8 M events), written as one zstd Parquet file. Measured in one run on one machine, events per second
-(best of ``--repeat`` rounds; each round times the three back to back, so load that comes and goes on a
-shared machine hits them alike, and the ratio is also given per round):
-  * read, pyarrow: ``pq.read_table`` of the file
-  * read, DuckDB:  ``SELECT * FROM read_parquet(...)`` fetched as Arrow
-  * import, ours:  ``trainer.hires.importer.import_hires``: read, validate and count, decisions every 5 s,
-                   detector observations, the training log written (zstd) and the import card
-Target (docs/traffic.md): import at >= 0.3x the raw read's events/s. CPU seconds (all threads) are printed
-beside the wall-clock ones: on a shared machine they move less between runs.
+1.8 M events), written twice: as one zstd Parquet file and, the same rows, as one CSV file
+(``pyarrow.csv.write_csv``: what agencies mostly export). Per file format, measured in one run on one
+machine, events per second (best of ``--repeat`` rounds; each round times the three back to back, so load
+that comes and goes on a shared machine hits them alike, and the ratio is also given per round):
+  * read, pyarrow: ``pq.read_table`` / ``pyarrow.csv.read_csv`` of the file
+  * read, DuckDB:  ``SELECT * FROM read_parquet(...)`` / ``read_csv(...)`` fetched as Arrow
+  * import, ours:  ``trainer.hires.importer.import_hires`` of that file: read, validate and count,
+                   decisions every 5 s, detector observations, the training log written (zstd) and the
+                   import card
+Target (docs/traffic.md): import at >= 0.3x the raw read's events/s; it was set for the Parquet file. CPU
+seconds (all threads) are printed beside the wall-clock ones: on a shared machine they move less.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -76,6 +79,26 @@ def interleaved(fns: dict, repeat: int) -> dict[str, list[tuple[float, float]]]:
     return out
 
 
+def report(label: str, times: dict[str, list[tuple[float, float]]], n: int) -> None:
+    """Best-of events/s and ratios of one file format's three contenders."""
+    read_pa, read_duck, ours = (times[name] for name in ("read, pyarrow", "read, DuckDB ", "import, ours "))
+    best = {name: (min(w for w, _ in t), min(c for _, c in t)) for name, t in times.items()}
+    print(f"-- {label}")
+    for name, (wall, cpu) in best.items():
+        print(f"{name}: {n / wall:,.0f} events/s ({wall * 1e3:.1f} ms wall, {cpu * 1e3:.1f} ms CPU)")
+    for kind, k in (("wall", 0), ("CPU", 1)):
+        ratios = [
+            [read[k] / imp[k] for read, imp in zip(reads, ours, strict=True)]
+            for reads in (read_pa, read_duck)
+        ]
+        print(
+            f"ratio import / read, {kind}: best {best['read, pyarrow'][k] / best['import, ours '][k]:.3f}x "
+            f"pyarrow, {best['read, DuckDB '][k] / best['import, ours '][k]:.3f}x DuckDB; per round "
+            + ", ".join(f"{min(r):.3f}-{max(r):.3f}x (median {np.median(r):.3f})" for r in ratios)
+            + " (target >= 0.3x)"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--copies", type=int, default=12)
@@ -88,40 +111,33 @@ def main() -> None:
     events, config = tiled(pq.read_table(events_file), pq.read_table(config_file), args.copies, args.devices)
     tmp = Path(tempfile.mkdtemp(prefix="hires-bench-"))
     try:
-        path, cfg = tmp / "events.parquet", tmp / "config.parquet"
-        pq.write_table(events, path, compression="zstd")
+        parquet, csv, cfg = tmp / "events.parquet", tmp / "events.csv", tmp / "config.parquet"
+        pq.write_table(events, parquet, compression="zstd")
+        pcsv.write_csv(events, csv)
         pq.write_table(config, cfg)
         n = events.num_rows
         con = duckdb.connect()
-        runs = iter(range(args.repeat))
-        times = interleaved(
-            {
-                "read, pyarrow": lambda: pq.read_table(path),
-                "read, DuckDB ": lambda: con.sql(f"SELECT * FROM read_parquet('{path}')").to_arrow_table(),
-                "import, ours ": lambda: import_hires(
-                    [path], cfg, None, tmp / f"log{next(runs)}", ImportOptions()
-                ),
+        runs = iter(range(2 * args.repeat))
+
+        def import_(path: Path):
+            return lambda: import_hires([path], cfg, None, tmp / f"log{next(runs)}", ImportOptions())
+
+        contenders = {
+            "Parquet": {
+                "read, pyarrow": lambda: pq.read_table(parquet),
+                "read, DuckDB ": lambda: con.sql(f"SELECT * FROM read_parquet('{parquet}')").to_arrow_table(),
+                "import, ours ": import_(parquet),
             },
-            args.repeat,
-        )
-        best = {name: (min(w for w, _ in t), min(c for _, c in t)) for name, t in times.items()}
-        print(
-            f"events: {n:,} ({args.devices} devices x {args.copies} x the atspm sample), file {path.stat().st_size:,} B"
-        )
-        for name, (wall, cpu) in best.items():
-            print(f"{name}: {n / wall:,.0f} events/s ({wall * 1e3:.1f} ms wall, {cpu * 1e3:.1f} ms CPU)")
-        ours = times["import, ours "]
-        for label, k in (("wall", 0), ("CPU", 1)):
-            ratios = [
-                [read[k] / imp[k] for read, imp in zip(times[name], ours, strict=True)]
-                for name in ("read, pyarrow", "read, DuckDB ")
-            ]
-            print(
-                f"ratio import / read, {label}: best {best['read, pyarrow'][k] / best['import, ours '][k]:.3f}x "
-                f"pyarrow, {best['read, DuckDB '][k] / best['import, ours '][k]:.3f}x DuckDB; per round "
-                + ", ".join(f"{min(r):.3f}-{max(r):.3f}x (median {np.median(r):.3f})" for r in ratios)
-                + " (target >= 0.3x)"
-            )
+            "CSV": {
+                "read, pyarrow": lambda: pcsv.read_csv(csv),
+                "read, DuckDB ": lambda: con.sql(f"SELECT * FROM read_csv('{csv}')").to_arrow_table(),
+                "import, ours ": import_(csv),
+            },
+        }
+        print(f"events: {n:,} ({args.devices} devices x {args.copies} x the atspm sample)")
+        for label, fns in contenders.items():
+            path = parquet if label == "Parquet" else csv
+            report(f"{label} ({path.stat().st_size:,} B)", interleaved(fns, args.repeat), n)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -183,6 +183,21 @@ def test_duckdb_reads_our_log_without_our_code(game_logs):
     assert total == pytest.approx(float(data.episode_returns().sum()), rel=1e-5)
 
 
+def test_part_files_keep_statistics_on_flat_columns_only(game_logs):
+    """Readers filter on ids, steps and ``ts`` (row-group statistics); the obs/state list elements' ranges
+    serve no query and are left out because computing them slows every write."""
+    log = game_logs[("bridge", "mixed")]
+    for kind, lists in (("agent_steps", ("obs", "action_mask")), ("env_steps", ("state",))):
+        part = next((log / kind).rglob("*.parquet"))
+        group = pq.ParquetFile(part).metadata.row_group(0)
+        stats = {
+            group.column(i).path_in_schema: group.column(i).is_stats_set for i in range(group.num_columns)
+        }
+        assert all(stats[f"{name}.list.element"] is False for name in lists), stats
+        assert stats["episode_id"] and stats["t"], stats
+        assert kind == "env_steps" or stats["ts"], stats
+
+
 def inspect_json(capsys, log: Path) -> dict:
     capsys.readouterr()
     assert main(["data", "inspect", str(log), "--json"]) == 0

@@ -87,7 +87,7 @@ def loop_intervals(
     times, bounds = dev.loop_times, dev.loop_bounds
     k, n_loops = len(t), len(bounds) - 1
     loop = np.repeat(np.arange(n_loops) * (k + 1), np.diff(bounds))  # each loop's first count cell
-    left = np.searchsorted(t, times, side="left")  # grid points before each event
+    left = grid_points_before(t, times, delta, single=int(last.sum()) == 1)
     at_or_before = np.bincount(loop + left, minlength=n_loops * (k + 1)).reshape(n_loops, k + 1)
     latest = np.cumsum(at_or_before[:, :k], axis=1)
     latest += bounds[:-1, None] - 1
@@ -103,12 +103,32 @@ def loop_intervals(
         latest_ahead[j] = np.searchsorted(times[lo:hi], ahead, side="right") - 1 + lo
     on_after[:, last] = occupied_at(dev, cum, latest_ahead, ahead) - at_t[:, last]
     # an actuation (off->on) at e counts for the interval [t_{i-1}, t_i) holding it: i = grid points <= e
-    on = dev.loop_states == 1.0
-    before = left[on]
-    right = before + ((t[np.minimum(before, k - 1)] == times[on]) & (before < k))
-    rises = np.bincount(loop[on] + right, minlength=n_loops * (k + 1)).reshape(n_loops, k + 1)[:, :k]
-    rises[:, 0] = 0
-    return on_before, on_after, rises.astype(np.float64)
+    # (every event is placed and weighted by its state: no masked copies of the on events)
+    right = left + ((t[np.minimum(left, k - 1)] == times) & (left < k))
+    cells = np.bincount(loop + right, weights=dev.loop_states, minlength=n_loops * (k + 1))
+    rises = cells.reshape(n_loops, k + 1)[:, :k]
+    rises[:, 0] = 0.0
+    return on_before, on_after, rises
+
+
+def grid_points_before(t: np.ndarray, times: np.ndarray, delta: float, single: bool) -> np.ndarray:
+    """``np.searchsorted(t, times, side="left")``: how many grid points lie before each time.
+
+    A grid of one segment is ``t[0] + delta * i``: the index is then divided out and corrected by one
+    comparison each way (rounding moves it by one at most), three times faster than binary searches.
+    """
+    k = len(t)
+    if not single or k < 2 or not len(times):
+        return np.searchsorted(t, times, side="left")
+    guess = np.ceil((times - t[0]) / delta)
+    np.clip(guess, 0, k, out=guess)
+    left = guess.astype(np.int64)
+    below, above = np.r_[-np.inf, t], np.r_[t, np.inf]  # t[left - 1] and t[left], past the ends too
+    while True:  # until t[left - 1] < x <= t[left]
+        fix = (above[left] < times).view(np.int8) - (below[left] >= times).view(np.int8)
+        if not fix.any():
+            return left
+        left += fix
 
 
 def shown_green(dev: DeviceEvents, t: np.ndarray, strict: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
