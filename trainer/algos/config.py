@@ -156,10 +156,11 @@ class InSPOConfig:
     value_folds: int = 2  # residual: episode folds of the cross-fitted state value V(s)
     value_steps: int = 2000  # residual: gradient steps per fold of V(s)
     value_lr: float = 1e-3
-    # residual: lambda of the returns (1: Monte Carlo; < 1 bootstraps on the cross-fitted V); 0.8 and the
-    # warm-up below were chosen on bench/advantage_truth.py at 8 futures (tuning seeds), a truth later found
-    # to have no measurable state-to-state signal: they rest on one seed's sign accuracy (docs/algorithm.md)
-    lam: float = 0.8
+    # residual: lambda of the returns (1: Monte Carlo; < 1 bootstraps on the cross-fitted V(s')). Below 1 the
+    # target loses what the baseline cannot see at the next state: on the elevator log the pooled effect of
+    # an idle car's move up goes from +0.0025 (lambda 1, truth +0.0019) to -0.0006 (lambda 0.8),
+    # bench/return_bias.py; docs/algorithm.md
+    lam: float = 1.0
     adv_members: int = 5  # residual: ensemble members of each agent's advantage head
     adv_lr: float = 1e-3
     # residual: steps fitting every agent's heads (teammates as logged) before the first actor phase
