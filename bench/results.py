@@ -460,9 +460,13 @@ def section(name: str, cfg: dict, rows: list[dict], seeds: list[int], train_seed
         if bc is not None:
             diffs = [inspo["per_seed"][s] - bc["per_seed"][s] for s in seeds]
             dlo, dhi = ci95(diffs)
-            beats_bc = inspo[primary][0] < bc[primary][0]
+            # better = lower with the paired interval below 0 (the acceptance asks for a CI excluding 0)
+            if inspo[primary][0] < bc[primary][0]:
+                judged = "**better**" if dhi < 0 else "lower, **not significantly**"
+            else:
+                judged = "**not better**"
             verdict = (
-                f"vs `{bc['label']}` {bc[primary][0]:.2f} → {'better' if beats_bc else '**not better**'} "
+                f"vs `{bc['label']}` {bc[primary][0]:.2f} → {judged} "
                 f"(paired difference per evaluation seed {np.mean(diffs):+.2f} [{dlo:+.2f}, {dhi:+.2f}], "
                 f"{'excluding' if dhi < 0 or dlo > 0 else 'including'} 0)."
             )
