@@ -74,7 +74,7 @@ def test_sumo_episode_rendered_to_events_and_imported_gives_the_same_log(sumo_ep
     assert not card.unknown_codes and "clock_gaps" not in card.findings
     logged, imported = load_log(sumo_episode / "log"), load_log(sumo_episode / "imported")
     assert logged.agent_ids == imported.agent_ids and len(logged.agent_ids) == 16
-    assert logged.obs.shape == imported.obs.shape == (1, 60, 16, 6 * 8 + 2)
+    assert logged.obs.shape == imported.obs.shape == (1, 60, 16, 7 * 8 + 2)
     assert logged.episode_ids == imported.episode_ids == ["seed-000011"]
     np.testing.assert_array_equal(imported.actions, logged.actions)
     np.testing.assert_array_equal(imported.masks, logged.masks)
@@ -86,6 +86,8 @@ def test_sumo_episode_rendered_to_events_and_imported_gives_the_same_log(sumo_ep
     a = 8
     detector_block = logged.obs[..., a + 2 : 5 * a + 2]
     assert (detector_block > 0).mean() > 0.01 and (logged.rewards < 0).any()
+    between = logged.obs[..., 6 * a + 2 :]  # vehicles between the loops: counted up, held, cleared
+    assert (between > 0).mean() > 0.05 and (between >= 0.2).any() and (between == 0).mean() > 0.05
     assert (~logged.masks.all(axis=-1) & (logged.masks.sum(axis=-1) == 1)).any()
 
 
@@ -100,7 +102,7 @@ def test_real_atspm_sample_imports_with_a_located_card(tmp_path, capsys):
     assert card.phase_map == {"1136": {2: 0, 5: 1, 6: 2, 8: 3}}
     assert "phases_never_green" not in card.findings and "clock_gaps" not in card.findings
     data = load_log(tmp_path / "log")
-    assert data.agent_ids == ["1136"] and data.obs.shape == (1, 1440, 1, 6 * 4 + 2)  # 2 h at 5 s
+    assert data.agent_ids == ["1136"] and data.obs.shape == (1, 1440, 1, 7 * 4 + 2)  # 2 h at 5 s
     assert sorted(card.decisions_per_action["1136"]) == [0, 1, 2, 3]
     assert np.isfinite(data.obs).all() and (data.rewards <= 0).all()
     stored = json.loads((tmp_path / "log" / "hires_card.json").read_text())
@@ -224,13 +226,32 @@ def test_truncated_files_and_missing_columns_fail_in_one_line_and_write_nothing(
         err = capsys.readouterr().err.strip()
         assert code == 2 and expected in err and len(err.splitlines()) == 1, err
         assert not out.exists() and not list(tmp_path.glob(".out-*"))
-    bad_config = write_config(tmp_path / "bad.csv", (("7", 2, 1, "Presence"), ("7", 4, 1, "Presence")))
-    code = main(
-        ["data", "import", "hires", str(events), "--detectors", str(bad_config), "--out", str(tmp_path / "x")]
-    )
-    assert (
-        code == 2 and "bad.csv: row 3: detector 1 of device 7 is configured twice" in capsys.readouterr().err
-    )
+    # a detector may serve several phases (a row each), but not twice the same one, nor be two kinds
+    for rows, expected in (
+        (
+            (("7", 2, 1, "Presence"), ("7", 2, 1, "Presence")),
+            "row 3: detector 1 of device 7 is configured twice",
+        ),
+        (
+            (("7", 2, 1, "Presence"), ("7", 4, 1, "Advance")),
+            "row 3: detector 1 of device 7 is an advance loop",
+        ),
+    ):
+        bad_config = write_config(tmp_path / "bad.csv", rows)
+        code = main(
+            [
+                "data",
+                "import",
+                "hires",
+                str(events),
+                "--detectors",
+                str(bad_config),
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        err = capsys.readouterr().err
+        assert code == 2 and f"bad.csv: {expected}" in err and len(err.splitlines()) == 1, err
     assert (
         main(
             [
