@@ -241,22 +241,29 @@ def between_loops(dev: DeviceEvents, loops: np.ndarray, t: np.ndarray, first: np
     reads = np.concatenate([*rise_read, resets])
     delta = np.concatenate([*sign, np.zeros(len(resets))])
     is_reset = np.r_[np.zeros(len(reads) - len(resets), bool), np.ones(len(resets), bool)]
-    order = np.lexsort((is_reset, reads))
-    times, values = [], []
-    count, k = 0.0, 0
-    reads_l, delta_l, reset_l = reads[order].tolist(), delta[order].tolist(), is_reset[order].tolist()
-    n = len(reads_l)
-    while k < n:  # one read at a time: its actuations summed, then the floor at 0, or a reset
-        r, total, reset = reads_l[k], 0.0, False
-        while k < n and reads_l[k] == r:
-            total += delta_l[k]
-            reset |= reset_l[k]
-            k += 1
-        count = 0.0 if reset else max(count + total, 0.0)
-        times.append(r)
-        values.append(count)
-    at = np.searchsorted(np.array(times), t, side="right") - 1
-    return np.where(at >= 0, np.array(values + [0.0])[at], 0.0)
+    reads_at, where = np.unique(reads, return_inverse=True)
+    delta = np.bincount(where, weights=delta, minlength=len(reads_at))
+    reset = np.bincount(where, weights=is_reset, minlength=len(reads_at)) > 0
+    return count_at(reads_at, delta, reset, t)
+
+
+def count_at(reads: np.ndarray, delta: np.ndarray, reset: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The count after each sorted read (``c = max(c + delta, 0)``, or 0 at a reset), looked up at ``t``.
+
+    Without the loop over reads: within a run between resets, ``c = S - min(0, min S so far)`` with ``S``
+    the run's running sum (a sum reflected at 0); the runs' minima come from one running minimum over
+    the sums shifted down by a step per run, so no run sees an earlier one's.
+    """
+    delta = np.where(reset, 0.0, delta)
+    run = np.cumsum(reset)
+    total = np.cumsum(delta)
+    start = np.r_[0.0, total[reset]]  # each run's sum before it (a reset read adds nothing)
+    sums = total - start[run]
+    shift = (np.abs(sums).max(initial=0.0) + 1.0) * 2.0 * run
+    low = np.minimum.accumulate(sums - shift) + shift
+    counts = sums - np.minimum(low, 0.0)
+    at = np.searchsorted(reads, t, side="right") - 1
+    return np.where(at >= 0, np.r_[counts, 0.0][at], 0.0)
 
 
 def _sum_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
