@@ -12,7 +12,10 @@
    exact probabilities), every training seed, with bench/configs/traffic-grid4x4.toml's settings;
 4. **evaluate** max-pressure and every run on the same first ``--eval-seeds`` evaluation seeds (paired),
    detector policies with ``observation=detectors``; print the table (mean trip delay over training seeds
-   ± their std, and the paired difference to max-pressure over evaluation seeds).
+   ± their std, and the paired difference to max-pressure over evaluation seeds);
+5. **serve** the first training seed's events-trained InSPO: export it to ONNX, start the real runtime
+   (``inspo serve`` on loopback), evaluate ``grpc://`` on the same evaluation seeds and compare every
+   episode with the in-process evaluation of step 4.
 
 Resumable: a finished step (its output directory) is skipped.
 """
@@ -94,6 +97,35 @@ def check_and_agreement(lanes: Path, events: Path, runs: Path, seeds: list[int])
         )
 
 
+def served_check(work: Path, seed: int, seconds: str, eval_seeds: int) -> None:
+    """Step 5: the served policy's episodes against the in-process ones, seed by seed."""
+    sys.path.insert(0, str(ROOT))
+    from runtime.launch import start_runtime
+
+    run_dir, models = work / "runs" / f"events-inspo-seed{seed}", work / "models"
+    if not (models / "events-inspo").exists():
+        run([INSPO, "export", str(run_dir), "--models", str(models), "--name", "events-inspo"])
+    out = work / "eval-served"
+    if not (out / "episodes.csv").exists():
+        runtime = start_runtime(["--models", str(models), "--port", "0", "--metrics-port", "0"], work)
+        try:
+            run([INSPO, "eval", "--controller", f"{runtime.url}/events-inspo", "--env", "sumo:grid4x4",
+                 "--env-arg", seconds, "--env-arg", "observation=detectors", "--seeds", str(eval_seeds),
+                 "--out", str(out)])  # fmt: skip
+        finally:
+            runtime.stop()
+    served = next(iter(episodes(out / "episodes.csv").values()))
+    local = episodes(work / "eval-events" / "episodes.csv")
+    in_process = next(v for k, v in local.items() if k.startswith(str(work / "runs" / "events-inspo")))
+    (_, served_eps), in_proc = next(iter(served.items())), in_process[str(run_dir)]
+    same = [k for k in sorted(in_proc) if served_eps.get(k) == in_proc[k]]
+    gap = max(abs(served_eps[k]["delay"] - in_proc[k]["delay"]) for k in in_proc)
+    print(
+        f"served over gRPC (events-inspo-seed{seed}, ONNX Runtime) vs in-process: {len(same)} of {len(in_proc)}"
+        f" evaluation episodes identical (trip delay, throughput, average queue); largest trip-delay difference {gap:.3f} s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=48)
@@ -173,6 +205,8 @@ def main() -> None:
             print(
                 f"| {log_name} | {shown} | {stat('delay')} | {paired} | {stat('throughput')} | {stat('avg_queue')} |"
             )
+    print()
+    served_check(work, args.train_seeds[0], seconds, args.eval_seeds)
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ sys.path.insert(0, str(ROOT))
 
 from envs.registry import make_env  # noqa: E402
 from envs.seeds import tuning_seeds  # noqa: E402
+from envs.traffic.detectors import ADVANCE_M, COUNT_SCALE  # noqa: E402
 from envs.traffic.env import VEHICLE_SPACE_M  # noqa: E402
 from trainer.run_dir import load_policy  # noqa: E402
 
@@ -71,7 +72,9 @@ class Probe:
         self.serves = (self.in_coef > 0).astype(np.float64)
         for i, a in enumerate(env.possible_agents):
             for loop in env._loops[a]:
-                self.assigned[i, loop.phase, env._lane_index[loop.lane]] = 1.0
+                self.assigned[
+                    i, one_phase(self.in_coef[i, :, env._lane_index[loop.lane]]), env._lane_index[loop.lane]
+                ] = 1.0
         self.bank_serves = []  # per agent [loops, A]: the loop's lane is served by the phase
         for i, a in enumerate(env.possible_agents):
             self.bank_serves.append(
@@ -126,6 +129,12 @@ class Probe:
         return blocked, total
 
 
+def one_phase(links_green: np.ndarray) -> int:
+    """The configuration before the fix gave a lane's loops one phase: the one greening most of its links
+    (then the lowest index; grid4x4 has no ``g``)."""
+    return int(np.argmax(links_green))
+
+
 def masked_argmax(scores: np.ndarray, masks: np.ndarray) -> np.ndarray:
     return np.where(masks, scores, -np.inf).argmax(-1)
 
@@ -159,6 +168,7 @@ def episode(env, probe_of, choose, seed: int, record: bool):
             rows["mp"].append(mp)
             rows["mp_in"].append(masked_argmax(probe.in_pressure(), masks))
             rows["free"].append(free)
+            rows["near"].append(probe.in_last(ADVANCE_M))
         t = env.sim_time()
         b, g = probe.into_full()
         stats["blocked"] += b
@@ -243,6 +253,7 @@ def main() -> None:
         "max-pressure-in-assigned": lambda d, ln, m, p, pr: masked_argmax(pr.in_assigned(), m),
         "max-pressure-in-50m": lambda d, ln, m, p, pr: masked_argmax(pr.in_last(50.0), m),
         "loop-occupancy-all-phases": lambda d, ln, m, p, pr: masked_argmax(pr.loop_occupancy_all(), m),
+        "detector-count": lambda d, ln, m, p, pr: masked_argmax(d[:, 6 * a_max + 2 : 7 * a_max + 2], m),
     }
     runs = {}
     for tag, observation in (("events", "det"), ("lanes", "lane")):
@@ -281,6 +292,16 @@ def main() -> None:
     for name, (choose, _) in runs.items():
         act = choose(all_rows["det"], all_rows["lane"], all_rows["masks"], None, None)
         print(f"- {name}: {(act[free] == mp).mean():.1%}")
+    if all_rows["det"].shape[1] >= 7 * a_max + 2:  # the detector observation's between-loops count
+        est = all_rows["det"][:, 6 * a_max + 2 : 7 * a_max + 2] * COUNT_SCALE
+        true = all_rows["near"]
+        err = np.abs(est - true)
+        corr = np.corrcoef(est.ravel(), true.ravel())[0, 1]
+        count_rule = masked_argmax(est, all_rows["masks"])
+        print(
+            f"- detector-count rule: {(count_rule[free] == mp).mean():.1%}; its count vs the vehicles within"
+            f" {ADVANCE_M:.0f} m: mean |error| {err.mean():.2f} veh (true mean {true.mean():.2f}), correlation {corr:.3f}"
+        )
     # probe: fitted on the first seed's states, scored on the rest
     n_first = len(states[0]["mp"])
     for obs_name in ("det", "lane"):
