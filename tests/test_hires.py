@@ -171,6 +171,31 @@ def test_clean_small_log_imports_without_findings(tmp_path):
     assert obs[5, 3] == pytest.approx(8 / 60)
 
 
+def test_between_loops_count_counts_in_and_out_and_clears_when_the_loops_are_quiet(tmp_path):
+    """Phase 2's advance loop (3) sees three vehicles, its stop bar (1) one; a detector listed for both
+    phases (4: a stop bar of phase 2 and 4) counts for each; all quiet for 10 s clears the count."""
+    rows = [r for r in small_log() if r[2] in (1, 7, 8)]  # its phase events, none of its detector events
+    at = [(30.0, 82, 3), (30.5, 81, 3), (32.0, 82, 3), (32.5, 81, 3), (34.0, 82, 3), (34.5, 81, 3)]
+    at += [(36.0, 82, 1), (36.5, 81, 1), (37.0, 82, 4), (37.5, 81, 4)]
+    rows += [[T0 + dt.timedelta(seconds=sec), "7", code, ch] for sec, code, ch in at]
+    rows.sort(key=lambda r: r[0])
+    config = (("7", 2, 1, "Presence"), ("7", 4, 2, "Presence"), ("7", 2, 3, "Advance"))
+    config += (("7", 2, 4, "Presence"), ("7", 4, 4, "Presence"))
+    import_hires(
+        [write_events(tmp_path / "e.csv", rows)],
+        write_config(tmp_path / "d.csv", config),
+        None,
+        tmp_path / "log",
+        ImportOptions(),
+    )
+    a = 2
+    count = load_log(tmp_path / "log").obs[0, :, 0, 6 * a + 2 :] * 10  # decisions every 5 s from 0
+    # at 35 s: 3 in (read at 31, 33, 35); at 40 s: minus stop bars 1 and 4 -> 1; phase 4 never below 0;
+    # the last on/off ends at 37.5 s (row 37): quiet from row 38, cleared by the read at 48 s
+    assert count[7].tolist() == [3, 0] and count[8].tolist() == [1, 0] and count[9].tolist() == [1, 0]
+    assert count[10].tolist() == [0, 0] and count[:6].sum() == 0
+
+
 def test_out_of_order_unknown_codes_gaps_and_unconfigured_detectors_are_counted_and_located(tmp_path):
     rows = small_log(minutes=8)
     rows[10], rows[11] = rows[11], rows[10]  # one pair swapped

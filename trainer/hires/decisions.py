@@ -212,9 +212,9 @@ def between_loops(dev: DeviceEvents, loops: np.ndarray, t: np.ndarray, first: np
     envs/traffic/detectors.py): advance actuations in, stop-bar actuations out, never below 0, reset to 0
     once all the loops have been off for ``CLEAR_S`` s and at each segment's start.
 
-    As the env reads its loops once per second, an event at ``s`` is read at ``floor(s) + 1`` and the
-    actuations read together are summed before the floor at 0; the value at ``t`` is the count after the
-    reads at or before ``t``.
+    As the env reads its loops once per second, an actuation at ``s`` is read at ``floor(s) + 1``, a loop
+    is off from the whole second after its off event, and the actuations read together are summed before
+    the floor at 0; the value at ``t`` is the count after the reads at or before ``t``.
     """
     out = np.zeros(len(t))
     if not len(loops):
@@ -227,7 +227,8 @@ def between_loops(dev: DeviceEvents, loops: np.ndarray, t: np.ndarray, first: np
         rise_read.append(rows[on] + 1)
         sign.append(np.full(int(on.sum()), -1.0 if dev.loop_stopbar[j] else 1.0))
         step = np.diff(state, prepend=0.0)  # the loop's state changes (off before its first event)
-        change_row.append(rows[step != 0])
+        # a loop on during part of a second reads on for it: it turns off at the next whole second
+        change_row.append(np.where(step > 0, rows, np.ceil(times))[step != 0])
         change.append(step[step != 0])
     # clears: the reads that end CLEAR_S off seconds of every loop (a sweep over the loops' changes)
     rows, step = np.concatenate(change_row), np.concatenate(change)
