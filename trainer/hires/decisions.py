@@ -153,7 +153,7 @@ def device_steps(
     n_actions: int,
     min_green_s: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(obs [K, 6A+2], actions [K], masks [K, A], rewards [K])`` at decision times ``t``.
+    """``(obs [K, 7A+2], actions [K], masks [K, A], rewards [K])`` at decision times ``t``.
 
     ``first``: True where a decision starts a segment (no previous interval: zero detector features);
     ``start``: the log's first event (time since a phase never served counts from there).
