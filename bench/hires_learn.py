@@ -1,16 +1,18 @@
 """What a site with only event logs gets: learn from hi-res events, evaluate in SUMO (docs/results.md).
 
     .venv/bin/python bench/hires_learn.py [--episodes 48 --seconds 900 --train-seeds 0 1 2 --eval-seeds 8]
+                                          [--controller max-pressure@temp=1 --work DIR]
 
 1. **collect** ``--episodes`` grid4x4 episodes (the first ``--seconds`` s, collection seeds from 0) of
-   softmax-explored max-pressure (``max-pressure@temp=1``, the ``explored`` dataset's behaviour) with the
+   ``--controller``: softmax-explored max-pressure (``max-pressure@temp=1``, the ``explored`` dataset's
+   behaviour), or e.g. ``loop-count@temp=1`` (a rule on the loops' own counts), with the
    lane observation and ``events_dir``: one run gives the usual log (exact behaviour probabilities) and the
    same episodes as hi-res events;
 2. **import** the events only (``inspo data import hires``): the detector observation, the ``occupancy``
    reward, no behaviour probabilities;
 3. **train** InSPO and BC on the imported log and, for comparison, on the lane log (its ``queue`` reward and
    exact probabilities), every training seed, with bench/configs/traffic-grid4x4.toml's settings;
-4. **evaluate** max-pressure and every run on the same first ``--eval-seeds`` evaluation seeds (paired),
+4. **evaluate** max-pressure (and the logged rule, greedy, if it is another) and every run on the same first ``--eval-seeds`` evaluation seeds (paired),
    detector policies with ``observation=detectors``; print the table (mean trip delay over training seeds
    ± their std, and the paired difference to max-pressure over evaluation seeds);
 5. **serve** the first training seed's events-trained InSPO: export it to ONNX, start the real runtime
@@ -132,6 +134,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=900)
     parser.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--eval-seeds", type=int, default=8)
+    parser.add_argument("--controller", default="max-pressure@temp=1", help="the logged controller")
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / ".cache" / "hires_learn")
     args = parser.parse_args()
     work = args.work
@@ -139,7 +142,7 @@ def main() -> None:
     log, events, imported = work / "log-lanes", work / "events", work / "log-events"
     seconds = f"num_seconds={args.seconds}"
     if not log.exists():
-        run([INSPO, "collect", "--env", "sumo:grid4x4", "--controller", "max-pressure@temp=1", "--episodes",
+        run([INSPO, "collect", "--env", "sumo:grid4x4", "--controller", args.controller, "--episodes",
              str(args.episodes), "--seed", "0", "--workers", "1", "--env-arg", seconds,
              "--env-arg", f"events_dir={events}", "--out", str(log)])  # fmt: skip
     if not imported.exists():
@@ -161,6 +164,9 @@ def main() -> None:
         out = work / f"eval-{tag}"
         if not (out / "episodes.csv").exists():
             controllers = ["--controller", "max-pressure"]
+            rule = args.controller.split("@")[0]
+            if rule != "max-pressure":
+                controllers += ["--controller", rule]
             for algo in ("inspo", "bc"):
                 controllers += ["--controller", str(work / "runs" / f"{tag}-{algo}-seed*")]
             run([INSPO, "eval", *controllers, "--env", "sumo:grid4x4", "--env-arg", seconds, *extra,
@@ -170,7 +176,7 @@ def main() -> None:
         f"\ngrid4x4, first {args.seconds} s, greedy; {args.eval_seeds} evaluation seeds (paired); training seeds"
     )
     print(
-        f"{' '.join(map(str, args.train_seeds))}; log: {args.episodes} episodes of max-pressure@temp=1. Learned: mean over"
+        f"{' '.join(map(str, args.train_seeds))}; log: {args.episodes} episodes of {args.controller}. Learned: mean over"
     )
     print(
         "training seeds ± their std (of each run's mean over episodes); paired: per evaluation seed, the mean over"

@@ -91,6 +91,26 @@ def test_sumo_episode_rendered_to_events_and_imported_gives_the_same_log(sumo_ep
     assert (~logged.masks.all(axis=-1) & (logged.masks.sum(axis=-1) == 1)).any()
 
 
+@pytest.mark.sumo
+def test_loop_count_controller_picks_the_phase_with_the_most_vehicles_between_its_loops(tmp_path):
+    """The rule a cabinet can run: its every free choice is the largest count its observation shows."""
+    if not HAS_SUMO:
+        pytest.skip("SUMO (traffic extra) not installed")
+    code = f"""
+        from trainer.collect import collect
+        collect('sumo:grid4x4', {str(tmp_path / "log")!r}, controller='loop-count', episodes=1, start_seed=3,
+                workers=1, progress=False, env_kwargs={{'num_seconds': 300, 'observation': 'detectors'}})
+    """
+    proc = run_python(code, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = load_log(tmp_path / "log")
+    a = 8
+    counts = np.where(log.masks, log.obs[..., 6 * a + 2 :], -np.inf)
+    free = log.masks.sum(axis=-1) > 1
+    assert free.sum() > 100 and (log.obs[..., 6 * a + 2 :] > 0).any(axis=-1)[free].mean() > 0.2
+    np.testing.assert_array_equal(log.actions[free], counts.argmax(axis=-1)[free])
+
+
 # -- the real sample ---------------------------------------------------------------------------------------
 def test_real_atspm_sample_imports_with_a_located_card(tmp_path, capsys):
     events, config = atspm_sample()
