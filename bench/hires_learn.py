@@ -12,7 +12,7 @@
    reward, no behaviour probabilities;
 3. **train** InSPO and BC on the imported log and, for comparison, on the lane log (its ``queue`` reward and
    exact probabilities), every training seed, with bench/configs/traffic-grid4x4.toml's settings;
-4. **evaluate** max-pressure (and the logged rule, greedy, if it is another) and every run on the same first ``--eval-seeds`` evaluation seeds (paired),
+4. **evaluate** max-pressure (and, with the detector policies, the logged rule greedy if it is another) and every run on the same first ``--eval-seeds`` evaluation seeds (paired),
    detector policies with ``observation=detectors``; print the table (mean trip delay over training seeds
    ± their std, and the paired difference to max-pressure over evaluation seeds);
 5. **serve** the first training seed's events-trained InSPO: export it to ONNX, start the real runtime
@@ -165,7 +165,7 @@ def main() -> None:
         if not (out / "episodes.csv").exists():
             controllers = ["--controller", "max-pressure"]
             rule = args.controller.split("@")[0]
-            if rule != "max-pressure":
+            if rule != "max-pressure" and tag == "events":  # a loop rule needs the detector env's loops
                 controllers += ["--controller", rule]
             for algo in ("inspo", "bc"):
                 controllers += ["--controller", str(work / "runs" / f"{tag}-{algo}-seed*")]
