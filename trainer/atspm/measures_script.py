@@ -73,7 +73,7 @@ def detector_config(path: Path):
 
 
 def episode_name(path: Path) -> str:
-    """The file name without ``.events.parquet``/``.parquet``/``.csv`` (trainer/atspm/run.py's rule)."""
+    """The file name without ``.events.parquet``/``.parquet``/``.csv``: the episode (run.py pairs by it)."""
     name = path.name
     for suffix in (".events.parquet", ".parquet", ".csv"):
         if name.endswith(suffix):
