@@ -1,18 +1,23 @@
 """What a site with only event logs gets: learn from hi-res events, evaluate in SUMO (docs/results.md).
 
     .venv/bin/python bench/hires_learn.py [--episodes 48 --seconds 900 --train-seeds 0 1 2 --eval-seeds 8]
+                                          [--controller max-pressure@temp=1 --work DIR]
 
 1. **collect** ``--episodes`` grid4x4 episodes (the first ``--seconds`` s, collection seeds from 0) of
-   softmax-explored max-pressure (``max-pressure@temp=1``, the ``explored`` dataset's behaviour) with the
+   ``--controller``: softmax-explored max-pressure (``max-pressure@temp=1``, the ``explored`` dataset's
+   behaviour), or e.g. ``loop-count@temp=1`` (a rule on the loops' own counts), with the
    lane observation and ``events_dir``: one run gives the usual log (exact behaviour probabilities) and the
    same episodes as hi-res events;
 2. **import** the events only (``inspo data import hires``): the detector observation, the ``occupancy``
    reward, no behaviour probabilities;
 3. **train** InSPO and BC on the imported log and, for comparison, on the lane log (its ``queue`` reward and
    exact probabilities), every training seed, with bench/configs/traffic-grid4x4.toml's settings;
-4. **evaluate** max-pressure and every run on the same first ``--eval-seeds`` evaluation seeds (paired),
+4. **evaluate** max-pressure (and, with the detector policies, the logged rule greedy if it is another) and every run on the same first ``--eval-seeds`` evaluation seeds (paired),
    detector policies with ``observation=detectors``; print the table (mean trip delay over training seeds
-   ± their std, and the paired difference to max-pressure over evaluation seeds).
+   ± their std, and the paired difference to max-pressure over evaluation seeds);
+5. **serve** the first training seed's events-trained InSPO: export it to ONNX, start the real runtime
+   (``inspo serve`` on loopback), evaluate ``grpc://`` on the same evaluation seeds and compare every
+   episode with the in-process evaluation of step 4.
 
 Resumable: a finished step (its output directory) is skipped.
 """
@@ -94,12 +99,42 @@ def check_and_agreement(lanes: Path, events: Path, runs: Path, seeds: list[int])
         )
 
 
+def served_check(work: Path, seed: int, seconds: str, eval_seeds: int) -> None:
+    """Step 5: the served policy's episodes against the in-process ones, seed by seed."""
+    sys.path.insert(0, str(ROOT))
+    from runtime.launch import start_runtime
+
+    run_dir, models = work / "runs" / f"events-inspo-seed{seed}", work / "models"
+    if not (models / "events-inspo").exists():
+        run([INSPO, "export", str(run_dir), "--models", str(models), "--name", "events-inspo"])
+    out = work / "eval-served"
+    if not (out / "episodes.csv").exists():
+        runtime = start_runtime(["--models", str(models), "--port", "0", "--metrics-port", "0"], work)
+        try:
+            run([INSPO, "eval", "--controller", f"{runtime.url}/events-inspo", "--env", "sumo:grid4x4",
+                 "--env-arg", seconds, "--env-arg", "observation=detectors", "--seeds", str(eval_seeds),
+                 "--out", str(out)])  # fmt: skip
+        finally:
+            runtime.stop()
+    served = next(iter(episodes(out / "episodes.csv").values()))
+    local = episodes(work / "eval-events" / "episodes.csv")
+    in_process = next(v for k, v in local.items() if k.startswith(str(work / "runs" / "events-inspo")))
+    (_, served_eps), in_proc = next(iter(served.items())), in_process[str(run_dir)]
+    same = [k for k in sorted(in_proc) if served_eps.get(k) == in_proc[k]]
+    gap = max(abs(served_eps[k]["delay"] - in_proc[k]["delay"]) for k in in_proc)
+    print(
+        f"served over gRPC (events-inspo-seed{seed}, ONNX Runtime) vs in-process: {len(same)} of {len(in_proc)}"
+        f" evaluation episodes identical (trip delay, throughput, average queue); largest trip-delay difference {gap:.3f} s"
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--episodes", type=int, default=48)
     parser.add_argument("--seconds", type=int, default=900)
     parser.add_argument("--train-seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--eval-seeds", type=int, default=8)
+    parser.add_argument("--controller", default="max-pressure@temp=1", help="the logged controller")
     parser.add_argument("--work", type=Path, default=ROOT / "bench" / ".cache" / "hires_learn")
     args = parser.parse_args()
     work = args.work
@@ -107,7 +142,7 @@ def main() -> None:
     log, events, imported = work / "log-lanes", work / "events", work / "log-events"
     seconds = f"num_seconds={args.seconds}"
     if not log.exists():
-        run([INSPO, "collect", "--env", "sumo:grid4x4", "--controller", "max-pressure@temp=1", "--episodes",
+        run([INSPO, "collect", "--env", "sumo:grid4x4", "--controller", args.controller, "--episodes",
              str(args.episodes), "--seed", "0", "--workers", "1", "--env-arg", seconds,
              "--env-arg", f"events_dir={events}", "--out", str(log)])  # fmt: skip
     if not imported.exists():
@@ -129,6 +164,9 @@ def main() -> None:
         out = work / f"eval-{tag}"
         if not (out / "episodes.csv").exists():
             controllers = ["--controller", "max-pressure"]
+            rule = args.controller.split("@")[0]
+            if rule != "max-pressure" and tag == "events":  # a loop rule needs the detector env's loops
+                controllers += ["--controller", rule]
             for algo in ("inspo", "bc"):
                 controllers += ["--controller", str(work / "runs" / f"{tag}-{algo}-seed*")]
             run([INSPO, "eval", *controllers, "--env", "sumo:grid4x4", "--env-arg", seconds, *extra,
@@ -138,7 +176,7 @@ def main() -> None:
         f"\ngrid4x4, first {args.seconds} s, greedy; {args.eval_seeds} evaluation seeds (paired); training seeds"
     )
     print(
-        f"{' '.join(map(str, args.train_seeds))}; log: {args.episodes} episodes of max-pressure@temp=1. Learned: mean over"
+        f"{' '.join(map(str, args.train_seeds))}; log: {args.episodes} episodes of {args.controller}. Learned: mean over"
     )
     print(
         "training seeds ± their std (of each run's mean over episodes); paired: per evaluation seed, the mean over"
@@ -173,6 +211,8 @@ def main() -> None:
             print(
                 f"| {log_name} | {shown} | {stat('delay')} | {paired} | {stat('throughput')} | {stat('avg_queue')} |"
             )
+    print()
+    served_check(work, args.train_seeds[0], seconds, args.eval_seeds)
 
 
 if __name__ == "__main__":

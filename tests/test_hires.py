@@ -74,7 +74,7 @@ def test_sumo_episode_rendered_to_events_and_imported_gives_the_same_log(sumo_ep
     assert not card.unknown_codes and "clock_gaps" not in card.findings
     logged, imported = load_log(sumo_episode / "log"), load_log(sumo_episode / "imported")
     assert logged.agent_ids == imported.agent_ids and len(logged.agent_ids) == 16
-    assert logged.obs.shape == imported.obs.shape == (1, 60, 16, 6 * 8 + 2)
+    assert logged.obs.shape == imported.obs.shape == (1, 60, 16, 7 * 8 + 2)
     assert logged.episode_ids == imported.episode_ids == ["seed-000011"]
     np.testing.assert_array_equal(imported.actions, logged.actions)
     np.testing.assert_array_equal(imported.masks, logged.masks)
@@ -86,7 +86,29 @@ def test_sumo_episode_rendered_to_events_and_imported_gives_the_same_log(sumo_ep
     a = 8
     detector_block = logged.obs[..., a + 2 : 5 * a + 2]
     assert (detector_block > 0).mean() > 0.01 and (logged.rewards < 0).any()
+    between = logged.obs[..., 6 * a + 2 :]  # vehicles between the loops: counted up, held, cleared
+    assert (between > 0).mean() > 0.05 and (between >= 0.2).any() and (between == 0).mean() > 0.05
     assert (~logged.masks.all(axis=-1) & (logged.masks.sum(axis=-1) == 1)).any()
+
+
+@pytest.mark.sumo
+def test_loop_count_controller_picks_the_phase_with_the_most_vehicles_between_its_loops(tmp_path):
+    """The rule a cabinet can run: its every free choice is the largest count its observation shows."""
+    if not HAS_SUMO:
+        pytest.skip("SUMO (traffic extra) not installed")
+    code = f"""
+        from trainer.collect import collect
+        collect('sumo:grid4x4', {str(tmp_path / "log")!r}, controller='loop-count', episodes=1, start_seed=3,
+                workers=1, progress=False, env_kwargs={{'num_seconds': 300, 'observation': 'detectors'}})
+    """
+    proc = run_python(code, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = load_log(tmp_path / "log")
+    a = 8
+    counts = np.where(log.masks, log.obs[..., 6 * a + 2 :], -np.inf)
+    free = log.masks.sum(axis=-1) > 1
+    assert free.sum() > 100 and (log.obs[..., 6 * a + 2 :] > 0).any(axis=-1)[free].mean() > 0.2
+    np.testing.assert_array_equal(log.actions[free], counts.argmax(axis=-1)[free])
 
 
 # -- the real sample ---------------------------------------------------------------------------------------
@@ -100,7 +122,7 @@ def test_real_atspm_sample_imports_with_a_located_card(tmp_path, capsys):
     assert card.phase_map == {"1136": {2: 0, 5: 1, 6: 2, 8: 3}}
     assert "phases_never_green" not in card.findings and "clock_gaps" not in card.findings
     data = load_log(tmp_path / "log")
-    assert data.agent_ids == ["1136"] and data.obs.shape == (1, 1440, 1, 6 * 4 + 2)  # 2 h at 5 s
+    assert data.agent_ids == ["1136"] and data.obs.shape == (1, 1440, 1, 7 * 4 + 2)  # 2 h at 5 s
     assert sorted(card.decisions_per_action["1136"]) == [0, 1, 2, 3]
     assert np.isfinite(data.obs).all() and (data.rewards <= 0).all()
     stored = json.loads((tmp_path / "log" / "hires_card.json").read_text())
@@ -169,6 +191,31 @@ def test_clean_small_log_imports_without_findings(tmp_path):
     assert obs[5, 3] == pytest.approx(8 / 60)
 
 
+def test_between_loops_count_counts_in_and_out_and_clears_when_the_loops_are_quiet(tmp_path):
+    """Phase 2's advance loop (3) sees three vehicles, its stop bar (1) one; a detector listed for both
+    phases (4: a stop bar of phase 2 and 4) counts for each; all quiet for 10 s clears the count."""
+    rows = [r for r in small_log() if r[2] in (1, 7, 8)]  # its phase events, none of its detector events
+    at = [(30.0, 82, 3), (30.5, 81, 3), (32.0, 82, 3), (32.5, 81, 3), (34.0, 82, 3), (34.5, 81, 3)]
+    at += [(36.0, 82, 1), (36.5, 81, 1), (37.0, 82, 4), (37.5, 81, 4)]
+    rows += [[T0 + dt.timedelta(seconds=sec), "7", code, ch] for sec, code, ch in at]
+    rows.sort(key=lambda r: r[0])
+    config = (("7", 2, 1, "Presence"), ("7", 4, 2, "Presence"), ("7", 2, 3, "Advance"))
+    config += (("7", 2, 4, "Presence"), ("7", 4, 4, "Presence"))
+    import_hires(
+        [write_events(tmp_path / "e.csv", rows)],
+        write_config(tmp_path / "d.csv", config),
+        None,
+        tmp_path / "log",
+        ImportOptions(),
+    )
+    a = 2
+    count = load_log(tmp_path / "log").obs[0, :, 0, 6 * a + 2 :] * 10  # decisions every 5 s from 0
+    # at 35 s: 3 in (read at 31, 33, 35); at 40 s: minus stop bars 1 and 4 -> 1; phase 4 never below 0;
+    # the last on/off ends at 37.5 s (row 37): quiet from row 38, cleared by the read at 48 s
+    assert count[7].tolist() == [3, 0] and count[8].tolist() == [1, 0] and count[9].tolist() == [1, 0]
+    assert count[10].tolist() == [0, 0] and count[:6].sum() == 0
+
+
 def test_out_of_order_unknown_codes_gaps_and_unconfigured_detectors_are_counted_and_located(tmp_path):
     rows = small_log(minutes=8)
     rows[10], rows[11] = rows[11], rows[10]  # one pair swapped
@@ -224,13 +271,32 @@ def test_truncated_files_and_missing_columns_fail_in_one_line_and_write_nothing(
         err = capsys.readouterr().err.strip()
         assert code == 2 and expected in err and len(err.splitlines()) == 1, err
         assert not out.exists() and not list(tmp_path.glob(".out-*"))
-    bad_config = write_config(tmp_path / "bad.csv", (("7", 2, 1, "Presence"), ("7", 4, 1, "Presence")))
-    code = main(
-        ["data", "import", "hires", str(events), "--detectors", str(bad_config), "--out", str(tmp_path / "x")]
-    )
-    assert (
-        code == 2 and "bad.csv: row 3: detector 1 of device 7 is configured twice" in capsys.readouterr().err
-    )
+    # a detector may serve several phases (a row each), but not twice the same one, nor be two kinds
+    for rows, expected in (
+        (
+            (("7", 2, 1, "Presence"), ("7", 2, 1, "Presence")),
+            "row 3: detector 1 of device 7 is configured twice",
+        ),
+        (
+            (("7", 2, 1, "Presence"), ("7", 4, 1, "Advance")),
+            "row 3: detector 1 of device 7 is an advance loop",
+        ),
+    ):
+        bad_config = write_config(tmp_path / "bad.csv", rows)
+        code = main(
+            [
+                "data",
+                "import",
+                "hires",
+                str(events),
+                "--detectors",
+                str(bad_config),
+                "--out",
+                str(tmp_path / "x"),
+            ]
+        )
+        err = capsys.readouterr().err
+        assert code == 2 and f"bad.csv: {expected}" in err and len(err.splitlines()) == 1, err
     assert (
         main(
             [

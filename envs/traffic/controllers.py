@@ -1,4 +1,4 @@
-"""Rule controllers for traffic signals (envs/controllers.py): fixed-time and max-pressure.
+"""Rule controllers for traffic signals (envs/controllers.py): fixed-time, max-pressure and loop-count.
 
 ``random`` (uniform over legal phases) is :class:`envs.controllers.RandomLegal`. Exploration
 (``@eps=``, ``@temp=``) comes from the shared wrappers; max-pressure is a
@@ -26,6 +26,21 @@ class MaxPressure(ScoringController):
     def scores(self, env: TrafficEnv, obs, infos):
         pressure = env.phase_pressure()
         return {a: pressure[i] for i, a in enumerate(env.possible_agents)}
+
+
+class LoopCount(ScoringController):
+    """Pick the green phase with the most vehicles counted between its loops (advance in, stop bar out).
+
+    What a cabinet can run from its own detectors: max-pressure's rule on incoming vehicles within the
+    advance loops' reach, no exits. Ties go to the lowest phase index, as max-pressure's do. Its choices
+    are a function of the detector observation, unlike max-pressure's (docs/traffic.md).
+    """
+
+    name = "loop-count"
+
+    def scores(self, env: TrafficEnv, obs, infos):
+        counts = env.detector_counts()
+        return {a: counts[i] for i, a in enumerate(env.possible_agents)}
 
 
 class FixedTime(Controller):

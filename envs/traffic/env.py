@@ -611,6 +611,15 @@ class TrafficEnv(MultiAgentEnv):
         """``[N, A]`` max-pressure scores: per green phase, sum over its green links of in- minus out-lane vehicles."""
         return self._pressure.copy()
 
+    def detector_counts(self) -> np.ndarray:
+        """``[N, A]`` vehicles counted between each phase's advance and stop-bar loops (a cabinet's count,
+        envs/traffic/detectors.py); needs the loops: ``observation='detectors'`` or ``events_dir``."""
+        if self._bank is None:
+            raise ValueError(
+                "detector counts need the loops: make the env with observation='detectors' or events_dir"
+            )
+        return self._bank.between.reshape(self.n_agents, self.n_actions).astype(np.float64)
+
     def current_phases(self) -> np.ndarray:
         return np.array(self._phase, dtype=np.int64)
 

@@ -10,7 +10,8 @@ What a real cabinet records, from what the env executed (docs/traffic.md, "Hi-re
   changed (the env reads the loops once per second, envs/traffic/detectors.py).
 
 Phase numbers are 1-based green phase indices (``Phase = action + 1``), written with the matching
-detector configuration (``detectors.csv``: DeviceId, Phase, Parameter = detector channel, Function) and
+detector configuration (``detectors.csv``: DeviceId, Phase, Parameter = detector channel, Function; a row
+per phase a loop serves) and
 the phase map (``phase_map.csv``: DeviceId, Phase, Action). ``DeviceId`` is the SUMO traffic light id.
 ``make_env('sumo:<net>', events_dir=DIR)`` writes ``DIR/seed-<seed>.events.parquet`` for every episode.
 """
@@ -86,8 +87,11 @@ def _atomic_csv(path: Path, header: list[str], rows: list[list]) -> None:
 
 def write_site_files(bank: DetectorBank, out: Path) -> None:
     """``detectors.csv`` and ``phase_map.csv`` for the events (the same for every episode of a net)."""
-    detectors = [
-        [a, loop.phase + 1, loop.channel, loop.function] for a in bank.agents for loop in bank.loops[a]
+    detectors = [  # a loop serving several phases is listed once per phase
+        [a, phase + 1, loop.channel, loop.function]
+        for a in bank.agents
+        for loop in bank.loops[a]
+        for phase in loop.phases
     ]
     _atomic_csv(out / "detectors.csv", ["DeviceId", "Phase", "Parameter", "Function"], detectors)
     phases = [[a, g + 1, g] for a, n in zip(bank.agents, bank.n_green, strict=True) for g in range(n)]

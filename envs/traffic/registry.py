@@ -14,7 +14,7 @@ from envs.family import DemoPlan, Metric
 from envs.options import Option, check_options
 from envs.traffic.nets import RESCO_NETS
 
-CONTROLLERS = ("fixed", "max-pressure", "random")
+CONTROLLERS = ("fixed", "max-pressure", "loop-count", "random")
 CHEAP_TO_BUILD = False  # a SUMO net takes seconds to load
 # Headline metrics (keys of TrafficEnv.episode_metrics), the primary one first: delay per finished trip.
 METRICS = (
@@ -90,10 +90,15 @@ def site_spec(env) -> dict[str, Any]:
 
 def make_controller(env_id: str, name: str, **kwargs):
     from envs.controllers import RandomLegal
-    from envs.traffic.controllers import FixedTime, MaxPressure
+    from envs.traffic.controllers import FixedTime, LoopCount, MaxPressure
 
     _net_name(env_id)
-    builders = {"fixed": FixedTime, "max-pressure": MaxPressure, "random": RandomLegal}
+    builders = {
+        "fixed": FixedTime,
+        "max-pressure": MaxPressure,
+        "loop-count": LoopCount,
+        "random": RandomLegal,
+    }
     if name not in builders:
         raise ValueError(f"unknown traffic controller {name!r}; known: {list(CONTROLLERS)}")
     return builders[name](**kwargs)

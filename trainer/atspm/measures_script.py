@@ -52,13 +52,20 @@ def read_table(path: Path):
 
 
 def detector_config(path: Path):
-    """The configuration, plus ``Yellow_Red`` copies of ``Presence`` rows for devices without any."""
+    """The configuration, one row per detector, plus ``Yellow_Red`` copies of ``Presence`` rows for devices
+    without any.
+
+    ATSPM's measures take one phase per detector; a detector listed for several phases (the SUMO writer
+    lists a loop once per phase it serves) keeps its first row, so each actuation counts once (two runs
+    on the same events otherwise differed in their split failures).
+    """
     import pandas as pd
 
     config = read_table(path)
     missing = {"Phase", "Parameter", "Function"} - set(config.columns)
     if missing:
         raise ValueError(f"{path}: the detector configuration lacks column(s) {', '.join(sorted(missing))}")
+    config = config.drop_duplicates(["DeviceId", "Parameter"], keep="first").reset_index(drop=True)
     has_yellow_red = set(config.loc[config["Function"] == "Yellow_Red", "DeviceId"])
     extra = config[(config["Function"] == "Presence") & ~config["DeviceId"].isin(has_yellow_red)].copy()
     extra["Function"] = "Yellow_Red"
@@ -66,7 +73,7 @@ def detector_config(path: Path):
 
 
 def episode_name(path: Path) -> str:
-    """The file name without ``.events.parquet``/``.parquet``/``.csv`` (trainer/atspm/run.py's rule)."""
+    """The file name without ``.events.parquet``/``.parquet``/``.csv``: the episode (run.py pairs by it)."""
     name = path.name
     for suffix in (".events.parquet", ".parquet", ".csv"):
         if name.endswith(suffix):

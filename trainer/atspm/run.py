@@ -12,6 +12,10 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+# the rule lives with the script (it runs in .venv-atspm and imports nothing of the project's; its own
+# imports are the standard library's at the top, so importing it here is cheap)
+from trainer.atspm.measures_script import episode_name
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = Path(__file__).with_name("measures_script.py")
 SETUP_HINT = "bash scripts/setup-atspm.sh"
@@ -36,14 +40,6 @@ class EventSet:
     label: str
     episodes: dict[str, Path]
     detectors: Path
-
-
-def episode_name(path: Path) -> str:
-    name = path.name
-    for suffix in (".events.parquet", ".parquet", ".csv"):
-        if name.endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
 
 
 def find_event_set(label: str, directory: Path, detectors: Path | None = None) -> EventSet:

@@ -37,7 +37,8 @@ def register(data_sub: argparse._SubParsersAction) -> None:
         "--detectors",
         required=True,
         type=existing_file,
-        help="detector configuration: CSV or Parquet with DeviceId, Phase, Parameter (channel), Function",
+        help="detector configuration: CSV or Parquet with DeviceId, Phase, Parameter (channel), Function; "
+        "a detector serving several phases has a row per phase",
     )
     hires.add_argument(
         "--phase-map",

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.traffic.detectors import ACTUATION_SCALE, obs_width, scaled_time
+from envs.traffic.detectors import ACTUATION_SCALE, CLEAR_S, COUNT_SCALE, obs_width, scaled_time
 
 BEGIN_GREEN, BEGIN_YELLOW, DETECTOR_OFF, DETECTOR_ON = 1, 8, 81, 82
 INDIANA_CODES = range(0, 256)  # the published enumerations fit a byte; other codes are vendor extensions
@@ -31,7 +31,7 @@ class DeviceEvents:
     loop_times: np.ndarray  # the configured loops' on/off event times, loop after loop, time order within
     loop_states: np.ndarray  # the state after each of those events: 1.0 on, 0.0 off
     loop_bounds: np.ndarray  # loop j's events are loop_times[loop_bounds[j] : loop_bounds[j + 1]]
-    loop_action: np.ndarray  # per loop: the action its phase maps to
+    loop_serves: np.ndarray  # [loops, actions]: True where the loop serves (one of the phases of) the action
     loop_stopbar: np.ndarray  # per loop: True for stop-bar loops (anything not "Advance")
     n_green: int
 
@@ -153,7 +153,7 @@ def device_steps(
     n_actions: int,
     min_green_s: float,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """``(obs [K, 6A+2], actions [K], masks [K, A], rewards [K])`` at decision times ``t``.
+    """``(obs [K, 7A+2], actions [K], masks [K, A], rewards [K])`` at decision times ``t``.
 
     ``first``: True where a decision starts a segment (no previous interval: zero detector features);
     ``start``: the log's first event (time since a phase never served counts from there).
@@ -181,8 +181,8 @@ def device_steps(
     on_before[:, first] = rises[:, first] = 0.0
     for block, kind in enumerate((True, False)):
         base = a_max + 2 + 2 * block * a_max
-        for a in range(a_max):
-            mine = np.flatnonzero((dev.loop_stopbar == kind) & (dev.loop_action == a))
+        for a in range(dev.loop_serves.shape[1]):
+            mine = np.flatnonzero((dev.loop_stopbar == kind) & dev.loop_serves[:, a])
             if len(mine):  # the mean over the phase's loops, summed in loop order
                 obs[:, base + a] = _sum_rows(on_before, mine) / (len(mine) * delta)
                 obs[:, base + a_max + a] = _sum_rows(rises, mine) / ACTUATION_SCALE
@@ -194,13 +194,77 @@ def device_steps(
         last = np.where(j >= 0, ends[np.maximum(j, 0)] if len(ends) else start, start)
         served[:, g] = scaled_time(t - last)
     served[rows[idx >= 0], phase[idx >= 0]] = 0.0
-    obs[:, 5 * a_max + 2 :] = served
+    obs[:, 5 * a_max + 2 : 6 * a_max + 2] = served
+    for a in range(dev.loop_serves.shape[1]):
+        obs[:, 6 * a_max + 2 + a] = (
+            between_loops(dev, np.flatnonzero(dev.loop_serves[:, a]), t, first) / COUNT_SCALE
+        )
     legal = np.arange(a_max) < dev.n_green
     # inside min-green only the current phase, unless the controller's change is already under way
     free = can | (changing & (actions != phase))
     masks = np.where(free[:, None], legal[None, :], np.arange(a_max)[None, :] == phase[:, None])
     rewards = -np.ascontiguousarray(on_after.T).sum(axis=1) / delta
     return obs, actions, masks, rewards
+
+
+def between_loops(dev: DeviceEvents, loops: np.ndarray, t: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """The vehicles between one action's advance and stop-bar loops at each decision (the env's count,
+    envs/traffic/detectors.py): advance actuations in, stop-bar actuations out, never below 0, reset to 0
+    once all the loops have been off for ``CLEAR_S`` s and at each segment's start.
+
+    As the env reads its loops once per second, an actuation at ``s`` is read at ``floor(s) + 1``, a loop
+    is off from the whole second after its off event, and the actuations read together are summed before
+    the floor at 0; the value at ``t`` is the count after the reads at or before ``t``.
+    """
+    out = np.zeros(len(t))
+    if not len(loops):
+        return out
+    rise_read, sign, change_row, change = [], [], [], []
+    for j in loops.tolist():
+        lo, hi = dev.loop_bounds[j], dev.loop_bounds[j + 1]
+        times, state = dev.loop_times[lo:hi], dev.loop_states[lo:hi]
+        rows, on = np.floor(times), state == 1.0
+        rise_read.append(rows[on] + 1)
+        sign.append(np.full(int(on.sum()), -1.0 if dev.loop_stopbar[j] else 1.0))
+        step = np.diff(state, prepend=0.0)  # the loop's state changes (off before its first event)
+        # a loop on during part of a second reads on for it: it turns off at the next whole second
+        change_row.append(np.where(step > 0, rows, np.ceil(times))[step != 0])
+        change.append(step[step != 0])
+    # clears: the reads that end CLEAR_S off seconds of every loop (a sweep over the loops' changes)
+    rows, step = np.concatenate(change_row), np.concatenate(change)
+    order = np.lexsort((-step, rows))  # at one row, ons before offs: no false all-off instant
+    rows, active = rows[order], np.cumsum(step[order])
+    all_off = np.flatnonzero(active <= 0)
+    start, next_on = rows[all_off], np.r_[rows, np.inf][all_off + 1]
+    clears = start[next_on - start >= CLEAR_S] + CLEAR_S
+    # segment starts clear too (a decision at a segment's first point sees nothing before it)
+    resets = np.r_[clears, t[first]]
+    reads = np.concatenate([*rise_read, resets])
+    delta = np.concatenate([*sign, np.zeros(len(resets))])
+    is_reset = np.r_[np.zeros(len(reads) - len(resets), bool), np.ones(len(resets), bool)]
+    reads_at, where = np.unique(reads, return_inverse=True)
+    delta = np.bincount(where, weights=delta, minlength=len(reads_at))
+    reset = np.bincount(where, weights=is_reset, minlength=len(reads_at)) > 0
+    return count_at(reads_at, delta, reset, t)
+
+
+def count_at(reads: np.ndarray, delta: np.ndarray, reset: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """The count after each sorted read (``c = max(c + delta, 0)``, or 0 at a reset), looked up at ``t``.
+
+    Without the loop over reads: within a run between resets, ``c = S - min(0, min S so far)`` with ``S``
+    the run's running sum (a sum reflected at 0); the runs' minima come from one running minimum over
+    the sums shifted down by a step per run, so no run sees an earlier one's.
+    """
+    delta = np.where(reset, 0.0, delta)
+    run = np.cumsum(reset)
+    total = np.cumsum(delta)
+    start = np.r_[0.0, total[reset]]  # each run's sum before it (a reset read adds nothing)
+    sums = total - start[run]
+    shift = (np.abs(sums).max(initial=0.0) + 1.0) * 2.0 * run
+    low = np.minimum.accumulate(sums - shift) + shift
+    counts = sums - np.minimum(low, 0.0)
+    at = np.searchsorted(reads, t, side="right") - 1
+    return np.where(at >= 0, np.r_[counts, 0.0][at], 0.0)
 
 
 def _sum_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -66,23 +66,28 @@ def device_events(ev: Events, name: str, site: Site, card: ImportCard) -> Device
     phases = np.array(sorted(mapping), dtype=np.int64)  # every green left is of a mapped phase
     actions = np.array([mapping[p] for p in phases.tolist()], dtype=np.int64)
     card.phases_never_green(name, sorted(set(mapping) - set(green_nema.tolist())))
-    loops = sorted(site.loops.get(name, []))  # by channel
-    used = [(channel, phase, stopbar) for channel, phase, stopbar in loops if phase in mapping]
+    rows = sorted(site.loops.get(name, []))  # by channel, a row per phase a loop serves
+    configured = sorted({channel for channel, _, _ in rows})
+    used = sorted({channel for channel, phase, _ in rows if phase in mapping})
+    stopbar_of = {channel: stopbar for channel, _, stopbar in rows}
+    serves = np.zeros((len(used), max(mapping.values()) + 1 if mapping else 0), dtype=bool)
+    for channel, phase, _ in rows:
+        if phase in mapping:
+            serves[used.index(channel), mapping[phase]] = True
     det = np.flatnonzero((code == DETECTOR_ON) | (code == DETECTOR_OFF))
     channels = param[det]
-    slot = loop_slots(channels, [c for c, _, _ in loops], [c for c, _, _ in used])
+    slot = loop_slots(channels, configured, used)
     det = det[stable_order(slot)]  # by loop, time order within; then unmapped, then unconfigured
     bounds = np.cumsum(np.r_[0, np.bincount(slot, minlength=len(used) + 2)])
     if bounds[-1] > bounds[-2]:
         missing = det[bounds[-2] :]
         card.detectors_missing(name, param[missing], ts[missing])
-    for channel, phase, _ in loops:
+    events = dict(zip(used, np.diff(bounds[: len(used) + 1]).tolist(), strict=True))
+    for channel, phase, stopbar in rows:
         if phase not in mapping:
             card.detector_phase_unmapped(name, channel, phase)
-    for (channel, phase, stopbar), events in zip(
-        used, np.diff(bounds[: len(used) + 1]).tolist(), strict=True
-    ):
-        card.detector_coverage(name, channel, phase, stopbar, events)
+        else:
+            card.detector_coverage(name, channel, phase, stopbar, events[channel])
     mine = det[: bounds[len(used)]]
     return DeviceEvents(
         green_ts=green_ts,
@@ -91,8 +96,8 @@ def device_events(ev: Events, name: str, site: Site, card: ImportCard) -> Device
         loop_times=ts[mine],
         loop_states=(code[mine] == DETECTOR_ON).astype(np.float64),
         loop_bounds=bounds[: len(used) + 1],
-        loop_action=np.array([mapping[phase] for _, phase, _ in used], dtype=np.int64),
-        loop_stopbar=np.array([stopbar for _, _, stopbar in used], dtype=bool),
+        loop_serves=serves,
+        loop_stopbar=np.array([stopbar_of[channel] for channel in used], dtype=bool),
         n_green=max(mapping.values()) + 1 if mapping else 0,
     )
 

@@ -14,7 +14,9 @@ class Site:
 
     devices: list[str]
     phase_action: dict[str, dict[int, int]]
-    loops: dict[str, list[tuple[int, int, bool]]]  # device -> (channel, phase, stop-bar)
+    loops: dict[
+        str, list[tuple[int, int, bool]]
+    ]  # device -> (channel, phase, stop-bar), a row per phase served
     n_actions: int
 
 
@@ -25,15 +27,23 @@ def read_site(detectors: Path, phase_map: Path | None, events_phases: dict[str, 
     channel = as_int(config, "Parameter", detectors)
     function = config.column("Function").to_pylist()
     loops: dict[str, list[tuple[int, int, bool]]] = {}
-    seen: dict[tuple[str, int], int] = {}
+    seen: dict[tuple[str, int, int], int] = {}
+    kind: dict[tuple[str, int], tuple[bool, int]] = {}  # a detector serving several phases has one Function
     for row, (d, p, c, f) in enumerate(zip(dev, phase, channel, function, strict=True)):
-        if (d, int(c)) in seen:
+        stopbar = "advance" not in str(f).lower()
+        if (d, int(c), int(p)) in seen:
             raise ValueError(
-                f"{detectors}: row {row + 2}: detector {c} of device {d} is configured twice "
-                f"(first on row {seen[(d, int(c))] + 2})"
+                f"{detectors}: row {row + 2}: detector {c} of device {d} is configured twice for phase {p} "
+                f"(first on row {seen[(d, int(c), int(p))] + 2})"
             )
-        seen[(d, int(c))] = row
-        loops.setdefault(d, []).append((int(c), int(p), "advance" not in str(f).lower()))
+        first = kind.setdefault((d, int(c)), (stopbar, row))
+        if first[0] != stopbar:
+            raise ValueError(
+                f"{detectors}: row {row + 2}: detector {c} of device {d} is an advance loop on one row and a "
+                f"stop-bar loop on another (row {first[1] + 2})"
+            )
+        seen[(d, int(c), int(p))] = row
+        loops.setdefault(d, []).append((int(c), int(p), stopbar))
     if phase_map is not None:
         table = read_table(phase_map, PHASE_MAP_COLUMNS, "phase map")
         phase_action: dict[str, dict[int, int]] = {}
