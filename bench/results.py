@@ -67,6 +67,21 @@ def primary_of(metrics: dict[str, str]) -> str:
     return next(iter(metrics))
 
 
+# Metrics a controller may not buy its primary figure with: traffic's trip delay counts finished trips
+# only, so a policy that holds vehicles back lowers it; the delay that also counts the unfinished trips
+# must then meet the same target for the acceptance to count as met.
+GUARD_METRICS = ("delay_all",)
+
+
+def guard_failures(inspo: dict, best: dict, metrics: dict[str, str], factor: float) -> list[str]:
+    """The guard metrics on which InSPO misses ``factor`` x the best heuristic (each as a short phrase)."""
+    return [
+        f"{metrics[key]} {inspo[key][0]:.2f} vs {best[key][0]:.2f}"
+        for key in GUARD_METRICS
+        if key in metrics and key in inspo and key in best and inspo[key][0] > factor * best[key][0]
+    ]
+
+
 def log(msg: str) -> None:
     print(f"[results {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
@@ -456,12 +471,16 @@ def section(name: str, cfg: dict, rows: list[dict], seeds: list[int], train_seed
     if inspo is not None:
         target = factor * best[primary][0]
         met_target = inspo[primary][0] <= target
+        guarded = guard_failures(inspo, best, metrics_for(cfg["bench"]["env"]), factor) if met_target else []
+        met_target = met_target and not guarded
         verdict = ""
         if bc is not None:
             diffs = [inspo["per_seed"][s] - bc["per_seed"][s] for s in seeds]
             dlo, dhi = ci95(diffs)
             # better = lower with the paired interval below 0 (the acceptance asks for a CI excluding 0)
-            if inspo[primary][0] < bc[primary][0]:
+            if guarded:
+                judged = "lower on it, **not better** (trips left unfinished)"
+            elif inspo[primary][0] < bc[primary][0]:
                 judged = "**better**" if dhi < 0 else "lower, **not significantly**"
             else:
                 judged = "**not better**"
@@ -476,7 +495,9 @@ def section(name: str, cfg: dict, rows: list[dict], seeds: list[int], train_seed
             f"**Acceptance** (InSPO {title} ≤ {factor:g} × best logged heuristic `{best['label']}` = "
             f"{target:.2f}, and better than `{bc['label'] if bc else MATCHED_BC}`; `{MATCHED_BC}` is BC with "
             "InSPO's network): InSPO "
-            f"{inspo[primary][0]:.2f} → target {'**met**' if met_target else '**not met**'}; {verdict}",
+            f"{inspo[primary][0]:.2f} → target {'**met**' if met_target else '**not met**'}"
+            + (f" (below it only by leaving trips unfinished: {'; '.join(guarded)})" if guarded else "")
+            + f"; {verdict}",
             "",
         ]
     for p in pngs:
@@ -499,7 +520,10 @@ def overview_row(name: str, cfg: dict, rows: list[dict]) -> str:
 
     inspo = by_label.get("inspo")
     target = factor * best[primary][0]
-    met = "–" if inspo is None else ("**yes**" if inspo[primary][0] <= target else "**no**")
+    met = "–"
+    if inspo is not None:
+        guarded = guard_failures(inspo, best, metrics, factor)
+        met = "**yes**" if inspo[primary][0] <= target and not guarded else "**no**"
     return (
         f"| `{name}` | {metrics[primary]} | {best['label']} {best[primary][0]:.2f} | {cell('inspo')} | "
         f"{cell(MATCHED_BC)} | {cell('bc')} | ≤ {factor:g} × best = {target:.2f} | {met} |"
