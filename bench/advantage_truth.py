@@ -307,6 +307,25 @@ def cached_truth(args, c, traffic: bool) -> tuple[list[dict], dict[int, dict[int
     return light, futures, neighbors
 
 
+def cached_elevator_truth(config, futures: int, states: int) -> tuple[list[dict], dict]:
+    """The elevator truth this bench cached for ``--futures``/``--states`` (its default held-out
+    episodes) under ``config``'s discounting: (held-out states, paired futures). For the benches that
+    read it without recomputing it (bench/return_bias.py, bench/heads_holdout.py)."""
+    import argparse
+    import pickle
+
+    args = argparse.Namespace(env=ENV, tuning_episodes=2, every=40, states=states, futures=futures)
+    path, _ = truth_cache(args, config)
+    if not path.exists():
+        raise SystemExit(
+            f"no cached truth for --futures {futures} --states {states}: run bench/advantage_truth.py "
+            f"--futures {futures} --states {states} first"
+        )
+    with path.open("rb") as f:
+        light, paired, _ = pickle.load(f)
+    return light, paired
+
+
 def traffic_values(args, c) -> tuple[list[dict], dict[int, dict[int, np.ndarray]], dict]:
     """The same for traffic: one SUMO worker process per held-out episode (bench/traffic_truth.py)."""
     import traffic_truth
@@ -406,30 +425,7 @@ def main() -> None:
         del algo
         print(f"{label} trained [{time.time() - t0:.0f}s]")
     print(f"estimators trained ({args.iterations} iterations each); reward scale {scale:.4g}")
-    rows = []
-    for si, snap in enumerate(snaps):
-        pref = int(np.argmax(snap["dist"]))
-        q = {a: v / scale for a, v in futures[si].items()}
-        for a, v in q.items():
-            if a == pref:
-                continue
-            diff = v - q[pref]
-            rows.append(
-                {
-                    "state": si,
-                    "action": a,
-                    "preferred": pref,
-                    "behaviour_prob": float(snap["dist"][a]),
-                    "truth": float(diff.mean()),
-                    "se": float(diff.std(ddof=1) / np.sqrt(len(diff))),
-                    # the truth from the even and the odd futures: their agreement across pairs is
-                    # the truth's own reliability, which bounds any estimator's correlation with it
-                    "truth_even": float(diff[0::2].mean()),
-                    "truth_odd": float(diff[1::2].mean()),
-                    **{name: float(est[si, a] - est[si, pref]) for name, est in estimates.items()},
-                    "futures": diff.tolist(),
-                }
-            )
+    rows = truth_rows(snaps, futures, scale, estimates)
     # What a log can teach: alternatives the behaviour takes at that state (an in-sample learner never
     # acts on the others, and no log holds their value). All pairs are reported beside them.
     supported = [r for r in rows if r["behaviour_prob"] > 0]
@@ -464,6 +460,39 @@ def main() -> None:
     )
     plot(supported, list(estimates), summary["supported"], args.out / f"{stem}.png", title)
     print(f"wrote {args.out}/{stem}.json, {stem}.png [{time.time() - t0:.0f}s]")
+
+
+def truth_rows(
+    snaps: list[dict], futures: dict, scale: float, estimates: dict[str, np.ndarray]
+) -> list[dict]:
+    """One row per (held-out state, alternative to the behaviour's preferred action): the truth of
+    ``Q(alternative) - Q(preferred)`` in the learner's reward units, its paired SE, its even/odd halves,
+    and each estimator's estimate of the same difference (``estimates``: name -> ``[S, A]``)."""
+    rows = []
+    for si, snap in enumerate(snaps):
+        pref = int(np.argmax(snap["dist"]))
+        q = {a: v / scale for a, v in futures[si].items()}
+        for a, v in q.items():
+            if a == pref:
+                continue
+            diff = v - q[pref]
+            rows.append(
+                {
+                    "state": si,
+                    "action": a,
+                    "preferred": pref,
+                    "behaviour_prob": float(snap["dist"][a]),
+                    "truth": float(diff.mean()),
+                    "se": float(diff.std(ddof=1) / np.sqrt(len(diff))),
+                    # the truth from the even and the odd futures: their agreement across pairs is
+                    # the truth's own reliability, which bounds any estimator's correlation with it
+                    "truth_even": float(diff[0::2].mean()),
+                    "truth_odd": float(diff[1::2].mean()),
+                    **{name: float(est[si, a] - est[si, pref]) for name, est in estimates.items()},
+                    "futures": diff.tolist(),
+                }
+            )
+    return rows
 
 
 def _corr(x: np.ndarray, y: np.ndarray) -> float:

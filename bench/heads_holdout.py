@@ -19,7 +19,6 @@ with it, their sign accuracy on the clear pairs, their mean and their typical si
 from __future__ import annotations
 
 import argparse
-import pickle
 import sys
 import time
 from pathlib import Path
@@ -67,24 +66,10 @@ def truth_agreement(algo, truth, scale: float) -> tuple[float, float, float, flo
         np.array([s["agent"] for s in light]),
         np.stack([s["mask"] for s in light]),
     )
-    tr, se, e = [], [], []
-    for si, s in enumerate(light):
-        pref = int(np.argmax(s["dist"]))
-        for a, v in futures[si].items():
-            if a != pref and s["dist"][a] > 0:
-                diff = (v - futures[si][pref]) / scale
-                tr.append(diff.mean())
-                se.append(diff.std(ddof=1) / np.sqrt(len(diff)))
-                e.append(est[si, a] - est[si, pref])
-    tr, se, e = map(np.array, (tr, se, e))
-    clear = np.abs(tr) > 2 * se
-    corr = float(np.corrcoef(tr, e)[0, 1]) if e.std() > 0 else float("nan")
-    return (
-        corr,
-        float((np.sign(e[clear]) == np.sign(tr[clear])).mean()),
-        float(e.mean()),
-        float(np.abs(e).mean()),
-    )
+    rows = advantage_truth.truth_rows(light, futures, scale, {"heads": est})
+    supported = [r for r in rows if r["behaviour_prob"] > 0]
+    s = advantage_truth.summarize(supported, ["heads"])["heads"]
+    return s["corr"], s["sign_acc"], s["mean"], float(np.mean([abs(r["heads"]) for r in supported]))
 
 
 def main() -> None:
@@ -104,23 +89,14 @@ def main() -> None:
     from trainer.logs import load_log
 
     torch.set_num_threads(1)
-    args.env, args.tuning_episodes, args.every = advantage_truth.ENV, 2, 40
     extra = dict(item.split("=", 1) for item in args.set)
     config = advantage_truth.estimator_config("residual", extra, iterations=1, seed=args.seed)
-    path, _ = advantage_truth.truth_cache(args, config)
-    if not path.exists():
-        raise SystemExit(
-            f"no cached truth for --futures {args.futures} --states {args.states}: run bench/advantage_truth.py"
-        )
-    with path.open("rb") as f:
-        light, futures, _ = pickle.load(f)
+    light, futures = advantage_truth.cached_elevator_truth(config, args.futures, args.states)
 
     t0 = time.time()
     algo = InSPO(config)
     algo.setup(load_log(args.log), None)
-    algo.fit_mu()
-    algo._set_propensities()
-    fit = algo.fit_residuals()
+    fit = algo.prepare_residuals()
     d = algo.data
     if args.zero_init:
         last = [m for m in algo.adv_heads.body.modules() if isinstance(m, torch.nn.Linear)][-1]

@@ -471,7 +471,7 @@ def section(name: str, cfg: dict, rows: list[dict], seeds: list[int], train_seed
     if inspo is not None:
         target = factor * best[primary][0]
         met_target = inspo[primary][0] <= target
-        guarded = guard_failures(inspo, best, metrics_for(cfg["bench"]["env"]), factor) if met_target else []
+        guarded = guard_failures(inspo, best, metrics, factor) if met_target else []
         met_target = met_target and not guarded
         verdict = ""
         if bc is not None:

@@ -21,7 +21,6 @@ lambda. The paired-simulation truth of the same contrast (its mean over the held
 from __future__ import annotations
 
 import argparse
-import pickle
 import sys
 import time
 from pathlib import Path
@@ -32,7 +31,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-ENV = "elevator:cb10x4:downpeak"
 CONTINUE, UP, DOWN = 0, 2, 3  # envs/elevator/core.py's action ids: an idle car holds, goes up or down
 
 
@@ -69,15 +67,13 @@ def truth_means(args, scale: float) -> dict[int, tuple[float, float, int]]:
     units, the mean's SE, states), from bench/advantage_truth.py's cache for ``--futures``/``--states``."""
     import advantage_truth
 
-    c = advantage_truth.estimator_config("residual")
-    path, _ = advantage_truth.truth_cache(args, c)
-    if not path.exists():
-        print(
-            f"no cached truth for --futures {args.futures} --states {args.states}: run bench/advantage_truth.py"
+    try:
+        light, futures = advantage_truth.cached_elevator_truth(
+            advantage_truth.estimator_config("residual"), args.futures, args.states
         )
+    except SystemExit as missing:  # the pooled effects stand without it
+        print(missing)
         return {}
-    with path.open("rb") as f:
-        light, futures, _ = pickle.load(f)
     out = {}
     for a in (UP, DOWN):
         diffs = [
@@ -104,7 +100,6 @@ def main() -> None:
     )
     p.add_argument("--states", type=int, default=40, help="the cached truth's held-out states")
     args = p.parse_args()
-    args.env, args.tuning_episodes, args.every = ENV, 2, 40  # bench/advantage_truth.py's elevator defaults
     import advantage_truth
     import torch
 
@@ -122,9 +117,7 @@ def main() -> None:
         config = advantage_truth.estimator_config("residual", options, iterations=1, seed=args.seed)
         algo = InSPO(config)
         algo.setup(data, None)
-        algo.fit_mu()
-        algo._set_propensities()
-        fit = algo.fit_residuals()
+        fit = algo.prepare_residuals()
         scale = algo.data.reward_scale
         rows.append((lam, fit, pooled_effects(algo)))
         print(f"lambda {lam:g}: V(s) explains {fit['value_r2']:.3f} of the target [{time.time() - t0:.0f}s]")

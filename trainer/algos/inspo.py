@@ -292,6 +292,13 @@ class InSPO(Algorithm):
         explained = 1.0 - float(self.residual.var() / returns.var().clamp(min=1e-12))
         return {"value_r2": explained, "residual_std": float(self.residual.std())}
 
+    def prepare_residuals(self) -> dict[str, float]:
+        """The residual estimator's first phase, once per run: mu, every row's propensities, the residuals."""
+        metrics = self.fit_mu()
+        self._set_propensities()
+        metrics.update(self.fit_residuals())
+        return metrics
+
     def _residuals(self, rows: torch.Tensor) -> torch.Tensor:
         """``[len(rows), N]``: each agent's residual (the team's, repeated, unless reward_credit says otherwise)."""
         assert self.residual is not None and self.data is not None
@@ -522,9 +529,7 @@ class InSPO(Algorithm):
         assert d is not None
         metrics: dict[str, float] = {}
         if not self.mu_done and c.estimator == "residual":
-            metrics.update(self.fit_mu())
-            self._set_propensities()
-            metrics.update(self.fit_residuals())
+            metrics.update(self.prepare_residuals())
             for _ in range(c.adv_warmup):
                 metrics.update(self.adv_warmup_step())
             self._init_adv_scale()
