@@ -7,6 +7,7 @@ Layout::
 
     <log>/agent_steps/site=<site>/date=<YYYY-MM-DD>/part-<writer>-<seq>.parquet
     <log>/env_steps/site=<site>/date=<YYYY-MM-DD>/part-<writer>-<seq>.parquet
+    <log>/exogenous/site=<site>/date=<YYYY-MM-DD>/part-<writer>-<seq>.parquet   (optional)
 
 Each part file is written to a hidden temp name and renamed into place, so a crash never
 leaves a readable half file (readers skip names starting with ``.`` or ``_``).
@@ -51,6 +52,23 @@ ENV_STEPS_FIELDS: list[pa.Field] = [
     pa.field("state", pa.list_(pa.float32()), nullable=False),
     pa.field("team_reward", pa.float32(), nullable=False),
 ]
+
+# Optional: one row per exogenous input event, something the site records that no control action changes
+# (elevator: a passenger arriving at a floor; ``channel`` is the floor). The trainer's residual estimator
+# may let its state baseline see these *after* each decision (docs/algorithm.md, "Exogenous inputs").
+EXOGENOUS_FIELDS: list[pa.Field] = [
+    pa.field("episode_id", pa.string(), nullable=False),
+    pa.field("ts", pa.timestamp("us"), nullable=False),
+    pa.field("channel", pa.int32(), nullable=False),
+]
+EXOGENOUS_CHANNELS_KEY = b"exogenous_channels"  # schema metadata: JSON list of the channels' names
+
+
+def exogenous_schema(meta: LogMeta, channels: list[str]) -> pa.Schema:
+    return pa.schema(
+        EXOGENOUS_FIELDS,
+        metadata={**meta.to_metadata(), EXOGENOUS_CHANNELS_KEY: json.dumps(channels).encode()},
+    )
 
 
 @dataclass(frozen=True)
@@ -267,6 +285,8 @@ class LogWriter:
         self._agent_schema = agent_steps_schema(meta)
         self._env_schema = env_steps_schema(meta)
         self._buffer = _StepBuffer(meta.obs_dim, meta.n_actions, meta.state_dim)
+        self._exogenous: list[tuple[str, np.ndarray, np.ndarray]] = []  # (episode, ts in us, channel)
+        self._exogenous_channels: list[str] | None = None
         self._date: dt.date | None = None
         self._seq = 0
         self.files_written: list[Path] = []
@@ -314,6 +334,23 @@ class LogWriter:
             team_reward,
         )
 
+    def add_exogenous(
+        self, episode_id: str, seconds: np.ndarray, channels: np.ndarray, names: list[str], day: int = 0
+    ) -> None:
+        """An episode's exogenous input events (simulated ``seconds``, ``channels`` indexing ``names``),
+        written with the episode's steps (same part file number and date partition)."""
+        if self._exogenous_channels is not None and names != self._exogenous_channels:
+            raise ValueError(
+                f"exogenous channels changed within one writer: {self._exogenous_channels} -> {names}"
+            )
+        channels = np.asarray(channels, dtype=np.int32)
+        if len(channels) and (channels.min() < 0 or channels.max() >= len(names)):
+            raise ValueError(f"exogenous channel outside 0..{len(names) - 1}")
+        start = np.datetime64(SIM_EPOCH + dt.timedelta(days=day), "us")
+        ts = start + np.round(np.asarray(seconds, dtype=np.float64) * 1e6).astype("timedelta64[us]")
+        self._exogenous_channels = list(names)
+        self._exogenous.append((episode_id, ts, channels))
+
     def add_tables(self, agent_steps: pa.Table, env_steps: pa.Table, date: dt.date | None = None) -> None:
         """Bulk path: whole tables of rows in the documented schema, written as one part file each.
 
@@ -357,15 +394,35 @@ class LogWriter:
         return final
 
     def flush(self) -> None:
-        """Write buffered rows as one agent_steps and one env_steps part file."""
+        """Write buffered rows as one agent_steps and one env_steps part file (and exogenous events)."""
         if self._buffer.rows == 0:
+            if self._exogenous and self._date is not None:
+                self._write_exogenous()
+                self._seq += 1
             return
         agents, envs = self._buffer.tables(self._agent_schema, self._env_schema)
         self._write(agents, "agent_steps")
         self._write(envs, "env_steps")
+        self._write_exogenous()
         self.rows_written += self._buffer.rows
         self._seq += 1
         self._buffer.clear()
+
+    def _write_exogenous(self) -> None:
+        if not self._exogenous:
+            return
+        assert self._exogenous_channels is not None
+        ids = [np.full(len(ch), eid, dtype=object) for eid, _, ch in self._exogenous]
+        table = pa.table(
+            [
+                pa.array(np.concatenate(ids), pa.string()),
+                pa.array(np.concatenate([ts for _, ts, _ in self._exogenous]), pa.timestamp("us")),
+                pa.array(np.concatenate([ch for _, _, ch in self._exogenous]), pa.int32()),
+            ],
+            schema=exogenous_schema(self.meta, self._exogenous_channels),
+        )
+        self._write(table, "exogenous")
+        self._exogenous = []
 
     def close(self) -> None:
         self.flush()

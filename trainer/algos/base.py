@@ -66,6 +66,11 @@ class Algorithm:
         A :class:`StoredLog` streams: ``self.data`` is then one shard of it at a time (``ShardCycle``)."""
         c = self.config
         if isinstance(data, StoredLog):
+            if getattr(c, "baseline_inputs", "state") != "state":
+                raise ValueError(
+                    f"baseline_inputs={c.baseline_inputs!r} is not available on a streamed log yet; "
+                    "train from memory (without --stream) or use baseline_inputs='state'"
+                )
             folds = getattr(c, "value_folds", 1) if getattr(c, "estimator", "") == "residual" else 1
             self.shards = ShardCycle(data, getattr(c, "reward_scale", None), min_episodes=folds)
             self.data = self.shards.load(0)
@@ -76,6 +81,7 @@ class Algorithm:
                 getattr(c, "reward_scale", None),
                 discount=getattr(c, "discount", "step"),
                 horizon_s=getattr(c, "horizon_s", 0.0),
+                exogenous=getattr(c, "baseline_inputs", "state") == "state+exogenous",
             )
         self.agent_ids, self.env_id, self.fingerprint = list(data.agent_ids), data.env_id, data.fingerprint
         self.site_spec = data.site_spec

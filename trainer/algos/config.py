@@ -171,6 +171,11 @@ class InSPOConfig:
     # logged reward; "local+neighbours": its own plus those of env.neighbors()[i] (traffic: the queues
     # its phase choice moves), a lower-variance view of its effect on the team (docs/algorithm.md)
     reward_credit: str = "team"
+    # residual: what the cross-fitted baseline sees. "state": V(s). "state+exogenous": b(s, z), where z
+    # summarises the log's exogenous input events *after* the decision (elevator: passenger arrivals),
+    # which no action changes, so the regression stays unbiased and loses the noise z explains
+    # (trainer/algos/exogenous.py; docs/algorithm.md, "Exogenous inputs"). Needs discount="time".
+    baseline_inputs: str = "state"
     # residual: divide A by its typical size (mu-weighted RMS over decisions), so alpha = 1 means "a typical
     # advantage multiplies an action's odds by e"; False: alpha in normalised reward units as for local_q
     adv_normalize: bool = True
@@ -234,6 +239,7 @@ class InSPOConfig:
                 "adv_steps": _int(1),
                 "kappa": _num(0, low_open=False),
                 "reward_credit": _one_of("team", "local", "local+neighbours"),
+                "baseline_inputs": _one_of("state", "state+exogenous"),
                 "adv_normalize": _BOOL,
             },
         )
@@ -245,6 +251,11 @@ class InSPOConfig:
             raise ValueError(
                 f"config reward_credit={self.reward_credit!r} needs estimator='residual' (the local-Q target "
                 "comes from the joint critic of the team reward)"
+            )
+        if self.baseline_inputs != "state" and (self.estimator != "residual" or self.discount != "time"):
+            raise ValueError(
+                f"config baseline_inputs={self.baseline_inputs!r} needs estimator='residual' and "
+                "discount='time' (the exogenous features are counted over horizon_s seconds)"
             )
         if self.reward_scale is not None:
             _validate(self, {"reward_scale": _num(0)})

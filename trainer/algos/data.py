@@ -91,6 +91,7 @@ class Transitions:
     obs_high: np.ndarray
     state_mean: torch.Tensor  # [S]
     state_std: torch.Tensor
+    exogenous: torch.Tensor | None = None  # [K, X] hindsight features of the log's exogenous inputs
 
     @property
     def size(self) -> int:
@@ -134,7 +135,10 @@ def build_transitions(
     reward_scale: float | None = None,
     discount: str = "step",
     horizon_s: float = 0.0,
+    exogenous: bool = False,
 ) -> Transitions:
+    """The log's filled steps as rows; ``exogenous``: also the hindsight features of its exogenous input
+    events (trainer/algos/exogenous.py), which need the events, ``ts`` and ``horizon_s``."""
     filled = data.filled.astype(bool)
     if not filled.any():
         raise ValueError("the dataset has no filled steps")
@@ -157,6 +161,20 @@ def build_transitions(
         raise ValueError(f"logged action outside its mask at step row {bad[0]}, agent {bad[1]}")
     flat_obs = obs.reshape(-1, obs.shape[-1])
     states = data.states[e_idx, t_idx].astype(np.float32)
+    features = None
+    if exogenous:
+        if data.exogenous is None:
+            raise ValueError(
+                "baseline_inputs='state+exogenous' needs the log's exogenous input events "
+                "(<log>/exogenous/..., docs/log-format.md); this log has none"
+            )
+        if data.ts is None:
+            raise ValueError("baseline_inputs='state+exogenous' needs the log's ts column")
+        from trainer.algos.exogenous import hindsight_features
+
+        features = torch.from_numpy(
+            hindsight_features(data.ts[e_idx, t_idx], e_idx, data.episode_ids, data.exogenous, horizon_s)
+        )
     return Transitions(
         obs=torch.from_numpy(obs),
         actions=torch.from_numpy(actions),
@@ -178,4 +196,5 @@ def build_transitions(
         obs_high=flat_obs.max(0),
         state_mean=torch.from_numpy(states.mean(0, dtype=np.float64).astype(np.float32)),
         state_std=torch.from_numpy(states.std(0, dtype=np.float64).astype(np.float32)).clamp(min=1e-3),
+        exogenous=features,
     )

@@ -279,11 +279,16 @@ class InSPO(Algorithm):
             zero = torch.zeros_like(rewards)
             returns = advantage.lambda_returns(rewards, d.discounts, d.done, d.next_index, zero, 1.0)
 
+        inputs = d.states if d.exogenous is None else torch.cat([d.states, d.exogenous], 1)
+        mean, std = inputs.mean(0), inputs.std(0).clamp(min=1e-3)
+        if d.exogenous is None:  # the state's statistics as recorded (the streamed store's float64 ones)
+            mean, std = d.state_mean, d.state_std
+
         def make_net() -> advantage.StateValue:
-            return advantage.StateValue(d.state_dim, c.critic_hidden, d.state_mean, d.state_std, outputs)
+            return advantage.StateValue(inputs.shape[1], c.critic_hidden, mean, std, outputs)
 
         values = advantage.crossfit_values(
-            d.states, returns, fold, make_net, c.value_steps, 2 * c.batch_size, c.value_lr, self.generator
+            inputs, returns, fold, make_net, c.value_steps, 2 * c.batch_size, c.value_lr, self.generator
         )
         target = returns
         if c.lam < 1.0:

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
 from trainer.logs.dataset import OfflineData
+from trainer.logs.exogenous import read_exogenous
 from trainer.logs.reader import RawLog, read_log
 from trainer.logs.validate import Columns, validate
 
@@ -78,7 +80,10 @@ def open_log(path: str | os.PathLike) -> LoadedLog:
     """Read, validate and convert a log; raises LogValidationError naming file, column and row."""
     raw = read_log(path)
     columns = validate(raw)
-    return LoadedLog(to_offline_data(raw, columns), raw, columns)
+    data = to_offline_data(raw, columns)
+    if Path(path).is_dir():
+        data.exogenous = read_exogenous(path, data.episode_ids)
+    return LoadedLog(data, raw, columns)
 
 
 def load_log(path: str | os.PathLike) -> OfflineData:

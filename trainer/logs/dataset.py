@@ -7,8 +7,12 @@ Steps past an episode's end are zero-padded and have ``filled == False``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from trainer.logs.exogenous import ExogenousEvents
 
 
 @dataclass
@@ -29,6 +33,7 @@ class OfflineData:
     fingerprint: str = ""  # content hash of the source log (for caching and the model card)
     ts: np.ndarray | None = None  # [E, T] float64 seconds of each step (NaN past the end); None if not logged
     site_spec: dict | None = None  # the resolved site the log was collected on (envs/site.py), if recorded
+    exogenous: ExogenousEvents | None = None  # the log's exogenous input events, if it has them
 
     @property
     def n_episodes(self) -> int:
