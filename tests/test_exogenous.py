@@ -106,3 +106,15 @@ def test_the_exogenous_baseline_needs_the_events_and_the_residual_estimator(elev
         algo.data.size,
         10 + len(WINDOWS),
     )
+
+
+def test_training_from_the_stored_rows_sees_the_same_exogenous_features_as_from_memory(elevator_log):
+    from trainer.algos.data import build_transitions
+    from trainer.algos.store import ShardCycle, open_stored_log
+
+    memory = build_transitions(load_log(elevator_log), 0.99, discount="time", horizon_s=120.0, exogenous=True)
+    stored = open_stored_log(elevator_log, 0.99, "time", 120.0, budget_mb=512, exogenous=True)
+    shard = ShardCycle(stored, None).load(0)
+    assert shard.exogenous is not None and memory.exogenous is not None
+    assert np.array_equal(shard.exogenous.numpy(), memory.exogenous.numpy())
+    assert open_stored_log(elevator_log, 0.99, "time", 120.0, budget_mb=512).store.exogenous_file is None

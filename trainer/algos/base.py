@@ -66,10 +66,9 @@ class Algorithm:
         A :class:`StoredLog` streams: ``self.data`` is then one shard of it at a time (``ShardCycle``)."""
         c = self.config
         if isinstance(data, StoredLog):
-            if getattr(c, "baseline_inputs", "state") != "state":
+            if getattr(c, "baseline_inputs", "state") != "state" and data.store.exogenous_file is None:
                 raise ValueError(
-                    f"baseline_inputs={c.baseline_inputs!r} is not available on a streamed log yet; "
-                    "train from memory (without --stream) or use baseline_inputs='state'"
+                    f"baseline_inputs={c.baseline_inputs!r}: open the stored log with exogenous=True"
                 )
             folds = getattr(c, "value_folds", 1) if getattr(c, "estimator", "") == "residual" else 1
             self.shards = ShardCycle(data, getattr(c, "reward_scale", None), min_episodes=folds)

@@ -246,6 +246,7 @@ class RowStore:
     directory: Path
     meta: dict
     offsets: np.ndarray  # [E + 1] first row of each episode
+    exogenous_file: Path | None = None  # [K, X] hindsight features of the log's exogenous events, if asked
 
     @classmethod
     def open(cls, directory: str | os.PathLike) -> RowStore:
@@ -319,7 +320,46 @@ class RowStore:
             obs_high=np.array(m["obs_high"], dtype=np.float32),
             state_mean=torch.tensor(m["state_mean"], dtype=torch.float32),
             state_std=torch.tensor(m["state_std"], dtype=torch.float32).clamp(min=1e-3),
+            exogenous=None
+            if self.exogenous_file is None
+            else torch.from_numpy(np.array(np.load(self.exogenous_file, mmap_mode="r")[r0:r1])),
         )
+
+
+def attach_exogenous(store: RowStore, log: str | os.PathLike, data: OfflineData) -> None:
+    """Give ``store``'s rows the hindsight features of the log's exogenous events (computed once, kept
+    beside the rows under a name that hashes the exogenous part files, so new events recompute them)."""
+    import hashlib
+
+    from trainer.algos.exogenous import hindsight_features
+    from trainer.logs.exogenous import read_exogenous
+    from trainer.logs.reader import file_digest, part_files
+
+    files = part_files(Path(log), "exogenous")
+    if not files:
+        raise ValueError(
+            "baseline_inputs='state+exogenous' needs the log's exogenous input events "
+            f"(<log>/exogenous/..., docs/log-format.md); {log} has none"
+        )
+    if data.ts is None:
+        raise ValueError("baseline_inputs='state+exogenous' needs the log's ts column")
+    h = hashlib.sha256()
+    for path in files:
+        h.update(str(path.relative_to(log)).encode() + file_digest(path))
+    horizon_s = float(store.meta["horizon_s"])
+    target = store.directory / f"exogenous-{h.hexdigest()[:16]}-h{horizon_s!r}.npy"
+    if not target.exists():
+        events = read_exogenous(log, data.episode_ids)
+        assert events is not None
+        filled = np.asarray(data.filled).astype(bool)
+        e_idx, t_idx = np.nonzero(filled)  # the store's row order: episodes in order, t increasing
+        ts = np.asarray(data.ts)[e_idx, t_idx]
+        features = hindsight_features(ts, e_idx, data.episode_ids, events, horizon_s)
+        tmp = target.with_name(f".{target.name}.tmp")
+        with tmp.open("wb") as f:
+            np.save(f, features)
+        os.replace(tmp, target)
+    store.exogenous_file = target
 
 
 @dataclass
@@ -355,9 +395,15 @@ class ShardCycle:
 
 
 def open_stored_log(
-    path: str | os.PathLike, gamma: float, discount: str, horizon_s: float, budget_mb: float
+    path: str | os.PathLike,
+    gamma: float,
+    discount: str,
+    horizon_s: float,
+    budget_mb: float,
+    exogenous: bool = False,
 ) -> StoredLog:
-    """The log's array cache (built on first use), its row store for this discounting, and the budget."""
+    """The log's array cache (built on first use), its row store for this discounting, and the budget;
+    ``exogenous``: the rows also carry the hindsight features of the log's exogenous events."""
     from trainer.logs.stream import load_log_cached
 
     if budget_mb <= 0:
@@ -367,7 +413,10 @@ def open_stored_log(
     directory = build_row_store(
         data, store_dir(cache.directory, gamma, discount, horizon_s), gamma, discount, horizon_s
     )
+    store = RowStore.open(directory)
+    if exogenous:
+        attach_exogenous(store, path, data)
     return StoredLog(
-        RowStore.open(directory), int(budget_mb * 2**20), data.env_id, list(data.agent_ids),
+        store, int(budget_mb * 2**20), data.env_id, list(data.agent_ids),
         data.fingerprint, data.site_spec,
     )  # fmt: skip
