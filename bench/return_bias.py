@@ -1,6 +1,7 @@
 """Does the residual estimator's return target keep the sign of an action's effect? Pooled, per lambda.
 
     .venv/bin/python bench/return_bias.py [--log LOG] [--lams 1 0.95 0.9 0.8] [--set KEY=VALUE ...]
+    .venv/bin/python bench/return_bias.py --lams 1 --baselines state state+exogenous
 
 The residual estimator regresses ``G - V(s)`` on ``1[a_i = a] - e_i(a)`` (docs/algorithm.md, "The
 residual advantage estimator"). With exact propensities ``e`` that regression is unbiased for any
@@ -92,6 +93,14 @@ def main() -> None:
     p.add_argument("--log", type=Path, default=ROOT / "bench" / ".cache" / "advantage-truth-log")
     p.add_argument("--episodes", type=int, default=300, help="episodes of the log when it is collected here")
     p.add_argument("--lams", type=float, nargs="+", default=[1.0, 0.95, 0.9, 0.8])
+    p.add_argument(
+        "--baselines",
+        nargs="+",
+        default=["state"],
+        choices=["state", "state+exogenous"],
+        help="what the cross-fitted baseline sees (each with every lambda); state+exogenous: also the "
+        "passengers arriving after the decision (the log's exogenous table)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of mu, the folds and V(s)")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="estimator option")
@@ -112,33 +121,37 @@ def main() -> None:
     data = load_log(log)
     extra = dict(item.split("=", 1) for item in args.set)
     rows, scale = [], 1.0
-    for lam in args.lams:
-        options = {**extra, "lam": lam}
-        config = advantage_truth.estimator_config("residual", options, iterations=1, seed=args.seed)
-        algo = InSPO(config)
-        algo.setup(data, None)
-        fit = algo.prepare_residuals()
-        scale = algo.data.reward_scale
-        rows.append((lam, fit, pooled_effects(algo)))
-        print(f"lambda {lam:g}: V(s) explains {fit['value_r2']:.3f} of the target [{time.time() - t0:.0f}s]")
-        del algo
+    for baseline in args.baselines:
+        for lam in args.lams:
+            options = {**extra, "lam": lam, "baseline_inputs": baseline}
+            config = advantage_truth.estimator_config("residual", options, iterations=1, seed=args.seed)
+            algo = InSPO(config)
+            algo.setup(data, None)
+            fit = algo.prepare_residuals()
+            scale = algo.data.reward_scale
+            name = f"lambda {lam:g}" + (", +exo" if baseline != "state" else "")
+            rows.append((name, fit, pooled_effects(algo)))
+            print(
+                f"{name}: the baseline explains {fit['value_r2']:.3f} of the target [{time.time() - t0:.0f}s]"
+            )
+            del algo
     truth = truth_means(args, scale)
     names = {UP: "up", DOWN: "down"}
     print(f"\npooled effect vs hold ({log.name}; reward-scale units, episode-clustered SE; z = effect / SE)")
     print(
-        f"{'target':14s} {'residual std':>12s}  " + "  ".join(f"{names[a] + ' vs hold':>26s}" for a in names)
+        f"{'target':20s} {'residual std':>12s}  " + "  ".join(f"{names[a] + ' vs hold':>26s}" for a in names)
     )
-    for lam, fit, eff in rows:
+    for name, fit, eff in rows:
         cells = "  ".join(
             f"{eff[a][0]:+.5f} ± {eff[a][1]:.5f} (z {eff[a][0] / eff[a][1]:+.1f})" for a in names
         )
-        print(f"{'lambda ' + format(lam, 'g'):14s} {fit['residual_std']:12.4f}  {cells}")
+        print(f"{name:20s} {fit['residual_std']:12.4f}  {cells}")
     if truth:
         cells = "  ".join(
             f"{truth[a][0]:+.5f} ± {truth[a][1]:.5f} ({truth[a][2]} st.)" if a in truth else " " * 26
             for a in names
         )
-        print(f"{'truth':14s} {'':12s}  {cells}")
+        print(f"{'truth':20s} {'':12s}  {cells}")
 
 
 if __name__ == "__main__":

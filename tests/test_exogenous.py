@@ -118,3 +118,12 @@ def test_training_from_the_stored_rows_sees_the_same_exogenous_features_as_from_
     assert shard.exogenous is not None and memory.exogenous is not None
     assert np.array_equal(shard.exogenous.numpy(), memory.exogenous.numpy())
     assert open_stored_log(elevator_log, 0.99, "time", 120.0, budget_mb=512).store.exogenous_file is None
+
+
+def test_the_dataset_card_counts_the_exogenous_events_per_channel(elevator_log):
+    from trainer.logs import stream_card
+
+    card = stream_card(elevator_log)
+    data = load_log(elevator_log)
+    assert card.exogenous is not None and sum(card.exogenous.values()) == data.exogenous.n_events
+    assert list(card.exogenous) == data.exogenous.channels

@@ -110,6 +110,9 @@ def print_card(card) -> None:
         rows.append(("choices with behavior_prob > 0.99", f"{card.behavior_prob_near_one:.1%}"))
     if card.joint_coverage is not None:
         rows.append(("joint action coverage", f"{card.joint_coverage:.1%} of {card.joint_actions}"))
+    if card.exogenous is not None:
+        total = sum(card.exogenous.values())
+        rows.append(("exogenous events", f"{total:,} in {len(card.exogenous)} channels"))
     for field, value in rows:
         summary.add_row(field, str(value))
     console.print(summary)

@@ -53,6 +53,8 @@ class DatasetCard:
     alternatives: dict[str, float | None] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     site_spec: dict | None = None  # the resolved site the log records (envs/site.py); None for older logs
+    # the exogenous input events (docs/log-format.md): channel names and events per channel; None without
+    exogenous: dict[str, int] | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -134,6 +136,11 @@ def build_card(log: LoadedLog, path: str = "") -> DatasetCard:
     for i, agent in enumerate(agents):
         mine = choice[:, i]
         card.alternatives[agent] = float((probs[mine, i] <= CLEAR_CHOICE).mean()) if mine.any() else None
+    if data.exogenous is not None:
+        counts = np.zeros(len(data.exogenous.channels), np.int64)
+        for channel in data.exogenous.channel.values():
+            counts += np.bincount(channel, minlength=len(counts))
+        card.exogenous = dict(zip(data.exogenous.channels, counts.tolist(), strict=True))
     card.warnings = _warnings(card, log)
     return card
 

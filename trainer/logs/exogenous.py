@@ -113,4 +113,23 @@ def read_exogenous(root: str | Path, episode_ids: list[str]) -> ExogenousEvents 
     return ExogenousEvents(channels, times, channel)
 
 
-__all__ = ["ExogenousEvents", "read_exogenous"]
+def exogenous_counts(root: str | Path) -> dict[str, int] | None:
+    """Events per channel over the log's exogenous files (validated), for the dataset card; None without."""
+    files = part_files(Path(root), "exogenous")
+    if not files:
+        return None
+    counts: np.ndarray | None = None
+    channels: list[str] = []
+    for path in files:
+        names = _check_file(path, pq.read_table(path))
+        if counts is None:
+            channels, counts = names, np.zeros(len(names), np.int64)
+        elif names != channels:
+            raise LogValidationError(path, f"exogenous channels {names} differ from {files[0]}'s {channels}")
+        column = pq.read_table(path, columns=["channel"]).column("channel").to_numpy()
+        counts += np.bincount(column, minlength=len(names))
+    assert counts is not None
+    return dict(zip(channels, counts.tolist(), strict=True))
+
+
+__all__ = ["ExogenousEvents", "exogenous_counts", "read_exogenous"]

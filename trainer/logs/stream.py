@@ -357,7 +357,12 @@ def stream_card(path: str | os.PathLike, groups: GroupMapper = iter_groups) -> D
     acc = CardAccumulator(plan)
     for log in groups(plan):
         acc.add(log)
-    return acc.card(str(path))
+    card = acc.card(str(path))
+    if Path(path).is_dir():
+        from trainer.logs.exogenous import exogenous_counts
+
+        card.exogenous = exogenous_counts(path)
+    return card
 
 
 # -- the memory-mapped array cache ----------------------------------------------------------------
