@@ -74,24 +74,3 @@ def test_interleaved_string_ids_and_wide_channels_import_like_the_grouped_file(t
     assert table.equals(grouped)
     missing = [e["detector"] for e in card["findings"]["detectors_missing_from_config"]]
     assert [e["detector"] - shift for e in wide_card["findings"]["detectors_missing_from_config"]] == missing
-
-
-def test_grid_index_by_division_matches_binary_search():
-    """The one-segment shortcut in the detector features must place every event where a binary search
-    does: on grid points exactly, a rounding step either side of them, before the first and past the last."""
-    from trainer.hires.decisions import grid_points_before
-
-    delta = 5.0
-    t = delta * np.arange(17_281)
-    on = t[::7]
-    times = np.concatenate(
-        [on, np.nextafter(on, -np.inf), np.nextafter(on, np.inf), [-1.0, 0.0, t[-1] + 0.1, 1e9]]
-    )
-    times = np.concatenate([times, np.random.default_rng(0).uniform(-10, t[-1] + 10, 100_000)])
-    assert np.array_equal(
-        grid_points_before(t, times, delta, single=True), np.searchsorted(t, times, side="left")
-    )
-    for odd in (0.1, 1 / 3):  # steps that are not binary fractions round on every grid point
-        g = odd * np.arange(1000)
-        x = np.concatenate([g, np.nextafter(g, -np.inf), np.nextafter(g, np.inf)])
-        assert np.array_equal(grid_points_before(g, x, odd, single=True), np.searchsorted(g, x, side="left"))

@@ -16,8 +16,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from envs.traffic.detectors import ACTUATION_SCALE, CLEAR_S, COUNT_SCALE, obs_width, scaled_time
+from trainer.hires.kernels import MAX_SECONDS, between_loop_counts, loop_grid
 
-BEGIN_GREEN, BEGIN_YELLOW, DETECTOR_OFF, DETECTOR_ON = 1, 8, 81, 82
+BEGIN_GREEN, BEGIN_YELLOW = 1, 8
 INDIANA_CODES = range(0, 256)  # the published enumerations fit a byte; other codes are vendor extensions
 
 
@@ -50,29 +51,6 @@ def green_ends(
     return out
 
 
-def loop_occupancy(dev: DeviceEvents) -> np.ndarray:
-    """Per loop event, the loop's occupied seconds up to it (each loop's running sum starts at 0)."""
-    times, states, bounds = dev.loop_times, dev.loop_states, dev.loop_bounds
-    cum = np.zeros(len(times))
-    if len(times) < 2:
-        return cum
-    step = np.diff(times) * states[:-1]  # one sum per loop (a single one would carry rounding across loops)
-    for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
-        if hi - lo > 1:
-            np.cumsum(step[lo : hi - 1], out=cum[lo + 1 : hi])
-    return cum
-
-
-def occupied_at(dev: DeviceEvents, cum: np.ndarray, latest: np.ndarray, at: np.ndarray) -> np.ndarray:
-    """Occupied seconds of each loop (rows) up to ``at`` given its last event at or before it (an index
-    into the loop events; below the loop's first where there is none: off before its first event)."""
-    if not len(dev.loop_times):
-        return np.zeros(latest.shape)
-    has = latest >= dev.loop_bounds[:-1, None]
-    safe = np.where(has, latest, 0)
-    return np.where(has, cum[safe] + (at - dev.loop_times[safe]) * dev.loop_states[safe], 0.0)
-
-
 def loop_intervals(
     dev: DeviceEvents, t: np.ndarray, last: np.ndarray, delta: float
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -80,55 +58,11 @@ def loop_intervals(
     off->on actuations over the interval before it.
 
     The intervals tile the grid ``t``, so each loop needs its occupied seconds and actuation count at
-    the grid points only (plus one interval past each segment's ``last`` decision). One binary search
-    of every loop event into the grid places it; counting per (loop, grid point) and a running sum give
-    each loop's last event at or before every grid point.
+    the grid points only (plus one interval past each segment's ``last`` decision): one merge of each
+    loop's events with the grid (``kernels.loop_grid``, compiled).
     """
-    times, bounds = dev.loop_times, dev.loop_bounds
-    k, n_loops = len(t), len(bounds) - 1
-    loop = np.repeat(np.arange(n_loops) * (k + 1), np.diff(bounds))  # each loop's first count cell
-    left = grid_points_before(t, times, delta, single=int(last.sum()) == 1)
-    at_or_before = np.bincount(loop + left, minlength=n_loops * (k + 1)).reshape(n_loops, k + 1)
-    latest = np.cumsum(at_or_before[:, :k], axis=1)
-    latest += bounds[:-1, None] - 1
-    cum = loop_occupancy(dev)
-    at_t = occupied_at(dev, cum, latest, t)
-    on_before = np.zeros((n_loops, k))
-    on_before[:, 1:] = np.diff(at_t, axis=1)
-    on_after = np.empty((n_loops, k))
-    on_after[:, :-1] = on_before[:, 1:]
-    ahead = t[last] + delta
-    latest_ahead = np.zeros((n_loops, len(ahead)), np.int64)
-    for j, (lo, hi) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)):
-        latest_ahead[j] = np.searchsorted(times[lo:hi], ahead, side="right") - 1 + lo
-    on_after[:, last] = occupied_at(dev, cum, latest_ahead, ahead) - at_t[:, last]
-    # an actuation (off->on) at e counts for the interval [t_{i-1}, t_i) holding it: i = grid points <= e
-    # (every event is placed and weighted by its state: no masked copies of the on events)
-    right = left + ((t[np.minimum(left, k - 1)] == times) & (left < k))
-    cells = np.bincount(loop + right, weights=dev.loop_states, minlength=n_loops * (k + 1))
-    rises = cells.reshape(n_loops, k + 1)[:, :k]
-    rises[:, 0] = 0.0
-    return on_before, on_after, rises
-
-
-def grid_points_before(t: np.ndarray, times: np.ndarray, delta: float, single: bool) -> np.ndarray:
-    """``np.searchsorted(t, times, side="left")``: how many grid points lie before each time.
-
-    A grid of one segment is ``t[0] + delta * i``: the index is then divided out and corrected by one
-    comparison each way (rounding moves it by one at most), three times faster than binary searches.
-    """
-    k = len(t)
-    if not single or k < 2 or not len(times):
-        return np.searchsorted(t, times, side="left")
-    guess = np.ceil((times - t[0]) / delta)
-    np.clip(guess, 0, k, out=guess)
-    left = guess.astype(np.int64)
-    below, above = np.r_[-np.inf, t], np.r_[t, np.inf]  # t[left - 1] and t[left], past the ends too
-    while True:  # until t[left - 1] < x <= t[left]
-        fix = (above[left] < times).view(np.int8) - (below[left] >= times).view(np.int8)
-        if not fix.any():
-            return left
-        left += fix
+    ends = np.flatnonzero(last)
+    return loop_grid(dev.loop_times, dev.loop_states, dev.loop_bounds, t, ends, t[ends] + delta)
 
 
 def shown_green(dev: DeviceEvents, t: np.ndarray, strict: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -219,6 +153,13 @@ def between_loops(dev: DeviceEvents, loops: np.ndarray, t: np.ndarray, first: np
     out = np.zeros(len(t))
     if not len(loops):
         return out
+    ends = dev.loop_bounds[loops + 1]  # each loop's last event is its latest
+    latest = dev.loop_times[ends[ends > dev.loop_bounds[loops]] - 1]
+    seconds = int(np.ceil(max(latest.max(initial=0.0), t[-1]))) + CLEAR_S + 2
+    if seconds <= MAX_SECONDS:  # compiled, per second (the numpy formulation below is its reference)
+        times, states, bounds = dev.loop_times, dev.loop_states, dev.loop_bounds
+        stopbar = dev.loop_stopbar
+        return between_loop_counts(times, states, bounds, loops, stopbar, t, t[first], CLEAR_S, seconds)
     rise_read, sign, change_row, change = [], [], [], []
     for j in loops.tolist():
         lo, hi = dev.loop_bounds[j], dev.loop_bounds[j + 1]

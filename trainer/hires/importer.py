@@ -23,15 +23,13 @@ from trainer.hires.card import ImportCard
 from trainer.hires.decisions import (
     BEGIN_GREEN,
     BEGIN_YELLOW,
-    DETECTOR_OFF,
-    DETECTOR_ON,
     DeviceEvents,
     device_steps,
     green_ends,
 )
 from trainer.hires.events import Events, read_events
+from trainer.hires.kernels import group_loop_events
 from trainer.hires.site import Site, read_site
-from trainer.hires.sorting import stable_order
 
 DECISION_MODEL = (
     "fixed interval: every delta_time s from the first event, the action is the phase serving the next "
@@ -74,13 +72,11 @@ def device_events(ev: Events, name: str, site: Site, card: ImportCard) -> Device
     for channel, phase, _ in rows:
         if phase in mapping:
             serves[used.index(channel), mapping[phase]] = True
-    det = np.flatnonzero((code == DETECTOR_ON) | (code == DETECTOR_OFF))
-    channels = param[det]
-    slot = loop_slots(channels, configured, used)
-    det = det[stable_order(slot)]  # by loop, time order within; then unmapped, then unconfigured
-    bounds = np.cumsum(np.r_[0, np.bincount(slot, minlength=len(used) + 2)])
-    if bounds[-1] > bounds[-2]:
-        missing = det[bounds[-2] :]
+    table, known, slot_of = slot_lookup(configured, used)
+    loop_times, loop_states, bounds, missing = group_loop_events(
+        ts, code, param, len(used), table, known, slot_of
+    )
+    if len(missing):
         card.detectors_missing(name, param[missing], ts[missing])
     events = dict(zip(used, np.diff(bounds[: len(used) + 1]).tolist(), strict=True))
     for channel, phase, stopbar in rows:
@@ -88,13 +84,12 @@ def device_events(ev: Events, name: str, site: Site, card: ImportCard) -> Device
             card.detector_phase_unmapped(name, channel, phase)
         else:
             card.detector_coverage(name, channel, phase, stopbar, events[channel])
-    mine = det[: bounds[len(used)]]
     return DeviceEvents(
         green_ts=green_ts,
         green_action=actions[np.searchsorted(phases, green_nema)],
         green_end=green_ends(green_ts, green_nema, ts[yellow], param[yellow]),
-        loop_times=ts[mine],
-        loop_states=(code[mine] == DETECTOR_ON).astype(np.float64),
+        loop_times=loop_times,
+        loop_states=loop_states,
         loop_bounds=bounds[: len(used) + 1],
         loop_serves=serves,
         loop_stopbar=np.array([stopbar_of[channel] for channel in used], dtype=bool),
@@ -102,25 +97,22 @@ def device_events(ev: Events, name: str, site: Site, card: ImportCard) -> Device
     )
 
 
-def loop_slots(channels: np.ndarray, configured: list[int], used: list[int]) -> np.ndarray:
-    """Per detector event its loop's index in ``used`` (configured, phase mapped), ``len(used)`` for a
-    configured loop whose phase is not mapped, ``len(used) + 1`` for a channel not in the configuration.
+def slot_lookup(configured: list[int], used: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """How ``kernels.group_loop_events`` finds a detector channel's loop: its index in ``used``
+    (configured, phase mapped), ``len(used)`` for a configured loop whose phase is not mapped,
+    ``len(used) + 1`` for a channel not in the configuration.
 
-    Channels are looked up in a table where they span at most 2**16 (Indiana channels are bytes), else
-    by binary search among the configured ones."""
+    A table indexed by channel covers ``0 ..`` the largest configured channel (at most 2**16: Indiana
+    channels are bytes); other channels are found by binary search among the sorted configured ones."""
     n = len(used)
-    small = np.uint8 if n + 1 < 1 << 8 else np.int64  # a byte sorts by radix
-    slot_of = np.array([used.index(c) if c in used else n for c in configured], dtype=small)
-    if not len(channels) or not configured:
-        return np.full(len(channels), n + 1, small)
-    low, high = int(channels.min()), int(channels.max())
-    if low >= 0 and max(high, *configured) < 1 << 16:
-        table = np.full(max(high, *configured) + 1, n + 1, small)
-        table[[c for c in configured if c >= 0]] = slot_of[[c >= 0 for c in configured]]
-        return table[channels]
+    if n + 3 > 1 << 16:
+        raise ValueError(f"{n} detectors on one device: at most {(1 << 16) - 3} are supported")
     known = np.array(configured, dtype=np.int64)
-    at = np.minimum(np.searchsorted(known, channels), len(known) - 1)
-    return np.where(known[at] == channels, slot_of[at], n + 1)
+    slot_of = np.array([used.index(c) if c in used else n for c in configured], dtype=np.int64)
+    inside = (known >= 0) & (known < 1 << 16)
+    table = np.full(int(known[inside].max(initial=-1)) + 1, n + 1, np.int64)
+    table[known[inside]] = slot_of[inside]
+    return table, known, slot_of
 
 
 def decision_grid(ev: Events, delta: float, card: ImportCard) -> list[np.ndarray]:

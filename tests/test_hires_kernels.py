@@ -1,0 +1,117 @@
+"""The compiled per-loop merges (trainer/hires/kernels.py) give bit for bit what the whole-array numpy
+formulations they replaced give: on events exactly on grid points and a rounding step either side,
+loops without events or starting with an off event, grids of several segments."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from trainer.hires import decisions
+from trainer.hires.decisions import DeviceEvents, between_loops, loop_intervals
+
+
+def reference_intervals(dev: DeviceEvents, t: np.ndarray, last: np.ndarray, delta: float):
+    """The numpy formulation before the kernel (binary searches, per-cell counts, running sums)."""
+    times, states, bounds = dev.loop_times, dev.loop_states, dev.loop_bounds
+    k, n_loops = len(t), len(bounds) - 1
+    cum = np.zeros(len(times))
+    if len(times) > 1:
+        step = np.diff(times) * states[:-1]
+        for lo, hi in zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True):
+            if hi - lo > 1:
+                np.cumsum(step[lo : hi - 1], out=cum[lo + 1 : hi])
+
+    def occupied_at(latest: np.ndarray, at: np.ndarray) -> np.ndarray:
+        if not len(times):
+            return np.zeros(latest.shape)
+        has = latest >= bounds[:-1, None]
+        safe = np.where(has, latest, 0)
+        return np.where(has, cum[safe] + (at - times[safe]) * states[safe], 0.0)
+
+    loop = np.repeat(np.arange(n_loops) * (k + 1), np.diff(bounds))
+    left = np.searchsorted(t, times, side="left")
+    at_or_before = np.bincount(loop + left, minlength=n_loops * (k + 1)).reshape(n_loops, k + 1)
+    latest = np.cumsum(at_or_before[:, :k], axis=1) + bounds[:-1, None] - 1
+    at_t = occupied_at(latest, t)
+    on_before = np.zeros((n_loops, k))
+    on_before[:, 1:] = np.diff(at_t, axis=1)
+    on_after = np.empty((n_loops, k))
+    on_after[:, :-1] = on_before[:, 1:]
+    ahead = t[last] + delta
+    latest_ahead = np.zeros((n_loops, len(ahead)), np.int64)
+    for j, (lo, hi) in enumerate(zip(bounds[:-1].tolist(), bounds[1:].tolist(), strict=True)):
+        latest_ahead[j] = np.searchsorted(times[lo:hi], ahead, side="right") - 1 + lo
+    on_after[:, last] = occupied_at(latest_ahead, ahead) - at_t[:, last]
+    right = np.searchsorted(t, times, side="right")
+    cells = np.bincount(loop + right, weights=states, minlength=n_loops * (k + 1))
+    rises = cells.reshape(n_loops, k + 1)[:, :k]
+    rises[:, 0] = 0.0
+    return on_before, on_after, rises
+
+
+def device(seed: int, t: np.ndarray, n_loops: int = 6) -> DeviceEvents:
+    """Random on/off events per loop (some exactly on grid points or a rounding step off), loop 2 empty."""
+    rng = np.random.default_rng(seed)
+    times, states, bounds = [], [], [0]
+    for j in range(n_loops):
+        n = 0 if j == 2 else int(rng.integers(1, 400))
+        x = rng.uniform(0.0, t[-1] + 8.0, n)
+        on_grid = rng.choice(t, n)
+        pick = rng.integers(0, 4, n)
+        x = np.where(pick == 1, on_grid, x)
+        x = np.where(pick == 2, np.nextafter(on_grid, -np.inf), x)
+        x = np.where(pick == 3, np.nextafter(on_grid, np.inf), x)
+        x = np.sort(np.floor(x * 10) / 10 if j == 4 else x)  # loop 4: many events in one second
+        s = (rng.random(n) < 0.5).astype(np.float64)
+        times.append(x)
+        states.append(s)
+        bounds.append(bounds[-1] + n)
+    a = 3
+    return DeviceEvents(
+        green_ts=np.zeros(1),
+        green_action=np.zeros(1, np.int64),
+        green_end=np.full(1, np.inf),
+        loop_times=np.concatenate(times),
+        loop_states=np.concatenate(states),
+        loop_bounds=np.array(bounds, np.int64),
+        loop_serves=rng.random((n_loops, a)) < 0.5,
+        loop_stopbar=rng.random(n_loops) < 0.5,
+        n_green=a,
+    )
+
+
+GRIDS = {
+    "one segment": (5.0 * np.arange(400), np.r_[True, np.zeros(399, bool)]),
+    "three segments": (
+        np.r_[5.0 * np.arange(100), 612.37 + 5.0 * np.arange(150), 1500.5 + 5.0 * np.arange(60)],
+        np.r_[True, np.zeros(99, bool), True, np.zeros(149, bool), True, np.zeros(59, bool)],
+    ),
+    "odd step": (1 / 3 * np.arange(900), np.r_[True, np.zeros(899, bool)]),
+}
+
+
+@pytest.mark.parametrize("grid", GRIDS)
+@pytest.mark.parametrize("seed", range(4))
+def test_loop_grid_matches_the_numpy_formulation(grid, seed):
+    t, first = GRIDS[grid]
+    delta = float(t[1] - t[0])
+    dev = device(seed, t)
+    last = np.r_[first[1:], True]
+    got = loop_intervals(dev, t, last, delta)
+    want = reference_intervals(dev, t, last, delta)
+    for g, w in zip(got, want, strict=True):
+        assert np.array_equal(g, w)
+
+
+@pytest.mark.parametrize("grid", GRIDS)
+@pytest.mark.parametrize("seed", range(4))
+def test_between_loop_counts_match_the_numpy_formulation(grid, seed, monkeypatch):
+    t, first = GRIDS[grid]
+    dev = device(seed, t)
+    got = [between_loops(dev, np.flatnonzero(dev.loop_serves[:, a]), t, first) for a in range(3)]
+    monkeypatch.setattr(decisions, "MAX_SECONDS", 0)  # the numpy path (files longer than 48 days)
+    want = [between_loops(dev, np.flatnonzero(dev.loop_serves[:, a]), t, first) for a in range(3)]
+    assert any(w.any() for w in want)
+    for g, w in zip(got, want, strict=True):
+        assert np.array_equal(g, w)

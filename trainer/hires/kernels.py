@@ -1,0 +1,197 @@
+"""The hi-res import's per-event loops, compiled with numba (``@njit(cache=True)``).
+
+Why compiled loops: every quantity here is one pass per loop merging its time-sorted events with the
+sorted decision grid. In numpy each such pass became a few dozen whole-array passes (masks, gathers,
+sorts, running sums, searches) over each device's ~450,000 events and 16 x 17,280 (loop, grid point)
+cells, about 150 ms of CPU for the bench's 1.8 M events (docs/benchmarks.md, "Hi-res event import");
+the loops below do the same in one pass each, a few ms per device.
+
+Why the results are bit-identical to the numpy formulation they replace (the import's output is compared
+column by column by ``bench/hires_same_output.py``): every float is computed by the same operations in
+the same order (a loop's occupied seconds are the same sequential running sum ``np.cumsum`` does, the
+occupancy at a time the same ``cum + (t - time) * state``); counts (actuations, vehicles between loops)
+are whole numbers, exact in any order. numba compiles without ``fastmath``, so nothing is reassociated
+or fused.
+
+The first call in a fresh checkout compiles (about a second, see docs/benchmarks.md); ``cache=True``
+keeps the machine code in ``__pycache__`` beside this file, so later processes load it in milliseconds.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+DETECTOR_OFF, DETECTOR_ON = 81, 82  # Indiana event codes: detector off, on
+MAX_SECONDS = 1 << 22  # between_loop_counts' per-second arrays (48 days); longer files take the numpy path
+
+
+@numba.njit(cache=True)
+def _search(channel: int, known: np.ndarray, slot_of: np.ndarray, missing: int) -> int:
+    """A channel outside the table: its slot among the sorted configured channels, else ``missing``."""
+    at = np.searchsorted(known, channel)
+    return slot_of[at] if at < len(known) and known[at] == channel else missing
+
+
+@numba.njit(cache=True)
+def group_loop_events(
+    ts: np.ndarray,
+    code: np.ndarray,
+    param: np.ndarray,
+    n: int,
+    table: np.ndarray,
+    known: np.ndarray,
+    slot_of: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One device's detector on/off events grouped by loop: a stable counting sort in two passes.
+
+    Slots: the ``n`` used loops ``0 .. n-1``, ``n`` for a configured loop on an unmapped phase, ``n + 1``
+    for a channel not in the configuration (``n + 2``: not a detector event). A channel's slot is
+    ``table[channel]`` where the table covers it, else ``slot_of`` at its place among the sorted
+    configured channels ``known``, else ``n + 1``. Returns the used loops' event times and states (1.0 on,
+    0.0 off), loop after loop, time order within; the slot bounds ``[n + 3]``; the indices of the events
+    of channels not in the configuration (in order). ``n + 3`` slots must fit 16 bits.
+
+    Every event is placed (those of other codes last), so the second pass has no branch to mispredict on
+    interleaved codes: 2.5 ms instead of 7 for 450,000 events.
+    """
+    n_table = len(table)
+    slots = np.empty(len(code), np.uint16)
+    counts = np.zeros(n + 3, np.int64)
+    for i in range(len(code)):
+        channel = param[i]
+        detector = (code[i] == DETECTOR_ON) | (code[i] == DETECTOR_OFF)
+        inside = (channel >= 0) & (channel < n_table)
+        slot = table[channel if inside else 0]
+        if detector and not inside:  # rare: a channel beyond the table
+            slot = _search(channel, known, slot_of, n + 1)
+        slot = slot if detector else n + 2
+        slots[i] = slot
+        counts[slot] += 1
+    bounds = np.zeros(n + 4, np.int64)
+    for s in range(n + 3):
+        bounds[s + 1] = bounds[s] + counts[s]
+    times, states, index = np.empty(len(code)), np.empty(len(code)), np.empty(len(code), np.int64)
+    at = bounds[:-1].copy()
+    for i in range(len(code)):
+        j = at[slots[i]]
+        at[slots[i]] = j + 1
+        times[j] = ts[i]
+        states[j] = code[i] == DETECTOR_ON
+        index[j] = i
+    return times[: bounds[n]], states[: bounds[n]], bounds[: n + 3], index[bounds[n + 1] : bounds[n + 2]]
+
+
+@numba.njit(cache=True)
+def loop_grid(
+    times: np.ndarray,
+    states: np.ndarray,
+    bounds: np.ndarray,
+    t: np.ndarray,
+    last: np.ndarray,
+    ahead: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per loop and grid point ``[loops, K]``: occupied seconds over the interval before and after it
+    (``last``: the grid points ending a segment, whose interval after ends at ``ahead``), and off->on
+    actuations over the interval before it (0 at the first point).
+
+    The loop's occupied seconds up to each of its events are the running sum ``np.cumsum`` takes
+    (``cum += gap * state``); one merge of its events with the grid finds its last event at or before
+    each grid point, and the occupied seconds up to the point are ``cum + (t - time) * state`` (0 before
+    its first event). An actuation (an on event) counts for the interval ``[t_{i-1}, t_i)`` holding it.
+    """
+    n_loops, k = len(bounds) - 1, len(t)
+    on_before = np.zeros((n_loops, k))
+    on_after = np.empty((n_loops, k))
+    rises = np.zeros((n_loops, k))
+    at_t = np.zeros(k)
+    cum = np.zeros(len(times))
+    for j in range(n_loops):
+        lo, hi = bounds[j], bounds[j + 1]
+        for e in range(lo + 1, hi):  # cum[lo] is 0 (and 0.0 + x is x: the gaps are >= 0)
+            cum[e] = cum[e - 1] + (times[e] - times[e - 1]) * states[e - 1]
+        e = lo - 1  # the last event at or before the grid point (below lo: none)
+        for i in range(k):
+            while e + 1 < hi and times[e + 1] <= t[i]:
+                e += 1
+            at_t[i] = cum[e] + (t[i] - times[e]) * states[e] if e >= lo else 0.0
+            if i:
+                on_before[j, i] = at_t[i] - at_t[i - 1]
+                on_after[j, i - 1] = on_before[j, i]
+        for m in range(len(last)):
+            e = lo + np.searchsorted(times[lo:hi], ahead[m], side="right") - 1
+            occupied = cum[e] + (ahead[m] - times[e]) * states[e] if e >= lo else 0.0
+            on_after[j, last[m]] = occupied - at_t[last[m]]
+        g = 0  # grid points at or before the event
+        for e in range(lo, hi):
+            while g < k and t[g] <= times[e]:
+                g += 1
+            if 0 < g < k:
+                rises[j, g] += states[e]
+    return on_before, on_after, rises
+
+
+@numba.njit(cache=True)
+def between_loop_counts(
+    times: np.ndarray,
+    states: np.ndarray,
+    bounds: np.ndarray,
+    loops: np.ndarray,
+    stopbar: np.ndarray,
+    t: np.ndarray,
+    resets: np.ndarray,
+    clear_s: int,
+    n_seconds: int,
+) -> np.ndarray:
+    """The vehicles between one action's loops at each grid point ``t`` (``decisions.between_loops``
+    says what is counted), from per-second arrays over ``n_seconds`` whole seconds.
+
+    The env reads its loops once per whole second: an actuation at ``s`` is read at ``floor(s) + 1``,
+    a loop is on from ``floor`` of its on event to ``ceil`` of its off event. Per second: the sum of the
+    actuations read then (advance +1, stop bar -1), and the loops' net state changes; the count is then
+    ``c = max(c + sum, 0)`` second after second, 0 at a clear (every loop off for ``clear_s`` s, counted
+    from the last second in which one changed) and at the ``resets`` (sorted times; segment starts).
+    """
+    rise = np.zeros(n_seconds)
+    net = np.zeros(n_seconds, np.int64)
+    changed = np.zeros(n_seconds, np.bool_)
+    for j in loops:
+        sign = -1.0 if stopbar[j] else 1.0
+        before = 0.0  # off before the loop's first event
+        for e in range(bounds[j], bounds[j + 1]):
+            state = states[e]
+            if state == 1.0:
+                rise[int(np.floor(times[e])) + 1] += sign
+            if state != before:
+                row = int(np.floor(times[e])) if state > before else int(np.ceil(times[e]))
+                net[row] += 1 if state > before else -1
+                changed[row] = True
+                before = state
+    clear = np.zeros(n_seconds, np.bool_)
+    active, quiet_from = 0, -1  # loops on; the last second with a change after which all were off
+    for s in range(n_seconds):
+        if changed[s]:
+            if quiet_from >= 0 and s - quiet_from >= clear_s:
+                clear[quiet_from + clear_s] = True
+            active += net[s]
+            quiet_from = s if active <= 0 else -1
+    if quiet_from >= 0:
+        clear[quiet_from + clear_s] = True
+    out = np.zeros(len(t))
+    c, s, r = 0.0, 0, 0  # the count, the next second to read, the next reset
+    for i in range(len(t)):
+        while True:  # the reads at or before t[i], in time order (a reset at a whole second is one read)
+            next_s = s if s < n_seconds else np.inf
+            next_r = resets[r] if r < len(resets) else np.inf
+            if min(next_s, next_r) > t[i]:
+                break
+            if next_r <= next_s:
+                c = 0.0
+                r += 1
+                if next_r == next_s:
+                    s += 1
+            else:
+                c = 0.0 if clear[s] else max(c + rise[s], 0.0)
+                s += 1
+        out[i] = c
+    return out
