@@ -7,8 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from envs.traffic.detectors import ACTUATION_SCALE, obs_width
 from trainer.hires import decisions
-from trainer.hires.decisions import DeviceEvents, between_loops, loop_intervals
+from trainer.hires.decisions import DeviceEvents, between_loops, detector_features
 
 
 def reference_intervals(dev: DeviceEvents, t: np.ndarray, last: np.ndarray, delta: float):
@@ -93,15 +94,29 @@ GRIDS = {
 
 @pytest.mark.parametrize("grid", GRIDS)
 @pytest.mark.parametrize("seed", range(4))
-def test_loop_grid_matches_the_numpy_formulation(grid, seed):
+def test_detector_features_match_the_numpy_formulation(grid, seed):
     t, first = GRIDS[grid]
-    delta = float(t[1] - t[0])
+    delta, a_max = float(t[1] - t[0]), 3
     dev = device(seed, t)
-    last = np.r_[first[1:], True]
-    got = loop_intervals(dev, t, last, delta)
-    want = reference_intervals(dev, t, last, delta)
-    for g, w in zip(got, want, strict=True):
-        assert np.array_equal(g, w)
+    obs = np.zeros((len(t), obs_width(a_max)))
+    on_after = detector_features(dev, t, first, delta, a_max, obs)
+    on_before, want_after, rises = reference_intervals(dev, t, np.r_[first[1:], True], delta)
+    on_before[:, first] = rises[:, first] = 0.0
+    want = np.zeros_like(obs)
+    for block, kind in enumerate((True, False)):
+        base = a_max + 2 + 2 * block * a_max
+        for a in range(a_max):
+            mine = np.flatnonzero((dev.loop_stopbar == kind) & dev.loop_serves[:, a])
+            if len(mine):  # summed row by row in loop order, then divided
+                occupied, rising = on_before[mine[0]].copy(), rises[mine[0]].copy()
+                for r in mine[1:]:
+                    occupied += on_before[r]
+                    rising += rises[r]
+                want[:, base + a] = occupied / (len(mine) * delta)
+                want[:, base + a_max + a] = rising / ACTUATION_SCALE
+    assert want.any()
+    assert np.array_equal(obs, want)
+    assert np.array_equal(on_after, want_after.T)
 
 
 @pytest.mark.parametrize("grid", GRIDS)

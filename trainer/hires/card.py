@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer.hires.decisions import INDIANA_CODES
-from trainer.hires.sorting import stable_order
+from trainer.hires.kernels import value_spans
 
 EPOCH = dt.datetime(1970, 1, 1)
 MAX_RANGES = 10  # time ranges listed per finding (the count covers all)
@@ -106,17 +106,24 @@ class ImportCard:
             self._add("phases_never_green", device=device, phases=phases)
 
     def detectors_missing(self, device: str, channels: np.ndarray, times: np.ndarray) -> None:
-        """``times`` in time order (as a device's events are): grouped by channel, they stay in order."""
-        order = stable_order(channels) if (np.diff(times) >= 0).all() else np.lexsort((times, channels))
-        channels, times = channels[order], times[order]
-        bounds = np.r_[0, np.flatnonzero(np.diff(channels)) + 1, len(channels)].tolist()
-        for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        """Per channel (ascending) its events and the time range they span."""
+        if len(channels) and channels.min() >= 0 and channels.max() < 1 << 16:
+            seen, counts, earliest, latest = value_spans(channels, times)
+        else:
+            order = np.lexsort((times, channels))
+            channels, times = channels[order], times[order]
+            bounds = np.r_[0, np.flatnonzero(np.diff(channels)) + 1, len(channels)]
+            seen, counts = channels[bounds[:-1]], np.diff(bounds)
+            earliest, latest = times[bounds[:-1]], times[bounds[1:] - 1]
+        for channel, events, a, b in zip(
+            seen.tolist(), counts.tolist(), earliest.tolist(), latest.tolist(), strict=True
+        ):
             self._add(
                 "detectors_missing_from_config",
                 device=device,
-                detector=int(channels[lo]),
-                events=hi - lo,
-                ranges=_ranges([(times[lo], times[hi - 1])], self.origin_us),
+                detector=channel,
+                events=events,
+                ranges=_ranges([(a, b)], self.origin_us),
                 note="their on/off events are skipped",
             )
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from envs.traffic.detectors import ACTUATION_SCALE, CLEAR_S, COUNT_SCALE, obs_width, scaled_time
-from trainer.hires.kernels import MAX_SECONDS, between_loop_counts, loop_grid
+from trainer.hires.kernels import MAX_SECONDS, between_loop_counts, loop_features
 
 BEGIN_GREEN, BEGIN_YELLOW = 1, 8
 INDIANA_CODES = range(0, 256)  # the published enumerations fit a byte; other codes are vendor extensions
@@ -51,18 +51,42 @@ def green_ends(
     return out
 
 
-def loop_intervals(
-    dev: DeviceEvents, t: np.ndarray, last: np.ndarray, delta: float
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per loop and decision ``[loops, K]``: occupied seconds over the interval before and after it, and
-    off->on actuations over the interval before it.
+def detector_features(
+    dev: DeviceEvents, t: np.ndarray, first: np.ndarray, delta: float, a_max: int, obs: np.ndarray
+) -> np.ndarray:
+    """Write the per-phase detector blocks of ``obs`` (occupancy and actuations over the interval before
+    each decision, stop-bar loops then advance loops: the mean over the phase's loops, 0 at a segment's
+    ``first`` decision); returns each loop's occupied seconds over the interval after each decision
+    ``[K, loops]`` (the reward's).
 
     The intervals tile the grid ``t``, so each loop needs its occupied seconds and actuation count at
-    the grid points only (plus one interval past each segment's ``last`` decision): one merge of each
-    loop's events with the grid (``kernels.loop_grid``, compiled).
+    the grid points only (plus one interval past each segment's last decision): one merge of the
+    loops' events with the grid (``kernels.loop_features``, compiled).
     """
-    ends = np.flatnonzero(last)
-    return loop_grid(dev.loop_times, dev.loop_states, dev.loop_bounds, t, ends, t[ends] + delta)
+    columns, members = [], []
+    for block, kind in enumerate((True, False)):
+        base = a_max + 2 + 2 * block * a_max
+        for a in range(dev.loop_serves.shape[1]):
+            mine = np.flatnonzero((dev.loop_stopbar == kind) & dev.loop_serves[:, a])
+            if len(mine):
+                columns.append((base + a, base + a_max + a))
+                members.append(mine)
+    ends = np.flatnonzero(np.r_[first[1:], True])  # the last decision of each segment
+    return loop_features(
+        dev.loop_times,
+        dev.loop_states,
+        dev.loop_bounds,
+        t,
+        first,
+        ends,
+        t[ends] + delta,
+        np.concatenate(members) if members else np.zeros(0, np.int64),
+        np.cumsum([0] + [len(m) for m in members]),
+        np.array(columns, np.int64).reshape(-1, 2),
+        delta,
+        ACTUATION_SCALE,
+        obs,
+    )
 
 
 def shown_green(dev: DeviceEvents, t: np.ndarray, strict: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -110,16 +134,7 @@ def device_steps(
     obs[:, a_max] = can
     obs[:, a_max + 1] = scaled_time(in_phase)
     # detector features over the interval before each decision, the reward over the one after it
-    last = np.r_[first[1:], True]
-    on_before, on_after, rises = loop_intervals(dev, t, last, delta)
-    on_before[:, first] = rises[:, first] = 0.0
-    for block, kind in enumerate((True, False)):
-        base = a_max + 2 + 2 * block * a_max
-        for a in range(dev.loop_serves.shape[1]):
-            mine = np.flatnonzero((dev.loop_stopbar == kind) & dev.loop_serves[:, a])
-            if len(mine):  # the mean over the phase's loops, summed in loop order
-                obs[:, base + a] = _sum_rows(on_before, mine) / (len(mine) * delta)
-                obs[:, base + a_max + a] = _sum_rows(rises, mine) / ACTUATION_SCALE
+    on_after = detector_features(dev, t, first, delta, a_max, obs)
     # time since each phase was last green: its greens' ends before t (never: since the log's start)
     served = np.zeros((k, a_max))
     for g in range(dev.n_green):
@@ -137,7 +152,7 @@ def device_steps(
     # inside min-green only the current phase, unless the controller's change is already under way
     free = can | (changing & (actions != phase))
     masks = np.where(free[:, None], legal[None, :], np.arange(a_max)[None, :] == phase[:, None])
-    rewards = -np.ascontiguousarray(on_after.T).sum(axis=1) / delta
+    rewards = -on_after.sum(axis=1) / delta
     return obs, actions, masks, rewards
 
 
@@ -206,10 +221,3 @@ def count_at(reads: np.ndarray, delta: np.ndarray, reset: np.ndarray, t: np.ndar
     counts = sums - np.minimum(low, 0.0)
     at = np.searchsorted(reads, t, side="right") - 1
     return np.where(at >= 0, np.r_[counts, 0.0][at], 0.0)
-
-
-def _sum_rows(values: np.ndarray, rows: np.ndarray) -> np.ndarray:
-    out = values[rows[0]].copy()
-    for r in rows[1:]:
-        out += values[r]
-    return out

@@ -17,6 +17,7 @@ import pyarrow as pa
 
 from trainer.hires.card import ImportCard, time_ranges
 from trainer.hires.decisions import INDIANA_CODES
+from trainer.hires.kernels import silences
 from trainer.hires.read import EVENT_COLUMNS, as_int, as_seconds, read_table
 from trainer.hires.sorting import stable_order
 
@@ -57,13 +58,11 @@ def read_events(path: Path, card: ImportCard, max_gap: float) -> Events:
             rows = np.argsort(t, kind="stable")
             t, c, p = t[rows], c[rows], p[rows]
         devices[name] = (t, c, p)
-        known = (c >= INDIANA_CODES.start) & (c < INDIANA_CODES.stop)
-        if not known.all():  # other codes never match the ones decisions use, but they do not end a gap
-            t = t[known]
-        if len(t):
-            ends.append(t[-1])
-        silent = np.flatnonzero(np.diff(t) > max_gap)
-        mine = list(zip(t[silent].tolist(), t[silent + 1].tolist(), strict=True))
+        # other codes never match the ones decisions use, but they do not end a gap either
+        known, end, starts, stops = silences(t, c, INDIANA_CODES.start, INDIANA_CODES.stop, max_gap)
+        if known:
+            ends.append(end)
+        mine = list(zip(starts.tolist(), stops.tolist(), strict=True))
         gaps = mine if gaps is None else _intersect(gaps, mine)
     if late_times:
         late = np.sort(np.concatenate(late_times))

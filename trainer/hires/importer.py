@@ -73,11 +73,11 @@ def device_events(ev: Events, name: str, site: Site, card: ImportCard) -> Device
         if phase in mapping:
             serves[used.index(channel), mapping[phase]] = True
     table, known, slot_of = slot_lookup(configured, used)
-    loop_times, loop_states, bounds, missing = group_loop_events(
+    loop_times, loop_states, bounds, missing, missing_ts = group_loop_events(
         ts, code, param, len(used), table, known, slot_of
     )
     if len(missing):
-        card.detectors_missing(name, param[missing], ts[missing])
+        card.detectors_missing(name, missing, missing_ts)
     events = dict(zip(used, np.diff(bounds[: len(used) + 1]).tolist(), strict=True))
     for channel, phase, stopbar in rows:
         if phase not in mapping:

@@ -42,18 +42,18 @@ def group_loop_events(
     table: np.ndarray,
     known: np.ndarray,
     slot_of: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """One device's detector on/off events grouped by loop: a stable counting sort in two passes.
 
     Slots: the ``n`` used loops ``0 .. n-1``, ``n`` for a configured loop on an unmapped phase, ``n + 1``
     for a channel not in the configuration (``n + 2``: not a detector event). A channel's slot is
     ``table[channel]`` where the table covers it, else ``slot_of`` at its place among the sorted
     configured channels ``known``, else ``n + 1``. Returns the used loops' event times and states (1.0 on,
-    0.0 off), loop after loop, time order within; the slot bounds ``[n + 3]``; the indices of the events
-    of channels not in the configuration (in order). ``n + 3`` slots must fit 16 bits.
+    0.0 off), loop after loop, time order within; the slot bounds ``[n + 3]``; the channels and times
+    of the events of channels not in the configuration (time order). ``n + 3`` slots must fit 16 bits.
 
-    Every event is placed (those of other codes last), so the second pass has no branch to mispredict on
-    interleaved codes: 2.5 ms instead of 7 for 450,000 events.
+    Every event is written (those of other codes all to one spare place), so the second pass has no
+    branch to mispredict on interleaved codes: 2.5 ms instead of 7 for 450,000 events.
     """
     n_table = len(table)
     slots = np.empty(len(code), np.uint16)
@@ -71,64 +71,93 @@ def group_loop_events(
     bounds = np.zeros(n + 4, np.int64)
     for s in range(n + 3):
         bounds[s + 1] = bounds[s] + counts[s]
-    times, states, index = np.empty(len(code)), np.empty(len(code)), np.empty(len(code), np.int64)
+    spare = bounds[n + 2]  # where the events of other codes are written (and overwritten)
+    times, states, channels = np.empty(spare + 1), np.empty(spare + 1), np.empty(spare + 1, np.int64)
     at = bounds[:-1].copy()
     for i in range(len(code)):
-        j = at[slots[i]]
-        at[slots[i]] = j + 1
+        slot = slots[i]
+        j = at[slot]
+        at[slot] = j + (slot < n + 2)
         times[j] = ts[i]
         states[j] = code[i] == DETECTOR_ON
-        index[j] = i
-    return times[: bounds[n]], states[: bounds[n]], bounds[: n + 3], index[bounds[n + 1] : bounds[n + 2]]
+        channels[j] = param[i]
+    used, lo, hi = bounds[n], bounds[n + 1], bounds[n + 2]
+    return times[:used], states[:used], bounds[: n + 3], channels[lo:hi], times[lo:hi]
 
 
 @numba.njit(cache=True)
-def loop_grid(
+def loop_features(
     times: np.ndarray,
     states: np.ndarray,
     bounds: np.ndarray,
     t: np.ndarray,
+    first: np.ndarray,
     last: np.ndarray,
     ahead: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per loop and grid point ``[loops, K]``: occupied seconds over the interval before and after it
-    (``last``: the grid points ending a segment, whose interval after ends at ``ahead``), and off->on
-    actuations over the interval before it (0 at the first point).
+    members: np.ndarray,
+    member_bounds: np.ndarray,
+    columns: np.ndarray,
+    delta: float,
+    actuation_scale: float,
+    obs: np.ndarray,
+) -> np.ndarray:
+    """The detector features of each grid point ``t``, written into ``obs`` (``[K, width]``, zeros in
+    those columns): per group of loops (group ``g``'s loops are ``members[member_bounds[g] :
+    member_bounds[g + 1]]``) the mean occupied seconds per second over the interval before the point
+    into column ``columns[g, 0]`` and the actuations (off->on) in it / ``actuation_scale`` into
+    ``columns[g, 1]``, left 0 at a segment's ``first`` point. Returns per loop its occupied seconds over
+    the interval after each point ``[K, loops]`` (the reward's; ``last``: the indices of the points
+    ending a segment, whose interval after ends at ``ahead``).
 
-    The loop's occupied seconds up to each of its events are the running sum ``np.cumsum`` takes
+    A loop's occupied seconds up to each of its events are the running sum ``np.cumsum`` takes
     (``cum += gap * state``); one merge of its events with the grid finds its last event at or before
-    each grid point, and the occupied seconds up to the point are ``cum + (t - time) * state`` (0 before
-    its first event). An actuation (an on event) counts for the interval ``[t_{i-1}, t_i)`` holding it.
+    each point (occupied seconds up to the point: ``cum + (t - time) * state``, 0 before its first
+    event) and counts each on event for the interval ``[t_{i-1}, t_i)`` holding it. The intervals'
+    differences are then summed over each group's loops in their order and divided, as the numpy
+    formulation did (``decisions.device_steps`` before the kernels), grid point by grid point (each
+    row of ``obs`` written once).
     """
-    n_loops, k = len(bounds) - 1, len(t)
-    on_before = np.zeros((n_loops, k))
-    on_after = np.empty((n_loops, k))
-    rises = np.zeros((n_loops, k))
-    at_t = np.zeros(k)
+    n_loops, k, n_groups = len(bounds) - 1, len(t), len(member_bounds) - 1
     cum = np.zeros(len(times))
+    at_t = np.empty((n_loops, k))  # occupied seconds up to each point
+    rises = np.zeros((n_loops, k))  # on events in [t_{i-1}, t_i)
     for j in range(n_loops):
         lo, hi = bounds[j], bounds[j + 1]
-        for e in range(lo + 1, hi):  # cum[lo] is 0 (and 0.0 + x is x: the gaps are >= 0)
+        for e in range(lo + 1, hi):  # cum at a loop's first event is 0 (0.0 + x is x: gaps are >= 0)
             cum[e] = cum[e - 1] + (times[e] - times[e - 1]) * states[e - 1]
-        e = lo - 1  # the last event at or before the grid point (below lo: none)
+        e = lo - 1  # the last event at or before the point (below lo: none)
         for i in range(k):
             while e + 1 < hi and times[e + 1] <= t[i]:
                 e += 1
-            at_t[i] = cum[e] + (t[i] - times[e]) * states[e] if e >= lo else 0.0
-            if i:
-                on_before[j, i] = at_t[i] - at_t[i - 1]
-                on_after[j, i - 1] = on_before[j, i]
+            at_t[j, i] = cum[e] + (t[i] - times[e]) * states[e] if e >= lo else 0.0
+        i = 0  # grid points at or before the event
+        for e in range(lo, hi):
+            while i < k and t[i] <= times[e]:
+                i += 1
+            if i < k:
+                rises[j, i] += states[e]
+    on_after = np.empty((k, n_loops))
+    for i in range(k):
+        if i + 1 < k:
+            for j in range(n_loops):
+                on_after[i, j] = at_t[j, i + 1] - at_t[j, i]
+        if i == 0 or first[i]:
+            continue  # no interval before the point: 0
+        for g in range(n_groups):
+            lo, hi = member_bounds[g], member_bounds[g + 1]
+            occupied, rising = at_t[members[lo], i] - at_t[members[lo], i - 1], rises[members[lo], i]
+            for q in range(lo + 1, hi):
+                occupied += at_t[members[q], i] - at_t[members[q], i - 1]
+                rising += rises[members[q], i]
+            obs[i, columns[g, 0]] = occupied / ((hi - lo) * delta)
+            obs[i, columns[g, 1]] = rising / actuation_scale
+    for j in range(n_loops):  # each segment's last point: the interval after it ends at ``ahead``
+        lo, hi = bounds[j], bounds[j + 1]
         for m in range(len(last)):
             e = lo + np.searchsorted(times[lo:hi], ahead[m], side="right") - 1
             occupied = cum[e] + (ahead[m] - times[e]) * states[e] if e >= lo else 0.0
-            on_after[j, last[m]] = occupied - at_t[last[m]]
-        g = 0  # grid points at or before the event
-        for e in range(lo, hi):
-            while g < k and t[g] <= times[e]:
-                g += 1
-            if 0 < g < k:
-                rises[j, g] += states[e]
-    return on_before, on_after, rises
+            on_after[last[m], j] = occupied - at_t[j, last[m]]
+    return on_after
 
 
 @numba.njit(cache=True)
@@ -195,3 +224,38 @@ def between_loop_counts(
                 s += 1
         out[i] = c
     return out
+
+
+@numba.njit(cache=True)
+def value_spans(
+    values: np.ndarray, times: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per distinct value (ascending; all must lie in ``0 .. 2**16 - 1``): how many rows have it, and
+    the earliest and latest of their ``times``. One counting pass, no sort."""
+    size = values.max() + 1 if len(values) else 0
+    count = np.zeros(size, np.int64)
+    earliest, latest = np.full(size, np.inf), np.full(size, -np.inf)
+    for i in range(len(values)):
+        v = values[i]
+        count[v] += 1
+        earliest[v] = min(earliest[v], times[i])
+        latest[v] = max(latest[v], times[i])
+    seen = np.flatnonzero(count)
+    return seen, count[seen], earliest[seen], latest[seen]
+
+
+@numba.njit(cache=True)
+def silences(
+    t: np.ndarray, code: np.ndarray, known_lo: int, known_hi: int, max_gap: float
+) -> tuple[int, float, np.ndarray, np.ndarray]:
+    """Over the events (in time order) whose code lies in ``[known_lo, known_hi)``: how many, the last
+    one's time, and the silences longer than ``max_gap`` between consecutive ones (starts, ends)."""
+    starts, ends = np.empty(len(t)), np.empty(len(t))  # pages only touched as far as written
+    n, last, gaps = 0, 0.0, 0
+    for i in range(len(t)):
+        if known_lo <= code[i] < known_hi:
+            if n and t[i] - last > max_gap:
+                starts[gaps], ends[gaps] = last, t[i]
+                gaps += 1
+            n, last = n + 1, t[i]
+    return n, last, starts[:gaps].copy(), ends[:gaps].copy()
