@@ -9,7 +9,7 @@ import pytest
 
 from envs.traffic.detectors import ACTUATION_SCALE, obs_width
 from trainer.hires import decisions
-from trainer.hires.decisions import DeviceEvents, between_loops, detector_features
+from trainer.hires.decisions import DeviceEvents, between_counts, between_loops, detector_features
 
 
 def reference_intervals(dev: DeviceEvents, t: np.ndarray, last: np.ndarray, delta: float):
@@ -124,9 +124,11 @@ def test_detector_features_match_the_numpy_formulation(grid, seed):
 def test_between_loop_counts_match_the_numpy_formulation(grid, seed, monkeypatch):
     t, first = GRIDS[grid]
     dev = device(seed, t)
-    got = [between_loops(dev, np.flatnonzero(dev.loop_serves[:, a]), t, first) for a in range(3)]
-    monkeypatch.setattr(decisions, "MAX_SECONDS", 0)  # the numpy path (files longer than 48 days)
-    want = [between_loops(dev, np.flatnonzero(dev.loop_serves[:, a]), t, first) for a in range(3)]
-    assert any(w.any() for w in want)
-    for g, w in zip(got, want, strict=True):
-        assert np.array_equal(g, w)
+    got = between_counts(dev, t, first)
+    want = np.stack(
+        [between_loops(dev, np.flatnonzero(dev.loop_serves[:, a]), t, first) for a in range(3)], 1
+    )
+    assert want.any()
+    assert np.array_equal(got, want)
+    monkeypatch.setattr(decisions, "MAX_SECONDS", 0)  # files longer than 48 days: the numpy path
+    assert np.array_equal(between_counts(dev, t, first), want)

@@ -144,16 +144,37 @@ def device_steps(
         served[:, g] = scaled_time(t - last)
     served[rows[idx >= 0], phase[idx >= 0]] = 0.0
     obs[:, 5 * a_max + 2 : 6 * a_max + 2] = served
-    for a in range(dev.loop_serves.shape[1]):
-        obs[:, 6 * a_max + 2 + a] = (
-            between_loops(dev, np.flatnonzero(dev.loop_serves[:, a]), t, first) / COUNT_SCALE
-        )
+    between = between_counts(dev, t, first)
+    obs[:, 6 * a_max + 2 : 6 * a_max + 2 + between.shape[1]] = between / COUNT_SCALE
     legal = np.arange(a_max) < dev.n_green
     # inside min-green only the current phase, unless the controller's change is already under way
     free = can | (changing & (actions != phase))
     masks = np.where(free[:, None], legal[None, :], np.arange(a_max)[None, :] == phase[:, None])
     rewards = -on_after.sum(axis=1) / delta
     return obs, actions, masks, rewards
+
+
+def between_counts(dev: DeviceEvents, t: np.ndarray, first: np.ndarray) -> np.ndarray:
+    """``between_loops`` of every action ``[K, actions]``: compiled, per second, where the loops' events
+    and the grid span at most ``MAX_SECONDS`` (else the numpy formulation, action by action)."""
+    latest = dev.loop_times[dev.loop_bounds[1:][np.diff(dev.loop_bounds) > 0] - 1]  # each loop's last
+    seconds = int(np.ceil(max(latest.max(initial=0.0), t[-1]))) + CLEAR_S + 2
+    if seconds <= MAX_SECONDS:
+        return between_loop_counts(
+            dev.loop_times,
+            dev.loop_states,
+            dev.loop_bounds,
+            dev.loop_serves,
+            dev.loop_stopbar,
+            t,
+            t[first],
+            CLEAR_S,
+            seconds,
+        )
+    actions = range(dev.loop_serves.shape[1])
+    return np.stack(
+        [between_loops(dev, np.flatnonzero(dev.loop_serves[:, a]), t, first) for a in actions], axis=1
+    ).reshape(len(t), -1)
 
 
 def between_loops(dev: DeviceEvents, loops: np.ndarray, t: np.ndarray, first: np.ndarray) -> np.ndarray:
@@ -164,17 +185,13 @@ def between_loops(dev: DeviceEvents, loops: np.ndarray, t: np.ndarray, first: np
     As the env reads its loops once per second, an actuation at ``s`` is read at ``floor(s) + 1``, a loop
     is off from the whole second after its off event, and the actuations read together are summed before
     the floor at 0; the value at ``t`` is the count after the reads at or before ``t``.
+
+    Whole-array numpy: what ``between_counts`` uses past ``MAX_SECONDS``, and the reference its compiled
+    path is tested against (tests/test_hires_kernels.py).
     """
     out = np.zeros(len(t))
     if not len(loops):
         return out
-    ends = dev.loop_bounds[loops + 1]  # each loop's last event is its latest
-    latest = dev.loop_times[ends[ends > dev.loop_bounds[loops]] - 1]
-    seconds = int(np.ceil(max(latest.max(initial=0.0), t[-1]))) + CLEAR_S + 2
-    if seconds <= MAX_SECONDS:  # compiled, per second (the numpy formulation below is its reference)
-        times, states, bounds = dev.loop_times, dev.loop_states, dev.loop_bounds
-        stopbar = dev.loop_stopbar
-        return between_loop_counts(times, states, bounds, loops, stopbar, t, t[first], CLEAR_S, seconds)
     rise_read, sign, change_row, change = [], [], [], []
     for j in loops.tolist():
         lo, hi = dev.loop_bounds[j], dev.loop_bounds[j + 1]

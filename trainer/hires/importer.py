@@ -28,7 +28,7 @@ from trainer.hires.decisions import (
     green_ends,
 )
 from trainer.hires.events import Events, read_events
-from trainer.hires.kernels import group_loop_events
+from trainer.hires.kernels import group_events
 from trainer.hires.site import Site, read_site
 
 DECISION_MODEL = (
@@ -49,36 +49,37 @@ class ImportOptions:
 def device_events(ev: Events, name: str, site: Site, card: ImportCard) -> DeviceEvents:
     ts, code, param = ev.devices[name]
     mapping = site.phase_action.get(name, {})
-    green = np.flatnonzero(code == BEGIN_GREEN)
-    unmapped = ~np.isin(param[green], list(mapping))
+    rows = sorted(site.loops.get(name, []))  # by channel, a row per phase a loop serves
+    configured = sorted({channel for channel, _, _ in rows})
+    used = sorted({channel for channel, phase, _ in rows if phase in mapping})
+    n = len(used)
+    table, known, slot_of = slot_lookup(configured, used)
+    times, states, params, bounds = group_events(
+        ts, code, param, n, table, known, slot_of, BEGIN_GREEN, BEGIN_YELLOW
+    )
+    green_ts, green_nema = times[bounds[n + 2] : bounds[n + 3]], params[bounds[n + 2] : bounds[n + 3]]
+    unmapped = ~np.isin(green_nema, list(mapping))
     if unmapped.any():
-        card.phases_not_in_map(name, param[green[unmapped]])
-    green = green[~unmapped]
-    if not len(green):
+        card.phases_not_in_map(name, green_nema[unmapped])
+        green_ts, green_nema = green_ts[~unmapped], green_nema[~unmapped]
+    if not len(green_ts):
         raise ValueError(
             f"{ev.path}: device {name} has no begin-green events (EventId {BEGIN_GREEN}) for a mapped phase: "
             "no decisions can be derived"
         )
-    yellow = code == BEGIN_YELLOW
-    green_ts, green_nema = ts[green], param[green]
+    yellow_ts, yellow_nema = times[bounds[n + 3] : bounds[n + 4]], params[bounds[n + 3] : bounds[n + 4]]
     phases = np.array(sorted(mapping), dtype=np.int64)  # every green left is of a mapped phase
     actions = np.array([mapping[p] for p in phases.tolist()], dtype=np.int64)
     card.phases_never_green(name, sorted(set(mapping) - set(green_nema.tolist())))
-    rows = sorted(site.loops.get(name, []))  # by channel, a row per phase a loop serves
-    configured = sorted({channel for channel, _, _ in rows})
-    used = sorted({channel for channel, phase, _ in rows if phase in mapping})
     stopbar_of = {channel: stopbar for channel, _, stopbar in rows}
-    serves = np.zeros((len(used), max(mapping.values()) + 1 if mapping else 0), dtype=bool)
+    serves = np.zeros((n, max(mapping.values()) + 1 if mapping else 0), dtype=bool)
     for channel, phase, _ in rows:
         if phase in mapping:
             serves[used.index(channel), mapping[phase]] = True
-    table, known, slot_of = slot_lookup(configured, used)
-    loop_times, loop_states, bounds, missing, missing_ts = group_loop_events(
-        ts, code, param, len(used), table, known, slot_of
-    )
-    if len(missing):
-        card.detectors_missing(name, missing, missing_ts)
-    events = dict(zip(used, np.diff(bounds[: len(used) + 1]).tolist(), strict=True))
+    if bounds[n + 2] > bounds[n + 1]:
+        missing = slice(bounds[n + 1], bounds[n + 2])
+        card.detectors_missing(name, params[missing], times[missing])
+    events = dict(zip(used, np.diff(bounds[: n + 1]).tolist(), strict=True))
     for channel, phase, stopbar in rows:
         if phase not in mapping:
             card.detector_phase_unmapped(name, channel, phase)
@@ -87,10 +88,10 @@ def device_events(ev: Events, name: str, site: Site, card: ImportCard) -> Device
     return DeviceEvents(
         green_ts=green_ts,
         green_action=actions[np.searchsorted(phases, green_nema)],
-        green_end=green_ends(green_ts, green_nema, ts[yellow], param[yellow]),
-        loop_times=loop_times,
-        loop_states=loop_states,
-        loop_bounds=bounds[: len(used) + 1],
+        green_end=green_ends(green_ts, green_nema, yellow_ts, yellow_nema),
+        loop_times=times[: bounds[n]],
+        loop_states=states[: bounds[n]],
+        loop_bounds=bounds[: n + 1],
         loop_serves=serves,
         loop_stopbar=np.array([stopbar_of[channel] for channel in used], dtype=bool),
         n_green=max(mapping.values()) + 1 if mapping else 0,
@@ -98,15 +99,15 @@ def device_events(ev: Events, name: str, site: Site, card: ImportCard) -> Device
 
 
 def slot_lookup(configured: list[int], used: list[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """How ``kernels.group_loop_events`` finds a detector channel's loop: its index in ``used``
+    """How ``kernels.group_events`` finds a detector channel's loop: its index in ``used``
     (configured, phase mapped), ``len(used)`` for a configured loop whose phase is not mapped,
     ``len(used) + 1`` for a channel not in the configuration.
 
     A table indexed by channel covers ``0 ..`` the largest configured channel (at most 2**16: Indiana
     channels are bytes); other channels are found by binary search among the sorted configured ones."""
     n = len(used)
-    if n + 3 > 1 << 16:
-        raise ValueError(f"{n} detectors on one device: at most {(1 << 16) - 3} are supported")
+    if n + 5 > 1 << 16:
+        raise ValueError(f"{n} detectors on one device: at most {(1 << 16) - 5} are supported")
     known = np.array(configured, dtype=np.int64)
     slot_of = np.array([used.index(c) if c in used else n for c in configured], dtype=np.int64)
     inside = (known >= 0) & (known < 1 << 16)

@@ -34,7 +34,7 @@ def _search(channel: int, known: np.ndarray, slot_of: np.ndarray, missing: int) 
 
 
 @numba.njit(cache=True)
-def group_loop_events(
+def group_events(
     ts: np.ndarray,
     code: np.ndarray,
     param: np.ndarray,
@@ -42,22 +42,26 @@ def group_loop_events(
     table: np.ndarray,
     known: np.ndarray,
     slot_of: np.ndarray,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One device's detector on/off events grouped by loop: a stable counting sort in two passes.
+    green_code: int,
+    yellow_code: int,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One device's events (in time order) grouped by what the import does with them: a stable
+    counting sort in two passes. Returns their times, states (1.0 for a detector on event, else 0.0)
+    and parameters, group after group, time order within, and the bounds of the groups ``[n + 5]``:
 
-    Slots: the ``n`` used loops ``0 .. n-1``, ``n`` for a configured loop on an unmapped phase, ``n + 1``
-    for a channel not in the configuration (``n + 2``: not a detector event). A channel's slot is
-    ``table[channel]`` where the table covers it, else ``slot_of`` at its place among the sorted
-    configured channels ``known``, else ``n + 1``. Returns the used loops' event times and states (1.0 on,
-    0.0 off), loop after loop, time order within; the slot bounds ``[n + 3]``; the channels and times
-    of the events of channels not in the configuration (time order). ``n + 3`` slots must fit 16 bits.
+    * ``0 .. n-1``: the detector on/off events of the ``n`` used loops (configured, phase mapped);
+    * ``n``: those of configured loops on unmapped phases; ``n + 1``: those of channels not in the
+      configuration;
+    * ``n + 2``: the ``green_code`` events (begin green), ``n + 3``: the ``yellow_code`` ones (begin yellow).
 
-    Every event is written (those of other codes all to one spare place), so the second pass has no
-    branch to mispredict on interleaved codes: 2.5 ms instead of 7 for 450,000 events.
+    A detector channel's loop is ``table[channel]`` where the table covers the channel, else ``slot_of``
+    at its place among the sorted configured channels ``known``, else ``n + 1``. ``n + 5`` groups must
+    fit 16 bits. Events of other codes are all written to one spare place after the groups, so the second
+    pass has no branch to mispredict on interleaved codes (2.5 ms instead of 7 for 450,000 events).
     """
-    n_table = len(table)
+    n_table, other = len(table), n + 4
     slots = np.empty(len(code), np.uint16)
-    counts = np.zeros(n + 3, np.int64)
+    counts = np.zeros(n + 5, np.int64)
     for i in range(len(code)):
         channel = param[i]
         detector = (code[i] == DETECTOR_ON) | (code[i] == DETECTOR_OFF)
@@ -65,24 +69,27 @@ def group_loop_events(
         slot = table[channel if inside else 0]
         if detector and not inside:  # rare: a channel beyond the table
             slot = _search(channel, known, slot_of, n + 1)
-        slot = slot if detector else n + 2
+        slot = (
+            slot
+            if detector
+            else (n + 2 if code[i] == green_code else (n + 3 if code[i] == yellow_code else other))
+        )
         slots[i] = slot
         counts[slot] += 1
-    bounds = np.zeros(n + 4, np.int64)
-    for s in range(n + 3):
+    bounds = np.zeros(n + 6, np.int64)
+    for s in range(n + 5):
         bounds[s + 1] = bounds[s] + counts[s]
-    spare = bounds[n + 2]  # where the events of other codes are written (and overwritten)
-    times, states, channels = np.empty(spare + 1), np.empty(spare + 1), np.empty(spare + 1, np.int64)
+    spare = bounds[other]
+    times, states, params = np.empty(spare + 1), np.empty(spare + 1), np.empty(spare + 1, np.int64)
     at = bounds[:-1].copy()
     for i in range(len(code)):
         slot = slots[i]
         j = at[slot]
-        at[slot] = j + (slot < n + 2)
+        at[slot] = j + (slot < other)
         times[j] = ts[i]
         states[j] = code[i] == DETECTOR_ON
-        channels[j] = param[i]
-    used, lo, hi = bounds[n], bounds[n + 1], bounds[n + 2]
-    return times[:used], states[:used], bounds[: n + 3], channels[lo:hi], times[lo:hi]
+        params[j] = param[i]
+    return times[:spare], states[:spare], params[:spare], bounds[: n + 5]
 
 
 @numba.njit(cache=True)
@@ -165,64 +172,71 @@ def between_loop_counts(
     times: np.ndarray,
     states: np.ndarray,
     bounds: np.ndarray,
-    loops: np.ndarray,
+    serves: np.ndarray,
     stopbar: np.ndarray,
     t: np.ndarray,
     resets: np.ndarray,
     clear_s: int,
     n_seconds: int,
 ) -> np.ndarray:
-    """The vehicles between one action's loops at each grid point ``t`` (``decisions.between_loops``
-    says what is counted), from per-second arrays over ``n_seconds`` whole seconds.
+    """The vehicles between each action's loops (``serves[loop, action]``) at each grid point ``t``
+    ``[K, actions]`` (``decisions.between_loops`` says what is counted), from per-second arrays over
+    ``n_seconds`` whole seconds (reused action after action).
 
     The env reads its loops once per whole second: an actuation at ``s`` is read at ``floor(s) + 1``,
     a loop is on from ``floor`` of its on event to ``ceil`` of its off event. Per second: the sum of the
     actuations read then (advance +1, stop bar -1), and the loops' net state changes; the count is then
     ``c = max(c + sum, 0)`` second after second, 0 at a clear (every loop off for ``clear_s`` s, counted
     from the last second in which one changed) and at the ``resets`` (sorted times; segment starts).
+    Counts are whole numbers: integer arithmetic gives the same values as the numpy formulation's floats.
     """
-    rise = np.zeros(n_seconds)
-    net = np.zeros(n_seconds, np.int64)
-    changed = np.zeros(n_seconds, np.bool_)
-    for j in loops:
-        sign = -1.0 if stopbar[j] else 1.0
-        before = 0.0  # off before the loop's first event
-        for e in range(bounds[j], bounds[j + 1]):
-            state = states[e]
-            if state == 1.0:
-                rise[int(np.floor(times[e])) + 1] += sign
-            if state != before:
-                row = int(np.floor(times[e])) if state > before else int(np.ceil(times[e]))
-                net[row] += 1 if state > before else -1
-                changed[row] = True
-                before = state
-    clear = np.zeros(n_seconds, np.bool_)
-    active, quiet_from = 0, -1  # loops on; the last second with a change after which all were off
-    for s in range(n_seconds):
-        if changed[s]:
-            if quiet_from >= 0 and s - quiet_from >= clear_s:
-                clear[quiet_from + clear_s] = True
-            active += net[s]
-            quiet_from = s if active <= 0 else -1
-    if quiet_from >= 0:
-        clear[quiet_from + clear_s] = True
-    out = np.zeros(len(t))
-    c, s, r = 0.0, 0, 0  # the count, the next second to read, the next reset
-    for i in range(len(t)):
-        while True:  # the reads at or before t[i], in time order (a reset at a whole second is one read)
-            next_s = s if s < n_seconds else np.inf
-            next_r = resets[r] if r < len(resets) else np.inf
-            if min(next_s, next_r) > t[i]:
-                break
-            if next_r <= next_s:
-                c = 0.0
-                r += 1
-                if next_r == next_s:
+    n_loops, n_actions = serves.shape
+    out = np.zeros((len(t), n_actions))
+    rise = np.empty(n_seconds, np.int32)
+    net = np.empty(n_seconds, np.int32)
+    changed = np.empty(n_seconds, np.bool_)
+    clear = np.empty(n_seconds, np.bool_)
+    for a in range(n_actions):
+        rise[:], net[:], changed[:], clear[:] = 0, 0, False, False
+        for j in range(n_loops):
+            if not serves[j, a]:
+                continue
+            sign = -1 if stopbar[j] else 1
+            before = 0.0  # off before the loop's first event
+            for e in range(bounds[j], bounds[j + 1]):
+                state = states[e]
+                if state == 1.0:
+                    rise[int(np.floor(times[e])) + 1] += sign
+                if state != before:
+                    row = int(np.floor(times[e])) if state > before else int(np.ceil(times[e]))
+                    net[row] += 1 if state > before else -1
+                    changed[row] = True
+                    before = state
+        active, quiet_from = 0, -1  # loops on; the last second with a change after which all were off
+        for s in range(n_seconds):
+            if changed[s]:
+                if quiet_from >= 0 and s - quiet_from >= clear_s:
+                    clear[quiet_from + clear_s] = True
+                active += net[s]
+                quiet_from = s if active <= 0 else -1
+        if quiet_from >= 0:
+            clear[quiet_from + clear_s] = True
+        c, s, r = 0, 0, 0  # the count, the next second to read, the next reset
+        for i in range(len(t)):
+            while True:  # the reads at or before t[i], in time order (a reset at a whole second: one read)
+                next_s = s if s < n_seconds else np.inf
+                next_r = resets[r] if r < len(resets) else np.inf
+                if min(next_s, next_r) > t[i]:
+                    break
+                if next_r <= next_s:
+                    c = 0
+                    r += 1
+                    if next_r == next_s:
+                        s += 1
+                else:
+                    c = 0 if clear[s] else max(c + rise[s], 0)
                     s += 1
-            else:
-                c = 0.0 if clear[s] else max(c + rise[s], 0.0)
-                s += 1
-        out[i] = c
+            out[i, a] = c
     return out
 
 
