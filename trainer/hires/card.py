@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from trainer.hires.decisions import INDIANA_CODES
-from trainer.hires.kernels import value_spans
+from trainer.hires.kernels import count_values, value_spans
 
 EPOCH = dt.datetime(1970, 1, 1)
 MAX_RANGES = 10  # time ranges listed per finding (the count covers all)
@@ -64,8 +64,8 @@ class ImportCard:
         self.findings.setdefault(kind, []).append(entry)
 
     def count_codes(self, path: Path, code: np.ndarray) -> None:
-        if len(code) and code.min() >= 0 and code.max() < 1 << 16:  # counting, not sorting
-            counts = np.bincount(code)
+        small, counts = count_values(code, 1 << 16)  # counting, not sorting
+        if small:
             values = np.flatnonzero(counts)
             counts = counts[values]
         else:

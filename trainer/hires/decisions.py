@@ -110,14 +110,17 @@ def device_steps(
     start: float,
     n_actions: int,
     min_green_s: float,
+    obs: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """``(obs [K, 7A+2], actions [K], masks [K, A], rewards [K])`` at decision times ``t``.
 
     ``first``: True where a decision starts a segment (no previous interval: zero detector features);
-    ``start``: the log's first event (time since a phase never served counts from there).
+    ``start``: the log's first event (time since a phase never served counts from there); ``obs``: zeros
+    to write the observations into (the log's float32 array: each value is computed in float64 and
+    rounded once, on assignment), else a new float64 array.
     """
     k, a_max = len(t), n_actions
-    obs = np.zeros((k, obs_width(a_max)))
+    obs = np.zeros((k, obs_width(a_max))) if obs is None else obs
     shown_act, _, _ = shown_green(dev, t, strict=False)
     actions = dev.green_action[shown_act]
     # The observation is the controller's view before it decides: the green that began last before t is

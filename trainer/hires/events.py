@@ -17,7 +17,7 @@ import pyarrow as pa
 
 from trainer.hires.card import ImportCard, time_ranges
 from trainer.hires.decisions import INDIANA_CODES
-from trainer.hires.kernels import silences
+from trainer.hires.kernels import run_starts, silences
 from trainer.hires.read import EVENT_COLUMNS, as_int, as_seconds, read_table
 from trainer.hires.sorting import stable_order
 
@@ -79,11 +79,11 @@ def _by_device(column: pa.ChunkedArray, arrays: tuple) -> tuple[tuple, list[tupl
     Controller exports come grouped by device: then nothing moves and each device is a slice.
     """
     key, name = _device_key(column)
-    starts = np.flatnonzero(key[1:] != key[:-1]) + 1
+    starts = run_starts(key)
     if len(np.unique(key[np.r_[0, starts]])) < len(starts) + 1:  # interleaved
         order = stable_order(key)
         arrays, key = tuple(a[order] for a in arrays), key[order]
-        starts = np.flatnonzero(key[1:] != key[:-1]) + 1
+        starts = run_starts(key)
     bounds = np.r_[0, starts, len(key)].tolist()
     slices = [(name(key[lo]), lo, hi) for lo, hi in zip(bounds[:-1], bounds[1:], strict=True)]
     return arrays, slices

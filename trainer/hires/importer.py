@@ -184,8 +184,10 @@ def _import_file(ev: Events, site: Site, options: ImportOptions, card: ImportCar
     rewards = np.zeros((k, n), np.float32)
     for i, name in enumerate(site.devices):
         dev = device_events(ev, name, site, card)
-        o, a, m, r = device_steps(dev, t, first, options.delta_time, 0.0, a_max, options.min_green_s)
-        obs[:, i], actions[:, i], masks[:, i], rewards[:, i] = o, a, m, r
+        _, a, m, r = device_steps(
+            dev, t, first, options.delta_time, 0.0, a_max, options.min_green_s, obs=obs[:, i]
+        )
+        actions[:, i], masks[:, i], rewards[:, i] = a, m, r
         card.decisions(name, a)
     stem = ev.path.name.split(".")[0]
     names = pa.array([stem] if len(segments) == 1 else [f"{stem}~{j}" for j in range(len(segments))])

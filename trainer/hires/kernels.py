@@ -273,3 +273,35 @@ def silences(
                 gaps += 1
             n, last = n + 1, t[i]
     return n, last, starts[:gaps].copy(), ends[:gaps].copy()
+
+
+@numba.njit(cache=True)
+def count_values(values: np.ndarray, size: int) -> tuple[bool, np.ndarray]:
+    """How many times each of ``0 .. size - 1`` occurs in ``values`` (one pass), and whether every
+    value lay in that range (if not, the counts are incomplete: count some other way)."""
+    counts = np.zeros(size, np.int64)
+    for v in values:
+        if v < 0 or v >= size:
+            return False, counts
+        counts[v] += 1
+    return True, counts
+
+
+@numba.njit(cache=True)
+def run_starts(key: np.ndarray) -> np.ndarray:
+    """The rows where ``key`` differs from the row before (row 0 not included)."""
+    starts = np.empty(len(key), np.int64)  # pages only touched as far as written
+    n = 0
+    for i in range(1, len(key)):
+        if key[i] != key[i - 1]:
+            starts[n] = i
+            n += 1
+    return starts[:n].copy()
+
+
+@numba.njit(cache=True)
+def seconds_since(micros: np.ndarray, origin: int, out: np.ndarray) -> None:
+    """``out[:] = (micros - origin) / 1e6``: the integer difference, then one float division, as
+    ``np.subtract`` into a float array and ``/= 1e6`` give."""
+    for i in range(len(micros)):
+        out[i] = (micros[i] - origin) / 1e6
