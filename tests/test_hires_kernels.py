@@ -1,4 +1,4 @@
-"""The compiled per-loop merges (trainer/hires/kernels.py) give bit for bit what the whole-array numpy
+"""The compiled merges (trainer/hires/kernels.py) give bit for bit what the whole-array numpy
 formulations they replaced give: on events exactly on grid points and a rounding step either side,
 loops without events or starting with an off event, grids of several segments."""
 
@@ -7,9 +7,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from envs.traffic.detectors import ACTUATION_SCALE, obs_width
+from envs.traffic.detectors import ACTUATION_SCALE, TIME_CAP, TIME_SCALE, obs_width, scaled_time
 from trainer.hires import decisions
 from trainer.hires.decisions import DeviceEvents, between_counts, between_loops, detector_features
+from trainer.hires.kernels import phase_features
 
 
 def reference_intervals(dev: DeviceEvents, t: np.ndarray, last: np.ndarray, delta: float):
@@ -132,3 +133,61 @@ def test_between_loop_counts_match_the_numpy_formulation(grid, seed, monkeypatch
     assert np.array_equal(got, want)
     monkeypatch.setattr(decisions, "MAX_SECONDS", 0)  # files longer than 48 days: the numpy path
     assert np.array_equal(between_counts(dev, t, first), want)
+
+
+def reference_phase_features(dev: DeviceEvents, t: np.ndarray, start: float, min_green_s: float, a_max: int):
+    """The numpy formulation before ``kernels.phase_features`` (binary searches, whole-array passes)."""
+
+    def shown_green(strict: bool):
+        idx = np.searchsorted(dev.green_ts, t, side="left" if strict else "right") - 1
+        safe = np.maximum(idx, 0)
+        ended = (dev.green_end[safe] < t) if strict else (dev.green_end[safe] <= t)
+        n = len(dev.green_ts)
+        return np.where(idx < 0, 0, np.where(ended & (idx + 1 < n), idx + 1, safe)), (idx < 0) | ended, idx
+
+    k = len(t)
+    obs = np.zeros((k, obs_width(a_max)))
+    shown_act, _, _ = shown_green(strict=False)
+    actions = dev.green_action[shown_act]
+    _, changing, idx = shown_green(strict=True)
+    safe = np.maximum(idx, 0)
+    phase = dev.green_action[safe]
+    rows = np.arange(k)
+    obs[rows, phase] = 1.0
+    prev_end = np.where(idx >= 1, dev.green_end[np.maximum(idx - 1, 0)], dev.green_ts[safe])
+    in_phase = np.where(idx >= 0, np.maximum(t - prev_end, 0.0), 0.0)
+    can = in_phase >= min_green_s
+    obs[:, a_max] = can
+    obs[:, a_max + 1] = scaled_time(in_phase)
+    served = np.zeros((k, a_max))
+    for g in range(dev.n_green):
+        ends = np.sort(dev.green_end[(dev.green_action == g) & np.isfinite(dev.green_end)])
+        j = np.searchsorted(ends, t, side="left") - 1
+        last = np.where(j >= 0, ends[np.maximum(j, 0)] if len(ends) else start, start)
+        served[:, g] = scaled_time(t - last)
+    served[rows[idx >= 0], phase[idx >= 0]] = 0.0
+    obs[:, 5 * a_max + 2 : 6 * a_max + 2] = served
+    return obs, actions, phase, changing, can
+
+
+@pytest.mark.parametrize("grid", GRIDS)
+@pytest.mark.parametrize("seed", range(4))
+def test_phase_features_match_the_numpy_formulation(grid, seed):
+    """Greens on grid points and off them, a phase that never ends (inf) and one never green."""
+    t, _ = GRIDS[grid]
+    rng = np.random.default_rng(seed)
+    a_max, n = 4, 60
+    green_ts = np.sort(np.where(rng.random(n) < 0.3, rng.choice(t, n), rng.uniform(1.0, t[-1], n)))
+    green_action = rng.integers(0, 3, n)  # action 3 never green
+    green_end = green_ts + np.where(
+        rng.random(n) < 0.3, rng.choice([0.0, t[1] - t[0]], n), rng.uniform(0, 40, n)
+    )
+    green_end[-1] = np.inf
+    dev = device(seed, t)
+    dev.green_ts, dev.green_action, dev.green_end, dev.n_green = green_ts, green_action, green_end, a_max
+    obs = np.zeros((len(t), obs_width(a_max)))
+    got = phase_features(t, green_ts, green_action, green_end, a_max, 0.0, 7.0, TIME_SCALE, TIME_CAP, obs)
+    want_obs, *want = reference_phase_features(dev, t, 0.0, 7.0, a_max)
+    assert np.array_equal(obs, want_obs)
+    for g, w in zip(got, want, strict=True):
+        assert np.array_equal(g, w)

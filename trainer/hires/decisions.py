@@ -15,8 +15,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from envs.traffic.detectors import ACTUATION_SCALE, CLEAR_S, COUNT_SCALE, obs_width, scaled_time
-from trainer.hires.kernels import MAX_SECONDS, between_loop_counts, loop_features
+from envs.traffic.detectors import (
+    ACTUATION_SCALE,
+    CLEAR_S,
+    COUNT_SCALE,
+    TIME_CAP,
+    TIME_SCALE,
+    obs_width,
+)
+from trainer.hires.kernels import MAX_SECONDS, between_loop_counts, loop_features, phase_features
 
 BEGIN_GREEN, BEGIN_YELLOW = 1, 8
 INDIANA_CODES = range(0, 256)  # the published enumerations fit a byte; other codes are vendor extensions
@@ -89,19 +96,6 @@ def detector_features(
     )
 
 
-def shown_green(dev: DeviceEvents, t: np.ndarray, strict: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Index of the green serving each time, whether a change interval is running, the last began green."""
-    side = "left" if strict else "right"
-    idx = np.searchsorted(dev.green_ts, t, side=side) - 1
-    safe = np.maximum(idx, 0)
-    end = dev.green_end[safe]
-    ended = (end < t) if strict else (end <= t)
-    changing = (idx < 0) | ended
-    n = len(dev.green_ts)
-    shown = np.where(idx < 0, 0, np.where(ended & (idx + 1 < n), idx + 1, safe))
-    return shown, changing, idx
-
-
 def device_steps(
     dev: DeviceEvents,
     t: np.ndarray,
@@ -121,32 +115,25 @@ def device_steps(
     """
     k, a_max = len(t), n_actions
     obs = np.zeros((k, obs_width(a_max))) if obs is None else obs
-    shown_act, _, _ = shown_green(dev, t, strict=False)
-    actions = dev.green_action[shown_act]
     # The observation is the controller's view before it decides: the green that began last before t is
     # the current phase even if its change interval has started (real controllers end greens between
-    # grid points; showing the change would give the decision away).
-    _, changing, idx = shown_green(dev, t, strict=True)
-    safe = np.maximum(idx, 0)
-    phase = dev.green_action[safe]
-    rows = np.arange(k)
-    obs[rows, phase] = 1.0
-    prev_end = np.where(idx >= 1, dev.green_end[np.maximum(idx - 1, 0)], dev.green_ts[safe])
-    in_phase = np.where(idx >= 0, np.maximum(t - prev_end, 0.0), 0.0)  # since its change interval began
-    can = in_phase >= min_green_s
-    obs[:, a_max] = can
-    obs[:, a_max + 1] = scaled_time(in_phase)
+    # grid points; showing the change would give the decision away). Also written: min-green passed,
+    # the time in the phase and, per phase, the time since it was last green (one compiled merge of the
+    # grid with the greens).
+    actions, phase, changing, can = phase_features(
+        t,
+        dev.green_ts,
+        dev.green_action,
+        dev.green_end,
+        dev.n_green,
+        start,
+        min_green_s,
+        TIME_SCALE,
+        TIME_CAP,
+        obs,
+    )
     # detector features over the interval before each decision, the reward over the one after it
     on_after = detector_features(dev, t, first, delta, a_max, obs)
-    # time since each phase was last green: its greens' ends before t (never: since the log's start)
-    served = np.zeros((k, a_max))
-    for g in range(dev.n_green):
-        ends = np.sort(dev.green_end[(dev.green_action == g) & np.isfinite(dev.green_end)])
-        j = np.searchsorted(ends, t, side="left") - 1
-        last = np.where(j >= 0, ends[np.maximum(j, 0)] if len(ends) else start, start)
-        served[:, g] = scaled_time(t - last)
-    served[rows[idx >= 0], phase[idx >= 0]] = 0.0
-    obs[:, 5 * a_max + 2 : 6 * a_max + 2] = served
     between = between_counts(dev, t, first)
     obs[:, 6 * a_max + 2 : 6 * a_max + 2 + between.shape[1]] = between / COUNT_SCALE
     legal = np.arange(a_max) < dev.n_green

@@ -305,3 +305,66 @@ def seconds_since(micros: np.ndarray, origin: int, out: np.ndarray) -> None:
     ``np.subtract`` into a float array and ``/= 1e6`` give."""
     for i in range(len(micros)):
         out[i] = (micros[i] - origin) / 1e6
+
+
+@numba.njit(cache=True)
+def phase_features(
+    t: np.ndarray,
+    green_ts: np.ndarray,
+    green_action: np.ndarray,
+    green_end: np.ndarray,
+    n_green: int,
+    start: float,
+    min_green_s: float,
+    time_scale: float,
+    time_cap: float,
+    obs: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The controller's side of each decision at grid times ``t`` (``decisions.device_steps`` says what
+    each is): returns the action (the green serving the interval from ``t``), the phase shown (the last
+    green to begin strictly before ``t``), whether a change interval is running, and whether min-green
+    has passed; writes into ``obs`` the shown phase (one-hot, columns ``0 .. A-1``), min-green passed
+    (column ``A``), the scaled time in that phase (``A + 1``) and, per phase, the scaled time since it
+    was last green (columns ``5A + 2 ..``; 0 for the shown phase). Greens are in time order; a time is
+    scaled as ``min(seconds / time_scale, time_cap)``. One merge of the grid with the greens (the numpy
+    formulation took two binary searches and a dozen whole-array passes).
+    """
+    k, n, a_max = len(t), len(green_ts), (obs.shape[1] - 2) // 7
+    actions = np.empty(k, np.int64)
+    phase = np.empty(k, np.int64)
+    changing = np.empty(k, np.bool_)
+    can = np.empty(k, np.bool_)
+    ends = np.full(n_green, -np.inf)  # per phase its latest green end before t (-inf: none yet)
+    order = np.argsort(green_end, kind="mergesort")  # green ends in time order (inf: never ended)
+    before, at_or_before, ended = 0, 0, 0  # greens beginning before t, at or before t; ends before t
+    for i in range(k):
+        while before < n and green_ts[before] < t[i]:
+            before += 1
+        while at_or_before < n and green_ts[at_or_before] <= t[i]:
+            at_or_before += 1
+        while ended < n and green_end[order[ended]] < t[i]:
+            ends[green_action[order[ended]]] = green_end[order[ended]]
+            ended += 1
+        idx = at_or_before - 1  # the action: the green serving the interval from t
+        if idx < 0:
+            actions[i] = green_action[0]
+        elif green_end[idx] <= t[i] and idx + 1 < n:
+            actions[i] = green_action[idx + 1]
+        else:
+            actions[i] = green_action[idx]
+        idx = before - 1  # the phase shown: the last green to begin strictly before t
+        safe = max(idx, 0)
+        phase[i] = green_action[safe]
+        changing[i] = idx < 0 or green_end[safe] < t[i]
+        prev_end = green_end[max(idx - 1, 0)] if idx >= 1 else green_ts[safe]
+        in_phase = max(t[i] - prev_end, 0.0) if idx >= 0 else 0.0  # since its change interval began
+        can[i] = in_phase >= min_green_s
+        obs[i, phase[i]] = 1.0
+        obs[i, a_max] = can[i]
+        obs[i, a_max + 1] = min(in_phase / time_scale, time_cap)
+        for g in range(n_green):
+            last = ends[g] if ends[g] > -np.inf else start
+            obs[i, 5 * a_max + 2 + g] = (
+                0.0 if idx >= 0 and g == phase[i] else min((t[i] - last) / time_scale, time_cap)
+            )
+    return actions, phase, changing, can
