@@ -18,6 +18,9 @@ $VPIP install --quiet -c requirements/lock.txt -e ".[train,traffic,ray,dev]"
 # atspm's wheel only for the real hi-res event log it ships (tests/test_hires.py): without its dependencies
 # (ibis-framework, traffic-anomaly, and pandas<3, which would move our pandas pin).
 $VPIP install --quiet --no-deps "atspm==$(sed -n 's/^atspm==//p' requirements/lock.txt)"
+# The hi-res import's numba kernels, compiled once into trainer/hires/__pycache__ (about 7 s on a fresh
+# clone; 0.6 s once cached), so the first `inspo data import hires` does not pay for it.
+.venv/bin/python -m trainer.hires.warmup
 # .venv-atspm: the atspm package's own pinned environment for `inspo report atspm` and its tests (about 15 s).
 bash scripts/setup-atspm.sh
 echo "setup: ok ($(.venv/bin/python -c 'import torch, onnxruntime, grpc; print("torch", torch.__version__, "| onnxruntime", onnxruntime.__version__, "| grpcio", grpc.__version__)'))"
