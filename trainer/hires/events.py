@@ -1,9 +1,9 @@
 """One event log file, parsed: per device its events with Indiana codes, in time order, and what was off.
 
 Out-of-order rows, unknown codes and silences are counted into the import card here, while the file's
-rows are at hand (docs/traffic.md, "Hi-res event logs"). The work is whole-array numpy: rows are grouped
-by device with one stable sort (none where the file is already grouped, as controller exports are) and
-each device is then a slice.
+rows are at hand (docs/traffic.md, "Hi-res event logs"). Rows are grouped by device with one stable sort
+(none where the file is already grouped, as controller exports are) and each device is then a slice,
+scanned for silences by one compiled pass (trainer/hires/kernels.py).
 """
 
 from __future__ import annotations

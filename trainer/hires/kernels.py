@@ -1,10 +1,10 @@
 """The hi-res import's per-event loops, compiled with numba (``@njit(cache=True)``).
 
-Why compiled loops: every quantity here is one pass per loop merging its time-sorted events with the
-sorted decision grid. In numpy each such pass became a few dozen whole-array passes (masks, gathers,
-sorts, running sums, searches) over each device's ~450,000 events and 16 x 17,280 (loop, grid point)
-cells, about 150 ms of CPU for the bench's 1.8 M events (docs/benchmarks.md, "Hi-res event import");
-the loops below do the same in one pass each, a few ms per device.
+Why compiled loops: most quantities here are one merge of time-sorted events (a loop's, a device's
+greens) with the sorted decision grid, or one counting pass over a device's events. In numpy each
+became a few dozen whole-array passes (masks, gathers, sorts, running sums, binary searches) over each
+device's ~450,000 events and 16 x 17,280 (loop, grid point) cells: about 150 ms of CPU for the bench's
+1.8 M events (docs/benchmarks.md, "Hi-res event import"); the loops below take a few ms per device.
 
 Why the results are bit-identical to the numpy formulation they replace (the import's output is compared
 column by column by ``bench/hires_same_output.py``): every float is computed by the same operations in
@@ -13,8 +13,10 @@ occupancy at a time the same ``cum + (t - time) * state``); counts (actuations, 
 are whole numbers, exact in any order. numba compiles without ``fastmath``, so nothing is reassociated
 or fused.
 
-The first call in a fresh checkout compiles (about a second, see docs/benchmarks.md); ``cache=True``
-keeps the machine code in ``__pycache__`` beside this file, so later processes load it in milliseconds.
+numba compiles a kernel on its first call with new argument types (about 5.5 s for all of them, see
+docs/benchmarks.md); ``cache=True`` keeps the machine code in ``__pycache__`` beside this file, which
+later processes load instead (a few hundred ms), and scripts/setup.sh fills it once
+(``python -m trainer.hires.warmup``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Stable sorts of small integer keys (device, detector channel, loop) in linear time.
+"""Stable sorts of small integer keys (device ids of interleaved rows) in linear time.
 
 numpy's stable sort is a radix sort for 8- and 16-bit integers and a merge sort (n log n) otherwise, so
 keys whose span fits 16 bits are sorted as offsets from their smallest value: the same order, faster.
