@@ -163,15 +163,12 @@ def build_transitions(
     states = data.states[e_idx, t_idx].astype(np.float32)
     features = None
     if exogenous:
+        from trainer.algos.exogenous import hindsight_features, missing_events
+
         if data.exogenous is None:
-            raise ValueError(
-                "baseline_inputs='state+exogenous' needs the log's exogenous input events "
-                "(<log>/exogenous/..., docs/log-format.md); this log has none"
-            )
+            raise missing_events("this log")
         if data.ts is None:
             raise ValueError("baseline_inputs='state+exogenous' needs the log's ts column")
-        from trainer.algos.exogenous import hindsight_features
-
         features = torch.from_numpy(
             hindsight_features(data.ts[e_idx, t_idx], e_idx, data.episode_ids, data.exogenous, horizon_s)
         )

@@ -22,6 +22,14 @@ from trainer.logs.exogenous import ExogenousEvents
 WINDOWS = (1 / 12, 1 / 4, 1 / 2, 1.0, 2.0, 5.0)  # multiples of the horizon
 
 
+def missing_events(log: str) -> ValueError:
+    """The error for a config that asks for the exogenous baseline on a log without the events."""
+    return ValueError(
+        "baseline_inputs='state+exogenous' needs the log's exogenous input events "
+        f"(<log>/exogenous/..., docs/log-format.md); {log} has none"
+    )
+
+
 def discounted_future_counts(events: np.ndarray, times: np.ndarray, horizon_s: float) -> np.ndarray:
     """``[len(times)]``: sum over ``events > t`` of ``exp(-(event - t) / horizon_s)``; ``events`` sorted.
 
@@ -65,4 +73,4 @@ def hindsight_features(
     return out.astype(np.float32)
 
 
-__all__ = ["WINDOWS", "discounted_future_counts", "hindsight_features"]
+__all__ = ["WINDOWS", "discounted_future_counts", "hindsight_features", "missing_events"]

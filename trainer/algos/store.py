@@ -331,16 +331,13 @@ def attach_exogenous(store: RowStore, log: str | os.PathLike, data: OfflineData)
     beside the rows under a name that hashes the exogenous part files, so new events recompute them)."""
     import hashlib
 
-    from trainer.algos.exogenous import hindsight_features
+    from trainer.algos.exogenous import hindsight_features, missing_events
     from trainer.logs.exogenous import read_exogenous
     from trainer.logs.reader import file_digest, part_files
 
     files = part_files(Path(log), "exogenous")
     if not files:
-        raise ValueError(
-            "baseline_inputs='state+exogenous' needs the log's exogenous input events "
-            f"(<log>/exogenous/..., docs/log-format.md); {log} has none"
-        )
+        raise missing_events(str(log))
     if data.ts is None:
         raise ValueError("baseline_inputs='state+exogenous' needs the log's ts column")
     h = hashlib.sha256()

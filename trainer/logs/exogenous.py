@@ -69,16 +69,13 @@ def _check_file(path: Path, table: pa.Table) -> list[str]:
     return channels
 
 
-def read_exogenous(root: str | Path, episode_ids: list[str]) -> ExogenousEvents | None:
-    """The exogenous events of ``episode_ids`` (an episode with none gets empty arrays); None without the table.
-
-    Every part file must name the same channels. Events of episodes the steps do not have are ignored
-    (a log filtered by episode keeps its exogenous files whole)."""
+def _checked_tables(root: str | Path) -> tuple[list[str], list[pa.Table]] | None:
+    """The log's exogenous part files (validated, naming the same channels) and their channel names."""
     files = part_files(Path(root), "exogenous")
     if not files:
         return None
     channels: list[str] | None = None
-    parts: list[tuple[np.ndarray, np.ndarray, np.ndarray]] = []
+    tables = []
     for path in files:
         table = pq.read_table(path)
         names = _check_file(path, table)
@@ -86,15 +83,28 @@ def read_exogenous(root: str | Path, episode_ids: list[str]) -> ExogenousEvents 
             channels = names
         elif names != channels:
             raise LogValidationError(path, f"exogenous channels {names} differ from {files[0]}'s {channels}")
-        ts = table.column("ts").cast(pa.int64()).to_numpy() / 1e6
-        parts.append(
-            (
-                table.column("episode_id").to_numpy(zero_copy_only=False),
-                ts,
-                table.column("channel").to_numpy(),
-            )
-        )
+        tables.append(table)
     assert channels is not None
+    return channels, tables
+
+
+def read_exogenous(root: str | Path, episode_ids: list[str]) -> ExogenousEvents | None:
+    """The exogenous events of ``episode_ids`` (an episode with none gets empty arrays); None without the table.
+
+    Every part file must name the same channels. Events of episodes the steps do not have are ignored
+    (a log filtered by episode keeps its exogenous files whole)."""
+    checked = _checked_tables(root)
+    if checked is None:
+        return None
+    channels, tables = checked
+    parts = [
+        (
+            t.column("episode_id").to_numpy(zero_copy_only=False),
+            t.column("ts").cast(pa.int64()).to_numpy() / 1e6,
+            t.column("channel").to_numpy(),
+        )
+        for t in tables
+    ]
     ids = np.concatenate([p[0] for p in parts]).astype(str)
     ts = np.concatenate([p[1] for p in parts])
     ch = np.concatenate([p[2] for p in parts]).astype(np.int64)
@@ -115,20 +125,13 @@ def read_exogenous(root: str | Path, episode_ids: list[str]) -> ExogenousEvents 
 
 def exogenous_counts(root: str | Path) -> dict[str, int] | None:
     """Events per channel over the log's exogenous files (validated), for the dataset card; None without."""
-    files = part_files(Path(root), "exogenous")
-    if not files:
+    checked = _checked_tables(root)
+    if checked is None:
         return None
-    counts: np.ndarray | None = None
-    channels: list[str] = []
-    for path in files:
-        names = _check_file(path, pq.read_table(path))
-        if counts is None:
-            channels, counts = names, np.zeros(len(names), np.int64)
-        elif names != channels:
-            raise LogValidationError(path, f"exogenous channels {names} differ from {files[0]}'s {channels}")
-        column = pq.read_table(path, columns=["channel"]).column("channel").to_numpy()
-        counts += np.bincount(column, minlength=len(names))
-    assert counts is not None
+    channels, tables = checked
+    counts = np.zeros(len(channels), np.int64)
+    for table in tables:
+        counts += np.bincount(table.column("channel").to_numpy(), minlength=len(channels))
     return dict(zip(channels, counts.tolist(), strict=True))
 
 
