@@ -75,6 +75,7 @@ def truth_agreement(algo, truth, scale: float) -> tuple[float, float, float, flo
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--log", type=Path, default=ROOT / "bench" / ".cache" / "advantage-truth-log")
+    p.add_argument("--episodes", type=int, default=300, help="episodes of the log when it is collected here")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--holdout", type=float, default=0.2, help="share of episodes left out of the heads' fit")
     p.add_argument("--zero-init", action="store_true", help="start the heads' output layer at zero")
@@ -95,7 +96,7 @@ def main() -> None:
 
     t0 = time.time()
     algo = InSPO(config)
-    algo.setup(load_log(args.log), None)
+    algo.setup(load_log(advantage_truth.collect_log(args.log, args.episodes, 2)), None)
     fit = algo.prepare_residuals()
     d = algo.data
     if args.zero_init:
