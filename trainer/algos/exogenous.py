@@ -60,10 +60,13 @@ def hindsight_features(
         raise ValueError(f"exogenous features need a horizon in seconds > 0, got {horizon_s}")
     n_channels = len(events.channels)
     out = np.zeros((len(ts), n_channels + len(WINDOWS)), np.float64)
-    for e in np.unique(episode):
-        rows = np.flatnonzero(episode == e)
+    if len(ts) == 0:
+        return out.astype(np.float32)
+    order = np.argsort(episode, kind="stable")  # rows of one episode together (already so in row order)
+    starts = np.flatnonzero(np.r_[True, episode[order][1:] != episode[order][:-1]])
+    for rows in np.split(order, starts[1:]):
         t = ts[rows]
-        eid = episode_ids[int(e)]
+        eid = episode_ids[int(episode[rows[0]])]
         times, channel = events.times[eid], events.channel[eid]
         for c in range(n_channels):
             out[rows, c] = discounted_future_counts(times[channel == c], t, horizon_s)
