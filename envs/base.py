@@ -64,6 +64,12 @@ class MultiAgentEnv(ParallelEnv):
         """Domain KPIs of the finished episode (for ``inspo eval``). Default: none beyond the return."""
         return {}
 
+    def exogenous_inputs(self) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
+        """The episode's exogenous input events so far, logged beside its steps (docs/log-format.md,
+        "Exogenous inputs"): what no control action changes, as (seconds, channel, channel names).
+        Default: none known."""
+        return None
+
     def episode_extras(self) -> dict:
         """Per-episode traces for plots (e.g. waiting passengers per floor over time). Default: none."""
         return {}

@@ -61,24 +61,6 @@ def episode_seed(episode_id: str) -> int | None:
     return int(digits) if prefix == "seed" and digits.isdigit() else None
 
 
-def exogenous_inputs(env: MultiAgentEnv) -> tuple[np.ndarray, np.ndarray, list[str]] | None:
-    """The episode's exogenous input events so far (seconds, channel, channel names), logged beside the
-    steps (docs/log-format.md, "Exogenous inputs"); None for envs without a known input process.
-
-    Elevator: the passengers who have arrived, by origin floor. The simulator draws every passenger from
-    the seed before the episode starts (envs/elevator/traffic.py), so no dispatch decision changes when
-    or where someone comes to wait: what an operator's destination terminals or people counters record.
-    """
-    core = getattr(env, "core", None)
-    passengers = getattr(core, "passengers", None)
-    if not passengers or not hasattr(env, "building"):
-        return None
-    p = passengers[0]
-    arrived = p.arrival <= core.t
-    names = [f"arrivals at floor {f}" for f in range(env.building.n_floors)]
-    return p.arrival[arrived].copy(), p.origin[arrived].astype(np.int32), names
-
-
 def run_episode(
     env: MultiAgentEnv,
     controller: Controller,
@@ -141,7 +123,7 @@ def run_episode(
             break
         obs, infos = next_obs, next_infos
     if writer is not None:
-        exogenous = exogenous_inputs(env)
+        exogenous = env.exogenous_inputs()
         if exogenous is not None:
             writer.add_exogenous(episode_id, *exogenous, day=day)
         writer.end_episode()

@@ -176,6 +176,15 @@ class ElevatorEnv(MultiAgentEnv):
     def sim_time(self) -> float:
         return float(self.core.t)
 
+    def exogenous_inputs(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
+        """The passengers who have arrived, by origin floor. Every passenger is drawn from the seed before
+        the episode starts (envs/elevator/traffic.py), so no dispatch decision changes when or where someone
+        comes to wait: what an operator's destination terminals or people counters record."""
+        p = self.core.passengers[0]
+        arrived = p.arrival <= self.core.t
+        names = [f"arrivals at floor {f}" for f in range(self.building.n_floors)]
+        return p.arrival[arrived].copy(), p.origin[arrived].astype(np.int32), names
+
     def episode_metrics(self) -> dict[str, float]:
         m = self.core.metrics(0)
         m["decision_steps"] = float(self.decision_steps)
