@@ -197,8 +197,9 @@ def _train(
             getattr(c, "discount", "step"),
             getattr(c, "horizon_s", 0.0),
         )
-        exogenous = getattr(c, "baseline_inputs", "state") == "state+exogenous"
-        data = open_stored_log(data, *discounting, memory_budget_mb, exogenous=exogenous)
+        from trainer.algos.exogenous import wanted
+
+        data = open_stored_log(data, *discounting, memory_budget_mb, exogenous=wanted(c))
     env = _env_for(data, env_id, env_kwargs)
     algo.setup(data, env.neighbors() if env is not None else None)
     if after_setup is not None:

@@ -17,6 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from trainer.algos import exogenous
 from trainer.algos.config import config_dict
 from trainer.algos.data import Transitions, build_transitions, drift_reference
 from trainer.algos.store import ShardCycle, StoredLog
@@ -66,7 +67,7 @@ class Algorithm:
         A :class:`StoredLog` streams: ``self.data`` is then one shard of it at a time (``ShardCycle``)."""
         c = self.config
         if isinstance(data, StoredLog):
-            if getattr(c, "baseline_inputs", "state") != "state" and data.store.exogenous_file is None:
+            if exogenous.wanted(c) and data.store.exogenous_file is None:
                 raise ValueError(
                     f"baseline_inputs={c.baseline_inputs!r}: open the stored log with exogenous=True"
                 )
@@ -80,7 +81,7 @@ class Algorithm:
                 getattr(c, "reward_scale", None),
                 discount=getattr(c, "discount", "step"),
                 horizon_s=getattr(c, "horizon_s", 0.0),
-                exogenous=getattr(c, "baseline_inputs", "state") == "state+exogenous",
+                exogenous=exogenous.wanted(c),
             )
         self.agent_ids, self.env_id, self.fingerprint = list(data.agent_ids), data.env_id, data.fingerprint
         self.site_spec = data.site_spec

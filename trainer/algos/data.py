@@ -163,15 +163,9 @@ def build_transitions(
     states = data.states[e_idx, t_idx].astype(np.float32)
     features = None
     if exogenous:
-        from trainer.algos.exogenous import hindsight_features, missing_events
+        from trainer.algos.exogenous import row_features
 
-        if data.exogenous is None:
-            raise missing_events("this log")
-        if data.ts is None:
-            raise ValueError("baseline_inputs='state+exogenous' needs the log's ts column")
-        features = torch.from_numpy(
-            hindsight_features(data.ts[e_idx, t_idx], e_idx, data.episode_ids, data.exogenous, horizon_s)
-        )
+        features = torch.from_numpy(row_features(data, horizon_s, "this log"))
     return Transitions(
         obs=torch.from_numpy(obs),
         actions=torch.from_numpy(actions),

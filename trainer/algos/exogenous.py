@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from trainer.logs.dataset import OfflineData
 from trainer.logs.exogenous import ExogenousEvents
 
 WINDOWS = (1 / 12, 1 / 4, 1 / 2, 1.0, 2.0, 5.0)  # multiples of the horizon
@@ -27,6 +28,24 @@ def missing_events(log: str) -> ValueError:
     return ValueError(
         "baseline_inputs='state+exogenous' needs the log's exogenous input events "
         f"(<log>/exogenous/..., docs/log-format.md); {log} has none"
+    )
+
+
+def wanted(config) -> bool:
+    """Whether an algorithm config asks for the exogenous baseline (only InSPO's has the field)."""
+    return getattr(config, "baseline_inputs", "state") == "state+exogenous"
+
+
+def row_features(data: OfflineData, horizon_s: float, log: str) -> np.ndarray:
+    """:func:`hindsight_features` of every filled step of ``data``, in row order (episodes in order, ``t``
+    increasing), as the in-memory and the streamed training rows both lay them out."""
+    if data.exogenous is None:
+        raise missing_events(log)
+    if data.ts is None:
+        raise ValueError("baseline_inputs='state+exogenous' needs the log's ts column")
+    e_idx, t_idx = np.nonzero(np.asarray(data.filled).astype(bool))
+    return hindsight_features(
+        np.asarray(data.ts)[e_idx, t_idx], e_idx, data.episode_ids, data.exogenous, horizon_s
     )
 
 
@@ -76,4 +95,11 @@ def hindsight_features(
     return out.astype(np.float32)
 
 
-__all__ = ["WINDOWS", "discounted_future_counts", "hindsight_features", "missing_events"]
+__all__ = [
+    "WINDOWS",
+    "discounted_future_counts",
+    "hindsight_features",
+    "missing_events",
+    "row_features",
+    "wanted",
+]

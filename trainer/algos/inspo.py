@@ -279,10 +279,10 @@ class InSPO(Algorithm):
             zero = torch.zeros_like(rewards)
             returns = advantage.lambda_returns(rewards, d.discounts, d.done, d.next_index, zero, 1.0)
 
-        inputs = d.states if d.exogenous is None else torch.cat([d.states, d.exogenous], 1)
-        mean, std = inputs.mean(0), inputs.std(0).clamp(min=1e-3)
-        if d.exogenous is None:  # the state's statistics as recorded (the streamed store's float64 ones)
-            mean, std = d.state_mean, d.state_std
+        inputs, mean, std = d.states, d.state_mean, d.state_std  # (the store's float64 statistics)
+        if d.exogenous is not None:  # baseline_inputs="state+exogenous": b(s, z)
+            inputs = torch.cat([d.states, d.exogenous], 1)
+            mean, std = inputs.mean(0), inputs.std(0).clamp(min=1e-3)
 
         def make_net() -> advantage.StateValue:
             return advantage.StateValue(inputs.shape[1], c.critic_hidden, mean, std, outputs)

@@ -330,16 +330,15 @@ def attach_exogenous(store: RowStore, log: str | os.PathLike, data: OfflineData)
     """Give ``store``'s rows the hindsight features of the log's exogenous events (computed once, kept
     beside the rows under a name that hashes the exogenous part files, so new events recompute them)."""
     import hashlib
+    from dataclasses import replace
 
-    from trainer.algos.exogenous import hindsight_features, missing_events
+    from trainer.algos.exogenous import missing_events, row_features
     from trainer.logs.exogenous import read_exogenous
     from trainer.logs.reader import file_digest, part_files
 
     files = part_files(Path(log), "exogenous")
     if not files:
         raise missing_events(str(log))
-    if data.ts is None:
-        raise ValueError("baseline_inputs='state+exogenous' needs the log's ts column")
     h = hashlib.sha256()
     for path in files:
         h.update(str(path.relative_to(log)).encode() + file_digest(path))
@@ -347,11 +346,7 @@ def attach_exogenous(store: RowStore, log: str | os.PathLike, data: OfflineData)
     target = store.directory / f"exogenous-{h.hexdigest()[:16]}-h{horizon_s!r}.npy"
     if not target.exists():
         events = read_exogenous(log, data.episode_ids)
-        assert events is not None
-        filled = np.asarray(data.filled).astype(bool)
-        e_idx, t_idx = np.nonzero(filled)  # the store's row order: episodes in order, t increasing
-        ts = np.asarray(data.ts)[e_idx, t_idx]
-        features = hindsight_features(ts, e_idx, data.episode_ids, events, horizon_s)
+        features = row_features(replace(data, exogenous=events), horizon_s, str(log))
         tmp = target.with_name(f".{target.name}.tmp")
         with tmp.open("wb") as f:
             np.save(f, features)
