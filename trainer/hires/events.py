@@ -3,7 +3,7 @@
 Out-of-order rows, unknown codes and silences are counted into the import card here, while the file's
 rows are at hand (docs/traffic.md, "Hi-res event logs"). Rows are grouped by device with one stable sort
 (none where the file is already grouped, as controller exports are) and each device is then a slice,
-scanned for silences by one compiled pass (trainer/hires/kernels.py).
+scanned for order, silences and its greens' phases by one compiled pass (trainer/hires/kernels.py).
 """
 
 from __future__ import annotations
@@ -16,10 +16,12 @@ import numpy as np
 import pyarrow as pa
 
 from trainer.hires.card import ImportCard, time_ranges
-from trainer.hires.decisions import INDIANA_CODES
-from trainer.hires.kernels import run_starts, silences
+from trainer.hires.decisions import BEGIN_GREEN, INDIANA_CODES
+from trainer.hires.kernels import run_starts, scan_device
 from trainer.hires.read import EVENT_COLUMNS, as_int, as_seconds, read_table
 from trainer.hires.sorting import stable_order
+
+KNOWN = (INDIANA_CODES.start, INDIANA_CODES.stop)  # codes whose events end a silence
 
 
 @dataclass
@@ -37,6 +39,7 @@ class Events:
     # match none of the codes decisions use)
     devices: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
     gaps: list[tuple[float, float]]  # silences of every device longer than max_gap
+    green_phases: dict[str, set[int]]  # name -> the phases (parameters) of its begin-green events
 
 
 def read_events(path: Path, card: ImportCard, max_gap: float) -> Events:
@@ -49,17 +52,18 @@ def read_events(path: Path, card: ImportCard, max_gap: float) -> Events:
     param = as_int(table, "Parameter", path)
     card.count_codes(path, code)
     (ts, code, param), slices = _by_device(table.column("DeviceId"), (ts, code, param))
-    devices, late_times, ends, gaps = {}, [], [], None
+    devices, greens, late_times, ends, gaps = {}, {}, [], [], None
     for name, lo, hi in slices:
         t, c, p = ts[lo:hi], code[lo:hi], param[lo:hi]
-        if (t[1:] < t[:-1]).any():  # out of order: earlier than a row before it of the same device
+        # other codes never match the ones decisions use, but they do not end a gap either
+        ordered, known, end, starts, stops, green = scan_device(t, c, p, *KNOWN, max_gap, BEGIN_GREEN)
+        if not ordered:  # out of order: earlier than a row before it of the same device
             late = np.r_[False, t[1:] < np.maximum.accumulate(t)[:-1]]
             late_times.append(t[late])
             rows = np.argsort(t, kind="stable")
             t, c, p = t[rows], c[rows], p[rows]
-        devices[name] = (t, c, p)
-        # other codes never match the ones decisions use, but they do not end a gap either
-        known, end, starts, stops = silences(t, c, INDIANA_CODES.start, INDIANA_CODES.stop, max_gap)
+            _, known, end, starts, stops, _ = scan_device(t, c, p, *KNOWN, max_gap, BEGIN_GREEN)
+        devices[name], greens[name] = (t, c, p), set(green.tolist())
         if known:
             ends.append(end)
         mine = list(zip(starts.tolist(), stops.tolist(), strict=True))
@@ -70,7 +74,7 @@ def read_events(path: Path, card: ImportCard, max_gap: float) -> Events:
     if not ends:
         raise ValueError(f"{path}: no events with Indiana event codes (0-255)")
     gaps = [(a, b) for a, b in gaps or [] if b - a > max_gap]
-    return Events(path, origin, float(max(ends)), devices, gaps)
+    return Events(path, origin, float(max(ends)), devices, gaps, greens)
 
 
 def _by_device(column: pa.ChunkedArray, arrays: tuple) -> tuple[tuple, list[tuple[str, int, int]]]:

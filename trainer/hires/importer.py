@@ -138,8 +138,8 @@ def import_hires(
     parsed = [read_events(Path(p), card, options.max_gap_s) for p in events]
     green_phases: dict[str, set[int]] = {}
     for ev in parsed:
-        for name, (_, code, param) in ev.devices.items():
-            green_phases.setdefault(name, set()).update(np.unique(param[code == BEGIN_GREEN]).tolist())
+        for name, phases in ev.green_phases.items():
+            green_phases.setdefault(name, set()).update(phases)
     site = read_site(Path(detectors), phase_map and Path(phase_map), green_phases)
     card.phase_map = site.phase_action
     a_max = site.n_actions

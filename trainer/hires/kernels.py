@@ -261,20 +261,37 @@ def value_spans(
 
 
 @numba.njit(cache=True)
-def silences(
-    t: np.ndarray, code: np.ndarray, known_lo: int, known_hi: int, max_gap: float
-) -> tuple[int, float, np.ndarray, np.ndarray]:
-    """Over the events (in time order) whose code lies in ``[known_lo, known_hi)``: how many, the last
-    one's time, and the silences longer than ``max_gap`` between consecutive ones (starts, ends)."""
+def scan_device(
+    t: np.ndarray,
+    code: np.ndarray,
+    param: np.ndarray,
+    known_lo: int,
+    known_hi: int,
+    max_gap: float,
+    green_code: int,
+) -> tuple[bool, int, float, np.ndarray, np.ndarray, np.ndarray]:
+    """One pass over a device's events (rows as given): whether their times never decrease; over those
+    whose code lies in ``[known_lo, known_hi)``, how many, the last one's time and the silences longer
+    than ``max_gap`` between consecutive ones (starts, ends: only meaningful when the rows are in time
+    order); and the distinct parameters of the ``green_code`` events (the phases that turn green).
+
+    One pass instead of a comparison of neighbours, the gap scan and a mask, gather and ``np.unique``
+    of the greens, each of which read the device's ~450,000 events again."""
     starts, ends = np.empty(len(t)), np.empty(len(t))  # pages only touched as far as written
-    n, last, gaps = 0, 0.0, 0
+    greens = np.empty(len(t), np.int64)
+    n, last, gaps, n_greens, ordered = 0, 0.0, 0, 0, True
     for i in range(len(t)):
+        if i and t[i] < t[i - 1]:
+            ordered = False
+        if code[i] == green_code:
+            greens[n_greens] = param[i]
+            n_greens += 1
         if known_lo <= code[i] < known_hi:
             if n and t[i] - last > max_gap:
                 starts[gaps], ends[gaps] = last, t[i]
                 gaps += 1
             n, last = n + 1, t[i]
-    return n, last, starts[:gaps].copy(), ends[:gaps].copy()
+    return ordered, n, last, starts[:gaps].copy(), ends[:gaps].copy(), np.unique(greens[:n_greens])
 
 
 @numba.njit(cache=True)
