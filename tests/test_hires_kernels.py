@@ -10,7 +10,7 @@ import pytest
 from envs.traffic.detectors import ACTUATION_SCALE, TIME_CAP, TIME_SCALE, obs_width, scaled_time
 from trainer.hires import decisions
 from trainer.hires.decisions import DeviceEvents, between_counts, between_loops, detector_features
-from trainer.hires.kernels import phase_features
+from trainer.hires.kernels import phase_features, scan_device
 
 
 def reference_intervals(dev: DeviceEvents, t: np.ndarray, last: np.ndarray, delta: float):
@@ -191,3 +191,27 @@ def test_phase_features_match_the_numpy_formulation(grid, seed):
     assert np.array_equal(obs, want_obs)
     for g, w in zip(got, want, strict=True):
         assert np.array_equal(g, w)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_scan_device_matches_the_numpy_formulation(seed):
+    """Order, silences (of rows in time order) and green phases in one pass, as the numpy passes it
+    replaced found them: the neighbour comparison, the gap scan over known codes, the greens' np.unique."""
+    rng = np.random.default_rng(seed)
+    n = 2000
+    t = np.sort(rng.exponential(5.0, n).cumsum())
+    t[rng.choice(n, 3)] += 500.0  # silences longer than the gap
+    t = np.sort(t)
+    code = rng.choice(np.array([1, 8, 81, 82, 300, -4]), n)
+    param = rng.integers(-2, 40, n)
+    ordered, known, last, starts, ends, greens = scan_device(t, code, param, 0, 256, 60.0, 1)
+    valid = (code >= 0) & (code < 256)
+    kt = t[valid]
+    big = np.flatnonzero(np.diff(kt) > 60.0)
+    assert ordered and known == valid.sum() and last == kt[-1]
+    np.testing.assert_array_equal(starts, kt[big])
+    np.testing.assert_array_equal(ends, kt[big + 1])
+    np.testing.assert_array_equal(greens, np.unique(param[code == 1]))
+    shuffled = t.copy()
+    shuffled[[10, 11]] = shuffled[[11, 10]]
+    assert not scan_device(shuffled, code, param, 0, 256, 60.0, 1)[0]
