@@ -162,6 +162,11 @@ class InSPOConfig:
     # bench/return_bias.py; docs/algorithm.md
     lam: float = 1.0
     adv_members: int = 5  # residual: ensemble members of each agent's advantage head
+    # residual: the heads' form. "mlp": a shared network (state, own observation, agent one-hot) fitted by
+    # gradient steps. "linear": linear in the agent's own observation, solved as ridge regression in closed
+    # form with the ridge chosen on held-out episodes (trainer/algos/linear_heads.py; docs/algorithm.md)
+    adv_heads: str = "mlp"
+    adv_refit_every: int = 100  # residual, linear heads: iterations between the sequential refits
     adv_lr: float = 1e-3
     # residual: steps fitting every agent's heads (teammates as logged) before the first actor phase
     adv_warmup: int = 6000
@@ -234,6 +239,8 @@ class InSPOConfig:
                 "value_lr": _LR,
                 "lam": _num(0, 1, low_open=False),
                 "adv_members": _int(1),
+                "adv_heads": _one_of("mlp", "linear"),
+                "adv_refit_every": _int(1),
                 "adv_lr": _LR,
                 "adv_warmup": _int(0),
                 "adv_steps": _int(1),
@@ -251,6 +258,11 @@ class InSPOConfig:
             raise ValueError(
                 f"config reward_credit={self.reward_credit!r} needs estimator='residual' (the local-Q target "
                 "comes from the joint critic of the team reward)"
+            )
+        if self.adv_heads != "mlp" and self.estimator != "residual":
+            raise ValueError(
+                f"config adv_heads={self.adv_heads!r} needs estimator='residual' (the heads are the residual "
+                "estimator's)"
             )
         if self.baseline_inputs != "state" and (self.estimator != "residual" or self.discount != "time"):
             raise ValueError(

@@ -12,10 +12,11 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from trainer.algos import advantage, losses
+from trainer.algos import advantage, linear_heads, losses
 from trainer.algos.base import Algorithm, agent_logits, all_agents_logits, clip_step, polyak_
 from trainer.algos.config import InSPOConfig
 from trainer.nets import Normalizer, mlp
@@ -103,12 +104,21 @@ class InSPO(Algorithm):
                         self.teammates[index[agent], index[other]] = 1.0
         self.mu_done = False
         self.log_mu_all: torch.Tensor | None = None  # [K, N, A], filled after mu is fitted
-        self.adv_heads: advantage.AdvantageHeads | None = None
-        if c.estimator == "residual":
+        self.adv_heads: advantage.AdvantageHeads | linear_heads.LinearAdvantageHeads | None = None
+        self.adv_opt: torch.optim.Optimizer | None = None  # the network heads' (linear heads are solved)
+        if c.estimator == "residual" and c.adv_heads == "linear":
+            self.adv_heads = linear_heads.LinearAdvantageHeads(
+                d.obs_dim, n, a, c.adv_members, d.obs_mean, d.obs_std
+            )
+        elif c.estimator == "residual":
             self.adv_heads = advantage.AdvantageHeads(
                 d.state_dim, d.obs_dim, n, a, c.adv_members, c.critic_hidden, norms
             )
             self.adv_opt = torch.optim.Adam(self.adv_heads.parameters(), lr=c.adv_lr)
+        # linear heads: each episode's block (folds, bootstrap), the ridge and the all-agents fit (the prior)
+        self.linear_blocks: torch.Tensor | None = None
+        self.linear_ridge = 0.0
+        self.linear_prior: torch.Tensor | None = None
         self.residual: torch.Tensor | None = None  # [K] G - V(s), cross-fitted ([K, N] with reward_credit)
         self.credit = advantage.credit_matrix(c.reward_credit, self.agent_ids, neighbors)
         self.propensity_all: torch.Tensor | None = None  # [K, N, A] e(a) (residual estimator)
@@ -155,7 +165,7 @@ class InSPO(Algorithm):
             "critic": self.critic_opt,
             "local_q": self.local_q_opt,
         }
-        if self.adv_heads is not None:
+        if self.adv_opt is not None:
             out["adv_heads"] = self.adv_opt
         return out
 
@@ -166,6 +176,9 @@ class InSPO(Algorithm):
             "avg_started": self.avg_started,
             "residual": self.residual,
             "adv_scale": self.adv_scale,
+            "linear_blocks": self.linear_blocks,
+            "linear_ridge": self.linear_ridge,
+            "linear_prior": self.linear_prior,
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
@@ -174,6 +187,9 @@ class InSPO(Algorithm):
         self.avg_started = bool(state.get("avg_started", False))
         self.residual = state.get("residual")
         self.adv_scale = state.get("adv_scale", torch.ones(()))
+        self.linear_blocks = state.get("linear_blocks")
+        self.linear_ridge = float(state.get("linear_ridge", 0.0))
+        self.linear_prior = state.get("linear_prior")
         self.logged_log_prob = self._logged_log_prob()  # of the restored shard, for a streamed log
         self.log_mu_all = self._compute_log_mu() if self.mu_done else None
         if self.mu_done and self.adv_heads is not None:
@@ -188,6 +204,8 @@ class InSPO(Algorithm):
             self._set_propensities()
         if self.residual is not None:
             self.fit_residuals()
+            if self.config.adv_heads == "linear":  # the shard's own rows: solved afresh
+                self.fit_linear_heads()
 
     # -- 1. behaviour policy ------------------------------------------------------------------
     def fit_mu(self) -> dict[str, float]:
@@ -349,6 +367,78 @@ class InSPO(Algorithm):
         clip_step(self.adv_opt, loss, self.adv_heads.parameters(), c.grad_clip)
         return {"adv_loss": float(loss.detach())}
 
+    # -- residual estimator: linear heads, solved (trainer/algos/linear_heads.py) ----------------------
+    def _linear_inputs(self, i: int) -> tuple[torch.Tensor, list[np.ndarray]]:
+        """Agent ``i``'s rows whose logged action was random, and their features, actions, propensities,
+        residuals and episode blocks (numpy, float64 where summed)."""
+        d, heads = self.data, self.adv_heads
+        assert d is not None and self.propensity_all is not None and self.linear_blocks is not None
+        assert isinstance(heads, linear_heads.LinearAdvantageHeads)
+        e = self.propensity_all[:, i]
+        taken = e.gather(-1, d.actions[:, i].unsqueeze(-1)).squeeze(-1)
+        rows = torch.nonzero(taken < 1.0 - 1e-6).squeeze(-1)
+        with torch.no_grad():
+            x = heads.features(d.obs[rows, i])
+        return rows, [
+            x.double().numpy(),
+            d.actions[rows, i].numpy(),
+            e[rows].double().numpy(),
+            self._residuals(rows)[:, i].double().numpy(),
+            self.linear_blocks[d.episode[rows]].numpy(),
+        ]
+
+    def _set_linear_members(self, i: int, grams: linear_heads.Grams) -> None:
+        """Agent ``i``'s ensemble: Bayesian-bootstrap refits around the all-agents prior."""
+        assert isinstance(self.adv_heads, linear_heads.LinearAdvantageHeads) and self.linear_prior is not None
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=self.generator))
+        fits = linear_heads.bootstrap_fits(
+            grams, self.linear_ridge, self.config.adv_members, np.random.default_rng(seed),
+            self.linear_prior.double().numpy(),
+        )  # fmt: skip
+        self.adv_heads.theta[i] = torch.as_tensor(fits, dtype=torch.float32).view_as(self.adv_heads.theta[i])
+
+    @torch.no_grad()
+    def fit_linear_heads(self) -> dict[str, float]:
+        """The warm-up of linear heads (teammates as logged): the ridge chosen on held-out episodes for the
+        fit of all agents' rows together, which becomes every agent's prior, then each agent's members."""
+        d = self.data
+        assert d is not None
+        n_episodes = int(d.episode.max()) + 1
+        self.linear_blocks = torch.randperm(n_episodes, generator=self.generator) % linear_heads.BLOCKS
+        per_agent = []
+        for i in range(d.n_agents):
+            x, act, e, y, block = self._linear_inputs(i)[1]
+            per_agent.append(linear_heads.block_grams(x, act, e, y, np.ones(len(y)), block))
+        total = linear_heads.Grams(
+            *(sum(getattr(g, f) for g in per_agent) for f in ("zz", "zy", "yy", "rows"))
+        )
+        self.linear_ridge, gains = linear_heads.choose_ridge(total)
+        prior = linear_heads.solve(total.zz.sum(0), total.zy.sum(0), self.linear_ridge)
+        self.linear_prior = torch.as_tensor(prior)
+        for i, grams in enumerate(per_agent):
+            self._set_linear_members(i, grams)
+        return {
+            "adv_ridge": self.linear_ridge,
+            "adv_holdout_gain": gains[self.linear_ridge],  # held-out R-loss minus all-zero heads'
+            "adv_rows": float(total.rows.sum()),
+        }
+
+    @torch.no_grad()
+    def refit_linear_agent(self, i: int) -> None:
+        """Agent ``i``'s members on its random rows, weighted by its teammates' current clipped ratios
+        ``pi~/mu`` (those already updated in this iteration's order carry their new policy)."""
+        c = self.config
+        rows, (x, act, e, y, block) = self._linear_inputs(i)
+        w = np.ones(len(y))
+        if c.resample:
+            log_r = losses.clipped_log_ratios(
+                self.policy_log_probs(rows), self.logged_log_mu(rows), self.log_ratio_min, self.log_ratio_max
+            )
+            log_w = losses.teammate_log_weights(log_r, self.teammates)[:, i].double()
+            w = torch.exp(log_w - log_w.max()).numpy()
+            w = w / max(w.mean(), 1e-12)
+        self._set_linear_members(i, linear_heads.block_grams(x, act, e, y, w, block))
+
     # -- 2a. critic ---------------------------------------------------------------------------
     def critic_step(self) -> dict[str, float]:
         c, d = self.config, self.data
@@ -438,7 +528,10 @@ class InSPO(Algorithm):
         weights = torch.exp(log_w - log_w.max())  # log_w is 0 without resampling: weights 1
         weights = (weights / weights.mean().clamp(min=1e-12)).unsqueeze(-1)
         loss = torch.zeros(())
-        for _ in range(c.adv_steps):
+        linear = c.adv_heads == "linear"
+        if linear and self.iteration > 0 and self.iteration % c.adv_refit_every == 0:
+            self.refit_linear_agent(i)
+        for _ in range(0 if linear else c.adv_steps):
             adv = self._centred_advantages(state, obs_i, agent, mask_i, batch.log_mu_all[i])
             loss = losses.residual_advantage_loss(
                 adv,
@@ -454,7 +547,8 @@ class InSPO(Algorithm):
             if c.adv_normalize:
                 self._update_adv_scale(adv.mean(1), batch.log_mu_all[i], mask_i)
                 pessimistic = pessimistic / self.adv_scale
-        return {"adv_loss": float(loss.detach()), **self._fit_actor(i, batch, pessimistic, start_log_p)}
+        fitted = {} if linear else {"adv_loss": float(loss.detach())}
+        return {**fitted, **self._fit_actor(i, batch, pessimistic, start_log_p)}
 
     @torch.no_grad()
     def _typical_advantage(self, adv: torch.Tensor, log_mu_all: torch.Tensor, mask: torch.Tensor):
@@ -535,8 +629,11 @@ class InSPO(Algorithm):
         metrics: dict[str, float] = {}
         if not self.mu_done and c.estimator == "residual":
             metrics.update(self.prepare_residuals())
-            for _ in range(c.adv_warmup):
-                metrics.update(self.adv_warmup_step())
+            if c.adv_heads == "linear":
+                metrics.update(self.fit_linear_heads())
+            else:
+                for _ in range(c.adv_warmup):
+                    metrics.update(self.adv_warmup_step())
             self._init_adv_scale()
         elif not self.mu_done:
             metrics.update(self.fit_mu())

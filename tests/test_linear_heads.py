@@ -1,0 +1,140 @@
+"""Linear advantage heads solved in closed form (trainer/algos/linear_heads.py) and inside InSPO."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from inspo_helpers import XOR, XOR_UNIFORM, matrix_dataset
+
+from trainer.algos import linear_heads
+from trainer.algos.config import make_config
+from trainer.algos.inspo import InSPO
+
+torch.set_num_threads(1)
+
+
+def _synthetic(n: int, signal: float, seed: int = 0):
+    """Rows with random propensities and actions drawn from them; the residual is the R-learner's model
+    ``sum_a (1[a] - e(a)) theta_a . x`` (times ``signal``) plus unit noise."""
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([np.ones((n, 1)), rng.normal(size=(n, 2))], 1)
+    e = rng.dirichlet(np.ones(3), size=n)
+    act = np.array([rng.choice(3, p=p) for p in e])
+    theta = np.array([[0.0, 0.0, 0.0], [1.0, 2.0, 0.0], [-1.0, 0.0, 1.5]])
+    d = np.eye(3)[act] - e
+    y = signal * np.einsum("na,ad,nd->n", d, theta, x) + rng.normal(size=n)
+    block = rng.integers(0, linear_heads.BLOCKS, size=n)
+    return x, act, e, y, block, theta
+
+
+def test_the_closed_form_recovers_each_actions_coefficients_up_to_a_common_shift():
+    x, act, e, y, block, theta = _synthetic(20000, 1.0)
+    g = linear_heads.block_grams(x, act, e, y, np.ones(len(y)), block)
+    fit = linear_heads.solve(g.zz.sum(0), g.zy.sum(0), 1.0).reshape(3, -1)
+    # 1[a] - e(a) sums to 0 over actions, so only differences between actions are identified
+    np.testing.assert_allclose(fit[1:] - fit[0], theta[1:] - theta[0], atol=0.1)
+
+
+def test_the_ridge_is_chosen_on_held_out_episodes_and_noise_gains_nothing():
+    x, act, e, y, block, _ = _synthetic(8000, 0.0, seed=1)
+    ridge, gains = linear_heads.choose_ridge(linear_heads.block_grams(x, act, e, y, np.ones(len(y)), block))
+    assert ridge == max(linear_heads.RIDGES)  # pure noise: shrink as far as the grid goes
+    assert gains[min(linear_heads.RIDGES)] > 0  # a loose fit loses to "no advantage" on held-out rows
+    x, act, e, y, block, _ = _synthetic(8000, 1.0, seed=1)
+    ridge, gains = linear_heads.choose_ridge(linear_heads.block_grams(x, act, e, y, np.ones(len(y)), block))
+    assert gains[ridge] < -0.1  # a real effect: the fit beats zero on held-out rows
+
+
+def test_row_weights_enter_the_normal_equations():
+    x, act, e, y, block, _ = _synthetic(500, 1.0, seed=2)
+    w = np.random.default_rng(3).exponential(size=len(y))
+    g = linear_heads.block_grams(x, act, e, y, w, block, chunk=64)
+    z = ((np.eye(3)[act] - e)[:, :, None] * x[:, None, :]).reshape(len(y), -1)
+    np.testing.assert_allclose(g.zz.sum(0), (z * w[:, None]).T @ z, rtol=1e-10)
+    np.testing.assert_allclose(g.zy.sum(0), (z * w[:, None]).T @ y, rtol=1e-10)
+    assert g.rows.sum() == len(y)
+
+
+def _frozen_linear(**overrides) -> InSPO:
+    """InSPO with the actor frozen at mu and linear heads, on uniform-XOR data (estimand A^mu)."""
+    config = make_config(
+        "inspo",
+        overrides={
+            "estimator": "residual",
+            "adv_heads": "linear",
+            "adv_refit_every": 10,  # the sequential refit runs too
+            "exact_propensity": True,
+            "actor_init": "mu",
+            "actor_lr": 0.0,
+            "iterations": 30,
+            "value_steps": 300,
+            "mu_steps": 300,
+            "hidden": [32, 32],
+            "critic_hidden": [32, 32],
+            "reward_scale": 1.0,
+            "kappa": 0.0,
+            **overrides,
+        },
+    )
+    return InSPO(config)
+
+
+def _gaps(algo: InSPO) -> torch.Tensor:
+    """Each agent's advantage of action 0 over action 1 (member mean) on XOR's one state."""
+    mask = torch.ones(2, 2, dtype=torch.bool)
+    log_mu = torch.log(torch.full((2, 2), 0.5))
+    with torch.no_grad():
+        adv = algo._centred_advantages(torch.ones(2, 1), torch.ones(2, 1), torch.tensor([0, 1]), mask, log_mu)
+    return adv.mean(1)[:, 0] - adv.mean(1)[:, 1]
+
+
+def test_inspo_with_linear_heads_recovers_the_known_advantage_on_uniform_xor():
+    """XOR r = [[0, 1], [1, -2]] under the uniform behaviour: action 0 is worth 0.5 (0 - 1) + 0.5 (1 + 2) = 1
+    more than action 1, for either agent (tests/test_advantage.py checks the network heads the same way).
+    Teammates as logged (resample off), so the estimand is A^mu."""
+    algo = _frozen_linear(resample=False)
+    algo.setup(matrix_dataset(XOR, XOR_UNIFORM, 4000, seed=1))
+    algo.fit()
+    assert algo.adv_opt is None and "adv_heads" not in algo.optimizers()
+    assert _gaps(algo) == pytest.approx(torch.ones(2), abs=0.15)
+    assert float(algo.adv_heads.theta.std(1).max()) > 0  # bootstrap members differ: kappa acts on that
+
+
+def test_the_sequential_refit_weights_rows_by_the_updated_teammates_ratios():
+    """Once agent 0 plays action 1 with probability 0.9, agent 1's action 0 is worth
+    0.1 (0 - 1) + 0.9 (1 + 2) = 2.6 more: its refit must see that, not the log's 1."""
+    algo = _frozen_linear(ratio_max=10.0)
+    algo.setup(matrix_dataset(XOR, XOR_UNIFORM, 8000, seed=1))
+    algo.fit()
+    last = [m for m in algo.actor.net.bodies[0].modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([0.0, float(np.log(9.0))]))
+    algo.refit_linear_agent(1)
+    assert float(_gaps(algo)[1]) == pytest.approx(2.6, abs=0.3)
+
+
+def test_a_resumed_linear_run_ends_where_an_uninterrupted_one_does(tmp_path):
+    data = matrix_dataset(XOR, XOR_UNIFORM, 2000, seed=2)
+    whole = _frozen_linear(actor_lr=1e-3, iterations=25, seed=3)
+    whole.setup(data)
+    whole.fit()
+    first = _frozen_linear(actor_lr=1e-3, iterations=25, seed=3)
+    first.setup(data)
+    first.fit(iterations=12)
+    first.save(tmp_path / "ckpt.pt")
+    second = _frozen_linear(actor_lr=1e-3, iterations=25, seed=3)
+    second.setup(data)
+    second.load(tmp_path / "ckpt.pt")
+    second.fit()
+    assert torch.equal(second.adv_heads.theta, whole.adv_heads.theta)
+    for p, q in zip(second.actor.parameters(), whole.actor.parameters(), strict=True):
+        assert torch.equal(p, q)
+
+
+def test_linear_heads_belong_to_the_residual_estimator():
+    with pytest.raises(ValueError, match="adv_heads='linear' needs estimator='residual'"):
+        make_config("inspo", overrides={"adv_heads": "linear"})
+    with pytest.raises(ValueError, match="adv_heads"):
+        make_config("inspo", overrides={"estimator": "residual", "adv_heads": "tree"})
