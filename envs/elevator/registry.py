@@ -308,6 +308,11 @@ def datasets(env_id: str) -> dict[str, list[tuple[str, int]]]:
         # moves, the improvement over ETD at down-peak, into the log with exact probabilities. 300
         # episodes: what the residual estimator was tuned with (docs/algorithm.md; 100 were too few).
         "etd-experiment": [("etd@exp=0.2", 300)],
+        # The same experiment at every idle spell (p = 1): 2.6 times the randomised decisions of p = 0.2, enough
+        # for effects that differ from state to state to beat "no advantage" on held-out episodes
+        # (bench/linear_heads.py), and on tuning seeds it costs nothing: 0.90x / 0.93x / 0.98x ETD's wait at
+        # down-peak / up-peak / lunch (bench/experiment_cost.py; docs/algorithm.md)
+        "etd-experiment-p1": [("etd@exp=1", 300)],
     }
 
 
