@@ -162,6 +162,22 @@ def logged_heuristics(env_id: str, dataset: str) -> list[str]:
     return names
 
 
+LOGGED = "logged "  # label prefix of a logged experiment's own row (``logged etd@exp=1``)
+
+
+def logged_experiments(env_id: str, dataset: str) -> list[str]:
+    """The logged experiments (``<rule>@exp=<p>``) that collected the dataset: the controller the operator
+    ran while logging, shown beside what was learned from it (never the "best heuristic": it samples)."""
+    from envs.registry import dataset_plan
+
+    return [spec for spec, _ in dataset_plan(env_id, dataset) if "@exp=" in spec]
+
+
+def is_heuristic(row: dict) -> bool:
+    """A deterministic rule's row (the candidates for "best logged heuristic")."""
+    return row["runs"] == 1 and not row["label"].startswith(LOGGED)
+
+
 # ---------------------------------------------------------------- steps
 
 
@@ -385,12 +401,12 @@ def plots(
         m = r[primary][0]
         lo, hi = r[primary + "_ci"]
         yerr = None if math.isnan(lo) else [[m - lo], [hi - m]]
-        ax.bar(i, m, color="tab:blue" if r["runs"] > 1 else "tab:gray", alpha=0.6)
+        ax.bar(i, m, color="tab:gray" if is_heuristic(r) else "tab:blue", alpha=0.6)
         ax.errorbar(i, m, yerr=yerr, color="k", capsize=4)
         if r["runs"] > 1:
             per_run = [np.mean([e[primary] for e in eps]) for eps in results[r["label"]].values()]
             ax.scatter([i] * len(per_run), per_run, color="k", s=12, zorder=3)
-    best = min((r for r in rows if r["runs"] == 1), key=lambda r: r[primary][0], default=None)
+    best = min((r for r in rows if is_heuristic(r)), key=lambda r: r[primary][0], default=None)
     if best is not None:
         ax.axhline(
             factor * best[primary][0], color="tab:red", ls="--", lw=1, label=f"{factor:g} × best heuristic"
@@ -432,7 +448,7 @@ def section(name: str, cfg: dict, rows: list[dict], seeds: list[int], train_seed
     metrics, decimals = metrics_for(bench["env"]), decimals_for(bench["env"])
     primary, title = primary_of(metrics), metrics[primary_of(metrics)]
     factor = float(bench.get("target_factor", 0.9))
-    heur = [r for r in rows if r["runs"] == 1]
+    heur = [r for r in rows if is_heuristic(r)]
     best = min(heur, key=lambda r: r[primary][0])
     env_args = ", ".join(f"{k}={v}" for k, v in bench.get("env_args", {}).items())
     lines = [
@@ -445,7 +461,9 @@ def section(name: str, cfg: dict, rows: list[dict], seeds: list[int], train_seed
         "",
         "Learned methods: **mean ± std over training seeds** (of each run's mean over episodes), 95% "
         "t-interval over training seeds, and std over all episodes. Rules are deterministic: mean ± std "
-        "and 95% interval over episodes.",
+        "and 95% interval over episodes. A `logged` row is the experiment that collected the log, as the "
+        "operator ran it (it samples, from its own seeded generator, so it is paired too; never the best "
+        "heuristic).",
         "",
         "| controller | runs | episodes | "
         + " | ".join(metrics.values())
@@ -491,6 +509,15 @@ def section(name: str, cfg: dict, rows: list[dict], seeds: list[int], train_seed
             )
             if bc["label"] == MATCHED_BC and "bc" in by_label:
                 verdict += f" Plain BC (its own network): {by_label['bc'][primary][0]:.2f}."
+            for r in rows:
+                if r["label"].startswith(LOGGED):
+                    diffs = [inspo["per_seed"][s] - r["per_seed"][s] for s in seeds]
+                    dlo, dhi = ci95(diffs)
+                    verdict += (
+                        f" The controller that made the log, `{r['label'][len(LOGGED) :]}`, itself: "
+                        f"{r[primary][0]:.2f} (InSPO minus it per evaluation seed {np.mean(diffs):+.2f} "
+                        f"[{dlo:+.2f}, {dhi:+.2f}])."
+                    )
         lines += [
             f"**Acceptance** (InSPO {title} ≤ {factor:g} × best logged heuristic `{best['label']}` = "
             f"{target:.2f}, and better than `{bc['label'] if bc else MATCHED_BC}`; `{MATCHED_BC}` is BC with "
@@ -511,7 +538,7 @@ def overview_row(name: str, cfg: dict, rows: list[dict]) -> str:
     metrics = metrics_for(cfg["bench"]["env"])
     primary = primary_of(metrics)
     factor = float(cfg["bench"].get("target_factor", 0.9))
-    best = min((r for r in rows if r["runs"] == 1), key=lambda r: r[primary][0])
+    best = min((r for r in rows if is_heuristic(r)), key=lambda r: r[primary][0])
     by_label = {r["label"]: r for r in rows}
 
     def cell(label: str) -> str:
@@ -702,6 +729,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             runs = train_all(cfg, algos, train_seeds, data, work, args.jobs)
         groups = {h: [h] for h in logged_heuristics(bench["env"], bench["dataset"])}
+        groups.update({LOGGED + x: [x] for x in logged_experiments(bench["env"], bench["dataset"])})
         groups.update({a: [str(r) for r in v] for a, v in runs.items()})
         results = evaluate_all(bench["env"], groups, seeds, work, args.jobs, bench.get("env_args"))
         metrics = metrics_for(bench["env"])
