@@ -1,0 +1,150 @@
+"""Linear advantage heads fitted in closed form: do they see what the networks' heads cannot?
+
+    .venv/bin/python bench/linear_heads.py --set baseline_inputs=state+exogenous
+    .venv/bin/python bench/linear_heads.py --log bench/.cache/exp1-log --features pooled floor car obs \
+        --set baseline_inputs=state+exogenous
+
+The default log is bench/advantage_truth.py's (300 x ``etd@exp=0.2``, collected there). The p = 1 log of
+docs/algorithm.md ("Linear heads, and a log with more randomised decisions") is
+``.venv/bin/inspo collect --env elevator:cb10x4:downpeak --controller etd@exp=1 --episodes 300 --seed 6200
+--workers 2 --out bench/.cache/exp1-log``.
+
+The residual estimator's network heads never beat the all-zero advantage on held-out episodes
+(bench/heads_holdout.py): Adam on a gradient that is mostly noise keeps them at the noise's size. This
+bench fits the same R-learner regression, ``G - b(s, z) ~ sum_a (1[a_i = a] - e_i(a)) A_i(a | x)``, with
+``A_i(a | x) = theta_a . x`` linear in a small feature vector ``x``, by ridge regression in closed form on
+every row where a car's logged choice was random. The ridge strength is chosen on held-out episodes
+(5 folds of whole episodes; the R-loss needs no simulator), and the chosen fit is compared with the cached
+paired-simulation truth of ``bench/advantage_truth.py --futures 32 --states 40`` (held-out tuning states):
+correlation, sign accuracy on the clear pairs. Feature sets:
+
+* ``pooled``: the constant only: one effect per action, the pooled regression of bench/return_bias.py;
+* ``floor``: the constant, where the car decides (one-hot floor), its direction and its mode;
+* ``car``: the constant and the car's own block of the observation (position, direction, mode, load, car
+  calls, decision floor), z-scored;
+* ``obs``: the constant and the car's whole observation (and the hall calls, the other cars, the time of
+  day), z-scored: what ``adv_heads = "linear"`` uses (trainer/algos/linear_heads.py);
+* ``obs+agent``: and the car's one-hot.
+
+The bench fits one model for all cars (the trainer's prior); it needs the truth cache, like
+bench/heads_holdout.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+RIDGES = (1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5)
+
+
+FLOORS = 10  # cb10x4; the observation's layout: envs/elevator/core.py, ElevatorCore.observe
+CAR_BLOCK = 8 + 2 * FLOORS  # position, direction (3), mode (3), load, car calls (F), decision floor (F)
+
+
+def features(kind: str, obs: np.ndarray, agent: np.ndarray, mean, std, n_agents: int) -> np.ndarray:
+    """``[n, dx]``: the constant, then the feature set ``kind`` of the module docstring."""
+    parts = [np.ones((len(obs), 1))]
+    if kind.startswith("obs"):
+        parts.append((obs - mean) / std)
+    if kind.startswith("car"):
+        parts.append(((obs - mean) / std)[:, :CAR_BLOCK])
+    if kind.startswith("floor"):  # direction and mode one-hots, then the decision floor's
+        parts.append(obs[:, np.r_[1:7, 8 + FLOORS : CAR_BLOCK]])
+    if kind.endswith("+agent"):
+        parts.append(np.eye(n_agents)[agent])
+    return np.concatenate(parts, 1)
+
+
+def design(x: np.ndarray, act: np.ndarray, e: np.ndarray) -> np.ndarray:
+    """``[n, A * dx]``: (1[a] - e(a)) outer x, flattened."""
+    d = np.eye(e.shape[1])[act] - e
+    return (d[:, :, None] * x[:, None, :]).reshape(len(x), -1)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--log", type=Path, default=ROOT / "bench" / ".cache" / "advantage-truth-log")
+    p.add_argument("--episodes", type=int, default=300)
+    p.add_argument("--features", nargs="+", default=["pooled", "obs", "obs+agent"])
+    p.add_argument("--folds", type=int, default=5)
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--futures", type=int, default=32)
+    p.add_argument("--states", type=int, default=40)
+    args = p.parse_args()
+    import advantage_truth
+    import torch
+
+    from trainer.algos.inspo import InSPO
+    from trainer.logs import load_log
+
+    torch.set_num_threads(2)
+    extra = dict(item.split("=", 1) for item in args.set)
+    config = advantage_truth.estimator_config("residual", extra, iterations=1, seed=0)
+    light, futures = advantage_truth.cached_elevator_truth(config, args.futures, args.states)
+    t0 = time.time()
+    algo = InSPO(config)
+    algo.setup(load_log(advantage_truth.collect_log(args.log, args.episodes, 2)), None)
+    fit = algo.prepare_residuals()
+    d = algo.data
+    e = algo.propensity_all.numpy().astype(np.float64)
+    acts = d.actions.numpy()
+    taken = np.take_along_axis(e, acts[..., None], -1)[..., 0]
+    rows, agents = np.nonzero(taken < 1 - 1e-6)
+    y = algo._residuals(torch.as_tensor(rows)).numpy().astype(np.float64)[np.arange(len(rows)), agents]
+    obs = d.obs.numpy()[rows, agents].astype(np.float64)
+    mean, std = obs.mean(0), obs.std(0)
+    std[std < 1e-6] = 1.0
+    episode = d.episode.numpy()[rows]
+    n_episodes = int(d.episode.max()) + 1
+    fold = np.random.default_rng(0).permutation(n_episodes)[episode] % args.folds
+    print(
+        f"{n_episodes} episodes, value r2 {fit['value_r2']:.3f}, residual std {y.std():.4f}, "
+        f"{len(rows):,} random rows [{time.time() - t0:.0f}s]"
+    )
+    s_obs = np.stack([s["obs"] for s in light]).astype(np.float64)
+    s_agent = np.array([s["agent"] for s in light])
+    n_act = e.shape[-1]
+    for kind in args.features:
+        x = features(kind, obs, agents, mean, std, d.n_agents)
+        z = design(x, acts[rows, agents], e[rows, agents])
+        grams = [z[fold == f].T @ z[fold == f] for f in range(args.folds)]
+        rhs = [z[fold == f].T @ y[fold == f] for f in range(args.folds)]
+        yy = [float(y[fold == f] @ y[fold == f]) for f in range(args.folds)]
+        g_all, b_all = sum(grams), sum(rhs)
+        n_all = len(y)
+        best = None
+        print(f"\n{kind}: {z.shape[1]} coefficients")
+        for ridge in RIDGES:
+            loss = 0.0
+            for f in range(args.folds):
+                g, b = g_all - grams[f], b_all - rhs[f]
+                theta = np.linalg.solve(g + ridge * np.eye(len(g)), b)
+                loss += yy[f] - 2 * theta @ rhs[f] + theta @ grams[f] @ theta
+            gain = (loss - sum(yy)) / n_all  # held-out R-loss minus that of zero heads
+            theta = np.linalg.solve(g_all + ridge * np.eye(len(g_all)), b_all)
+            est = features(kind, s_obs, s_agent, mean, std, d.n_agents) @ theta.reshape(n_act, -1).T
+            truth_rows = advantage_truth.truth_rows(light, futures, d.reward_scale, {"lin": est})
+            sup = [r for r in truth_rows if r["behaviour_prob"] > 0]
+            s = advantage_truth.summarize(sup, ["lin"])["lin"]
+            print(
+                f"  ridge {ridge:8.0e}: held-out R-loss - zero {gain:+.3e}; truth corr {s['corr']:+.3f}, "
+                f"sign {s['sign_acc']:.0%} of {s['n_clear']}, mean {s['mean']:+.5f}"
+            )
+            if best is None or gain < best[0]:
+                best = (gain, ridge, s)
+        print(
+            f"  chosen by held-out R-loss: ridge {best[1]:.0e}: corr {best[2]['corr']:+.3f}, sign {best[2]['sign_acc']:.0%}"
+        )
+
+
+if __name__ == "__main__":
+    main()
