@@ -127,3 +127,31 @@ def test_the_dataset_card_counts_the_exogenous_events_per_channel(elevator_log):
     data = load_log(elevator_log)
     assert card.exogenous is not None and sum(card.exogenous.values()) == data.exogenous.n_events
     assert list(card.exogenous) == data.exogenous.channels
+
+
+def test_combining_logs_keeps_their_exogenous_events_per_episode(elevator_log, tmp_path):
+    from trainer.logs.combine import combine_logs
+
+    other = tmp_path / "other"
+    collect(ENV, other, controller="etd@exp=0.2", episodes=1, start_seed=6300, workers=1)
+    result = combine_logs(tmp_path / "both", [elevator_log, other])
+    both = load_log(tmp_path / "both")
+    assert both.exogenous is not None and not any("exogenous" in n for n in result.notes)
+    for source in (elevator_log, other):
+        data = load_log(source)
+        for episode in data.episode_ids:
+            assert np.array_equal(both.exogenous.times[episode], data.exogenous.times[episode])
+            assert np.array_equal(both.exogenous.channel[episode], data.exogenous.channel[episode])
+
+
+def test_combining_with_a_log_without_exogenous_events_drops_them_and_says_so(elevator_log, tmp_path):
+    import shutil
+
+    from trainer.logs.combine import combine_logs
+
+    bare = tmp_path / "bare"
+    collect(ENV, bare, controller="etd", episodes=1, start_seed=6300, workers=1)
+    shutil.rmtree(bare / "exogenous")
+    result = combine_logs(tmp_path / "both", [elevator_log, bare])
+    assert load_log(tmp_path / "both").exogenous is None
+    assert any("exogenous events dropped" in n and str(elevator_log) in n for n in result.notes)

@@ -26,6 +26,7 @@ exist.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 from collections.abc import Sequence
@@ -193,6 +194,7 @@ class _Repaired:
     envs: pa.Table  # one row per output step
     run_names: list[str]  # output episode ids
     run_rows: np.ndarray  # [runs + 1] first agent row of each output episode
+    run_sources: list[str]  # the input episode each output episode was cut from
 
 
 def _extra_columns(raw: RawLog, n: int) -> tuple[pa.Array, pa.Array]:
@@ -377,7 +379,41 @@ def _repair(
         }
     )
     run_rows = np.append(np.searchsorted(out_run, np.arange(len(names))), len(out_steps)) * rows_per_step
-    return _Repaired(agents_table, envs_table, names, run_rows)
+    return _Repaired(agents_table, envs_table, names, run_rows, [episode_ids[run_e[r]] for r in kept_runs])
+
+
+# -- exogenous input events ----------------------------------------------------------------------------
+def exogenous_channels(peeks: list[_Peek]) -> tuple[list[str] | None, str | None]:
+    """The channels of the inputs' exogenous events when every input has them and names the same ones;
+    otherwise None and why the combined log goes without them (a baseline that saw "no arrivals" in
+    the episodes of an input that never recorded any would be wrong, not just noisier)."""
+    from trainer.logs.exogenous import exogenous_channel_names
+
+    names = [exogenous_channel_names(p.path) for p in peeks]
+    if all(n is None for n in names):
+        return None, None
+    if any(n is None for n in names) or any(n != names[0] for n in names):
+        have = [str(p.path) for p, n in zip(peeks, names, strict=True) if n is not None]
+        return None, (
+            "exogenous events dropped: "
+            + ", ".join(have)
+            + " record them, but not every input does with the "
+            "same channels"
+        )
+    return names[0], None
+
+
+def _add_exogenous(writer: LogWriter, path: Path, repaired: _Repaired, channels: list[str]) -> None:
+    """Every output episode gets the events of the input episode it was cut from (same clock as its ``ts``:
+    a run of an episode split at a gap keeps the episode's arrivals, which no action changed)."""
+    from trainer.logs.exogenous import read_exogenous
+
+    events = read_exogenous(path, sorted(set(repaired.run_sources)))
+    assert events is not None
+    epoch = (SIM_EPOCH - dt.datetime(1970, 1, 1)).total_seconds()
+    for name, source in zip(repaired.run_names, repaired.run_sources, strict=True):
+        writer.add_exogenous(name, events.times[source] - epoch, events.channel[source], channels)
+    writer.flush()
 
 
 # -- pass 2: write ------------------------------------------------------------------------------------
@@ -419,6 +455,7 @@ def combine_logs(
     peeks = [_peek(p) for p in paths]
     _check_compatible(peeks, env_id)
     mode, reason = choose_state(peeks, state)
+    channels, dropped = exogenous_channels(peeks)
     first = peeks[0].meta
     agent_ids = list(first.agent_ids)
     meta = LogMeta(
@@ -429,7 +466,7 @@ def combine_logs(
         state_dim=peeks[0].state_dim if mode == "env" else first.obs_dim * len(agent_ids),
         site_spec=_common_site(peeks),
     )
-    notes = [reason]
+    notes = [reason] + ([dropped] if dropped else [])
     for p in peeks:
         if p.path.name == "no-outcome":
             notes.append(
@@ -460,6 +497,8 @@ def combine_logs(
                     )
                 seen[name] = peek.path
             _write(writer, repaired, rows_per_file)
+            if channels is not None:
+                _add_exogenous(writer, peek.path, repaired, channels)
             summaries.append(summary)
             del raw, repaired
         writer.close()

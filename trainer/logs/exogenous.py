@@ -88,6 +88,12 @@ def _checked_tables(root: str | Path) -> tuple[list[str], list[pa.Table]] | None
     return channels, tables
 
 
+def exogenous_channel_names(root: str | Path) -> list[str] | None:
+    """The channels the log's exogenous files name (all validated); None without the table."""
+    checked = _checked_tables(root)
+    return None if checked is None else checked[0]
+
+
 def read_exogenous(root: str | Path, episode_ids: list[str]) -> ExogenousEvents | None:
     """The exogenous events of ``episode_ids`` (an episode with none gets empty arrays); None without the table.
 
@@ -135,4 +141,4 @@ def exogenous_counts(root: str | Path) -> dict[str, int] | None:
     return dict(zip(channels, counts.tolist(), strict=True))
 
 
-__all__ = ["ExogenousEvents", "exogenous_counts", "read_exogenous"]
+__all__ = ["ExogenousEvents", "exogenous_channel_names", "exogenous_counts", "read_exogenous"]
