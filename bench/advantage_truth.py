@@ -66,7 +66,9 @@ def is_traffic(env_id: str) -> bool:
     return env_id.startswith("sumo:")
 
 
-def collect_log(path: Path, episodes: int, workers: int, env_id: str = ENV) -> Path:
+def collect_log(
+    path: Path, episodes: int, workers: int, env_id: str = ENV, behaviour: str = BEHAVIOUR
+) -> Path:
     from trainer.collect import collect
 
     if not (path / "agent_steps").exists():
@@ -82,7 +84,7 @@ def collect_log(path: Path, episodes: int, workers: int, env_id: str = ENV) -> P
                 env_kwargs=traffic_truth.ENV_ARGS,
             )
         else:
-            collect(ENV, path, controller=BEHAVIOUR, episodes=episodes, start_seed=6200, workers=workers)
+            collect(ENV, path, controller=behaviour, episodes=episodes, start_seed=6200, workers=workers)
     return path
 
 
@@ -150,7 +152,7 @@ def estimated_advantages(algo, states: np.ndarray, obs: np.ndarray, agents: np.n
     return adv.numpy()
 
 
-def snapshots(seed: int, every: int, max_states: int):
+def snapshots(seed: int, every: int, max_states: int, behaviour: str = BEHAVIOUR):
     """Decision states of one behaviour episode where an idle car's behaviour chooses at random
     (the experiment's idle-spell decisions): the env and controller *before* the step, the car, ..."""
     from envs.controllers import build_controller
@@ -159,7 +161,7 @@ def snapshots(seed: int, every: int, max_states: int):
     from trainer.rollout import action_rng
 
     env = make_env(ENV)
-    ctl = build_controller(ENV, BEHAVIOUR)
+    ctl = build_controller(ENV, behaviour)
     obs, infos = env.reset(seed=seed)
     ctl.reset(env, seed)
     rng = action_rng(seed)
@@ -238,7 +240,9 @@ def elevator_values(args, c) -> tuple[list[dict], dict[int, dict[int, np.ndarray
 
     per_episode = -(-args.states // args.tuning_episodes)
     snaps = [
-        s for seed in tuning_seeds(args.tuning_episodes) for s in snapshots(seed, args.every, per_episode)
+        s
+        for seed in tuning_seeds(args.tuning_episodes)
+        for s in snapshots(seed, args.every, per_episode, args.behaviour)
     ]
     snaps = snaps[: args.states]
     jobs, index = [], []
@@ -273,6 +277,7 @@ def truth_cache(args, c) -> tuple[Path, bool]:
         "every": args.every,
         "states": args.states,
         "futures": args.futures,
+        "behaviour": None if is_traffic(args.env) else args.behaviour,  # traffic: traffic_truth's
         "discount": c.discount,
         "horizon_s": c.horizon_s,
         "gamma": c.gamma,
@@ -307,19 +312,23 @@ def cached_truth(args, c, traffic: bool) -> tuple[list[dict], dict[int, dict[int
     return light, futures, neighbors
 
 
-def cached_elevator_truth(config, futures: int, states: int) -> tuple[list[dict], dict]:
+def cached_elevator_truth(
+    config, futures: int, states: int, behaviour: str = BEHAVIOUR
+) -> tuple[list[dict], dict]:
     """The elevator truth this bench cached for ``--futures``/``--states`` (its default held-out
     episodes) under ``config``'s discounting: (held-out states, paired futures). For the benches that
     read it without recomputing it (bench/return_bias.py, bench/heads_holdout.py)."""
     import argparse
     import pickle
 
-    args = argparse.Namespace(env=ENV, tuning_episodes=2, every=40, states=states, futures=futures)
+    args = argparse.Namespace(
+        env=ENV, tuning_episodes=2, every=40, states=states, futures=futures, behaviour=behaviour
+    )
     path, _ = truth_cache(args, config)
     if not path.exists():
         raise SystemExit(
-            f"no cached truth for --futures {futures} --states {states}: run bench/advantage_truth.py "
-            f"--futures {futures} --states {states} first"
+            f"no cached truth for --futures {futures} --states {states} --behaviour {behaviour}: run "
+            f"bench/advantage_truth.py --futures {futures} --states {states} --behaviour {behaviour} first"
         )
     with path.open("rb") as f:
         light, paired, _ = pickle.load(f)
@@ -359,6 +368,12 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--env", default=ENV, choices=[ENV, "sumo:grid4x4"], help="elevator down-peak or traffic")
     p.add_argument("--log", type=Path, help="default: bench/.cache/advantage-truth-log (-traffic-log)")
+    p.add_argument(
+        "--behaviour",
+        default=BEHAVIOUR,
+        help="elevator: the logged experiment behind the log and the truth (default etd@exp=0.2; another "
+        "one's log defaults to bench/.cache/advantage-truth-log-<behaviour>)",
+    )
     p.add_argument("--episodes", type=int, default=300, help="episodes of the log when it is collected here")
     p.add_argument(
         "--iterations",
@@ -394,14 +409,15 @@ def main() -> None:
     args = p.parse_args()
     traffic = is_traffic(args.env)
     cache = ROOT / "bench" / ".cache"
-    args.log = args.log or cache / ("advantage-truth-traffic-log" if traffic else "advantage-truth-log")
+    default_log = "advantage-truth-log" + ("" if args.behaviour == BEHAVIOUR else f"-{args.behaviour}")
+    args.log = args.log or cache / ("advantage-truth-traffic-log" if traffic else default_log)
     args.tuning_episodes = args.tuning_episodes or (8 if traffic else 2)
     args.every = args.every or (12 if traffic else 40)
     args.states = args.states or (32 if traffic else 60)
     args.iterations = args.iterations or (300 if traffic else 400)  # traffic: its results config's
 
     t0 = time.time()
-    log = collect_log(args.log, args.episodes, args.workers, args.env)
+    log = collect_log(args.log, args.episodes, args.workers, args.env, args.behaviour)
     print(f"log {log} [{time.time() - t0:.0f}s]")
     extra = dict(item.split("=", 1) for item in args.set)
     # Truth first, in a small process: forking rollout workers from one holding the trained estimators
@@ -455,7 +471,7 @@ def main() -> None:
     stem = "traffic_truth" if traffic else "advantage_truth"
     (args.out / f"{stem}.json").write_text(json.dumps(record, indent=1))
     title = (
-        f"{args.env}, behaviour {'max-pressure@exp=0.2' if traffic else BEHAVIOUR}: "
+        f"{args.env}, behaviour {'max-pressure@exp=0.2' if traffic else args.behaviour}: "
         f"{'intersection' if traffic else 'idle-car'} decisions the log supports, tuning seeds"
     )
     plot(supported, list(estimates), summary["supported"], args.out / f"{stem}.png", title)

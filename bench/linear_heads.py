@@ -1,13 +1,13 @@
 """Linear advantage heads fitted in closed form: do they see what the networks' heads cannot?
 
     .venv/bin/python bench/linear_heads.py --set baseline_inputs=state+exogenous
-    .venv/bin/python bench/linear_heads.py --log bench/.cache/exp1-log --features pooled floor car obs \
+    .venv/bin/python bench/linear_heads.py --behaviour etd@exp=1 --features pooled floor car obs \
         --set baseline_inputs=state+exogenous
 
-The default log is bench/advantage_truth.py's (300 x ``etd@exp=0.2``, collected there). The p = 1 log of
-docs/algorithm.md ("Linear heads, and a log with more randomised decisions") is
-``.venv/bin/inspo collect --env elevator:cb10x4:downpeak --controller etd@exp=1 --episodes 300 --seed 6200
---workers 2 --out bench/.cache/exp1-log``.
+The log is bench/advantage_truth.py's of ``--behaviour`` (300 episodes of ``etd@exp=0.2`` by default, or of
+``etd@exp=1``: the p = 1 log of docs/algorithm.md, "Linear heads, and a log with more randomised decisions"),
+collected here if absent, and the truth shown is that behaviour's (``bench/advantage_truth.py --futures 32
+--states 40 --behaviour B`` caches it).
 
 The residual estimator's network heads never beat the all-zero advantage on held-out episodes
 (bench/heads_holdout.py): Adam on a gradient that is mostly noise keeps them at the noise's size. This
@@ -72,12 +72,15 @@ def design(x: np.ndarray, act: np.ndarray, e: np.ndarray) -> np.ndarray:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--log", type=Path, default=ROOT / "bench" / ".cache" / "advantage-truth-log")
+    p.add_argument("--log", type=Path, help="default: bench/advantage_truth.py's log of --behaviour")
     p.add_argument("--episodes", type=int, default=300)
     p.add_argument("--features", nargs="+", default=["pooled", "obs", "obs+agent"])
     p.add_argument("--folds", type=int, default=5)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--futures", type=int, default=32)
+    p.add_argument(
+        "--behaviour", default="etd@exp=0.2", help="the log's experiment, whose cached truth is shown"
+    )
     p.add_argument("--states", type=int, default=40)
     args = p.parse_args()
     import advantage_truth
@@ -89,10 +92,13 @@ def main() -> None:
     torch.set_num_threads(2)
     extra = dict(item.split("=", 1) for item in args.set)
     config = advantage_truth.estimator_config("residual", extra, iterations=1, seed=0)
-    light, futures = advantage_truth.cached_elevator_truth(config, args.futures, args.states)
+    light, futures = advantage_truth.cached_elevator_truth(config, args.futures, args.states, args.behaviour)
     t0 = time.time()
     algo = InSPO(config)
-    algo.setup(load_log(advantage_truth.collect_log(args.log, args.episodes, 2)), None)
+    suffix = "" if args.behaviour == advantage_truth.BEHAVIOUR else f"-{args.behaviour}"
+    log = args.log or ROOT / "bench" / ".cache" / f"advantage-truth-log{suffix}"
+    log = advantage_truth.collect_log(log, args.episodes, 2, behaviour=args.behaviour)
+    algo.setup(load_log(log), None)
     fit = algo.prepare_residuals()
     d = algo.data
     e = algo.propensity_all.numpy().astype(np.float64)
