@@ -1,13 +1,16 @@
 """Does a per-agent advantage estimator see the truth? Offline estimates vs paired simulation.
 
     .venv/bin/python bench/advantage_truth.py                       # down-peak, etd@exp=0.2 log of 300 episodes
+    .venv/bin/python bench/advantage_truth.py --behaviour etd@exp=1 --futures 32 --states 40 --seeds 0 1 2
     .venv/bin/python bench/advantage_truth.py --log LOG --states 60 --futures 8 --out docs/results/advantage
     .venv/bin/python bench/advantage_truth.py --env sumo:grid4x4    # traffic: bench/traffic_truth.py
 
-1. A log of the behaviour policy (default: the logged parking experiment ``etd@exp=0.2``, collection seeds
-   6200+, cached under bench/.cache) trains both estimators with the actor frozen at mu (``actor_lr = 0``,
-   ``actor_init = "mu"``), so both estimate the behaviour's own advantage ``A^mu_i(s, a)``:
-   the paper's local Q (``estimator = "local_q"``) and the residual estimator (``"residual"``).
+1. A log of the behaviour policy (default: the logged parking experiment ``etd@exp=0.2``; ``--behaviour
+   etd@exp=1`` for the experiment at every idle spell; collection seeds 6200+, cached under bench/.cache)
+   trains the estimators with the actor frozen at mu (``actor_lr = 0``, ``actor_init = "mu"``), so each
+   estimates the behaviour's own advantage ``A^mu_i(s, a)``: the paper's local Q (``estimator =
+   "local_q"``), the residual estimator with network heads (``"residual"``) and with linear heads solved
+   in closed form (``residual:linear``, ``adv_heads = "linear"``).
 2. Held-out states: episodes of the same behaviour on *tuning* seeds (20000+), a snapshot at every
    ``--every``-th step where an idle car has a choice. The car's teammates' actions at that step are fixed
    to one draw of the behaviour.
@@ -356,12 +359,19 @@ def traffic_values(args, c) -> tuple[list[dict], dict[int, dict[int, np.ndarray]
     return snaps, {si: s["values"] for si, s in enumerate(snaps)}, episodes[0]["neighbors"]
 
 
-def estimator_plan(traffic: bool) -> list[tuple[str, str, str]]:
-    """(name, estimator, reward_credit) of each estimator trained; traffic adds the credit options."""
+def estimator_plan(traffic: bool) -> list[tuple[str, str, dict]]:
+    """(name, estimator, options) of each estimator trained: the elevator adds the residual estimator's
+    linear heads, traffic its ``reward_credit`` options."""
     if not traffic:
-        return [("residual", "residual", "team"), ("local_q", "local_q", "team")]
-    credits = [(f"residual:{k}" if k != "team" else "residual", "residual", k) for k in CREDITS]
-    return [*credits, ("local_q", "local_q", "team")]
+        return [
+            ("residual", "residual", {}),
+            ("residual:linear", "residual", {"adv_heads": "linear"}),
+            ("local_q", "local_q", {}),
+        ]
+    credits = [
+        (f"residual:{k}" if k != "team" else "residual", "residual", {"reward_credit": k}) for k in CREDITS
+    ]
+    return [*credits, ("local_q", "local_q", {})]
 
 
 def main() -> None:
@@ -432,8 +442,8 @@ def main() -> None:
     masks = np.stack([s["mask"] for s in snaps])
     estimates, scale = {}, 1.0
     plan = [(n, e, c, s) for n, e, c in estimator_plan(traffic) for s in args.seeds]
-    for name, estimator, credit, seed in plan:  # one at a time: each holds the whole log's arrays
-        options = {**extra, "reward_credit": credit} if estimator == "residual" else None
+    for name, estimator, variant, seed in plan:  # one at a time: each holds the whole log's arrays
+        options = {**extra, **variant} if estimator == "residual" else None
         algo = train_estimator(log, estimator, args.iterations, seed, options, args.env, neighbors)
         label = name if len(args.seeds) == 1 else f"{name} s{seed}"
         estimates[label] = estimated_advantages(algo, states, obs, agents, masks)

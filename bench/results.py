@@ -588,7 +588,8 @@ def estimator_section(path: Path, traffic: bool = False) -> str:
         "",
         "Each per-agent advantage estimator, trained on a log with the actor frozen at the behaviour, against "
         f"the truth from paired simulations of every legal action at held-out {decisions} states (tuning seeds; "
-        "the script's docstring says how; `residual:<credit>` is the residual estimator with that "
+        "the script's docstring says how; `residual` has network heads, `residual:linear` linear heads "
+        "solved in closed form (`adv_heads`); `residual:<credit>` is the residual estimator with that "
         "`reward_credit`, always against the team's truth). *Supported*: alternatives the behaviour takes at that state, "
         "what a log can teach; *all*: every legal alternative. Sign accuracy counts the clear pairs, "
         "|truth| > 2 SE.",
@@ -621,18 +622,20 @@ def estimator_section(path: Path, traffic: bool = False) -> str:
             f"\nThe truth's noise ({subset}): signal share 1 − mean SE²/var {r['signal_share']:+.2f}; "
             f"mean SE by number of futures {se}."
         )
-    # the residual estimator (team credit) on each training seed the bench ran ("residual" or "residual s<k>")
+    # each residual variant (team credit) on each training seed the bench ran ("residual" or "residual s<k>")
     supported = data["summary"].get("supported", {})
-    runs = [v for k, v in supported.items() if k == "residual" or k.startswith("residual s")]
-    if runs and not traffic:
+    for variant in ("residual", "residual:linear"):
+        runs = [v for k, v in supported.items() if k == variant or k.startswith(variant + " s")]
+        if not runs or traffic:
+            continue
         corr = float(np.mean([r["corr"] for r in runs]))
         sign = float(np.mean([r["sign_acc"] for r in runs]))
         met = corr >= 0.5 and sign >= 0.7
         over = f" (mean over {len(runs)} training seeds)" if len(runs) > 1 else ""
         lines += [
             "",
-            f"**Target** (residual, supported alternatives: correlation ≥ 0.5 and sign accuracy ≥ 70%){over}: "
-            f"{corr:+.2f}, {sign:.0%} → {'**met**' if met else '**not met**'}.",
+            f"**Target** (`{variant}`, supported alternatives: correlation ≥ 0.5 and sign accuracy ≥ 70%)"
+            f"{over}: {corr:+.2f}, {sign:.0%} → {'**met**' if met else '**not met**'}.",
         ]
     lines += ["", "```bash", command, "```", ""]
     png = path.with_suffix(".png")
