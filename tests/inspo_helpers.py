@@ -48,3 +48,28 @@ def joint_policy(algo, n_actions: int) -> np.ndarray:
     """The learned product policy of a 2-agent one-step game as an A x A table."""
     p = algo.action_probs(np.ones((2, 1), np.float32), np.ones((2, n_actions), bool))
     return np.outer(p[0], p[1])
+
+
+def frozen_residual(**overrides):
+    """InSPO's residual estimator with the actor frozen at mu (so its heads estimate A^mu), sized for the
+    small matrix-game datasets above; ``overrides`` on top (e.g. ``adv_heads="linear"``)."""
+    from trainer.algos import make_algorithm
+
+    return make_algorithm(
+        "inspo",
+        overrides={
+            "estimator": "residual",
+            "exact_propensity": True,
+            "actor_init": "mu",
+            "actor_lr": 0.0,
+            "iterations": 50,
+            "adv_warmup": 600,
+            "value_steps": 300,
+            "mu_steps": 300,
+            "hidden": [32, 32],
+            "critic_hidden": [32, 32],
+            "reward_scale": 1.0,
+            "kappa": 0.0,
+            **overrides,
+        },
+    )

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import torch
-from inspo_helpers import XOR, XOR_UNIFORM, matrix_dataset
+from inspo_helpers import XOR, XOR_UNIFORM, frozen_residual, matrix_dataset
 
 from trainer.algos import advantage, losses, make_algorithm
 from trainer.algos.data import build_transitions, discounted_returns_to_go
@@ -111,7 +111,7 @@ def test_residual_estimator_recovers_the_known_advantage_on_uniform_xor():
     """Uniform XOR data: agent 0's action 0 is worth E[r|a0=0] - E[r|a0=1] = 0.5 - (-0.5) = 1 more; the
     heads (actor frozen at mu, so the estimand is A^mu) must find it in reward units."""
     data = matrix_dataset(XOR, XOR_UNIFORM, 4000, seed=1)
-    algo = _frozen_residual()
+    algo = frozen_residual()
     algo.setup(data)
     algo.fit()
     mask = torch.ones(2, 2, dtype=torch.bool)
@@ -125,28 +125,6 @@ def test_residual_estimator_recovers_the_known_advantage_on_uniform_xor():
     assert float(adv[1, 0] - adv[1, 1]) == pytest.approx(1.0, abs=0.15)
 
 
-def _frozen_residual(**overrides):
-    """InSPO with the actor frozen at mu, so its heads estimate A^mu, on small uniform-XOR data."""
-    return make_algorithm(
-        "inspo",
-        overrides={
-            "estimator": "residual",
-            "exact_propensity": True,
-            "actor_init": "mu",
-            "actor_lr": 0.0,
-            "iterations": 50,
-            "adv_warmup": 600,
-            "value_steps": 300,
-            "mu_steps": 300,
-            "hidden": [32, 32],
-            "critic_hidden": [32, 32],
-            "reward_scale": 1.0,
-            "kappa": 0.0,
-            **overrides,
-        },
-    )
-
-
 @pytest.mark.parametrize("credit, expected", [("team", 1.0), ("local", -1.0), ("local+neighbours", 2.0)])
 def test_reward_credit_makes_each_agents_return_its_own_reward_plus_its_neighbours(credit, expected):
     """Team reward XOR (agent 0's action 0 worth +1), but the log's per-agent rewards say otherwise:
@@ -158,7 +136,7 @@ def test_reward_credit_makes_each_agents_return_its_own_reward_plus_its_neighbou
     a0_zero = (data.actions[..., 0] == 0).astype(np.float32)  # [E, 1]
     rewards = np.stack([-a0_zero, 3.0 * a0_zero], axis=-1)
     data = dataclasses.replace(data, rewards=rewards)
-    algo = _frozen_residual(reward_credit=credit)
+    algo = frozen_residual(reward_credit=credit)
     algo.setup(data, {"agent_0": ["agent_1"], "agent_1": ["agent_0"]})
     algo.fit()
     mask = torch.ones(1, 2, dtype=torch.bool)
@@ -174,7 +152,7 @@ def test_reward_credit_is_checked_against_the_estimator_and_the_neighbour_graph(
         make_algorithm("inspo", overrides={"reward_credit": "local"})
     with pytest.raises(ValueError, match="config reward_credit must be one of"):
         make_algorithm("inspo", overrides={"estimator": "residual", "reward_credit": "neighbours"})
-    algo = _frozen_residual(reward_credit="local+neighbours")
+    algo = frozen_residual(reward_credit="local+neighbours")
     with pytest.raises(ValueError, match="needs the env's neighbour graph"):
         algo.setup(matrix_dataset(XOR, XOR_UNIFORM, 40, seed=1))
 

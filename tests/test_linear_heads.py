@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from inspo_helpers import XOR, XOR_UNIFORM, matrix_dataset
+from inspo_helpers import XOR, XOR_UNIFORM, frozen_residual, matrix_dataset
 
 from trainer.algos import linear_heads
 from trainer.algos.config import make_config
@@ -57,27 +57,9 @@ def test_row_weights_enter_the_normal_equations():
 
 
 def _frozen_linear(**overrides) -> InSPO:
-    """InSPO with the actor frozen at mu and linear heads, on uniform-XOR data (estimand A^mu)."""
-    config = make_config(
-        "inspo",
-        overrides={
-            "estimator": "residual",
-            "adv_heads": "linear",
-            "adv_refit_every": 10,  # the sequential refit runs too
-            "exact_propensity": True,
-            "actor_init": "mu",
-            "actor_lr": 0.0,
-            "iterations": 30,
-            "value_steps": 300,
-            "mu_steps": 300,
-            "hidden": [32, 32],
-            "critic_hidden": [32, 32],
-            "reward_scale": 1.0,
-            "kappa": 0.0,
-            **overrides,
-        },
-    )
-    return InSPO(config)
+    """InSPO with the actor frozen at mu and linear heads, on uniform-XOR data (estimand A^mu); the
+    sequential refit runs too (every 10 of 30 iterations)."""
+    return frozen_residual(**{"adv_heads": "linear", "adv_refit_every": 10, "iterations": 30, **overrides})
 
 
 def _gaps(algo: InSPO) -> torch.Tensor:
