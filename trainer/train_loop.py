@@ -244,7 +244,9 @@ def _train(
         nonlocal last, last_eval
         last = metrics
         it = a.iteration
-        row = dict(metrics) if (it % log_every == 0 or it == end) else {}
+        # the first iteration's row carries the once-per-run warm-up figures (mu's fit, the baseline's
+        # explained share, the linear heads' held-out gain), so it is always written
+        row = dict(metrics) if (it % log_every == 0 or it == end or it == 1) else {}
         if env is not None and eval_every and (it % eval_every == 0 or it == total):
             last_eval = evaluate_actor(a, env, eval_episodes)
             row.update(metrics)
