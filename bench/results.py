@@ -401,7 +401,10 @@ def plots(
         m = r[primary][0]
         lo, hi = r[primary + "_ci"]
         yerr = None if math.isnan(lo) else [[m - lo], [hi - m]]
-        ax.bar(i, m, color="tab:gray" if is_heuristic(r) else "tab:blue", alpha=0.6)
+        color = (
+            "tab:gray" if is_heuristic(r) else "tab:green" if r["label"].startswith(LOGGED) else "tab:blue"
+        )
+        ax.bar(i, m, color=color, alpha=0.6)
         ax.errorbar(i, m, yerr=yerr, color="k", capsize=4)
         if r["runs"] > 1:
             per_run = [np.mean([e[primary] for e in eps]) for eps in results[r["label"]].values()]
@@ -414,7 +417,8 @@ def plots(
         ax.legend(loc="upper right", fontsize=8)
     ax.set_xticks(range(len(rows)), labels, rotation=20, ha="right")
     ax.set_ylabel(title)
-    ax.set_title(f"{name}: mean, 95% interval; dots = training seeds")
+    logged = " green = the logged experiment;" if any(r["label"].startswith(LOGGED) for r in rows) else ""
+    ax.set_title(f"{name}: mean, 95% interval;{logged} dots = training seeds")
     fig.tight_layout()
     path = out_dir / f"{name}_{primary}.png"
     fig.savefig(path, dpi=110)
@@ -461,9 +465,13 @@ def section(name: str, cfg: dict, rows: list[dict], seeds: list[int], train_seed
         "",
         "Learned methods: **mean ± std over training seeds** (of each run's mean over episodes), 95% "
         "t-interval over training seeds, and std over all episodes. Rules are deterministic: mean ± std "
-        "and 95% interval over episodes. A `logged` row is the experiment that collected the log, as the "
-        "operator ran it (it samples, from its own seeded generator, so it is paired too; never the best "
-        "heuristic).",
+        "and 95% interval over episodes."
+        + (
+            " A `logged` row is the experiment that collected the log, as the operator ran it (it samples, "
+            "from its own seeded generator, so it is paired too; never the best heuristic)."
+            if any(r["label"].startswith(LOGGED) for r in rows)
+            else ""
+        ),
         "",
         "| controller | runs | episodes | "
         + " | ".join(metrics.values())
