@@ -604,7 +604,8 @@ def estimator_section(path: Path, traffic: bool = False) -> str:
         "",
         "The truth's own *reliability* (even against odd futures, Spearman-Brown corrected) bounds any "
         "estimator's correlation with it at its square root, the *ceiling*; the disattenuated correlation "
-        "divides by it. The *mean* columns compare the average effect over the pairs.",
+        f"divides by it (shown only where the ceiling is at least {MIN_CEILING}: below it the reliability "
+        "estimate is itself mostly noise). The *mean* columns compare the average effect over the pairs.",
         "",
         "| estimator | alternatives | correlation with the truth | disattenuated | sign accuracy (clear "
         "pairs) | clear pairs | pairs | mean |",
@@ -617,11 +618,13 @@ def estimator_section(path: Path, traffic: bool = False) -> str:
                 f"| truth (reliability {truth['reliability']:+.2f}, ceiling {truth['ceiling']:.2f}) | {subset} "
                 f"| | | | | {truth['n']} | {truth['mean']:+.4f} ± {truth['mean_se']:.4f} |"
             )
+        trusted = truth is not None and truth["ceiling"] >= MIN_CEILING
         for name, s in table.items():
             if name == "truth":
                 continue
+            dis = f"{s.get('corr_disattenuated', float('nan')):+.2f}" if trusted else "–"
             lines.append(
-                f"| {name} | {subset} | {s['corr']:+.3f} | {s.get('corr_disattenuated', float('nan')):+.2f} "
+                f"| {name} | {subset} | {s['corr']:+.3f} | {dis} "
                 f"| {s['sign_acc']:.0%} | {s['n_clear']} | {s['n']} | {s.get('mean', float('nan')):+.4f} |"
             )
     for subset, r in data.get("truth_noise", {}).items():
@@ -650,6 +653,9 @@ def estimator_section(path: Path, traffic: bool = False) -> str:
     if png.exists():
         lines += [f"![{png.stem}]({png.relative_to(ROOT / 'docs').as_posix()})", ""]
     return "\n".join(lines)
+
+
+MIN_CEILING = 0.3  # the truth's ceiling below which a disattenuated correlation is not shown
 
 
 def experiment_cost_section(path: Path) -> str:
