@@ -40,6 +40,12 @@ TINY = {
     "inspo": TINY_INSPO,
     "inspo-residual": {**TINY_INSPO, "estimator": "residual"},
     "inspo-residual-credit": {**TINY_INSPO, "estimator": "residual", "reward_credit": "local"},
+    "inspo-residual-linear": {
+        **TINY_INSPO,
+        "estimator": "residual",
+        "adv_heads": "linear",
+        "adv_refit_every": 2,
+    },
 }
 
 
@@ -78,7 +84,9 @@ def test_quantiles_by_counting_equal_numpys():
         assert exact_quantile(values, q, budget_rows=10_000) == np.quantile(values, q)  # in RAM
 
 
-@pytest.mark.parametrize("algo", ["bc", "inspo", "inspo-residual", "inspo-residual-credit"])
+@pytest.mark.parametrize(
+    "algo", ["bc", "inspo", "inspo-residual", "inspo-residual-credit", "inspo-residual-linear"]
+)
 def test_a_streamed_log_that_fits_trains_to_the_same_first_losses(small_log, tmp_path, algo):
     rows = {}
     for mode, data in (("memory", load_log(small_log)), ("streamed", small_log)):
@@ -92,14 +100,16 @@ def test_a_streamed_log_that_fits_trains_to_the_same_first_losses(small_log, tmp
 
 
 def _weights(algo) -> list[torch.Tensor]:
-    return [p.detach().clone() for m in algo.modules().values() for p in m.parameters()]
+    """Every module's parameters and buffers (the linear heads' coefficients are buffers)."""
+    return [t.detach().clone() for m in algo.modules().values() for t in (*m.parameters(), *m.buffers())]
 
 
+@pytest.mark.parametrize("algo", ["inspo-residual", "inspo-residual-linear"])
 def test_shards_move_through_the_log_and_a_resumed_run_ends_where_an_uninterrupted_one_does(
-    small_log, tmp_path
+    small_log, tmp_path, algo
 ):
     stored = open_stored_log(small_log, 0.99, "step", 0.0, budget_mb=2.5)  # 2-3 episodes per shard
-    config = {**TINY["inspo-residual"], "iterations": 6, "batch_size": 256}
+    config = {**TINY[algo], "iterations": 6, "batch_size": 256}
 
     def fresh():
         algo = make_algorithm("inspo", None, {**config, "seed": 1})
