@@ -395,9 +395,7 @@ def exogenous_channels(peeks: list[_Peek]) -> tuple[list[str] | None, str | None
     if any(n is None for n in names) or any(n != names[0] for n in names):
         have = [str(p.path) for p, n in zip(peeks, names, strict=True) if n is not None]
         return None, (
-            "exogenous events dropped: "
-            + ", ".join(have)
-            + " record them, but not every input does with the "
+            f"exogenous events dropped: {', '.join(have)} record them, but not every input does with the "
             "same channels"
         )
     return names[0], None

@@ -33,6 +33,21 @@ class ExogenousEvents:
         return sum(len(t) for t in self.times.values())
 
 
+def _channel_names(path: Path, schema: pa.Schema) -> list[str]:
+    """The channel names in a file's schema metadata; raises naming the file when they are missing or bad."""
+    raw = (schema.metadata or {}).get(EXOGENOUS_CHANNELS_KEY)
+    if raw is None:
+        raise LogValidationError(path, f"schema metadata lacks {EXOGENOUS_CHANNELS_KEY.decode()!r}")
+    try:
+        channels = json.loads(raw)
+        assert isinstance(channels, list) and channels and all(isinstance(c, str) for c in channels)
+    except (ValueError, AssertionError):
+        raise LogValidationError(
+            path, f"{EXOGENOUS_CHANNELS_KEY.decode()} must be a JSON list of names, got {raw[:80]!r}"
+        ) from None
+    return channels
+
+
 def _check_file(path: Path, table: pa.Table) -> list[str]:
     """The file's channel names; raises naming the file, column and row on a broken file."""
     names = {f.name: f for f in table.schema}
@@ -47,16 +62,7 @@ def _check_file(path: Path, table: pa.Table) -> list[str]:
         if column.null_count:
             row = int(np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))[0])
             raise LogValidationError(path, "null value", column=field.name, row=row)
-    raw = (table.schema.metadata or {}).get(EXOGENOUS_CHANNELS_KEY)
-    if raw is None:
-        raise LogValidationError(path, f"schema metadata lacks {EXOGENOUS_CHANNELS_KEY.decode()!r}")
-    try:
-        channels = json.loads(raw)
-        assert isinstance(channels, list) and channels and all(isinstance(c, str) for c in channels)
-    except (ValueError, AssertionError):
-        raise LogValidationError(
-            path, f"{EXOGENOUS_CHANNELS_KEY.decode()} must be a JSON list of names, got {raw[:80]!r}"
-        ) from None
+    channels = _channel_names(path, table.schema)
     channel = table.column("channel").to_numpy()
     bad = np.flatnonzero((channel < 0) | (channel >= len(channels)))
     if len(bad):
@@ -69,29 +75,30 @@ def _check_file(path: Path, table: pa.Table) -> list[str]:
     return channels
 
 
-def _checked_tables(root: str | Path) -> tuple[list[str], list[pa.Table]] | None:
-    """The log's exogenous part files (validated, naming the same channels) and their channel names."""
+def exogenous_channel_names(root: str | Path) -> list[str] | None:
+    """The channels the log's exogenous files name, from their schemas only (the rows are validated where
+    :func:`read_exogenous` reads them); None without the table."""
     files = part_files(Path(root), "exogenous")
     if not files:
         return None
-    channels: list[str] | None = None
-    tables = []
-    for path in files:
-        table = pq.read_table(path)
-        names = _check_file(path, table)
-        if channels is None:
-            channels = names
-        elif names != channels:
+    channels = _channel_names(files[0], pq.read_schema(files[0]))
+    for path in files[1:]:
+        names = _channel_names(path, pq.read_schema(path))
+        if names != channels:
             raise LogValidationError(path, f"exogenous channels {names} differ from {files[0]}'s {channels}")
-        tables.append(table)
-    assert channels is not None
+    return channels
+
+
+def _checked_tables(root: str | Path) -> tuple[list[str], list[pa.Table]] | None:
+    """The log's exogenous part files (validated, naming the same channels) and their channel names."""
+    channels = exogenous_channel_names(root)
+    if channels is None:
+        return None
+    files = part_files(Path(root), "exogenous")
+    tables = [pq.read_table(path) for path in files]
+    for path, table in zip(files, tables, strict=True):
+        _check_file(path, table)
     return channels, tables
-
-
-def exogenous_channel_names(root: str | Path) -> list[str] | None:
-    """The channels the log's exogenous files name (all validated); None without the table."""
-    checked = _checked_tables(root)
-    return None if checked is None else checked[0]
 
 
 def read_exogenous(root: str | Path, episode_ids: list[str]) -> ExogenousEvents | None:
