@@ -64,12 +64,6 @@ def features(kind: str, obs: np.ndarray, agent: np.ndarray, mean, std, n_agents:
     return np.concatenate(parts, 1)
 
 
-def design(x: np.ndarray, act: np.ndarray, e: np.ndarray) -> np.ndarray:
-    """``[n, A * dx]``: (1[a] - e(a)) outer x, flattened."""
-    d = np.eye(e.shape[1])[act] - e
-    return (d[:, :, None] * x[:, None, :]).reshape(len(x), -1)
-
-
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--log", type=Path, help="default: bench/advantage_truth.py's log of --behaviour")
@@ -86,6 +80,7 @@ def main() -> None:
     import advantage_truth
     import torch
 
+    from trainer.algos import linear_heads
     from trainer.algos.inspo import InSPO
     from trainer.logs import load_log
 
@@ -121,22 +116,15 @@ def main() -> None:
     n_act = e.shape[-1]
     for kind in args.features:
         x = features(kind, obs, agents, mean, std, d.n_agents)
-        z = design(x, acts[rows, agents], e[rows, agents])
-        grams = [z[fold == f].T @ z[fold == f] for f in range(args.folds)]
-        rhs = [z[fold == f].T @ y[fold == f] for f in range(args.folds)]
-        yy = [float(y[fold == f] @ y[fold == f]) for f in range(args.folds)]
-        g_all, b_all = sum(grams), sum(rhs)
-        n_all = len(y)
+        # the trainer's normal equations (trainer/algos/linear_heads.py) with one block per fold
+        g = linear_heads.block_grams(
+            x, acts[rows, agents], e[rows, agents], y, np.ones(len(y)), fold, n_blocks=args.folds
+        )
+        _, gains = linear_heads.choose_ridge(g, folds=args.folds, ridges=RIDGES)
         best = None
-        print(f"\n{kind}: {z.shape[1]} coefficients")
-        for ridge in RIDGES:
-            loss = 0.0
-            for f in range(args.folds):
-                g, b = g_all - grams[f], b_all - rhs[f]
-                theta = np.linalg.solve(g + ridge * np.eye(len(g)), b)
-                loss += yy[f] - 2 * theta @ rhs[f] + theta @ grams[f] @ theta
-            gain = (loss - sum(yy)) / n_all  # held-out R-loss minus that of zero heads
-            theta = np.linalg.solve(g_all + ridge * np.eye(len(g_all)), b_all)
+        print(f"\n{kind}: {g.zz.shape[1]} coefficients")
+        for ridge, gain in gains.items():  # held-out R-loss minus that of zero heads
+            theta = linear_heads.solve(g.zz.sum(0), g.zy.sum(0), ridge)
             est = features(kind, s_obs, s_agent, mean, std, d.n_agents) @ theta.reshape(n_act, -1).T
             truth_rows = advantage_truth.truth_rows(light, futures, d.reward_scale, {"lin": est})
             sup = [r for r in truth_rows if r["behaviour_prob"] > 0]

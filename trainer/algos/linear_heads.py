@@ -94,13 +94,15 @@ def solve(zz: np.ndarray, zy: np.ndarray, ridge: float, prior: np.ndarray | None
     return np.linalg.solve(zz + ridge * np.eye(len(zz)), rhs)
 
 
-def choose_ridge(g: Grams, folds: int = FOLDS, prior: np.ndarray | None = None) -> tuple[float, dict]:
+def choose_ridge(
+    g: Grams, folds: int = FOLDS, prior: np.ndarray | None = None, ridges: tuple[float, ...] = RIDGES
+) -> tuple[float, dict]:
     """The ridge with the lowest held-out R-loss over folds of blocks, and each candidate's gain over
     all-zero heads (negative: better than "no advantage"), per held-out row."""
     zz, zy = g.zz.sum(0), g.zy.sum(0)
     fold_of = np.arange(len(g.rows)) % folds
     gains = {}
-    for ridge in RIDGES:
+    for ridge in ridges:
         loss = 0.0
         for f in range(folds):
             held = fold_of == f
