@@ -23,25 +23,20 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from envs.elevator.controllers import ETD, Sector  # noqa: E402
+from envs.elevator.controllers import ETD, ETDPark, Sector  # noqa: E402
 from envs.registry import make_env  # noqa: E402
 from envs.seeds import tuning_seeds  # noqa: E402
 from trainer.report import ci95, mean_std, print_table  # noqa: E402
 from trainer.rollout import run_episode  # noqa: E402
 
 
-class ParkingETD(ETD):
-    """ETD's assignment; an idle car with nothing to do goes to its parking floor (sector's base by default)."""
+class SectorParkingETD(ETD):
+    """ETD's assignment; an idle car with nothing to do goes to its sector's base (Sector's parking)."""
 
-    def __init__(self, floors: list[int] | None = None, delay_weight: float = 0.1):
-        super().__init__(delay_weight=delay_weight)
-        self.floors = floors
-        self.name = "etd+park " + (
-            "sector bases" if floors is None else "floors " + ",".join(map(str, floors))
-        )
+    name = "etd+park sector bases"
 
     def park_floor(self, v, c):
-        return Sector().park_floor(v, c) if self.floors is None else self.floors[c]
+        return Sector().park_floor(v, c)
 
 
 def controllers() -> list[tuple[str, object]]:
@@ -49,9 +44,11 @@ def controllers() -> list[tuple[str, object]]:
         ("etd (logged)", ETD()),
         ("sector (logged)", Sector()),
         ("etd delay weight 0", ETD(delay_weight=0.0)),
-        ("etd+park sector bases", ParkingETD()),
-        ("etd+park floors 3,5,7,9", ParkingETD([3, 5, 7, 9])),
-        ("etd+park floors 0,3,5,8", ParkingETD([0, 3, 5, 8])),
+        ("etd+park sector bases", SectorParkingETD()),
+        ("etd+park floors 1,2,3,4 (etd-park)", ETDPark()),
+        ("etd+park floors 2,2,2,2", ETDPark([2, 2, 2, 2])),
+        ("etd+park floors 3,5,7,9", ETDPark([3, 5, 7, 9])),
+        ("etd+park floors 0,3,5,8", ETDPark([0, 3, 5, 8])),
     ]
 
 

@@ -50,16 +50,45 @@ FLOORS = 10  # cb10x4; the observation's layout: envs/elevator/core.py, Elevator
 CAR_BLOCK = 8 + 2 * FLOORS  # position, direction (3), mode (3), load, car calls (F), decision floor (F)
 
 
+OTHERS = 8 + 6 * FLOORS  # the other cars' blocks start after the own block and the hall calls
+OTHER_W = 5 + FLOORS  # pos, dir, moving, doors, load, calls F
+
+
+def relative(obs: np.ndarray, n_agents: int) -> np.ndarray:
+    """``[n, 10]``: where the other cars are relative to the floor this car decides at (zero when it decides
+    nowhere): how many are at it, within 1 and 2 floors, above, below; the same for idle ones; the nearest
+    other car's and nearest idle one's distance (floors / F)."""
+    dfloor = obs[:, 8 + FLOORS : CAR_BLOCK]
+    deciding = dfloor.sum(1) > 0
+    f = dfloor.argmax(1)[:, None].astype(np.float64)
+    cols = OTHERS + OTHER_W * np.arange(n_agents - 1)
+    pos = obs[:, cols] * (FLOORS - 1)
+    idle = (obs[:, cols + 2] < 0.5) & (obs[:, cols + 3] < 0.5)
+    dist = pos - f
+    near = [np.abs(dist) < r for r in (0.5, 1.5, 2.5)]
+    groups = [*near, dist > 0.5, dist < -0.5]
+    out = [g.sum(1) for g in groups] + [(g & idle).sum(1) for g in (near[0], dist > 0.5, dist < -0.5)]
+    out.append(np.abs(dist).min(1) / FLOORS)
+    out.append(np.where(idle, np.abs(dist), FLOORS).min(1) / FLOORS)
+    return np.stack(out, 1) * deciding[:, None]
+
+
 def features(kind: str, obs: np.ndarray, agent: np.ndarray, mean, std, n_agents: int) -> np.ndarray:
     """``[n, dx]``: the constant, then the feature set ``kind`` of the module docstring."""
     parts = [np.ones((len(obs), 1))]
+    if "+rel" in kind:
+        rel = relative(obs, n_agents)
+        parts.append(rel)
+        if "+rel+dfx" in kind:  # each decision floor its own coefficients on the counts above / below / at
+            dfloor = obs[:, 8 + FLOORS : CAR_BLOCK]
+            parts.append((dfloor[:, :, None] * rel[:, None, [0, 3, 4, 5, 6, 7]]).reshape(len(obs), -1))
     if kind.startswith("obs"):
         parts.append((obs - mean) / std)
     if kind.startswith("car"):
         parts.append(((obs - mean) / std)[:, :CAR_BLOCK])
     if kind.startswith("floor"):  # direction and mode one-hots, then the decision floor's
         parts.append(obs[:, np.r_[1:7, 8 + FLOORS : CAR_BLOCK]])
-    if kind.endswith("+agent"):
+    if "+agent" in kind:
         parts.append(np.eye(n_agents)[agent])
     return np.concatenate(parts, 1)
 

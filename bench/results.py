@@ -173,9 +173,12 @@ def logged_experiments(env_id: str, dataset: str) -> list[str]:
     return [spec for spec, _ in dataset_plan(env_id, dataset) if "@exp=" in spec]
 
 
+REFERENCE = "reference "  # label prefix of a rule the log never saw (``reference etd-park``), for scale
+
+
 def is_heuristic(row: dict) -> bool:
-    """A deterministic rule's row (the candidates for "best logged heuristic")."""
-    return row["runs"] == 1 and not row["label"].startswith(LOGGED)
+    """A logged deterministic rule's row (the candidates for "best logged heuristic")."""
+    return row["runs"] == 1 and not row["label"].startswith((LOGGED, REFERENCE))
 
 
 # ---------------------------------------------------------------- steps
@@ -402,7 +405,13 @@ def plots(
         lo, hi = r[primary + "_ci"]
         yerr = None if math.isnan(lo) else [[m - lo], [hi - m]]
         color = (
-            "tab:gray" if is_heuristic(r) else "tab:green" if r["label"].startswith(LOGGED) else "tab:blue"
+            "tab:gray"
+            if is_heuristic(r)
+            else "tab:green"
+            if r["label"].startswith(LOGGED)
+            else "tab:olive"
+            if r["label"].startswith(REFERENCE)
+            else "tab:blue"
         )
         ax.bar(i, m, color=color, alpha=0.6)
         ax.errorbar(i, m, yerr=yerr, color="k", capsize=4)
@@ -418,6 +427,8 @@ def plots(
     ax.set_xticks(range(len(rows)), labels, rotation=20, ha="right")
     ax.set_ylabel(title)
     logged = " green = the logged experiment;" if any(r["label"].startswith(LOGGED) for r in rows) else ""
+    if any(r["label"].startswith(REFERENCE) for r in rows):
+        logged += " olive = a reference rule, not in the log;"
     ax.set_title(f"{name}: mean, 95% interval;{logged} dots = training seeds")
     fig.tight_layout()
     path = out_dir / f"{name}_{primary}.png"
@@ -470,6 +481,12 @@ def section(name: str, cfg: dict, rows: list[dict], seeds: list[int], train_seed
             " A `logged` row is the experiment that collected the log, as the operator ran it (it samples, "
             "from its own seeded generator, so it is paired too; never the best heuristic)."
             if any(r["label"].startswith(LOGGED) for r in rows)
+            else ""
+        )
+        + (
+            " A `reference` row is a rule the log never saw, shown for scale (the config's comment says "
+            "why); never the best heuristic."
+            if any(r["label"].startswith(REFERENCE) for r in rows)
             else ""
         ),
         "",
@@ -747,6 +764,7 @@ def main(argv: list[str] | None = None) -> int:
             runs = train_all(cfg, algos, train_seeds, data, work, args.jobs)
         groups = {h: [h] for h in logged_heuristics(bench["env"], bench["dataset"])}
         groups.update({LOGGED + x: [x] for x in logged_experiments(bench["env"], bench["dataset"])})
+        groups.update({REFERENCE + x: [x] for x in bench.get("references", [])})
         groups.update({a: [str(r) for r in v] for a, v in runs.items()})
         results = evaluate_all(bench["env"], groups, seeds, work, args.jobs, bench.get("env_args"))
         metrics = metrics_for(bench["env"])

@@ -158,12 +158,32 @@ def test_light_load_every_controller_serves_everyone_and_etd_beats_random():
     env_id = "elevator:cb10x4:interfloor:0.5"
     env = make_env(env_id, hours=0.25, warmup=60.0)
     waits = {}
-    for name in ["collective", "nearest-car", "sector", "etd", "random"]:
+    for name in ["collective", "nearest-car", "sector", "etd", "etd-park", "random"]:
         res = run_episode(env, build_controller(env_id, name), 10_000)
         assert res.metrics["unserved"] == 0, name
         assert res.metrics["served"] == res.metrics["passengers"] > 20, name
         waits[name] = res.metrics["avg_wait"]
     assert waits["etd"] < 0.4 * waits["random"], waits
+
+
+def test_etd_park_waits_one_car_per_floor_above_the_lobby_where_etd_waits_at_the_lobby():
+    """The parking reference rule (docs/elevator.md, "Headroom"): same assignment as ETD, other parking."""
+    env_id = "elevator:cb10x4:downpeak"
+    waiting = {}
+    for name in ("etd", "etd-park"):
+        env = make_env(env_id, hours=0.25, warmup=60.0)
+        ctl = build_controller(env_id, name)
+        obs, infos = env.reset(seed=3)
+        ctl.reset(env, 3)
+        floors = np.zeros(env.building.n_floors)
+        while env.agents:
+            actions, _ = ctl.act(env, obs, infos, np.random.default_rng(0))
+            obs, _, _, _, infos = env.step(actions)
+            idle = (env.core.mode[0] == IDLE) & (env.core.load[0] == 0)
+            np.add.at(floors, np.rint(env.core.pos[0, idle]).astype(int), 1)
+        waiting[name] = floors / floors.sum()
+    assert waiting["etd"][0] > 0.6, waiting["etd"]
+    assert waiting["etd-park"][1:5].sum() > 0.6 and waiting["etd-park"][0] < 0.3, waiting["etd-park"]
 
 
 def test_softmax_and_epsilon_exploration_give_every_legal_action_mass():

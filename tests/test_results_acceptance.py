@@ -22,3 +22,18 @@ def test_overview_does_not_count_a_target_met_by_unfinished_trips():
     fair = overview_row("traffic-cologne8-experiment", CONFIG, [MAX_PRESSURE, FAIR])
     assert held.rstrip().endswith("| **no** |")
     assert fair.rstrip().endswith("| **yes** |")
+
+
+def test_a_reference_or_logged_experiment_row_is_never_the_best_heuristic():
+    """A rule the log never saw (``reference etd-park``), or the experiment that made the log, can be lower
+    than every logged rule without lowering the target InSPO is judged against."""
+    reference = {
+        **MAX_PRESSURE,
+        "label": "reference etd-park",
+        "delay": [10.0, 0.1],
+        "delay_all": [10.0, 0.1],
+    }
+    logged = {**reference, "label": "logged max-pressure@exp=0.2"}
+    with_them = overview_row("traffic-cologne8-experiment", CONFIG, [MAX_PRESSURE, reference, logged, FAIR])
+    assert with_them == overview_row("traffic-cologne8-experiment", CONFIG, [MAX_PRESSURE, FAIR])
+    assert "**yes**" in with_them

@@ -232,9 +232,27 @@ class ETD(ElevatorDispatch):
         return out
 
 
+class ETDPark(ETD):
+    """ETD's assignment; a car with nothing to do parks at its own floor (car c at floor c + 1 by
+    default: one car on each floor just above the lobby). Not a logged rule: a reference for what
+    parking alone is worth at down-peak (docs/elevator.md, "Headroom"; bench/learned_parking.py)."""
+
+    name = "etd-park"
+
+    def __init__(self, floors: list[int] | None = None, delay_weight: float = 0.1):
+        super().__init__(delay_weight=delay_weight)
+        self.floors = floors
+        if floors is not None:
+            self.name = "etd-park " + ",".join(map(str, floors))
+
+    def park_floor(self, v, c):
+        return min(c + 1, v.F - 1) if self.floors is None else self.floors[c]
+
+
 CONTROLLERS: dict[str, type[ElevatorDispatch]] = {
     "collective": Collective,
     "nearest-car": NearestCar,
     "sector": Sector,
     "etd": ETD,
+    "etd-park": ETDPark,
 }
