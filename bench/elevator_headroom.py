@@ -45,9 +45,9 @@ def controllers() -> list[tuple[str, object]]:
         ("sector (logged)", Sector()),
         ("etd delay weight 0", ETD(delay_weight=0.0)),
         ("etd+park sector bases", SectorParkingETD()),
-        ("etd+park floors 1,2,3,4 (etd-park)", ETDPark()),
+        ("etd+park floors 1,2,3,4", ETDPark([1, 2, 3, 4])),
         ("etd+park floors 2,2,2,2", ETDPark([2, 2, 2, 2])),
-        ("etd+park floors 3,5,7,9", ETDPark([3, 5, 7, 9])),
+        ("etd+park floors 3,5,7,9 (etd-park)", ETDPark()),
         ("etd+park floors 0,3,5,8", ETDPark([0, 3, 5, 8])),
     ]
 

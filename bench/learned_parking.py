@@ -8,8 +8,8 @@ At down-peak, the improvement over ETD that the logged experiment (``etd@exp=p``
 result into that part and the rest, on tuning seeds (never evaluation seeds), paired with ETD per seed:
 
 * ``ETD``, the logged experiment, and fixed parking rules (ETD's assignment; an idle car with nothing to
-  do goes to its own floor: ``park 1,2,3,4`` sends car c to floor c + 1): how much parking alone is worth
-  on these passengers;
+  do goes to its own floor: ``park 3,5,7,9``, ``etd-park``'s default, sends car c to floor 3 + 2c): how
+  much parking alone is worth on these passengers;
 * each run as trained (greedy), and ``<run> parking + ETD``: the run's actions for a car in an idle spell
   (from the moment it becomes idle with no riders, car calls or assigned hall call, until it gets work:
   the experiment's definition, envs/elevator/experiment.py), ETD's everywhere else. If the two rows
@@ -40,7 +40,7 @@ from envs.registry import make_env  # noqa: E402
 from envs.seeds import tuning_seeds  # noqa: E402
 from trainer.report import ci95, mean_std, print_table  # noqa: E402
 
-FIXED = ("1,2,3,4", "2,2,2,2", "1,1,1,1")  # the headroom rows of docs/elevator.md
+FIXED = ("3,5,7,9", "1,2,3,4", "2,2,2,2")  # rows of docs/elevator.md's headroom table; the first is etd-park
 
 
 class LearnedParking:

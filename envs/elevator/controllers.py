@@ -233,9 +233,10 @@ class ETD(ElevatorDispatch):
 
 
 class ETDPark(ETD):
-    """ETD's assignment; a car with nothing to do parks at its own floor (car c at floor c + 1 by
-    default: one car on each floor just above the lobby). Not a logged rule: a reference for what
-    parking alone is worth at down-peak (docs/elevator.md, "Headroom"; bench/learned_parking.py)."""
+    """ETD's assignment; a car with nothing to do parks at its own floor: by default every other floor
+    down from the top (car c of C at floor F - 1 - 2 (C - 1 - c), at least 0; 3, 5, 7, 9 on cb10x4, the
+    best fixed layout at down-peak on 16 tuning seeds, docs/elevator.md, "Headroom"). Not a logged rule:
+    a reference for what parking alone is worth (bench/learned_parking.py)."""
 
     name = "etd-park"
 
@@ -246,7 +247,7 @@ class ETDPark(ETD):
             self.name = "etd-park " + ",".join(map(str, floors))
 
     def park_floor(self, v, c):
-        return min(c + 1, v.F - 1) if self.floors is None else self.floors[c]
+        return max(v.F - 1 - 2 * (v.C - 1 - c), 0) if self.floors is None else self.floors[c]
 
 
 CONTROLLERS: dict[str, type[ElevatorDispatch]] = {
