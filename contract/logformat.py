@@ -6,7 +6,7 @@ and the trainer's reader checks files against it. It needs pyarrow and numpy onl
 Layout::
 
     <log>/agent_steps/site=<site>/date=<YYYY-MM-DD>/part-<writer>-<seq>.parquet
-    <log>/env_steps/site=<site>/date=<YYYY-MM-DD>/part-<writer>-<seq>.parquet
+    <log>/env_steps/site=<site>/date=<YYYY-MM-DD>/part-<writer>-<seq>.parquet   (optional)
     <log>/exogenous/site=<site>/date=<YYYY-MM-DD>/part-<writer>-<seq>.parquet   (optional)
 
 Each part file is written to a hidden temp name and renamed into place, so a crash never
@@ -289,6 +289,9 @@ class LogWriter:
         self._exogenous_channels: list[str] | None = None
         self._date: dt.date | None = None
         self._seq = 0
+        self._with_env_steps: bool | None = (
+            None  # whether this writer's parts have env_steps (None: none yet)
+        )
         self.files_written: list[Path] = []
         self.rows_written = 0
 
@@ -351,24 +354,41 @@ class LogWriter:
         self._exogenous_channels = list(names)
         self._exogenous.append((episode_id, ts, channels))
 
-    def add_tables(self, agent_steps: pa.Table, env_steps: pa.Table, date: dt.date | None = None) -> None:
+    def add_tables(
+        self, agent_steps: pa.Table, env_steps: pa.Table | None, date: dt.date | None = None
+    ) -> None:
         """Bulk path: whole tables of rows in the documented schema, written as one part file each.
 
         For rows that already exist as columns (an imported site log, a batched simulator), where
         per-step :meth:`add_step` calls would cost Python time per row. Columns are reordered and
         cast to the documented types; all rows go to one ``date`` partition (default: the first
         row's ``ts``). Buffered :meth:`add_step` rows are flushed first, so file order is kept.
+
+        ``env_steps=None`` writes no env_steps file: the reader then derives the state (all agents'
+        observations concatenated) and the team reward (the agents' mean), docs/log-format.md. A log
+        has env_steps for every step or for none, so a writer refuses to mix the two.
         """
         agents = agent_steps.select(self._agent_schema.names).cast(self._agent_schema)
-        envs = env_steps.select(self._env_schema.names).cast(self._env_schema)
+        envs = None if env_steps is None else env_steps.select(self._env_schema.names).cast(self._env_schema)
         if agents.num_rows == 0:
             return
+        self._env_steps_kind(envs is not None)
         self.flush()
         self._date = date or agents.column("ts")[0].as_py().date()
         self._write(agents, "agent_steps")
-        self._write(envs, "env_steps")
+        if envs is not None:
+            self._write(envs, "env_steps")
         self.rows_written += agents.num_rows
         self._seq += 1
+
+    def _env_steps_kind(self, with_env_steps: bool) -> None:
+        """Every part of one log has env_steps, or none has (the reader needs one row per step)."""
+        if self._with_env_steps is not None and self._with_env_steps != with_env_steps:
+            raise ValueError(
+                "a log has env_steps for every step or for none: this writer already wrote "
+                + ("env_steps" if self._with_env_steps else "agent_steps without env_steps")
+            )
+        self._with_env_steps = with_env_steps
 
     def end_episode(self) -> None:
         """Episodes are kept whole inside a part file where possible: flush only at boundaries."""
@@ -400,6 +420,7 @@ class LogWriter:
                 self._write_exogenous()
                 self._seq += 1
             return
+        self._env_steps_kind(True)
         agents, envs = self._buffer.tables(self._agent_schema, self._env_schema)
         self._write(agents, "agent_steps")
         self._write(envs, "env_steps")

@@ -115,6 +115,41 @@ def test_write_then_read_gives_identical_arrays(
     assert got.obs.dtype == np.float32 and got.actions.dtype == np.int64 and got.masks.dtype == bool
 
 
+def test_bulk_tables_without_env_steps_load_with_the_derived_state_and_a_writer_does_not_mix(tmp_path):
+    n, obs_dim, k = 3, 2, 4
+    rng = np.random.default_rng(0)
+    obs = rng.random((k, n, obs_dim), dtype=np.float32)
+    rewards = rng.random((k, n), dtype=np.float32)
+    agents = pa.table(
+        {
+            "episode_id": ["e"] * (k * n),
+            "t": np.repeat(np.arange(k), n),
+            "agent_id": [f"a{i}" for i in range(n)] * k,
+            "obs": list(obs.reshape(k * n, obs_dim)),
+            "action": np.zeros(k * n, np.int32),
+            "action_mask": [[True, True]] * (k * n),
+            "reward": rewards.reshape(-1),
+            "terminated": np.zeros(k * n, bool),
+            "truncated": np.repeat(np.arange(k) == k - 1, n),
+            "behavior_prob": pa.nulls(k * n, pa.float32()),
+            "controller": ["c"] * (k * n),
+            "model_version": pa.nulls(k * n, pa.string()),
+            "ts": [sim_timestamp(5.0 * t) for t in np.repeat(np.arange(k), n)],
+        }
+    )
+    meta = LogMeta("bulk", obs_dim, 2, [f"a{i}" for i in range(n)], n * obs_dim)
+    writer = LogWriter(tmp_path / "log", meta)
+    writer.add_tables(agents, None)
+    envs = pa.table({"episode_id": ["f"], "t": [0], "state": [[0.0] * (n * obs_dim)], "team_reward": [0.0]})
+    with pytest.raises(ValueError, match="env_steps for every step or for none"):
+        writer.add_tables(agents.set_column(0, "episode_id", pa.array(["f"] * (k * n))), envs)
+    writer.close()
+    assert not (tmp_path / "log" / "env_steps").exists()
+    got = load_log(tmp_path / "log")
+    np.testing.assert_array_equal(got.states[0], obs.reshape(k, n * obs_dim))
+    np.testing.assert_array_equal(got.team_rewards[0], rewards.mean(axis=1, dtype=np.float32))
+
+
 # -- foreign readers and writers ------------------------------------------------------------------
 
 
