@@ -80,6 +80,12 @@ def test_sumo_episode_rendered_to_events_and_imported_gives_the_same_log(sumo_ep
     np.testing.assert_array_equal(imported.masks, logged.masks)
     np.testing.assert_allclose(imported.obs, logged.obs, rtol=0, atol=OBS_TOLERANCE)
     np.testing.assert_allclose(imported.rewards, logged.rewards, rtol=0, atol=OBS_TOLERANCE)
+    # the import writes no env_steps: the reader's state is the joint observation, as the env's state();
+    # its team reward is the agents' mean, the traffic env's their sum (docs/traffic.md)
+    np.testing.assert_allclose(imported.states, logged.states, rtol=0, atol=OBS_TOLERANCE)
+    np.testing.assert_allclose(
+        imported.team_rewards * 16, logged.team_rewards, rtol=1e-6, atol=16 * OBS_TOLERANCE
+    )
     assert np.isnan(imported.behavior_prob).all()
     # the comparison can fail: phases switched, loops fired, some decisions were inside min-green
     assert (np.diff(logged.actions[0], axis=0) != 0).sum() > 20
@@ -130,6 +136,7 @@ def test_real_atspm_sample_imports_with_a_located_card(tmp_path, capsys):
     assert main(["data", "inspect", str(tmp_path / "log")]) == 0  # the dataset card shows the findings
     out = " ".join(capsys.readouterr().out.split())
     assert "import: detectors missing from config: device=1136, detector=18, events=2742" in out
+    assert not (tmp_path / "log" / "env_steps").exists() and "no env_steps in this log" in out
 
 
 # -- malformed input (a small hand-made log in the ATSPM layout) -------------------------------------------

@@ -1,10 +1,12 @@
 """``inspo data import hires``: controller hi-res event logs -> a training log (docs/traffic.md).
 
 One agent per ``DeviceId``; decisions, actions and the detector observation as in
-:mod:`trainer.hires.decisions`; reward ``occupancy`` (minus occupied loop-seconds per second);
-``behavior_prob`` null (the controller's probabilities are unknown: trainers estimate mu). Bad input
-is counted and located in the import card (``hires_card.json`` beside the log) or, where nothing
-sensible can be derived, a one-line error; the log is staged and renamed into place, never half-written.
+:mod:`trainer.hires.decisions`; reward ``occupancy`` (minus occupied loop-seconds per second); no
+``env_steps`` (the reader derives the state, every device's observation, and the team reward, the
+devices' mean); ``behavior_prob`` null (the controller's probabilities are unknown: trainers estimate
+mu). Bad input is counted and located in the import card (``hires_card.json`` beside the log) or, where
+nothing sensible can be derived, a one-line error; the log is staged and renamed into place, never
+half-written.
 """
 
 from __future__ import annotations
@@ -35,7 +37,11 @@ DECISION_MODEL = (
     "fixed interval: every delta_time s from the first event, the action is the phase serving the next "
     "interval (the last to begin green, or the next one during a change interval), as the SUMO env decides"
 )
-REWARD = "occupancy: minus the device's occupied loop-seconds per second over the interval after the decision"
+REWARD = (
+    "occupancy: minus the device's occupied loop-seconds per second over the interval after the decision; "
+    "team reward: the devices' mean (no env_steps written: the reader derives it, and the state as all "
+    "devices' observations concatenated)"
+)
 
 
 @dataclass(frozen=True)
@@ -192,7 +198,6 @@ def _import_file(ev: Events, site: Site, options: ImportOptions, card: ImportCar
     stem = ev.path.name.split(".")[0]
     names = pa.array([stem] if len(segments) == 1 else [f"{stem}~{j}" for j in range(len(segments))])
     seg_index = np.repeat(np.arange(len(segments)), [len(s) for s in segments])
-    episode = names.take(seg_index)
     step = np.concatenate([np.arange(len(s)) for s in segments]).astype(np.int32)
     last = np.r_[first[1:], True]
     stamps = (ev.origin_us + np.round(t * 1e6).astype(np.int64)).astype("datetime64[us]")
@@ -214,14 +219,8 @@ def _import_file(ev: Events, site: Site, options: ImportOptions, card: ImportCar
             "ts": pa.array(np.repeat(stamps, n)),
         }
     )
-    env_steps = pa.table(
-        {
-            "episode_id": episode,
-            "t": pa.array(step),
-            "state": list_column(obs.reshape(k, -1), pa.float32()),
-            "team_reward": pa.array(rewards.sum(axis=1)),
-        }
-    )
     card.episodes += len(segments)
     card.steps += k
-    writer.add_tables(agent_steps, env_steps)
+    # No env_steps: its state would be exactly the joint observation, which the reader derives, and
+    # writing that second list<float> column cost about 20 ms of a 175 ms import (docs/benchmarks.md).
+    writer.add_tables(agent_steps, None)
