@@ -196,22 +196,29 @@ def test_phase_features_match_the_numpy_formulation(grid, seed):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_scan_device_matches_the_numpy_formulation(seed):
     """Order, silences (of rows in time order) and green phases in one pass, as the numpy passes it
-    replaced found them: the neighbour comparison, the gap scan over known codes, the greens' np.unique."""
+    replaced found them on the events' seconds: the neighbour comparison, the gap scan over known codes,
+    the greens' np.unique. Times come as microseconds; silences of exactly the gap, a microsecond either
+    side of it and 2 µs below it are among them (the kernel converts only near and above the gap)."""
     rng = np.random.default_rng(seed)
     n = 2000
-    t = np.sort(rng.exponential(5.0, n).cumsum())
-    t[rng.choice(n, 3)] += 500.0  # silences longer than the gap
-    t = np.sort(t)
+    origin = 1_713_182_400_000_000  # 2024-04-15 12:00 in microseconds since 1970
+    steps = rng.integers(1, 10_000_000, n)  # up to 10 s apart
+    steps[rng.choice(n, 3)] += 500_000_000  # silences longer than the gap
+    steps[[100, 200, 300, 400, 500]] = [60_000_000, 60_000_001, 59_999_999, 59_999_998, 60_000_002]
+    micros = origin + 123_456 + np.cumsum(steps)
+    micros[0] = origin
+    t = (micros - origin) / 1e6  # the seconds the numpy formulation worked on
     code = rng.choice(np.array([1, 8, 81, 82, 300, -4]), n)
+    code[[99, 100, 199, 200, 299, 300, 399, 400, 499, 500]] = 82
     param = rng.integers(-2, 40, n)
-    ordered, known, last, starts, ends, greens = scan_device(t, code, param, 0, 256, 60.0, 1)
+    ordered, known, last, starts, ends, greens = scan_device(micros, origin, code, param, 0, 256, 60.0, 1)
     valid = (code >= 0) & (code < 256)
     kt = t[valid]
     big = np.flatnonzero(np.diff(kt) > 60.0)
-    assert ordered and known == valid.sum() and last == kt[-1]
+    assert len(big) >= 5 and ordered and known == valid.sum() and last == kt[-1]
     np.testing.assert_array_equal(starts, kt[big])
     np.testing.assert_array_equal(ends, kt[big + 1])
     np.testing.assert_array_equal(greens, np.unique(param[code == 1]))
-    shuffled = t.copy()
+    shuffled = micros.copy()
     shuffled[[10, 11]] = shuffled[[11, 10]]
-    assert not scan_device(shuffled, code, param, 0, 256, 60.0, 1)[0]
+    assert not scan_device(shuffled, origin, code, param, 0, 256, 60.0, 1)[0]

@@ -18,7 +18,7 @@ import pyarrow as pa
 from trainer.hires.card import ImportCard, time_ranges
 from trainer.hires.decisions import BEGIN_GREEN, INDIANA_CODES
 from trainer.hires.kernels import run_starts, scan_device
-from trainer.hires.read import EVENT_COLUMNS, as_int, as_seconds, read_table
+from trainer.hires.read import EVENT_COLUMNS, as_int, as_micros, read_table
 from trainer.hires.sorting import stable_order
 
 KNOWN = (INDIANA_CODES.start, INDIANA_CODES.stop)  # codes whose events end a silence
@@ -28,14 +28,15 @@ KNOWN = (INDIANA_CODES.start, INDIANA_CODES.stop)  # codes whose events end a si
 class Events:
     """One events file, parsed: per device its events with Indiana codes, in time order.
 
-    Times are seconds since the file's first event (``origin_us``, microseconds since 1970), so decision
-    times on the grid and event times compare exactly.
+    Event times are kept as the file gives them, microseconds since 1970; the import works in seconds
+    since the file's first event (``origin_us``): ``(micros - origin_us) / 1e6``, so decision times on
+    the grid and event times compare exactly.
     """
 
     path: Path
     origin_us: int
-    end: float  # the last event
-    # name -> (seconds, code, parameter); codes outside the Indiana range stay (counted in the card, they
+    end: float  # the last event (seconds since origin_us)
+    # name -> (microseconds since 1970, code, parameter); codes outside the Indiana range stay (counted in the card, they
     # match none of the codes decisions use)
     devices: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]
     gaps: list[tuple[float, float]]  # silences of every device longer than max_gap
@@ -44,7 +45,7 @@ class Events:
 
 def read_events(path: Path, card: ImportCard, max_gap: float) -> Events:
     table = read_table(path, EVENT_COLUMNS, "event log")
-    origin, ts = as_seconds(table, path)
+    origin, ts = as_micros(table, path)
     if not len(ts):
         raise ValueError(f"{path}: the event log has no rows")
     card.origin_us = origin
@@ -56,13 +57,13 @@ def read_events(path: Path, card: ImportCard, max_gap: float) -> Events:
     for name, lo, hi in slices:
         t, c, p = ts[lo:hi], code[lo:hi], param[lo:hi]
         # other codes never match the ones decisions use, but they do not end a gap either
-        ordered, known, end, starts, stops, green = scan_device(t, c, p, *KNOWN, max_gap, BEGIN_GREEN)
+        ordered, known, end, starts, stops, green = scan_device(t, origin, c, p, *KNOWN, max_gap, BEGIN_GREEN)
         if not ordered:  # out of order: earlier than a row before it of the same device
             late = np.r_[False, t[1:] < np.maximum.accumulate(t)[:-1]]
-            late_times.append(t[late])
+            late_times.append((t[late] - origin) / 1e6)
             rows = np.argsort(t, kind="stable")
             t, c, p = t[rows], c[rows], p[rows]
-            _, known, end, starts, stops, _ = scan_device(t, c, p, *KNOWN, max_gap, BEGIN_GREEN)
+            _, known, end, starts, stops, _ = scan_device(t, origin, c, p, *KNOWN, max_gap, BEGIN_GREEN)
         devices[name], greens[name] = (t, c, p), set(green.tolist())
         if known:
             ends.append(end)

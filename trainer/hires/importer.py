@@ -61,7 +61,7 @@ def device_events(ev: Events, name: str, site: Site, card: ImportCard) -> Device
     n = len(used)
     table, known, slot_of = slot_lookup(configured, used)
     times, states, params, bounds = group_events(
-        ts, code, param, n, table, known, slot_of, BEGIN_GREEN, BEGIN_YELLOW
+        ts, ev.origin_us, code, param, n, table, known, slot_of, BEGIN_GREEN, BEGIN_YELLOW
     )
     green_ts, green_nema = times[bounds[n + 2] : bounds[n + 3]], params[bounds[n + 2] : bounds[n + 3]]
     unmapped = ~np.isin(green_nema, list(mapping))

@@ -37,7 +37,8 @@ def _search(channel: int, known: np.ndarray, slot_of: np.ndarray, missing: int) 
 
 @numba.njit(cache=True)
 def group_events(
-    ts: np.ndarray,
+    micros: np.ndarray,
+    origin: int,
     code: np.ndarray,
     param: np.ndarray,
     n: int,
@@ -47,9 +48,10 @@ def group_events(
     green_code: int,
     yellow_code: int,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One device's events (in time order) grouped by what the import does with them: a stable
-    counting sort in two passes. Returns their times, states (1.0 for a detector on event, else 0.0)
-    and parameters, group after group, time order within, and the bounds of the groups ``[n + 5]``:
+    """One device's events (in time order; ``micros``: microseconds since 1970) grouped by what the
+    import does with them: a stable counting sort in two passes. Returns their times (seconds since
+    ``origin``: ``(micros - origin) / 1e6``, see ``trainer.hires.read.as_micros``), states (1.0 for a detector on event, else 0.0) and
+    parameters, group after group, time order within, and the bounds of the groups ``[n + 5]``:
 
     * ``0 .. n-1``: the detector on/off events of the ``n`` used loops (configured, phase mapped);
     * ``n``: those of configured loops on unmapped phases; ``n + 1``: those of channels not in the
@@ -88,7 +90,7 @@ def group_events(
         slot = slots[i]
         j = at[slot]
         at[slot] = j + (slot < other)
-        times[j] = ts[i]
+        times[j] = (micros[i] - origin) / 1e6
         states[j] = code[i] == DETECTOR_ON
         params[j] = param[i]
     return times[:spare], states[:spare], params[:spare], bounds[: n + 5]
@@ -262,7 +264,8 @@ def value_spans(
 
 @numba.njit(cache=True)
 def scan_device(
-    t: np.ndarray,
+    micros: np.ndarray,
+    origin: int,
     code: np.ndarray,
     param: np.ndarray,
     known_lo: int,
@@ -270,28 +273,36 @@ def scan_device(
     max_gap: float,
     green_code: int,
 ) -> tuple[bool, int, float, np.ndarray, np.ndarray, np.ndarray]:
-    """One pass over a device's events (rows as given): whether their times never decrease; over those
-    whose code lies in ``[known_lo, known_hi)``, how many, the last one's time and the silences longer
-    than ``max_gap`` between consecutive ones (starts, ends: only meaningful when the rows are in time
-    order); and the distinct parameters of the ``green_code`` events (the phases that turn green).
+    """One pass over a device's events (rows as given; ``micros``: microseconds since 1970): whether
+    their times never decrease; over those whose code lies in ``[known_lo, known_hi)``, how many, the
+    last one's time and the silences longer than ``max_gap`` between consecutive ones (starts, ends: only
+    meaningful when the rows are in time order); and the distinct parameters of the ``green_code``
+    events (the phases that turn green). Times are seconds since ``origin``, ``(micros - origin) / 1e6``
+    (distinct microseconds stay distinct and in order), and the silences are found by
+    comparing those seconds exactly as before; only a difference within 2 µs of ``max_gap`` or above
+    needs them, so the conversion is done at the silences, not at every event.
 
     One pass instead of a comparison of neighbours, the gap scan and a mask, gather and ``np.unique``
     of the greens, each of which read the device's ~450,000 events again."""
-    starts, ends = np.empty(len(t)), np.empty(len(t))  # pages only touched as far as written
-    greens = np.empty(len(t), np.int64)
-    n, last, gaps, n_greens, ordered = 0, 0.0, 0, 0, True
-    for i in range(len(t)):
-        if i and t[i] < t[i - 1]:
+    starts, ends = np.empty(len(micros)), np.empty(len(micros))  # pages only touched as far as written
+    greens = np.empty(len(micros), np.int64)
+    near = max_gap * 1e6 - 2.0  # a smaller difference in microseconds is no silence in seconds either
+    n, last, gaps, n_greens, ordered = 0, 0, 0, 0, True
+    for i in range(len(micros)):
+        if i and micros[i] < micros[i - 1]:
             ordered = False
         if code[i] == green_code:
             greens[n_greens] = param[i]
             n_greens += 1
         if known_lo <= code[i] < known_hi:
-            if n and t[i] - last > max_gap:
-                starts[gaps], ends[gaps] = last, t[i]
-                gaps += 1
-            n, last = n + 1, t[i]
-    return ordered, n, last, starts[:gaps].copy(), ends[:gaps].copy(), np.unique(greens[:n_greens])
+            if n and micros[i] - last > near:
+                before, at = (last - origin) / 1e6, (micros[i] - origin) / 1e6
+                if at - before > max_gap:
+                    starts[gaps], ends[gaps] = before, at
+                    gaps += 1
+            n, last = n + 1, micros[i]
+    end = (last - origin) / 1e6 if n else 0.0
+    return ordered, n, end, starts[:gaps].copy(), ends[:gaps].copy(), np.unique(greens[:n_greens])
 
 
 @numba.njit(cache=True)
@@ -316,14 +327,6 @@ def run_starts(key: np.ndarray) -> np.ndarray:
             starts[n] = i
             n += 1
     return starts[:n].copy()
-
-
-@numba.njit(cache=True)
-def seconds_since(micros: np.ndarray, origin: int, out: np.ndarray) -> None:
-    """``out[:] = (micros - origin) / 1e6``: the integer difference, then one float division, as
-    ``np.subtract`` into a float array and ``/= 1e6`` give."""
-    for i in range(len(micros)):
-        out[i] = (micros[i] - origin) / 1e6
 
 
 @numba.njit(cache=True)

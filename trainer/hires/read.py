@@ -15,8 +15,6 @@ import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
-from trainer.hires.kernels import seconds_since
-
 EVENT_COLUMNS = ("TimeStamp", "DeviceId", "EventId", "Parameter")
 DETECTOR_COLUMNS = ("DeviceId", "Phase", "Parameter", "Function")
 PHASE_MAP_COLUMNS = ("DeviceId", "Phase", "Action")
@@ -84,10 +82,12 @@ def as_int(table: pa.Table, name: str, path: Path) -> np.ndarray:
         raise
 
 
-def as_seconds(table: pa.Table, path: Path) -> tuple[int, np.ndarray]:
-    """``TimeStamp`` (timestamps, or ISO strings in a CSV) as float seconds since the first one, and that
-    first one in microseconds since 1970. Written chunk by chunk into one array (no int64 copy), by a
-    compiled loop (one pass instead of a subtraction and a division)."""
+def as_micros(table: pa.Table, path: Path) -> tuple[int, np.ndarray]:
+    """``TimeStamp`` (timestamps, or ISO strings in a CSV) as int64 microseconds since 1970 (the file's
+    own buffer, no copy, where the column is one chunk) and the first of them. The import's times are
+    seconds since that first one, ``(micros - origin) / 1e6`` (exact in float64 for spans up to 285
+    years; distinct microseconds stay distinct and in order), computed only for the events that need
+    them (trainer/hires/kernels.py): converting every event first was a whole pass over the file."""
     column = table.column("TimeStamp")
     if not pa.types.is_timestamp(column.type):
         try:
@@ -106,13 +106,8 @@ def as_seconds(table: pa.Table, path: Path) -> tuple[int, np.ndarray]:
             )
     micros = pc.cast(column, pa.timestamp("us")).cast(pa.int64())
     if not len(micros):
-        return 0, np.zeros(0)
-    origin = pc.min(micros).as_py()
-    seconds, row = np.empty(len(micros)), 0
-    for chunk in micros.chunks:
-        seconds_since(chunk.to_numpy(), origin, seconds[row : row + len(chunk)])
-        row += len(chunk)
-    return origin, seconds
+        return 0, np.zeros(0, np.int64)
+    return pc.min(micros).as_py(), micros.to_numpy()
 
 
 def device_ids(table: pa.Table) -> np.ndarray:
