@@ -37,7 +37,7 @@ class DeviceEvents:
     green_action: np.ndarray  # the action (phase map) of each begin green
     green_end: np.ndarray  # when each of those greens ended (begin yellow of that phase), inf if never
     loop_times: np.ndarray  # the configured loops' on/off event times, loop after loop, time order within
-    loop_states: np.ndarray  # the state after each of those events: 1.0 on, 0.0 off
+    loop_states: np.ndarray  # the state after each of those events: 1 on, 0 off (uint8 from the import)
     loop_bounds: np.ndarray  # loop j's events are loop_times[loop_bounds[j] : loop_bounds[j + 1]]
     loop_serves: np.ndarray  # [loops, actions]: True where the loop serves (one of the phases of) the action
     loop_stopbar: np.ndarray  # per loop: True for stop-bar loops (anything not "Advance")

@@ -63,7 +63,8 @@ def device_events(ev: Events, name: str, site: Site, card: ImportCard) -> Device
     times, states, params, bounds = group_events(
         ts, ev.origin_us, code, param, n, table, known, slot_of, BEGIN_GREEN, BEGIN_YELLOW
     )
-    green_ts, green_nema = times[bounds[n + 2] : bounds[n + 3]], params[bounds[n + 2] : bounds[n + 3]]
+    at = bounds - bounds[n]  # params: from group n on
+    green_ts, green_nema = times[bounds[n + 2] : bounds[n + 3]], params[at[n + 2] : at[n + 3]]
     unmapped = ~np.isin(green_nema, list(mapping))
     if unmapped.any():
         card.phases_not_in_map(name, green_nema[unmapped])
@@ -73,7 +74,7 @@ def device_events(ev: Events, name: str, site: Site, card: ImportCard) -> Device
             f"{ev.path}: device {name} has no begin-green events (EventId {BEGIN_GREEN}) for a mapped phase: "
             "no decisions can be derived"
         )
-    yellow_ts, yellow_nema = times[bounds[n + 3] : bounds[n + 4]], params[bounds[n + 3] : bounds[n + 4]]
+    yellow_ts, yellow_nema = times[bounds[n + 3] : bounds[n + 4]], params[at[n + 3] : at[n + 4]]
     phases = np.array(sorted(mapping), dtype=np.int64)  # every green left is of a mapped phase
     actions = np.array([mapping[p] for p in phases.tolist()], dtype=np.int64)
     card.phases_never_green(name, sorted(set(mapping) - set(green_nema.tolist())))
@@ -84,7 +85,7 @@ def device_events(ev: Events, name: str, site: Site, card: ImportCard) -> Device
             serves[used.index(channel), mapping[phase]] = True
     if bounds[n + 2] > bounds[n + 1]:
         missing = slice(bounds[n + 1], bounds[n + 2])
-        card.detectors_missing(name, params[missing], times[missing])
+        card.detectors_missing(name, params[at[n + 1] : at[n + 2]], times[missing])
     events = dict(zip(used, np.diff(bounds[: n + 1]).tolist(), strict=True))
     for channel, phase, stopbar in rows:
         if phase not in mapping:
@@ -112,8 +113,8 @@ def slot_lookup(configured: list[int], used: list[int]) -> tuple[np.ndarray, np.
     A table indexed by channel covers ``0 ..`` the largest configured channel (at most 2**16: Indiana
     channels are bytes); other channels are found by binary search among the sorted configured ones."""
     n = len(used)
-    if n + 5 > 1 << 16:
-        raise ValueError(f"{n} detectors on one device: at most {(1 << 16) - 5} are supported")
+    if 2 * (n + 5) > 1 << 16:
+        raise ValueError(f"{n} detectors on one device: at most {(1 << 15) - 5} are supported")
     known = np.array(configured, dtype=np.int64)
     slot_of = np.array([used.index(c) if c in used else n for c in configured], dtype=np.int64)
     inside = (known >= 0) & (known < 1 << 16)
