@@ -27,7 +27,10 @@ correlation, sign accuracy on the clear pairs. Feature sets:
 * ``obs+agent``: and the car's one-hot.
 
 The bench fits one model for all cars (the trainer's prior); it needs the truth cache, like
-bench/heads_holdout.py.
+bench/heads_holdout.py. ``--stop-effects`` adds, per floor, the fit's effect of stopping against going on
+for an empty car moving up (where the log says to park; docs/algorithm.md, "Where the down-peak gain
+comes from"). Feature sets with ``+rel`` add where the other cars are relative to the deciding floor
+(``relative``), ``+rel+dfx`` those counts per decision floor.
 """
 
 from __future__ import annotations
@@ -105,6 +108,12 @@ def main() -> None:
         "--behaviour", default="etd@exp=0.2", help="the log's experiment, whose cached truth is shown"
     )
     p.add_argument("--states", type=int, default=40)
+    p.add_argument(
+        "--stop-effects",
+        action="store_true",
+        help="also print, per floor, the chosen fit's effect of stopping against continuing for an empty car "
+        "moving up, with its jackknife SE over the folds (where to park, as the log resolves it)",
+    )
     args = p.parse_args()
     import advantage_truth
     import torch
@@ -167,6 +176,32 @@ def main() -> None:
         print(
             f"  chosen by held-out R-loss: ridge {best[1]:.0e}: corr {best[2]['corr']:+.3f}, sign {best[2]['sign_acc']:.0%}"
         )
+        if args.stop_effects:
+            print_stop_effects(x, obs, e[rows, agents], g, best[1], args.folds, linear_heads)
+
+
+def print_stop_effects(x, obs, e, g, ridge: float, folds: int, linear_heads) -> None:
+    """Per floor: mean fitted A(STOP) - A(CONTINUE) over the rows where an empty car moving up crosses it
+    and the behaviour might do either, and its jackknife SE (each fold's rows left out in turn)."""
+    n_act = e.shape[1]
+    full = x @ linear_heads.solve(g.zz.sum(0), g.zy.sum(0), ridge).reshape(n_act, -1).T
+    leave_out = []
+    for k in range(folds):
+        keep = [b for b in range(folds) if b != k]
+        theta = linear_heads.solve(g.zz[keep].sum(0), g.zy[keep].sum(0), ridge)
+        leave_out.append(x @ theta.reshape(n_act, -1).T)
+    dfloor = obs[:, 8 + FLOORS : CAR_BLOCK]
+    crossing_up_empty = (obs[:, 3] > 0.5) & (obs[:, 5] > 0.5) & (obs[:, 7] == 0) & (dfloor.sum(1) > 0)
+    either = (e[:, 0] > 0) & (e[:, 1] > 0)  # CONTINUE = 0, STOP = 1 (envs/elevator/core.py)
+    print("  stop - continue, empty car moving up (x 1e-3; jackknife SE; rows; behaviour's P(stop)):")
+    for f in range(1, FLOORS - 1):
+        sel = crossing_up_empty & either & (dfloor.argmax(1) == f)
+        if not sel.any():
+            continue
+        effect = 1e3 * (full[sel, 1] - full[sel, 0]).mean()
+        parts = np.array([1e3 * (a[sel, 1] - a[sel, 0]).mean() for a in leave_out])
+        se = np.sqrt((folds - 1) / folds * ((parts - parts.mean()) ** 2).sum())
+        print(f"    floor {f}: {effect:+.2f} ({se:.2f}); {sel.sum():,} rows; {e[sel, 1].mean():.2f}")
 
 
 if __name__ == "__main__":
