@@ -429,7 +429,7 @@ def plots(
     logged = " green = the logged experiment;" if any(r["label"].startswith(LOGGED) for r in rows) else ""
     if any(r["label"].startswith(REFERENCE) for r in rows):
         logged += " olive = a reference rule, not in the log;"
-    ax.set_title(f"{name}: mean, 95% interval;{logged} dots = training seeds")
+    ax.set_title(f"{name}: mean, 95% interval\n{logged.strip()} dots = training seeds", fontsize=10)
     fig.tight_layout()
     path = out_dir / f"{name}_{primary}.png"
     fig.savefig(path, dpi=110)
