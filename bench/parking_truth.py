@@ -1,0 +1,184 @@
+"""Where should an idle car park? The truth of the whole parking choice, by paired simulation.
+
+    .venv/bin/python bench/parking_truth.py                      # 40 held-out spell starts, 32 futures, ~10 min
+    .venv/bin/python bench/parking_truth.py --states 20 --futures 16
+
+The logged experiment ``etd@exp=1`` draws one parking floor at the start of every idle spell
+(envs/elevator/experiment.py), and the learner sees it as a chain of per-floor stop/continue decisions.
+bench/linear_heads.py ``--stop-effects`` shows that chain's fitted effects alternate in sign from floor to
+floor (docs/algorithm.md, "Where the down-peak gain comes from"). This bench measures the choice the
+experiment actually randomises, the parking floor of a spell, from the states where it is made:
+
+1. Held-out spell starts: episodes of ``etd@exp=1`` on tuning seeds (20000+), a snapshot where an idle
+   car's choice is random (bench/advantage_truth.py's ``snapshots``), the teammates' actions at that step
+   fixed to one draw of the behaviour.
+2. For every floor ``f``, ``--futures`` paired rollouts from a copy of the building with the car's spell
+   target forced to ``f`` and the behaviour everywhere else (and for this car once the spell ends),
+   discounted as the learner discounts, in its reward units: ``Q(s, park at f)``.
+3. Printed: how much the floor matters (the spread of ``Q`` over floors against its paired SE), which
+   floors are best on average (pooled over states, relative to the state's mean over floors), how often
+   each floor is a state's best, and whether the best floor depends on where the teammates wait (the
+   best floor's distance from the nearest other idle car, against that of a floor drawn uniformly).
+
+Tuning seeds only, never evaluation seeds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from multiprocessing import get_context
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+BEHAVIOUR = "etd@exp=1"
+
+
+def parked_rollout(job) -> float:
+    """Discounted reward of one future with the car's spell target forced to ``floor``."""
+    env0, ctl0, car, actions, floor, future, discount, horizon_s, gamma = job
+    from trainer.rollout import action_rng
+
+    env, ctl = copy.deepcopy(env0), copy.deepcopy(ctl0)
+    env.resample_future(future)
+    rng = action_rng(future)
+    obs, infos = env._obs(), env._infos()
+    ctl.distribution(env, obs, infos)  # opens the car's spell: every candidate target
+    ctl.spells[car] = {floor: 1.0}  # the draw, made for it
+    dist = ctl.distribution(env, obs, infos)
+    first = dict(actions)
+    agent = env.possible_agents[car]
+    first[agent] = int(np.argmax(dist[agent]))
+    t0, total, steps = env.sim_time(), 0.0, 0
+    obs, rewards, _, _, infos = env.step(first)
+    ctl.condition_on(env, first)
+    total += env.team_reward(rewards)
+    while env.agents:
+        elapsed = env.sim_time() - t0
+        if discount == "time":
+            weight = float(np.exp(-elapsed / horizon_s))
+            if elapsed > 6 * horizon_s:
+                break
+        else:
+            weight = gamma ** (steps + 1)
+            if weight < 2e-3:
+                break
+        acts, _ = ctl.act(env, obs, infos, rng)
+        obs, rewards, _, _, infos = env.step(acts)
+        total += weight * env.team_reward(rewards)
+        steps += 1
+    return total
+
+
+def other_idle_floors(snap) -> list[float]:
+    """Floors of the car's idle teammates (no riders) at the snapshot."""
+    from envs.elevator.core import IDLE
+
+    core = snap["env"].core
+    return [
+        float(core.pos[0, c])
+        for c in range(core.C)
+        if c != snap["car"] and core.mode[0, c] == IDLE and core.load[0, c] == 0
+    ]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--states", type=int, default=40)
+    p.add_argument("--futures", type=int, default=32)
+    p.add_argument("--tuning-episodes", type=int, default=4)
+    p.add_argument("--every", type=int, default=40)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--reward-scale", type=float, help="divide returns by it (default: 1, raw team reward)")
+    p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "parking_truth.json")
+    args = p.parse_args()
+    import advantage_truth
+    from tqdm.auto import tqdm
+
+    from envs.seeds import tuning_seeds
+
+    c = advantage_truth.estimator_config("residual", {}, advantage_truth.ENV)
+    t0 = time.time()
+    per_episode = -(-args.states // args.tuning_episodes)
+    snaps = [
+        s
+        for seed in tuning_seeds(args.tuning_episodes)
+        for s in advantage_truth.snapshots(seed, args.every, per_episode, BEHAVIOUR)
+    ][: args.states]
+    floors = snaps[0]["env"].building.n_floors
+    jobs = [
+        (
+            s["env"],
+            s["controller"],
+            s["car"],
+            s["actions"],
+            f,
+            40_000_000 + i * 100 + r,
+            c.discount,
+            c.horizon_s,
+            c.gamma,
+        )
+        for i, s in enumerate(snaps)
+        for f in range(floors)
+        for r in range(args.futures)
+    ]
+    with ProcessPoolExecutor(args.workers, mp_context=get_context("fork")) as pool:
+        values = list(tqdm(pool.map(parked_rollout, jobs, chunksize=4), total=len(jobs), desc="rollouts"))
+    q = np.array(values).reshape(len(snaps), floors, args.futures) / (args.reward_scale or 1.0)
+    print(f"{len(snaps)} spell starts x {floors} floors x {args.futures} futures [{time.time() - t0:.0f}s]")
+
+    centred = q - q.mean(1, keepdims=True)  # per future: each floor against the state's mean over floors
+    value = centred.mean(2)  # [states, floors]
+    se = centred.std(2, ddof=1) / np.sqrt(args.futures)
+    spread = value.std(1, ddof=1)
+    print(
+        f"how much the floor matters: spread of Q over floors per state, median {np.median(spread):.4g} "
+        f"against a paired SE of {np.median(se):.4g}; states where the best floor beats the state's mean "
+        f"by > 2 SE: {int((value.max(1) > 2 * se[np.arange(len(snaps)), value.argmax(1)]).sum())} of {len(snaps)}"
+    )
+    pooled, pooled_se = value.mean(0), value.std(0, ddof=1) / np.sqrt(len(snaps))
+    best = value.argmax(1)
+    print("floor   pooled Q - state mean (SE over states)   best floor of how many states")
+    for f in range(floors):
+        print(f"  {f}     {pooled[f]:+.4g} ({pooled_se[f]:.2g})   {int((best == f).sum())}")
+    near_best, near_random = [], []
+    for s, b in zip(snaps, best, strict=True):
+        others = other_idle_floors(s)
+        if others:
+            near_best.append(min(abs(b - o) for o in others))
+            near_random.append(np.mean([min(abs(f - o) for o in others) for f in range(floors)]))
+    if near_best:
+        print(
+            f"distance of the best floor from the nearest idle teammate: {np.mean(near_best):.2f} floors, "
+            f"against {np.mean(near_random):.2f} for a uniform floor ({len(near_best)} states with an idle teammate)"
+        )
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(
+        json.dumps(
+            {
+                "command": "bench/parking_truth.py " + " ".join(sys.argv[1:]),
+                "states": len(snaps),
+                "futures": args.futures,
+                "pooled": pooled.tolist(),
+                "pooled_se": pooled_se.tolist(),
+                "best_counts": np.bincount(best, minlength=floors).tolist(),
+                "median_spread": float(np.median(spread)),
+                "median_se": float(np.median(se)),
+            },
+            indent=2,
+        )
+    )
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
