@@ -289,9 +289,8 @@ class LogWriter:
         self._exogenous_channels: list[str] | None = None
         self._date: dt.date | None = None
         self._seq = 0
-        self._with_env_steps: bool | None = (
-            None  # whether this writer's parts have env_steps (None: none yet)
-        )
+        # whether this writer's parts have env_steps (None: nothing written yet)
+        self._with_env_steps: bool | None = None
         self.files_written: list[Path] = []
         self.rows_written = 0
 
