@@ -215,11 +215,20 @@ def rollout(job) -> float:
     first = dict(actions)
     first[env.possible_agents[car]] = candidate
     t0 = env.sim_time()
-    total, weight, steps = 0.0, 1.0, 0
     obs, rewards, _, _, infos = env.step(first)
     if hasattr(ctl, "condition_on"):  # the experiment's parking posterior follows the forced action
         ctl.condition_on(env, first)
-    total += env.team_reward(rewards)
+    return behaviour_from_here(
+        env, ctl, obs, infos, rng, t0, env.team_reward(rewards), discount, horizon_s, gamma
+    )
+
+
+def behaviour_from_here(
+    env, ctl, obs, infos, rng, t0: float, total: float, discount, horizon_s, gamma
+) -> float:
+    """``total`` (the first step's reward) plus the behaviour's discounted rewards from here on, discounted
+    as the learner discounts from the decision at ``t0``, until the weight is negligible."""
+    steps = 0
     while env.agents:
         elapsed = env.sim_time() - t0
         if discount == "time":

@@ -46,6 +46,8 @@ BEHAVIOUR = "etd@exp=1"
 def parked_rollout(job) -> float:
     """Discounted reward of one future with the car's spell target forced to ``floor``."""
     env0, ctl0, car, actions, floor, future, discount, horizon_s, gamma = job
+    from advantage_truth import behaviour_from_here
+
     from trainer.rollout import action_rng
 
     env, ctl = copy.deepcopy(env0), copy.deepcopy(ctl0)
@@ -58,25 +60,12 @@ def parked_rollout(job) -> float:
     first = dict(actions)
     agent = env.possible_agents[car]
     first[agent] = int(np.argmax(dist[agent]))
-    t0, total, steps = env.sim_time(), 0.0, 0
+    t0 = env.sim_time()
     obs, rewards, _, _, infos = env.step(first)
     ctl.condition_on(env, first)
-    total += env.team_reward(rewards)
-    while env.agents:
-        elapsed = env.sim_time() - t0
-        if discount == "time":
-            weight = float(np.exp(-elapsed / horizon_s))
-            if elapsed > 6 * horizon_s:
-                break
-        else:
-            weight = gamma ** (steps + 1)
-            if weight < 2e-3:
-                break
-        acts, _ = ctl.act(env, obs, infos, rng)
-        obs, rewards, _, _, infos = env.step(acts)
-        total += weight * env.team_reward(rewards)
-        steps += 1
-    return total
+    return behaviour_from_here(
+        env, ctl, obs, infos, rng, t0, env.team_reward(rewards), discount, horizon_s, gamma
+    )
 
 
 def other_idle_floors(snap) -> list[float]:
