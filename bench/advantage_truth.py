@@ -204,31 +204,31 @@ def snapshots(seed: int, every: int, max_states: int, behaviour: str = BEHAVIOUR
 def rollout(job) -> float:
     """Discounted reward of one future: the car's candidate action now, then the behaviour."""
     env0, ctl0, car, actions, candidate, future, discount, horizon_s, gamma = job
+    env, ctl, rng, obs, infos = future_copy(env0, ctl0, future)
+    ctl.distribution(env, obs, infos)  # the snapshot step's decision, replayed with the car's candidate
+    first = dict(actions)
+    first[env.possible_agents[car]] = candidate
+    return return_after(env, ctl, first, rng, discount, horizon_s, gamma)
+
+
+def future_copy(env0, ctl0, future: int):
+    """A copy of a snapshot's building and controller with the passengers to come redrawn by ``future``,
+    that future's action generator, and the observations and infos the snapshot step decides on."""
     from trainer.rollout import action_rng
 
     env, ctl = copy.deepcopy(env0), copy.deepcopy(ctl0)
     env.resample_future(future)
-    rng = action_rng(future)
-    # replay the snapshot step with the car's candidate (the controller's spell posterior follows it)
-    obs, infos = env._obs(), env._infos()
-    ctl.distribution(env, obs, infos)
-    first = dict(actions)
-    first[env.possible_agents[car]] = candidate
+    return env, ctl, action_rng(future), env._obs(), env._infos()
+
+
+def return_after(env, ctl, first: dict, rng, discount, horizon_s, gamma) -> float:
+    """Play the snapshot step with the joint action ``first``, then the behaviour; the rewards discounted as
+    the learner discounts from this decision, until the weight is negligible."""
     t0 = env.sim_time()
     obs, rewards, _, _, infos = env.step(first)
     if hasattr(ctl, "condition_on"):  # the experiment's parking posterior follows the forced action
         ctl.condition_on(env, first)
-    return behaviour_from_here(
-        env, ctl, obs, infos, rng, t0, env.team_reward(rewards), discount, horizon_s, gamma
-    )
-
-
-def behaviour_from_here(
-    env, ctl, obs, infos, rng, t0: float, total: float, discount, horizon_s, gamma
-) -> float:
-    """``total`` (the first step's reward) plus the behaviour's discounted rewards from here on, discounted
-    as the learner discounts from the decision at ``t0``, until the weight is negligible."""
-    steps = 0
+    total, steps = env.team_reward(rewards), 0
     while env.agents:
         elapsed = env.sim_time() - t0
         if discount == "time":

@@ -26,7 +26,6 @@ Tuning seeds only, never evaluation seeds.
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time
@@ -45,27 +44,17 @@ BEHAVIOUR = "etd@exp=1"
 
 def parked_rollout(job) -> float:
     """Discounted reward of one future with the car's spell target forced to ``floor``."""
+    from advantage_truth import future_copy, return_after
+
     env0, ctl0, car, actions, floor, future, discount, horizon_s, gamma = job
-    from advantage_truth import behaviour_from_here
-
-    from trainer.rollout import action_rng
-
-    env, ctl = copy.deepcopy(env0), copy.deepcopy(ctl0)
-    env.resample_future(future)
-    rng = action_rng(future)
-    obs, infos = env._obs(), env._infos()
+    env, ctl, rng, obs, infos = future_copy(env0, ctl0, future)
     ctl.distribution(env, obs, infos)  # opens the car's spell: every candidate target
     ctl.spells[car] = {floor: 1.0}  # the draw, made for it
     dist = ctl.distribution(env, obs, infos)
     first = dict(actions)
     agent = env.possible_agents[car]
     first[agent] = int(np.argmax(dist[agent]))
-    t0 = env.sim_time()
-    obs, rewards, _, _, infos = env.step(first)
-    ctl.condition_on(env, first)
-    return behaviour_from_here(
-        env, ctl, obs, infos, rng, t0, env.team_reward(rewards), discount, horizon_s, gamma
-    )
+    return return_after(env, ctl, first, rng, discount, horizon_s, gamma)
 
 
 def other_idle_floors(snap) -> list[float]:

@@ -434,9 +434,9 @@ class InSPO(Algorithm):
             log_r = losses.clipped_log_ratios(
                 self.policy_log_probs(rows), self.logged_log_mu(rows), self.log_ratio_min, self.log_ratio_max
             )
-            log_w = losses.teammate_log_weights(log_r, self.teammates)[:, i].double()
-            w = torch.exp(log_w - log_w.max()).numpy()
-            w = w / max(w.mean(), 1e-12)
+            w = losses.mean_one_weights(
+                losses.teammate_log_weights(log_r, self.teammates)[:, i].double()
+            ).numpy()
         self._set_linear_members(i, linear_heads.block_grams(x, act, e, y, w, block))
 
     # -- 2a. critic ---------------------------------------------------------------------------
@@ -525,8 +525,7 @@ class InSPO(Algorithm):
         assert self.adv_heads is not None and self.residual is not None and self.propensity_all is not None
         state, obs_i, act_i, mask_i = batch.states, batch.obs[i], batch.actions[i], batch.masks[i]
         agent = torch.full((len(rows),), i, dtype=torch.long)
-        weights = torch.exp(log_w - log_w.max())  # log_w is 0 without resampling: weights 1
-        weights = (weights / weights.mean().clamp(min=1e-12)).unsqueeze(-1)
+        weights = losses.mean_one_weights(log_w).unsqueeze(-1)  # log_w is 0 without resampling: weights 1
         loss = torch.zeros(())
         linear = c.adv_heads == "linear"
         if linear and self.iteration > 0 and self.iteration % c.adv_refit_every == 0:

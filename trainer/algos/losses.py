@@ -54,6 +54,12 @@ def teammate_log_weights(log_ratios: torch.Tensor, teammates: torch.Tensor) -> t
     return log_ratios @ teammates.T.to(log_ratios.dtype)
 
 
+def mean_one_weights(log_w: torch.Tensor) -> torch.Tensor:
+    """``exp(log_w)`` rescaled to mean 1, shifted by the largest first so no weight overflows."""
+    w = torch.exp(log_w - log_w.max())
+    return w / w.mean().clamp(min=1e-12)
+
+
 def soft_td_target(
     reward: torch.Tensor,
     done: torch.Tensor,
