@@ -24,7 +24,9 @@ correlation, sign accuracy on the clear pairs. Feature sets:
   calls, decision floor), z-scored;
 * ``obs``: the constant and the car's whole observation (and the hall calls, the other cars, the time of
   day), z-scored: what ``adv_heads = "linear"`` uses (trainer/algos/linear_heads.py);
-* ``obs+agent``: and the car's one-hot.
+* ``obs+agent``: and the car's one-hot;
+* ``obs+ordinal``: ``obs`` with the decision floor as ``adv_ordinal`` reads it: a quadratic in the floor
+  (3 coefficients per action) instead of one per floor.
 
 The bench fits one model for all cars (the trainer's prior); it needs the truth cache, like
 bench/heads_holdout.py. ``--stop-effects`` adds, per floor, the fit's effect of stopping against going on
@@ -45,6 +47,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
+
+import torch  # noqa: E402
+
+from trainer.algos.linear_heads import linear_features  # noqa: E402
 
 RIDGES = (1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5)
 
@@ -85,8 +91,15 @@ def features(kind: str, obs: np.ndarray, agent: np.ndarray, mean, std, n_agents:
         if "+rel+dfx" in kind:  # each decision floor its own coefficients on the counts above / below / at
             dfloor = obs[:, 8 + FLOORS : CAR_BLOCK]
             parts.append((dfloor[:, :, None] * rel[:, None, [0, 3, 4, 5, 6, 7]]).reshape(len(obs), -1))
-    if kind.startswith("obs"):
-        parts.append((obs - mean) / std)
+    if kind.startswith(
+        "obs"
+    ):  # +ordinal: the decision floor as adv_ordinal reads it (the trainer's features)
+        ordinal = [(8 + FLOORS, CAR_BLOCK)] if "+ordinal" in kind else []
+        parts.append(
+            linear_features(torch.as_tensor(obs), torch.as_tensor(mean), torch.as_tensor(std), ordinal)[
+                :, 1:
+            ].numpy()
+        )
     if kind.startswith("car"):
         parts.append(((obs - mean) / std)[:, :CAR_BLOCK])
     if kind.startswith("floor"):  # direction and mode one-hots, then the decision floor's
@@ -116,7 +129,6 @@ def main() -> None:
     )
     args = p.parse_args()
     import advantage_truth
-    import torch
 
     from trainer.algos import linear_heads
     from trainer.algos.inspo import InSPO

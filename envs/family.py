@@ -51,6 +51,8 @@ class FamilyModule(Protocol):
     * ``datasets(env_id) -> {name: [(controller spec, episodes), ...]}`` (default: none)
     * ``make_experiment(base, p) -> Controller``: the logged experiment ``<rule>@exp=<p>``
     * ``obs_groups(env_id, obs_dim) -> (groups, clock) | None``: observation layout for the drift gauge
+    * ``ordinal_blocks(env_id, obs_dim) -> [(start, stop)] | None``: one-hot ranges whose index is ordered
+      (the linear advantage heads' ``adv_ordinal``)
     * ``plot_eval(results_by_controller, out_dir) -> [paths]``: the family's evaluation figures
     * ``METRICS: tuple[Metric, ...]``: headline metrics, the primary one first (default: none)
     * ``DEMO: DemoPlan``: the family's ``inspo demo`` (default: no demo)

@@ -144,6 +144,17 @@ def obs_groups(env_id: str, obs_dim: int) -> tuple[dict[str, list[int]], list[in
     return hook(env_id, obs_dim) if hook is not None else None
 
 
+def ordinal_blocks(env_id: str, obs_dim: int) -> list[tuple[int, int]]:
+    """One-hot ranges ``[start, stop)`` of the observation whose index is ordered (elevator: the floor a car
+    decides at), when the family declares them and its layout matches ``obs_dim``; else none."""
+    try:
+        hook = family(env_id).hook("ordinal_blocks")
+    except UnknownEnvError:
+        return []
+    blocks = hook(env_id, obs_dim) if hook is not None else None
+    return [tuple(b) for b in blocks] if blocks else []
+
+
 def dataset_plan(env_id: str, dataset: str) -> list[tuple[str, int]]:
     """A named dataset as a list of (controller spec, episodes)."""
     plans = family(env_id).datasets(base_env_id(env_id))

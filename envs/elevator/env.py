@@ -148,6 +148,12 @@ class ElevatorEnv(MultiAgentEnv):
         context = groups["context"][0]
         return groups, [context, context + 1, context + 2]
 
+    def ordinal_blocks(self) -> list[tuple[int, int]]:
+        """One-hot blocks ``[start, stop)`` whose index is an ordered quantity: the floor a car decides at.
+        The linear advantage heads may read it as a smooth function of the floor (``adv_ordinal``)."""
+        F = self.building.n_floors
+        return [(8 + F, 8 + 2 * F)]
+
     def _assignment_bits(self) -> np.ndarray:
         """``[C, 2F]``: 1 where ETD's assignment gives the car the hall call (floor f, direction d) at ``2f + d``."""
         bits = np.zeros((self.building.n_cars, 2 * self.building.n_floors), dtype=np.float32)

@@ -251,6 +251,15 @@ def obs_groups(env_id: str, obs_dim: int) -> tuple[dict[str, list[int]], list[in
     return None
 
 
+def ordinal_blocks(env_id: str, obs_dim: int) -> list[tuple[int, int]] | None:
+    """The env's ordered one-hot blocks (the decision floor), if an env id's layout has ``obs_dim``."""
+    for assignment in (True, False):
+        env = make_env(env_id, assignment_obs=assignment)
+        if env.obs_dim == obs_dim:
+            return env.ordinal_blocks()
+    return None
+
+
 def controller_names(env_id: str) -> list[str]:
     return [*CONTROLLERS, "random"]
 

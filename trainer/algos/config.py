@@ -166,6 +166,11 @@ class InSPOConfig:
     # gradient steps. "linear": linear in the agent's own observation, solved as ridge regression in closed
     # form with the ridge chosen on held-out episodes (trainer/algos/linear_heads.py; docs/algorithm.md)
     adv_heads: str = "mlp"
+    # residual, linear heads: the one-hot blocks the env declares ordered (elevator: the floor a car decides
+    # at) enter as a quadratic in their index (3 coefficients) instead of one coefficient per level. On the
+    # p = 1 down-peak log the per-floor fit alternates in sign floor by floor, mostly noise; the quadratic
+    # pools the floors (bench/linear_heads.py --features obs obs+ordinal --stop-effects; docs/algorithm.md)
+    adv_ordinal: bool = False
     adv_refit_every: int = 100  # residual, linear heads: iterations between the sequential refits
     adv_lr: float = 1e-3
     # residual: steps fitting every agent's heads (teammates as logged) before the first actor phase
@@ -240,6 +245,7 @@ class InSPOConfig:
                 "lam": _num(0, 1, low_open=False),
                 "adv_members": _int(1),
                 "adv_heads": _one_of("mlp", "linear"),
+                "adv_ordinal": _BOOL,
                 "adv_refit_every": _int(1),
                 "adv_lr": _LR,
                 "adv_warmup": _int(0),
@@ -263,6 +269,10 @@ class InSPOConfig:
             raise ValueError(
                 f"config adv_heads={self.adv_heads!r} needs estimator='residual' (the heads are the residual "
                 "estimator's)"
+            )
+        if self.adv_ordinal and self.adv_heads != "linear":
+            raise ValueError(
+                "config adv_ordinal=true needs adv_heads='linear' (it shapes the linear heads' features)"
             )
         if self.baseline_inputs != "state" and (self.estimator != "residual" or self.discount != "time"):
             raise ValueError(

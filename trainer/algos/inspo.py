@@ -108,7 +108,7 @@ class InSPO(Algorithm):
         self.adv_opt: torch.optim.Optimizer | None = None  # the network heads' (linear heads are solved)
         if c.estimator == "residual" and c.adv_heads == "linear":
             self.adv_heads = linear_heads.LinearAdvantageHeads(
-                d.obs_dim, n, a, c.adv_members, d.obs_mean, d.obs_std
+                d.obs_dim, n, a, c.adv_members, d.obs_mean, d.obs_std, self.ordinal_blocks()
             )
         elif c.estimator == "residual":
             self.adv_heads = advantage.AdvantageHeads(
@@ -128,6 +128,23 @@ class InSPO(Algorithm):
         # Polyak average of the actor (the deployed policy when actor_ema > 0); starts as the first iterate
         self.actor_avg = copy.deepcopy(self.actor).requires_grad_(False) if c.actor_ema > 0 else None
         self.avg_started = False
+
+    def ordinal_blocks(self) -> list[tuple[int, int]]:
+        """The observation's ordered one-hot blocks the linear heads read smoothly (``adv_ordinal``), as the
+        log's env declares them (envs/registry.py, ``ordinal_blocks``)."""
+        if not self.config.adv_ordinal:
+            return []
+        from envs.registry import ordinal_blocks
+
+        assert self.data is not None
+        env_id = self.site_spec["base"] if self.site_spec else self.env_id
+        blocks = ordinal_blocks(env_id, self.data.obs_dim) if env_id else []
+        if not blocks:
+            raise ValueError(
+                f"config adv_ordinal=true, but the log's env {env_id!r} declares no ordered one-hot block in "
+                f"its {self.data.obs_dim}-wide observation (only the elevator's decision floor is one)"
+            )
+        return blocks
 
     def modules(self) -> dict[str, nn.Module]:
         out = {

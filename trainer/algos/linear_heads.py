@@ -14,12 +14,18 @@ regression in closed form:
   weighted by the already-updated teammates' clipped ratios ``pi~/mu``, with the ridge pulling towards
   the fit of all agents (the prior), so a thin agent borrows from the others.
 
+With ``ordinal`` blocks (``adv_ordinal``: one-hot ranges the env declares ordered, e.g. the floor a car
+decides at), each block enters as "any level set", its level scaled to [0, 1] and that squared, instead of
+one z-scored column per level: the effect of stopping at floor f is then a smooth function of f, fitted
+on every floor's rows at once, not ten separate estimates each at its own noise.
+
 Only rows where the agent's logged action was random carry information (elsewhere ``1[a] - e(a) = 0``),
 so the sums run over those. bench/linear_heads.py compares feature sets offline (docs/algorithm.md).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,17 +37,42 @@ BLOCKS = 20  # episode blocks: folds for the ridge choice (4 blocks each) and un
 FOLDS = 5
 
 
-class LinearAdvantageHeads(nn.Module):
-    """``A_i(o_i) -> [M, A]``: ``theta[i, m] @ [1, (o_i - mean) / std]``, same call as AdvantageHeads."""
+def linear_features(
+    obs: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, ordinal: Sequence[tuple[int, int]] = ()
+) -> torch.Tensor:
+    """``[n, dx]``: the constant, the z-scored observation outside the ordinal blocks, then per block
+    ``[any level set, level / (width - 1), its square]`` (zeros where no level is set)."""
+    z = (obs - mean) / std
+    if ordinal:
+        keep = torch.ones(obs.shape[1], dtype=torch.bool)
+        for start, stop in ordinal:
+            keep[start:stop] = False
+        z = z[:, keep]
+    parts = [torch.ones(len(obs), 1, dtype=obs.dtype), z]
+    for start, stop in ordinal:
+        block = obs[:, start:stop]
+        on = (block.sum(1, keepdim=True) > 0).to(obs.dtype)
+        level = on * block.argmax(1, keepdim=True).to(obs.dtype) / max(stop - start - 1, 1)
+        parts += [on, level, level * level]
+    return torch.cat(parts, 1)
 
-    def __init__(self, obs_dim: int, n_agents: int, n_actions: int, members: int, obs_mean, obs_std):
+
+class LinearAdvantageHeads(nn.Module):
+    """``A_i(o_i) -> [M, A]``: ``theta[i, m] @ linear_features(o_i)``, same call as AdvantageHeads."""
+
+    def __init__(
+        self, obs_dim: int, n_agents: int, n_actions: int, members: int, obs_mean, obs_std,
+        ordinal: Sequence[tuple[int, int]] = (),
+    ):  # fmt: skip
         super().__init__()
-        self.register_buffer("theta", torch.zeros(n_agents, members, n_actions, obs_dim + 1))
+        self.ordinal = [(int(a), int(b)) for a, b in ordinal]
+        dim = 1 + obs_dim - sum(b - a for a, b in self.ordinal) + 3 * len(self.ordinal)
+        self.register_buffer("theta", torch.zeros(n_agents, members, n_actions, dim))
         self.register_buffer("obs_mean", torch.as_tensor(obs_mean, dtype=torch.float32).clone())
         self.register_buffer("obs_std", torch.as_tensor(obs_std, dtype=torch.float32).clamp(min=1e-6))
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
-        return torch.cat([torch.ones(len(obs), 1), (obs - self.obs_mean) / self.obs_std], 1)
+        return linear_features(obs, self.obs_mean, self.obs_std, self.ordinal)
 
     def forward(self, state: torch.Tensor, obs: torch.Tensor, agent: torch.Tensor) -> torch.Tensor:
         del state  # the heads see the agent's own observation only (decentralised, and few coefficients)
@@ -125,4 +156,12 @@ def bootstrap_fits(
     return np.stack(fits)
 
 
-__all__ = ["LinearAdvantageHeads", "Grams", "block_grams", "bootstrap_fits", "choose_ridge", "solve"]
+__all__ = [
+    "LinearAdvantageHeads",
+    "linear_features",
+    "Grams",
+    "block_grams",
+    "bootstrap_fits",
+    "choose_ridge",
+    "solve",
+]
