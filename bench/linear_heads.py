@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
 
+from envs.elevator.features import teammates_relative  # noqa: E402
 from trainer.algos.linear_heads import linear_features  # noqa: E402
 
 RIDGES = (1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5)
@@ -59,27 +60,9 @@ FLOORS = 10  # cb10x4; the observation's layout: envs/elevator/core.py, Elevator
 CAR_BLOCK = 8 + 2 * FLOORS  # position, direction (3), mode (3), load, car calls (F), decision floor (F)
 
 
-OTHERS = 8 + 6 * FLOORS  # the other cars' blocks start after the own block and the hall calls
-OTHER_W = 5 + FLOORS  # pos, dir, moving, doors, load, calls F
-
-
 def relative(obs: np.ndarray, n_agents: int) -> np.ndarray:
-    """``[n, 10]``: where the other cars are relative to the floor this car decides at (zero when it decides
-    nowhere): how many are at it, within 1 and 2 floors, above, below; the same for idle ones; the nearest
-    other car's and nearest idle one's distance (floors / F)."""
-    dfloor = obs[:, 8 + FLOORS : CAR_BLOCK]
-    deciding = dfloor.sum(1) > 0
-    f = dfloor.argmax(1)[:, None].astype(np.float64)
-    cols = OTHERS + OTHER_W * np.arange(n_agents - 1)
-    pos = obs[:, cols] * (FLOORS - 1)
-    idle = (obs[:, cols + 2] < 0.5) & (obs[:, cols + 3] < 0.5)
-    dist = pos - f
-    near = [np.abs(dist) < r for r in (0.5, 1.5, 2.5)]
-    groups = [*near, dist > 0.5, dist < -0.5]
-    out = [g.sum(1) for g in groups] + [(g & idle).sum(1) for g in (near[0], dist > 0.5, dist < -0.5)]
-    out.append(np.abs(dist).min(1) / FLOORS)
-    out.append(np.where(idle, np.abs(dist), FLOORS).min(1) / FLOORS)
-    return np.stack(out, 1) * deciding[:, None]
+    """The ``+rel`` features: envs/elevator/features.py's ``teammates_relative`` (what ``adv_teammates`` adds)."""
+    return teammates_relative(obs, FLOORS, n_agents)
 
 
 def features(kind: str, obs: np.ndarray, agent: np.ndarray, mean, std, n_agents: int) -> np.ndarray:
@@ -189,10 +172,11 @@ def main() -> None:
             f"  chosen by held-out R-loss: ridge {best[1]:.0e}: corr {best[2]['corr']:+.3f}, sign {best[2]['sign_acc']:.0%}"
         )
         if args.stop_effects:
-            print_stop_effects(x, obs, e[rows, agents], g, best[1], args.folds, linear_heads)
+            rel = relative(obs, d.n_agents) if "+rel" in kind else None
+            print_stop_effects(x, obs, e[rows, agents], g, best[1], args.folds, linear_heads, rel)
 
 
-def print_stop_effects(x, obs, e, g, ridge: float, folds: int, linear_heads) -> None:
+def print_stop_effects(x, obs, e, g, ridge: float, folds: int, linear_heads, rel=None) -> None:
     """Per floor: mean fitted A(STOP) - A(CONTINUE) over the rows where an empty car moving up crosses it
     and the behaviour might do either, and its jackknife SE (each fold's rows left out in turn)."""
     n_act = e.shape[1]
@@ -214,6 +198,14 @@ def print_stop_effects(x, obs, e, g, ridge: float, folds: int, linear_heads) -> 
         parts = np.array([1e3 * (a[sel, 1] - a[sel, 0]).mean() for a in leave_out])
         se = np.sqrt((folds - 1) / folds * ((parts - parts.mean()) ** 2).sum())
         print(f"    floor {f}: {effect:+.2f} ({se:.2f}); {sel.sum():,} rows; {e[sel, 1].mean():.2f}")
+        if rel is not None:  # split by whether an idle teammate waits above this floor
+            for name, part in (("idle car above", rel[:, 6] > 0), ("none above", rel[:, 6] == 0)):
+                sub = sel & part
+                if sub.any():
+                    eff = 1e3 * (full[sub, 1] - full[sub, 0]).mean()
+                    ps = np.array([1e3 * (a[sub, 1] - a[sub, 0]).mean() for a in leave_out])
+                    se_ = np.sqrt((folds - 1) / folds * ((ps - ps.mean()) ** 2).sum())
+                    print(f"      {name}: {eff:+.2f} ({se_:.2f}); {sub.sum():,} rows")
 
 
 if __name__ == "__main__":

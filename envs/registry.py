@@ -10,12 +10,15 @@ Every env ``make_env`` returns carries ``env.site_spec``, the resolved spec that
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from types import ModuleType
 from typing import TYPE_CHECKING
 
 from envs.family import DemoPlan, Family
 
 if TYPE_CHECKING:
+    import numpy as np
+
     from envs.base import MultiAgentEnv
     from envs.controllers import Controller
 
@@ -153,6 +156,17 @@ def ordinal_blocks(env_id: str, obs_dim: int) -> list[tuple[int, int]]:
         return []
     blocks = hook(env_id, obs_dim) if hook is not None else None
     return [tuple(b) for b in blocks] if blocks else []
+
+
+def teammate_features(env_id: str, obs_dim: int) -> Callable[[np.ndarray], np.ndarray] | None:
+    """A function of agents' own observations ``[n, obs_dim] -> [n, k]`` saying where their teammates are
+    relative to the decision each faces (elevator: the other cars around the deciding floor), when the
+    family declares one and its layout matches ``obs_dim``; else None."""
+    try:
+        hook = family(env_id).hook("teammate_features")
+    except UnknownEnvError:
+        return None
+    return hook(env_id, obs_dim) if hook is not None else None
 
 
 def dataset_plan(env_id: str, dataset: str) -> list[tuple[str, int]]:

@@ -183,3 +183,49 @@ def test_the_elevator_declares_its_decision_floor_as_ordered():
         obs, _, terms, truncs, infos = env.step({a: int(np.flatnonzero(m)[-1]) for a, m in masks.items()})
         if all(terms.values()) or all(truncs.values()):
             break
+
+
+def test_the_elevator_teammate_features_count_the_other_cars_the_simulator_has_around_the_deciding_floor():
+    from envs.elevator.core import IDLE
+    from envs.registry import make_env, teammate_features
+
+    env = make_env("elevator:cb10x4:downpeak", hours=0.2)
+    features = teammate_features("elevator:cb10x4:downpeak", env.obs_dim)
+    obs, infos = env.reset(seed=1)
+    rng = np.random.default_rng(0)
+    checked = 0
+    for _ in range(400):
+        core = env.core
+        for c, agent in enumerate(env.possible_agents):
+            f = features(obs[agent][None])[0]
+            if not infos[agent]["decision"]:
+                continue
+            floor = int(np.argmax(obs[agent][8 + 10 : 8 + 20]))
+            others = [k for k in range(4) if k != c]
+            pos = core.pos[0, others]
+            idle = core.mode[0, others] == IDLE
+            assert f[3] == (pos > floor + 0.5).sum() and f[4] == (pos < floor - 0.5).sum()
+            assert f[6] == ((pos > floor + 0.5) & idle).sum()
+            assert f[8] == pytest.approx(np.abs(pos - floor).min() / 10, abs=1e-5)
+            checked += 1
+        masks = {a: i["action_mask"] for a, i in infos.items()}
+        obs, _, terms, truncs, infos = env.step(
+            {a: int(rng.choice(np.flatnonzero(m))) for a, m in masks.items()}
+        )
+        if all(terms.values()) or all(truncs.values()):
+            break
+    assert checked > 100
+
+
+def test_adv_teammates_adds_the_envs_features_to_the_heads_and_refuses_envs_without_them():
+    heads = linear_heads.LinearAdvantageHeads(
+        5, 2, 3, 4, torch.zeros(5), torch.ones(5), teammates=lambda o: o[:, :2] * 2
+    )
+    obs = torch.arange(10, dtype=torch.float32).reshape(2, 5)
+    assert heads.theta.shape[-1] == 1 + 5 + 2
+    torch.testing.assert_close(heads.features(obs)[:, -2:], obs[:, :2] * 2)
+    with pytest.raises(ValueError, match="adv_teammates=true needs adv_heads='linear'"):
+        make_config("inspo", overrides={"estimator": "residual", "adv_teammates": True})
+    algo = _frozen_linear(adv_teammates=True)
+    with pytest.raises(ValueError, match="declares no teammate features"):
+        algo.setup(matrix_dataset(XOR, XOR_UNIFORM, 200, seed=1))

@@ -17,6 +17,7 @@ from envs.base import MultiAgentEnv
 from envs.elevator.config import Building, Traffic
 from envs.elevator.controllers import etd_assignment
 from envs.elevator.core import ACTION_NAMES, N_ACTIONS, ElevatorCore
+from envs.elevator.features import teammates_relative
 from envs.elevator.scalar import ScalarCore
 
 
@@ -153,6 +154,11 @@ class ElevatorEnv(MultiAgentEnv):
         The linear advantage heads may read it as a smooth function of the floor (``adv_ordinal``)."""
         F = self.building.n_floors
         return [(8 + F, 8 + 2 * F)]
+
+    def teammate_features(self, obs: np.ndarray) -> np.ndarray:
+        """``[n, 10]`` from rows of a car's observation: where the other cars are relative to the floor it
+        decides at (envs/elevator/features.py), for the linear heads' ``adv_teammates``."""
+        return teammates_relative(obs, self.building.n_floors, self.building.n_cars)
 
     def _assignment_bits(self) -> np.ndarray:
         """``[C, 2F]``: 1 where ETD's assignment gives the car the hall call (floor f, direction d) at ``2f + d``."""

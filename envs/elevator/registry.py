@@ -244,20 +244,29 @@ def site_spec(env: ElevatorEnv) -> dict[str, Any]:
 
 def obs_groups(env_id: str, obs_dim: int) -> tuple[dict[str, list[int]], list[int]] | None:
     """The observation layout of an env id (with or without the assignment bits) that has ``obs_dim``."""
+    env = _env_with_obs_dim(env_id, obs_dim)
+    return None if env is None else env.obs_groups()
+
+
+def _env_with_obs_dim(env_id: str, obs_dim: int) -> ElevatorEnv | None:
+    """The env of an env id whose observation has ``obs_dim`` (with or without the assignment bits)."""
     for assignment in (True, False):
         env = make_env(env_id, assignment_obs=assignment)
         if env.obs_dim == obs_dim:
-            return env.obs_groups()
+            return env
     return None
 
 
 def ordinal_blocks(env_id: str, obs_dim: int) -> list[tuple[int, int]] | None:
     """The env's ordered one-hot blocks (the decision floor), if an env id's layout has ``obs_dim``."""
-    for assignment in (True, False):
-        env = make_env(env_id, assignment_obs=assignment)
-        if env.obs_dim == obs_dim:
-            return env.ordinal_blocks()
-    return None
+    env = _env_with_obs_dim(env_id, obs_dim)
+    return None if env is None else env.ordinal_blocks()
+
+
+def teammate_features(env_id: str, obs_dim: int):
+    """``obs [n, obs_dim] -> [n, k]``: the other cars relative to the deciding floor (``adv_teammates``)."""
+    env = _env_with_obs_dim(env_id, obs_dim)
+    return None if env is None else env.teammate_features
 
 
 def controller_names(env_id: str) -> list[str]:

@@ -171,6 +171,11 @@ class InSPOConfig:
     # p = 1 down-peak log the per-floor fit alternates in sign floor by floor, mostly noise; the quadratic
     # pools the floors (bench/linear_heads.py --features obs obs+ordinal --stop-effects; docs/algorithm.md)
     adv_ordinal: bool = False
+    # residual, linear heads: also the env's teammate features, a fixed function of the agent's own observation
+    # (elevator: how many other cars, idle ones apart, are at, above and below the floor it decides at), so the
+    # fitted effect of stopping can depend on where teammates already wait, which a linear model of the raw
+    # observation cannot express (envs/elevator/features.py; docs/algorithm.md)
+    adv_teammates: bool = False
     adv_refit_every: int = 100  # residual, linear heads: iterations between the sequential refits
     adv_lr: float = 1e-3
     # residual: steps fitting every agent's heads (teammates as logged) before the first actor phase
@@ -246,6 +251,7 @@ class InSPOConfig:
                 "adv_members": _int(1),
                 "adv_heads": _one_of("mlp", "linear"),
                 "adv_ordinal": _BOOL,
+                "adv_teammates": _BOOL,
                 "adv_refit_every": _int(1),
                 "adv_lr": _LR,
                 "adv_warmup": _int(0),
@@ -270,10 +276,11 @@ class InSPOConfig:
                 f"config adv_heads={self.adv_heads!r} needs estimator='residual' (the heads are the residual "
                 "estimator's)"
             )
-        if self.adv_ordinal and self.adv_heads != "linear":
-            raise ValueError(
-                "config adv_ordinal=true needs adv_heads='linear' (it shapes the linear heads' features)"
-            )
+        for key in ("adv_ordinal", "adv_teammates"):
+            if getattr(self, key) and self.adv_heads != "linear":
+                raise ValueError(
+                    f"config {key}=true needs adv_heads='linear' (it shapes the linear heads' features)"
+                )
         if self.baseline_inputs != "state" and (self.estimator != "residual" or self.discount != "time"):
             raise ValueError(
                 f"config baseline_inputs={self.baseline_inputs!r} needs estimator='residual' and "

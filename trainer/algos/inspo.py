@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -108,7 +109,14 @@ class InSPO(Algorithm):
         self.adv_opt: torch.optim.Optimizer | None = None  # the network heads' (linear heads are solved)
         if c.estimator == "residual" and c.adv_heads == "linear":
             self.adv_heads = linear_heads.LinearAdvantageHeads(
-                d.obs_dim, n, a, c.adv_members, d.obs_mean, d.obs_std, self.ordinal_blocks()
+                d.obs_dim,
+                n,
+                a,
+                c.adv_members,
+                d.obs_mean,
+                d.obs_std,
+                self.ordinal_blocks(),
+                self.teammate_features(),
             )
         elif c.estimator == "residual":
             self.adv_heads = advantage.AdvantageHeads(
@@ -137,7 +145,7 @@ class InSPO(Algorithm):
         from envs.registry import ordinal_blocks
 
         assert self.data is not None
-        env_id = self.site_spec["base"] if self.site_spec else self.env_id
+        env_id = self._layout_env_id()
         blocks = ordinal_blocks(env_id, self.data.obs_dim) if env_id else []
         if not blocks:
             raise ValueError(
@@ -145,6 +153,26 @@ class InSPO(Algorithm):
                 f"its {self.data.obs_dim}-wide observation (only the elevator's decision floor is one)"
             )
         return blocks
+
+    def teammate_features(self) -> Callable[[np.ndarray], np.ndarray] | None:
+        """The env's teammate features for the linear heads (``adv_teammates``; envs/registry.py)."""
+        if not self.config.adv_teammates:
+            return None
+        from envs.registry import teammate_features
+
+        assert self.data is not None
+        env_id = self._layout_env_id()
+        fn = teammate_features(env_id, self.data.obs_dim) if env_id else None
+        if fn is None:
+            raise ValueError(
+                f"config adv_teammates=true, but the log's env {env_id!r} declares no teammate features for its "
+                f"{self.data.obs_dim}-wide observation (only the elevator does)"
+            )
+        return fn
+
+    def _layout_env_id(self) -> str:
+        """The env id whose observation layout the log has (a site log records its family's base env)."""
+        return self.site_spec["base"] if self.site_spec else self.env_id
 
     def modules(self) -> dict[str, nn.Module]:
         out = {

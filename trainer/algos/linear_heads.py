@@ -17,7 +17,9 @@ regression in closed form:
 With ``ordinal`` blocks (``adv_ordinal``: one-hot ranges the env declares ordered, e.g. the floor a car
 decides at), each block enters as "any level set", its level scaled to [0, 1] and that squared, instead of
 one z-scored column per level: the effect of stopping at floor f is then a smooth function of f, fitted
-on every floor's rows at once, not ten separate estimates each at its own noise.
+on every floor's rows at once, not ten separate estimates each at its own noise. With ``teammates``
+(``adv_teammates``), the env's summary of where the other agents are relative to this one's decision is
+appended (envs/elevator/features.py), so that effect can depend on where teammates already wait.
 
 Only rows where the agent's logged action was random carry information (elsewhere ``1[a] - e(a) = 0``),
 so the sums run over those. bench/linear_heads.py compares feature sets offline (docs/algorithm.md).
@@ -25,7 +27,7 @@ so the sums run over those. bench/linear_heads.py compares feature sets offline 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -62,17 +64,24 @@ class LinearAdvantageHeads(nn.Module):
 
     def __init__(
         self, obs_dim: int, n_agents: int, n_actions: int, members: int, obs_mean, obs_std,
-        ordinal: Sequence[tuple[int, int]] = (),
+        ordinal: Sequence[tuple[int, int]] = (), teammates: Callable[[np.ndarray], np.ndarray] | None = None,
     ):  # fmt: skip
         super().__init__()
         self.ordinal = [(int(a), int(b)) for a, b in ordinal]
+        self.teammates = teammates  # the env's function of the own observation (``adv_teammates``), or None
         dim = 1 + obs_dim - sum(b - a for a, b in self.ordinal) + 3 * len(self.ordinal)
+        if teammates is not None:
+            dim += teammates(np.zeros((1, obs_dim), np.float32)).shape[1]
         self.register_buffer("theta", torch.zeros(n_agents, members, n_actions, dim))
         self.register_buffer("obs_mean", torch.as_tensor(obs_mean, dtype=torch.float32).clone())
         self.register_buffer("obs_std", torch.as_tensor(obs_std, dtype=torch.float32).clamp(min=1e-6))
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
-        return linear_features(obs, self.obs_mean, self.obs_std, self.ordinal)
+        x = linear_features(obs, self.obs_mean, self.obs_std, self.ordinal)
+        if self.teammates is None:
+            return x
+        extra = torch.as_tensor(self.teammates(obs.numpy()), dtype=x.dtype)
+        return torch.cat([x, extra], 1)
 
     def forward(self, state: torch.Tensor, obs: torch.Tensor, agent: torch.Tensor) -> torch.Tensor:
         del state  # the heads see the agent's own observation only (decentralised, and few coefficients)
