@@ -3,6 +3,8 @@
     .venv/bin/python bench/linear_heads.py --set baseline_inputs=state+exogenous
     .venv/bin/python bench/linear_heads.py --behaviour etd@exp=1 --features pooled floor car obs \
         --set baseline_inputs=state+exogenous
+    .venv/bin/python bench/linear_heads.py --behaviour etd@exp=1 --features obs+ordinal --parts 2 \
+        --set baseline_inputs=state+exogenous      # does the per-floor stop effect replicate across logs?
 
 The log is bench/advantage_truth.py's of ``--behaviour`` (300 episodes of ``etd@exp=0.2`` by default, or of
 ``etd@exp=1``: the p = 1 log of docs/algorithm.md, "Linear heads, and a log with more randomised decisions"),
@@ -38,6 +40,7 @@ comes from"). Feature sets with ``+rel`` add where the other cars are relative t
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -105,6 +108,13 @@ def main() -> None:
     )
     p.add_argument("--states", type=int, default=40)
     p.add_argument(
+        "--parts",
+        type=int,
+        default=0,
+        help="instead: split the log into this many disjoint parts and fit the first --features set on each "
+        "(baseline included), printing how far the per-floor stop effect moves from part to part",
+    )
+    p.add_argument(
         "--stop-effects",
         action="store_true",
         help="also print, per floor, the chosen fit's effect of stopping against continuing for an empty car "
@@ -126,23 +136,20 @@ def main() -> None:
     suffix = "" if args.behaviour == advantage_truth.BEHAVIOUR else f"-{args.behaviour}"
     log = args.log or ROOT / "bench" / ".cache" / f"advantage-truth-log{suffix}"
     log = advantage_truth.collect_log(log, args.episodes, 2, behaviour=args.behaviour)
-    algo.setup(load_log(log), None)
+    data = load_log(log)
+    if args.parts:
+        replication(data, config, args.parts, args.features[0], args.folds)
+        return
+    algo.setup(data, None)
     fit = algo.prepare_residuals()
     d = algo.data
-    e = algo.propensity_all.numpy().astype(np.float64)
-    acts = d.actions.numpy()
-    taken = np.take_along_axis(e, acts[..., None], -1)[..., 0]
-    rows, agents = np.nonzero(taken < 1 - 1e-6)
-    y = algo._residuals(torch.as_tensor(rows)).numpy().astype(np.float64)[np.arange(len(rows)), agents]
-    obs = d.obs.numpy()[rows, agents].astype(np.float64)
+    obs, agents, acts, e, y, fold = random_rows(algo, args.folds)
     mean, std = obs.mean(0), obs.std(0)
     std[std < 1e-6] = 1.0
-    episode = d.episode.numpy()[rows]
     n_episodes = int(d.episode.max()) + 1
-    fold = np.random.default_rng(0).permutation(n_episodes)[episode] % args.folds
     print(
         f"{n_episodes} episodes, value r2 {fit['value_r2']:.3f}, residual std {y.std():.4f}, "
-        f"{len(rows):,} random rows [{time.time() - t0:.0f}s]"
+        f"{len(y):,} random rows [{time.time() - t0:.0f}s]"
     )
     s_obs = np.stack([s["obs"] for s in light]).astype(np.float64)
     s_agent = np.array([s["agent"] for s in light])
@@ -150,9 +157,7 @@ def main() -> None:
     for kind in args.features:
         x = features(kind, obs, agents, mean, std, d.n_agents)
         # the trainer's normal equations (trainer/algos/linear_heads.py) with one block per fold
-        g = linear_heads.block_grams(
-            x, acts[rows, agents], e[rows, agents], y, np.ones(len(y)), fold, n_blocks=args.folds
-        )
+        g = linear_heads.block_grams(x, acts, e, y, np.ones(len(y)), fold, n_blocks=args.folds)
         _, gains = linear_heads.choose_ridge(g, folds=args.folds, ridges=RIDGES)
         best = None
         print(f"\n{kind}: {g.zz.shape[1]} coefficients")
@@ -173,7 +178,99 @@ def main() -> None:
         )
         if args.stop_effects:
             rel = relative(obs, d.n_agents) if "+rel" in kind else None
-            print_stop_effects(x, obs, e[rows, agents], g, best[1], args.folds, linear_heads, rel)
+            print_stop_effects(x, obs, e, g, best[1], args.folds, linear_heads, rel)
+
+
+def random_rows(algo, folds: int):
+    """The (row, agent) pairs whose logged action was random, after ``prepare_residuals``: their own
+    observation, action, propensities and residual, and a fold of whole episodes for each."""
+    d = algo.data
+    e_all = algo.propensity_all.numpy().astype(np.float64)
+    acts = d.actions.numpy()
+    taken = np.take_along_axis(e_all, acts[..., None], -1)[..., 0]
+    rows, agents = np.nonzero(taken < 1 - 1e-6)
+    y = algo._residuals(torch.as_tensor(rows)).numpy().astype(np.float64)[np.arange(len(rows)), agents]
+    n_episodes = int(d.episode.max()) + 1
+    fold = np.random.default_rng(0).permutation(n_episodes)[d.episode.numpy()[rows]] % folds
+    obs = d.obs.numpy()[rows, agents].astype(np.float64)
+    return obs, agents, acts[rows, agents], e_all[rows, agents], y, fold
+
+
+def crossing_up_empty(obs: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows where an empty car moving up crosses a floor and the behaviour might stop or go on, and that
+    floor (CONTINUE = 0, STOP = 1: envs/elevator/core.py)."""
+    dfloor = obs[:, 8 + FLOORS : CAR_BLOCK]
+    sel = (obs[:, 3] > 0.5) & (obs[:, 5] > 0.5) & (obs[:, 7] == 0) & (dfloor.sum(1) > 0)
+    return sel & (e[:, 0] > 0) & (e[:, 1] > 0), dfloor.argmax(1)
+
+
+def truth_stop_effects(reward_scale: float) -> np.ndarray | None:
+    """Per floor f, the parking truth's (docs/results/parking_truth.json) value of stopping at f against going
+    on to a uniformly drawn floor above it, in the fit's units; None if the truth file is absent."""
+    path = ROOT / "docs" / "results" / "parking_truth.json"
+    if not path.exists():
+        return None
+    q = np.array(json.loads(path.read_text())["pooled"]) / reward_scale
+    return np.array([q[f] - q[f + 1 :].mean() for f in range(len(q) - 1)])
+
+
+def replication(data, config, parts: int, kind: str, folds: int) -> None:
+    """Split the log's episodes into ``parts`` disjoint logs and run the whole estimate on each (baseline,
+    ridge choice and fit): how far the per-floor stop effect moves from one log to another, and whether
+    each part ranks the floors as the parking truth does."""
+    import dataclasses
+
+    from trainer.algos import linear_heads
+    from trainer.algos.inspo import InSPO
+
+    effects, scale = [], 1.0
+    for k in range(parts):
+        keep = np.arange(data.n_episodes) % parts == k
+        part = dataclasses.replace(
+            data,
+            **{name: getattr(data, name)[keep] for name in EPISODE_ARRAYS if getattr(data, name) is not None},
+            episode_ids=[i for i, kept in zip(data.episode_ids, keep, strict=True) if kept],
+        )
+        algo = InSPO(config)
+        algo.setup(part, None)
+        algo.prepare_residuals()
+        scale = float(algo.data.reward_scale)
+        obs, agents, acts, e, y, fold = random_rows(algo, folds)
+        mean, std = obs.mean(0), obs.std(0)
+        std[std < 1e-6] = 1.0
+        x = features(kind, obs, agents, mean, std, algo.data.n_agents)
+        g = linear_heads.block_grams(x, acts, e, y, np.ones(len(y)), fold, n_blocks=folds)
+        ridge, _ = linear_heads.choose_ridge(g, folds=folds, ridges=RIDGES)
+        fitted = x @ linear_heads.solve(g.zz.sum(0), g.zy.sum(0), ridge).reshape(e.shape[1], -1).T
+        sel, floor = crossing_up_empty(obs, e)
+        effects.append(
+            [
+                (fitted[sel & (floor == f), 1] - fitted[sel & (floor == f), 0]).mean()
+                for f in range(1, FLOORS - 1)
+            ]
+        )
+        print(f"part {k + 1}/{parts}: {int(keep.sum())} episodes, ridge {ridge:.0e}")
+    effects = np.array(effects)  # [parts, floors 1..F-2]
+    truth = truth_stop_effects(scale)
+    print(
+        f"\n{kind}: stop - continue, empty car moving up, x 1e-3 in the fit's units, one column per part of the log:"
+    )
+    for j, f in enumerate(range(1, FLOORS - 1)):
+        line = " ".join(f"{1e3 * v:+.2f}" for v in effects[:, j])
+        print(f"  floor {f}: {line}; spread (SD) {1e3 * effects[:, j].std(ddof=1):.2f}", end="")
+        print("" if truth is None else f"; truth {1e3 * truth[f]:+.2f}")
+    if truth is not None:  # does each part's fit rank the floors as the truth does, and how far is it off?
+        t = truth[1 : FLOORS - 1]
+        for k, row in enumerate(effects):
+            corr = np.corrcoef(row, t)[0, 1] if row.std() > 0 else float("nan")
+            rms = 1e3 * np.sqrt(np.mean((row - t) ** 2))
+            print(f"  part {k + 1}: correlation with the truth over floors {corr:+.2f}, RMS error {rms:.2f}")
+
+
+EPISODE_ARRAYS = (
+    "obs", "actions", "masks", "rewards", "team_rewards", "states", "terminated", "truncated", "behavior_prob",
+    "filled", "ts",
+)  # fmt: skip
 
 
 def print_stop_effects(x, obs, e, g, ridge: float, folds: int, linear_heads, rel=None) -> None:
@@ -186,12 +283,10 @@ def print_stop_effects(x, obs, e, g, ridge: float, folds: int, linear_heads, rel
         keep = [b for b in range(folds) if b != k]
         theta = linear_heads.solve(g.zz[keep].sum(0), g.zy[keep].sum(0), ridge)
         leave_out.append(x @ theta.reshape(n_act, -1).T)
-    dfloor = obs[:, 8 + FLOORS : CAR_BLOCK]
-    crossing_up_empty = (obs[:, 3] > 0.5) & (obs[:, 5] > 0.5) & (obs[:, 7] == 0) & (dfloor.sum(1) > 0)
-    either = (e[:, 0] > 0) & (e[:, 1] > 0)  # CONTINUE = 0, STOP = 1 (envs/elevator/core.py)
+    crossing, floor = crossing_up_empty(obs, e)
     print("  stop - continue, empty car moving up (x 1e-3; jackknife SE; rows; behaviour's P(stop)):")
     for f in range(1, FLOORS - 1):
-        sel = crossing_up_empty & either & (dfloor.argmax(1) == f)
+        sel = crossing & (floor == f)
         if not sel.any():
             continue
         effect = 1e3 * (full[sel, 1] - full[sel, 0]).mean()
