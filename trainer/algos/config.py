@@ -169,12 +169,14 @@ class InSPOConfig:
     # residual, linear heads: the one-hot blocks the env declares ordered (elevator: the floor a car decides
     # at) enter as a quadratic in their index (3 coefficients) instead of one coefficient per level. On the
     # p = 1 down-peak log the per-floor fit alternates in sign floor by floor, mostly noise; the quadratic
-    # pools the floors (bench/linear_heads.py --features obs obs+ordinal --stop-effects; docs/algorithm.md)
+    # pools the floors (bench/linear_heads.py --features obs obs+ordinal --stop-effects). Measured in closed
+    # loop: level with one coefficient per floor (docs/algorithm.md, "Reading the floor as a number")
     adv_ordinal: bool = False
     # residual, linear heads: also the env's teammate features, a fixed function of the agent's own observation
     # (elevator: how many other cars, idle ones apart, are at, above and below the floor it decides at), so the
     # fitted effect of stopping can depend on where teammates already wait, which a linear model of the raw
-    # observation cannot express (envs/elevator/features.py; docs/algorithm.md)
+    # observation cannot express (envs/elevator/features.py). Measured: the fit sees it offline, the trained
+    # policy parks as without it (docs/algorithm.md, "Reading the floor as a number")
     adv_teammates: bool = False
     adv_refit_every: int = 100  # residual, linear heads: iterations between the sequential refits
     adv_lr: float = 1e-3
