@@ -28,7 +28,8 @@ correlation, sign accuracy on the clear pairs. Feature sets:
   day), z-scored: what ``adv_heads = "linear"`` uses (trainer/algos/linear_heads.py);
 * ``obs+agent``: and the car's one-hot;
 * ``obs+ordinal``: ``obs`` with the decision floor as ``adv_ordinal`` reads it: a quadratic in the floor
-  (3 coefficients per action) instead of one per floor.
+  (3 coefficients per action) instead of one per floor;
+* ``dec``: the constant, direction and mode one-hots and that quadratic only (10 coefficients per action).
 
 The bench fits one model for all cars (the trainer's prior); it needs the truth cache, like
 bench/heads_holdout.py. ``--stop-effects`` adds, per floor, the fit's effect of stopping against going on
@@ -88,6 +89,11 @@ def features(kind: str, obs: np.ndarray, agent: np.ndarray, mean, std, n_agents:
         )
     if kind.startswith("car"):
         parts.append(((obs - mean) / std)[:, :CAR_BLOCK])
+    if kind.startswith("dec"):  # direction and mode one-hots and the decision floor as adv_ordinal reads it
+        z = linear_features(
+            torch.as_tensor(obs), torch.as_tensor(mean), torch.as_tensor(std), [(8 + FLOORS, CAR_BLOCK)]
+        )
+        parts.append(np.concatenate([obs[:, 1:7], z[:, -3:].numpy()], 1))
     if kind.startswith("floor"):  # direction and mode one-hots, then the decision floor's
         parts.append(obs[:, np.r_[1:7, 8 + FLOORS : CAR_BLOCK]])
     if "+agent" in kind:
