@@ -142,6 +142,12 @@ def main() -> None:
     p.add_argument("--env", default="elevator:cb10x4:downpeak")
     p.add_argument("--experiment", default="etd@exp=1", help="the logged experiment behind the runs' log")
     p.add_argument("--seeds", type=int, default=8, help="tuning seeds")
+    p.add_argument(
+        "--layouts",
+        nargs="+",
+        default=list(FIXED),
+        help="fixed parking layouts to play beside the runs (car c at the c-th floor)",
+    )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "learned-parking.png")
     args = p.parse_args()
@@ -155,7 +161,7 @@ def main() -> None:
         runs = sorted(base.glob("inspo-s*")) + sorted(base.glob("bc-s*"))[:1]
         if not runs:
             raise SystemExit(f"no runs under {base}: run bench/results.py --configs {args.config} first")
-    sources = ["etd", args.experiment, *(f"park:{f}" for f in FIXED)]
+    sources = ["etd", args.experiment, *(f"park:{f}" for f in args.layouts)]
     for run in runs:
         sources += [str(run), f"hybrid:{run}"]
     seeds = tuning_seeds(args.seeds)
