@@ -30,6 +30,7 @@ def floor_table(run: Path, data, rows_max: int = 40000) -> list[dict]:
     import torch
 
     from envs.elevator.features import teammates_relative
+    from envs.registry import ordinal_blocks
     from trainer.algos import losses
     from trainer.algos.base import all_agents_logits
     from trainer.algos.config import make_config
@@ -41,10 +42,9 @@ def floor_table(run: Path, data, rows_max: int = 40000) -> list[dict]:
     d = algo.data
     log_mu = algo.log_mu_all if algo.log_mu_all is not None else algo._compute_log_mu()
     obs, masks = d.obs.numpy(), d.masks.numpy()
-    n_floors = (
-        int(algo.adv_heads.ordinal[0][1] - algo.adv_heads.ordinal[0][0]) if algo.adv_heads.ordinal else 10
-    )
-    dfloor = obs[..., 8 + n_floors : 8 + 2 * n_floors]
+    [(start, stop)] = ordinal_blocks(algo.env_id, d.obs_dim)  # the decision floor's one-hot
+    n_floors = stop - start
+    dfloor = obs[..., start:stop]
     random = algo._logged_log_prob().numpy() < np.log(1 - 1e-6)
     empty_up = (obs[..., 3] > 0.5) & (obs[..., 5] > 0.5) & (obs[..., 7] == 0) & (dfloor.sum(-1) > 0)
     rows, agents = np.nonzero(empty_up & masks[..., 0] & masks[..., 1] & random)
@@ -63,7 +63,7 @@ def floor_table(run: Path, data, rows_max: int = 40000) -> list[dict]:
         algo.adv_heads.theta[:] = members
     mu = torch.exp(log_mu[rows, agents])
     o = obs[rows.numpy(), agents.numpy()]
-    floor = o[:, 8 + n_floors : 8 + 2 * n_floors].argmax(1)
+    floor = o[:, start:stop].argmax(1)
     above = teammates_relative(o, n_floors, d.n_agents)[:, 6] > 0
     stop_minus_continue = {
         "mean": adv.mean(1)[:, 1] - adv.mean(1)[:, 0],
