@@ -69,6 +69,12 @@ def relative(obs: np.ndarray, n_agents: int) -> np.ndarray:
     return teammates_relative(obs, FLOORS, n_agents)
 
 
+def trainer_features(obs: np.ndarray, mean, std, ordinal: list[tuple[int, int]]) -> np.ndarray:
+    """trainer/algos/linear_heads.py's ``linear_features`` on numpy rows (the constant first)."""
+    as_t = torch.as_tensor
+    return linear_features(as_t(obs), as_t(mean), as_t(std), ordinal).numpy()
+
+
 def features(kind: str, obs: np.ndarray, agent: np.ndarray, mean, std, n_agents: int) -> np.ndarray:
     """``[n, dx]``: the constant, then the feature set ``kind`` of the module docstring."""
     parts = [np.ones((len(obs), 1))]
@@ -78,22 +84,14 @@ def features(kind: str, obs: np.ndarray, agent: np.ndarray, mean, std, n_agents:
         if "+rel+dfx" in kind:  # each decision floor its own coefficients on the counts above / below / at
             dfloor = obs[:, 8 + FLOORS : CAR_BLOCK]
             parts.append((dfloor[:, :, None] * rel[:, None, [0, 3, 4, 5, 6, 7]]).reshape(len(obs), -1))
-    if kind.startswith(
-        "obs"
-    ):  # +ordinal: the decision floor as adv_ordinal reads it (the trainer's features)
-        ordinal = [(8 + FLOORS, CAR_BLOCK)] if "+ordinal" in kind else []
+    decision_floor = [(8 + FLOORS, CAR_BLOCK)]  # read as adv_ordinal reads it (the trainer's features)
+    if kind.startswith("obs"):  # +ordinal: with the decision floor as a quadratic
+        ordinal = decision_floor if "+ordinal" in kind else []
+        parts.append(trainer_features(obs, mean, std, ordinal)[:, 1:])
+    if kind.startswith("dec"):  # direction and mode one-hots and the decision floor's quadratic
         parts.append(
-            linear_features(torch.as_tensor(obs), torch.as_tensor(mean), torch.as_tensor(std), ordinal)[
-                :, 1:
-            ].numpy()
+            np.concatenate([obs[:, 1:7], trainer_features(obs, mean, std, decision_floor)[:, -3:]], 1)
         )
-    if kind.startswith("car"):
-        parts.append(((obs - mean) / std)[:, :CAR_BLOCK])
-    if kind.startswith("dec"):  # direction and mode one-hots and the decision floor as adv_ordinal reads it
-        z = linear_features(
-            torch.as_tensor(obs), torch.as_tensor(mean), torch.as_tensor(std), [(8 + FLOORS, CAR_BLOCK)]
-        )
-        parts.append(np.concatenate([obs[:, 1:7], z[:, -3:].numpy()], 1))
     if kind.startswith("floor"):  # direction and mode one-hots, then the decision floor's
         parts.append(obs[:, np.r_[1:7, 8 + FLOORS : CAR_BLOCK]])
     if "+agent" in kind:
