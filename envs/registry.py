@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from types import ModuleType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from envs.family import DemoPlan, Family
 
@@ -137,24 +137,26 @@ def controller_names(env_id: str) -> list[str]:
     return list(_family_module(env_id).controller_names(base_env_id(env_id)))
 
 
-def obs_groups(env_id: str, obs_dim: int) -> tuple[dict[str, list[int]], list[int]] | None:
-    """Named feature ranges of the env's observation and its clock features (for the runtime's drift
-    gauge), when the family describes its layout and it matches ``obs_dim``; else None."""
+def _layout_hook(name: str, env_id: str, obs_dim: int) -> Any:
+    """The answer of the family's observation-layout hook ``name(env_id, obs_dim)``; None when the env id is
+    unknown or the family has no such hook."""
     try:
-        hook = family(env_id).hook("obs_groups")
+        hook = family(env_id).hook(name)
     except UnknownEnvError:
         return None
     return hook(env_id, obs_dim) if hook is not None else None
 
 
+def obs_groups(env_id: str, obs_dim: int) -> tuple[dict[str, list[int]], list[int]] | None:
+    """Named feature ranges of the env's observation and its clock features (for the runtime's drift
+    gauge), when the family describes its layout and it matches ``obs_dim``; else None."""
+    return _layout_hook("obs_groups", env_id, obs_dim)
+
+
 def ordinal_blocks(env_id: str, obs_dim: int) -> list[tuple[int, int]]:
     """One-hot ranges ``[start, stop)`` of the observation whose index is ordered (elevator: the floor a car
     decides at), when the family declares them and its layout matches ``obs_dim``; else none."""
-    try:
-        hook = family(env_id).hook("ordinal_blocks")
-    except UnknownEnvError:
-        return []
-    blocks = hook(env_id, obs_dim) if hook is not None else None
+    blocks = _layout_hook("ordinal_blocks", env_id, obs_dim)
     return [tuple(b) for b in blocks] if blocks else []
 
 
@@ -162,11 +164,7 @@ def teammate_features(env_id: str, obs_dim: int) -> Callable[[np.ndarray], np.nd
     """A function of agents' own observations ``[n, obs_dim] -> [n, k]`` saying where their teammates are
     relative to the decision each faces (elevator: the other cars around the deciding floor), when the
     family declares one and its layout matches ``obs_dim``; else None."""
-    try:
-        hook = family(env_id).hook("teammate_features")
-    except UnknownEnvError:
-        return None
-    return hook(env_id, obs_dim) if hook is not None else None
+    return _layout_hook("teammate_features", env_id, obs_dim)
 
 
 def dataset_plan(env_id: str, dataset: str) -> list[tuple[str, int]]:

@@ -138,41 +138,38 @@ class InSPO(Algorithm):
         self.avg_started = False
 
     def ordinal_blocks(self) -> list[tuple[int, int]]:
-        """The observation's ordered one-hot blocks the linear heads read smoothly (``adv_ordinal``), as the
-        log's env declares them (envs/registry.py, ``ordinal_blocks``)."""
-        if not self.config.adv_ordinal:
-            return []
+        """The observation's ordered one-hot blocks the linear heads read smoothly (``adv_ordinal``)."""
         from envs.registry import ordinal_blocks
 
-        assert self.data is not None
-        env_id = self._layout_env_id()
-        blocks = ordinal_blocks(env_id, self.data.obs_dim) if env_id else []
-        if not blocks:
-            raise ValueError(
-                f"config adv_ordinal=true, but the log's env {env_id!r} declares no ordered one-hot block in "
-                f"its {self.data.obs_dim}-wide observation (only the elevator's decision floor is one)"
-            )
-        return blocks
+        return (
+            self._env_declared("adv_ordinal", ordinal_blocks, "ordered one-hot block")
+            if self.config.adv_ordinal
+            else []
+        )
 
     def teammate_features(self) -> Callable[[np.ndarray], np.ndarray] | None:
-        """The env's teammate features for the linear heads (``adv_teammates``; envs/registry.py)."""
-        if not self.config.adv_teammates:
-            return None
+        """The env's teammate features for the linear heads (``adv_teammates``)."""
         from envs.registry import teammate_features
 
+        return (
+            self._env_declared("adv_teammates", teammate_features, "teammate features")
+            if self.config.adv_teammates
+            else None
+        )
+
+    def _env_declared(self, option: str, lookup: Callable[[str, int], Any], what: str) -> Any:
+        """What the log's env declares for the linear heads' ``option`` (an envs/registry.py lookup, asked with
+        the env id whose observation layout the log has: a site log records its family's base env); an env
+        that declares nothing is refused."""
         assert self.data is not None
-        env_id = self._layout_env_id()
-        fn = teammate_features(env_id, self.data.obs_dim) if env_id else None
-        if fn is None:
+        env_id = self.site_spec["base"] if self.site_spec else self.env_id
+        found = lookup(env_id, self.data.obs_dim) if env_id else None
+        if not found:
             raise ValueError(
-                f"config adv_teammates=true, but the log's env {env_id!r} declares no teammate features for its "
+                f"config {option}=true, but the log's env {env_id!r} declares no {what} for its "
                 f"{self.data.obs_dim}-wide observation (only the elevator does)"
             )
-        return fn
-
-    def _layout_env_id(self) -> str:
-        """The env id whose observation layout the log has (a site log records its family's base env)."""
-        return self.site_spec["base"] if self.site_spec else self.env_id
+        return found
 
     def modules(self) -> dict[str, nn.Module]:
         out = {
