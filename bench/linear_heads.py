@@ -54,7 +54,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 import torch  # noqa: E402
 
-from envs.elevator.features import teammates_relative  # noqa: E402
+from envs.elevator.features import IDLE_ABOVE, empty_moving_up, teammates_relative  # noqa: E402
 from trainer.algos.linear_heads import linear_features  # noqa: E402
 
 RIDGES = (1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5)
@@ -203,9 +203,8 @@ def random_rows(algo, folds: int):
 def crossing_up_empty(obs: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Rows where an empty car moving up crosses a floor and the behaviour might stop or go on, and that
     floor (CONTINUE = 0, STOP = 1: envs/elevator/core.py)."""
-    dfloor = obs[:, 8 + FLOORS : CAR_BLOCK]
-    sel = (obs[:, 3] > 0.5) & (obs[:, 5] > 0.5) & (obs[:, 7] == 0) & (dfloor.sum(1) > 0)
-    return sel & (e[:, 0] > 0) & (e[:, 1] > 0), dfloor.argmax(1)
+    sel, floor = empty_moving_up(obs, FLOORS)
+    return sel & (e[:, 0] > 0) & (e[:, 1] > 0), floor
 
 
 def truth_stop_effects(reward_scale: float) -> np.ndarray | None:
@@ -298,7 +297,10 @@ def print_stop_effects(x, obs, e, g, ridge: float, folds: int, linear_heads, rel
         se = np.sqrt((folds - 1) / folds * ((parts - parts.mean()) ** 2).sum())
         print(f"    floor {f}: {effect:+.2f} ({se:.2f}); {sel.sum():,} rows; {e[sel, 1].mean():.2f}")
         if rel is not None:  # split by whether an idle teammate waits above this floor
-            for name, part in (("idle car above", rel[:, 6] > 0), ("none above", rel[:, 6] == 0)):
+            for name, part in (
+                ("idle car above", rel[:, IDLE_ABOVE] > 0),
+                ("none above", rel[:, IDLE_ABOVE] == 0),
+            ):
                 sub = sel & part
                 if sub.any():
                     eff = 1e3 * (full[sub, 1] - full[sub, 0]).mean()

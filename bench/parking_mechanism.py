@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 def floor_table(run: Path, data, rows_max: int = 40000) -> list[dict]:
     import torch
 
-    from envs.elevator.features import teammates_relative
+    from envs.elevator.features import IDLE_ABOVE, empty_moving_up, teammates_relative
     from envs.registry import ordinal_blocks
     from trainer.algos import losses
     from trainer.algos.base import all_agents_logits
@@ -44,9 +44,8 @@ def floor_table(run: Path, data, rows_max: int = 40000) -> list[dict]:
     obs, masks = d.obs.numpy(), d.masks.numpy()
     [(start, stop)] = ordinal_blocks(algo.env_id, d.obs_dim)  # the decision floor's one-hot
     n_floors = stop - start
-    dfloor = obs[..., start:stop]
     random = algo._logged_log_prob().numpy() < np.log(1 - 1e-6)
-    empty_up = (obs[..., 3] > 0.5) & (obs[..., 5] > 0.5) & (obs[..., 7] == 0) & (dfloor.sum(-1) > 0)
+    empty_up, floor_all = empty_moving_up(obs, n_floors)
     rows, agents = np.nonzero(empty_up & masks[..., 0] & masks[..., 1] & random)
     pick = np.random.default_rng(0).permutation(len(rows))[:rows_max]
     rows, agents = torch.as_tensor(rows[pick]), torch.as_tensor(agents[pick])
@@ -63,8 +62,8 @@ def floor_table(run: Path, data, rows_max: int = 40000) -> list[dict]:
         algo.adv_heads.theta[:] = members
     mu = torch.exp(log_mu[rows, agents])
     o = obs[rows.numpy(), agents.numpy()]
-    floor = o[:, start:stop].argmax(1)
-    above = teammates_relative(o, n_floors, d.n_agents)[:, 6] > 0
+    floor = floor_all[rows.numpy(), agents.numpy()]
+    above = teammates_relative(o, n_floors, d.n_agents)[:, IDLE_ABOVE] > 0
     stop_minus_continue = {
         "mean": adv.mean(1)[:, 1] - adv.mean(1)[:, 0],
         "pess.": pessimistic[:, 1] - pessimistic[:, 0],

@@ -27,6 +27,17 @@ TEAMMATE_FEATURES = (
 )
 
 
+IDLE_ABOVE = TEAMMATE_FEATURES.index("idle cars above")
+
+
+def empty_moving_up(obs: np.ndarray, n_floors: int) -> tuple[np.ndarray, np.ndarray]:
+    """Observation rows (any leading shape) of an empty car moving up that decides at a floor, and that
+    floor: where an idle car's parking is decided, one floor at a time (stop or go on)."""
+    dfloor = obs[..., OWN + n_floors : OWN + 2 * n_floors]
+    sel = (obs[..., 3] > 0.5) & (obs[..., 5] > 0.5) & (obs[..., 7] == 0) & (dfloor.sum(-1) > 0)
+    return sel, dfloor.argmax(-1)
+
+
 def teammates_relative(obs: np.ndarray, n_floors: int, n_cars: int) -> np.ndarray:
     """``[n, 10]`` (:data:`TEAMMATE_FEATURES`): where the other cars are relative to the floor this car
     decides at, from rows of its observation (envs/elevator/core.py, ``observe``); zero where it decides
@@ -46,4 +57,4 @@ def teammates_relative(obs: np.ndarray, n_floors: int, n_cars: int) -> np.ndarra
     return np.stack(out, 1) * deciding[:, None]
 
 
-__all__ = ["TEAMMATE_FEATURES", "teammates_relative"]
+__all__ = ["IDLE_ABOVE", "TEAMMATE_FEATURES", "empty_moving_up", "teammates_relative"]
