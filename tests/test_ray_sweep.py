@@ -135,7 +135,8 @@ def test_ray_and_local_backends_score_completed_trials_alike(ray_session, xor_lo
 def test_a_ray_sweep_prints_no_ray_noise(xor_log, tmp_path):
     """The command on its own Ray, as a user runs it: stderr carries no warning from Ray's trial
     logging (it printed one "ValueError when calling 'flush' on stream" per torch logger each time a
-    worker exited while the sweep ran: 3 trials on 2 CPUs make one)."""
+    worker exited while the sweep ran: 3 trials on 2 CPUs make one; and, intermittently under load,
+    "Exception ignored ... SystemExit: 1" from a worker Ray's SIGTERM caught inside a GC callback)."""
     argv = [sys.executable, "-m", "trainer.cli", "sweep", "--data", str(xor_log / "log"), "--algo", "bc"]
     argv += ["--grid", "lr=0.001,0.01,0.1", "--seeds", "1", "--iterations", "1", "--val-episodes", "1"]
     run = subprocess.run(

@@ -57,16 +57,18 @@ def _place(out: Path, files: dict[str, bytes]) -> None:
         os.replace(tmp, final)
 
 
-def connect(address: str | None = None, num_cpus: int | None = None) -> bool:
+def connect(address: str | None = None, num_cpus: int | None = None, worker_output: bool = True) -> bool:
     """Join the cluster at ``address`` ('auto', 'ray://host:10001', ...) or start a local one.
 
     Returns True when this call started Ray (so the caller shuts it down again); an already
-    initialised session (a test fixture, a notebook) is reused as it is.
+    initialised session (a test fixture, a notebook) is reused as it is. ``worker_output=False``
+    stops Ray forwarding the workers' stdout/stderr to this process (errors still arrive as
+    exceptions): for callers whose workers print nothing useful.
     """
     ray = require_ray()
     if ray.is_initialized():
         return False
-    kwargs = {"include_dashboard": False, "logging_level": "WARNING"}
+    kwargs = {"include_dashboard": False, "logging_level": "WARNING", "log_to_driver": worker_output}
     if address:
         ray.init(address=address, **kwargs)
     else:

@@ -35,7 +35,11 @@ def run_ray(spec: SweepSpec, data, address: str | None = None, cpus_per_trial: f
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    started = connect(address)
+    # Trials print nothing (verbose=0 below) and a failed trial comes back as result.error, so the
+    # workers' output is not forwarded: what it carried was shutdown noise, e.g. "Exception ignored
+    # in WeakSet._remove ... SystemExit: 1" when Ray's SIGTERM to an idle worker lands inside a
+    # garbage-collector callback (intermittent, under load).
+    started = connect(address, worker_output=False)
     try:
         trainable = tune.with_resources(
             tune.with_parameters(_trainable, spec=spec, data=data), {"cpu": cpus_per_trial}
