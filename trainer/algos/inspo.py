@@ -128,6 +128,7 @@ class InSPO(Algorithm):
         self.linear_ridge = 0.0
         self.linear_prior: torch.Tensor | None = None
         self.residual: torch.Tensor | None = None  # [K] G - V(s), cross-fitted ([K, N] with reward_credit)
+        self.baseline_value: torch.Tensor | None = None  # [K] the cross-fitted V(s) itself (same shape)
         self.credit = advantage.credit_matrix(c.reward_credit, self.agent_ids, neighbors)
         self.propensity_all: torch.Tensor | None = None  # [K, N, A] e(a) (residual estimator)
         self.informative: torch.Tensor | None = None  # rows where some agent's logged action was not certain
@@ -217,6 +218,7 @@ class InSPO(Algorithm):
             "teammates": self.teammates,
             "avg_started": self.avg_started,
             "residual": self.residual,
+            "baseline_value": self.baseline_value,
             "adv_scale": self.adv_scale,
             "linear_blocks": self.linear_blocks,
             "linear_ridge": self.linear_ridge,
@@ -228,6 +230,7 @@ class InSPO(Algorithm):
         self.mu_done = bool(state["mu_done"])
         self.avg_started = bool(state.get("avg_started", False))
         self.residual = state.get("residual")
+        self.baseline_value = state.get("baseline_value")
         self.adv_scale = state.get("adv_scale", torch.ones(()))
         self.linear_blocks = state.get("linear_blocks")
         self.linear_ridge = float(state.get("linear_ridge", 0.0))
@@ -353,7 +356,7 @@ class InSPO(Algorithm):
         target = returns
         if c.lam < 1.0:
             target = advantage.lambda_returns(rewards, d.discounts, d.done, d.next_index, values, c.lam)
-        self.residual = target - values
+        self.residual, self.baseline_value = target - values, values
         explained = 1.0 - float(self.residual.var() / returns.var().clamp(min=1e-12))
         return {"value_r2": explained, "residual_std": float(self.residual.std())}
 
@@ -429,6 +432,17 @@ class InSPO(Algorithm):
             self.linear_blocks[d.episode[rows]].numpy(),
         ]
 
+    def _precision_weights(self, i: int, rows: torch.Tensor) -> np.ndarray:
+        """``adv_weights = "precision"``: agent ``i``'s rows weighted by 1 / the residual's variance given the
+        baseline's value (linear_heads.precision_weights); ones otherwise."""
+        if self.config.adv_weights == "none":
+            return np.ones(len(rows))
+        assert self.baseline_value is not None
+        value = self.baseline_value[rows]
+        value = value if value.dim() == 1 else value[:, i]
+        residual = self._residuals(rows)[:, i]
+        return linear_heads.precision_weights(value.double().numpy(), residual.double().numpy())
+
     def _set_linear_members(self, i: int, grams: linear_heads.Grams) -> None:
         """Agent ``i``'s ensemble: Bayesian-bootstrap refits around the all-agents prior."""
         assert isinstance(self.adv_heads, linear_heads.LinearAdvantageHeads) and self.linear_prior is not None
@@ -449,8 +463,8 @@ class InSPO(Algorithm):
         self.linear_blocks = torch.randperm(n_episodes, generator=self.generator) % linear_heads.BLOCKS
         per_agent = []
         for i in range(d.n_agents):
-            x, act, e, y, block = self._linear_inputs(i)[1]
-            per_agent.append(linear_heads.block_grams(x, act, e, y, np.ones(len(y)), block))
+            rows, (x, act, e, y, block) = self._linear_inputs(i)
+            per_agent.append(linear_heads.block_grams(x, act, e, y, self._precision_weights(i, rows), block))
         total = linear_heads.Grams(
             *(sum(getattr(g, f) for g in per_agent) for f in ("zz", "zy", "yy", "rows"))
         )
@@ -479,6 +493,8 @@ class InSPO(Algorithm):
             w = losses.mean_one_weights(
                 losses.teammate_log_weights(log_r, self.teammates)[:, i].double()
             ).numpy()
+        w = w * self._precision_weights(i, rows)
+        w = w / w.mean() if len(w) else w
         self._set_linear_members(i, linear_heads.block_grams(x, act, e, y, w, block))
 
     # -- 2a. critic ---------------------------------------------------------------------------

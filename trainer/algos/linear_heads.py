@@ -37,6 +37,7 @@ from torch import nn
 RIDGES = tuple(10.0**k for k in range(0, 7))  # candidates for the held-out choice
 BLOCKS = 20  # episode blocks: folds for the ridge choice (4 blocks each) and units of the bootstrap
 FOLDS = 5
+PRECISION_BINS = 20  # quantile bins of the baseline's value for the residual's variance (adv_weights)
 
 
 def linear_features(
@@ -103,6 +104,29 @@ class Grams:
     zy: np.ndarray  # [B, P]
     yy: np.ndarray  # [B]
     rows: np.ndarray  # [B]
+
+
+def precision_weights(value: np.ndarray, residual: np.ndarray, bins: int = PRECISION_BINS) -> np.ndarray:
+    """Per row ``1 / var(residual | value)``, scaled to mean 1: the residual's variance as a function of
+    the baseline's value, estimated by its mean square in ``bins`` quantile bins of ``value``.
+
+    Why: the residual's noise differs by orders of magnitude between calm and busy states (elevator
+    down-peak: std 0.003 where the baseline says the next minutes cost little, 0.09 in the busiest
+    states; docs/algorithm.md, "Calm rows and busy rows"). Least squares with equal weights lets the
+    busy rows' noise set the estimate's variance; weighting each row by the inverse of its noise
+    variance is the efficient (generalised least squares) fit. The weight depends on the baseline's
+    value only, never on the action, so the regression's orthogonality is kept."""
+    value, residual = np.asarray(value, np.float64), np.asarray(residual, np.float64)
+    if len(value) == 0:
+        return np.ones(0)
+    edges = np.quantile(value, np.linspace(0.0, 1.0, bins + 1)[1:-1])
+    which = np.searchsorted(edges, value, side="right")
+    square = np.bincount(which, residual**2, minlength=bins)
+    count = np.bincount(which, minlength=bins)
+    var = square / np.maximum(count, 1)
+    floor = max(float(np.mean(residual**2)) * 1e-4, 1e-30)  # a bin of exact zeros gets no infinite weight
+    w = 1.0 / np.maximum(var[which], floor)
+    return w / w.mean()
 
 
 def block_grams(
