@@ -5,6 +5,8 @@
         --set baseline_inputs=state+exogenous
     .venv/bin/python bench/linear_heads.py --behaviour etd@exp=1 --features obs+ordinal --parts 2 \
         --set baseline_inputs=state+exogenous      # does the per-floor stop effect replicate across logs?
+    .venv/bin/python bench/linear_heads.py --behaviour etd@exp=1 --features obs+ordinal obs --stop-effects \
+        --weights precision --noise-by-value --set baseline_inputs=state+exogenous   # rows weighted by their noise
 
 The log is bench/advantage_truth.py's of ``--behaviour`` (300 episodes of ``etd@exp=0.2`` by default, or of
 ``etd@exp=1``: the p = 1 log of docs/algorithm.md, "Linear heads, and a log with more randomised decisions"),
@@ -35,7 +37,10 @@ The bench fits one model for all cars (the trainer's prior); it needs the truth 
 bench/heads_holdout.py. ``--stop-effects`` adds, per floor, the fit's effect of stopping against going on
 for an empty car moving up (where the log says to park; docs/algorithm.md, "Where the down-peak gain
 comes from"). Feature sets with ``+rel`` add where the other cars are relative to the deciding floor
-(``relative``), ``+rel+dfx`` those counts per decision floor.
+(``relative``), ``+rel+dfx`` those counts per decision floor. ``--weights precision`` weights each row by
+1 / the residual's variance given the baseline's value (``adv_weights = "precision"``), and
+``--noise-by-value`` prints that variance by value beside the simulator's own noise (docs/algorithm.md,
+"Calm rows and busy rows").
 """
 
 from __future__ import annotations
@@ -119,6 +124,19 @@ def main() -> None:
         "(baseline included), printing how far the per-floor stop effect moves from part to part",
     )
     p.add_argument(
+        "--weights",
+        choices=("none", "precision"),
+        default="none",
+        help="row weights of the fit: none, or 1 / the residual's variance given the baseline's value "
+        "(linear_heads.precision_weights: generalised least squares)",
+    )
+    p.add_argument(
+        "--noise-by-value",
+        action="store_true",
+        help="also print the residual's std at idle cars' random rows by bins of the baseline's value, beside "
+        "the noise of one spell's return given the whole simulator state (bench/parking_truth.py's raw file)",
+    )
+    p.add_argument(
         "--stop-effects",
         action="store_true",
         help="also print, per floor, the chosen fit's effect of stopping against continuing for an empty car "
@@ -142,26 +160,30 @@ def main() -> None:
     log = advantage_truth.collect_log(log, args.episodes, 2, behaviour=args.behaviour)
     data = load_log(log)
     if args.parts:
-        replication(data, config, args.parts, args.features[0], args.folds)
+        replication(data, config, args.parts, args.features[0], args.folds, args.weights)
         return
     algo.setup(data, None)
     fit = algo.prepare_residuals()
     d = algo.data
-    obs, agents, acts, e, y, fold = random_rows(algo, args.folds)
+    obs, agents, acts, e, y, fold, value = random_rows(algo, args.folds)
+    w = row_weights(args.weights, value, y)
     mean, std = obs.mean(0), obs.std(0)
     std[std < 1e-6] = 1.0
     n_episodes = int(d.episode.max()) + 1
     print(
         f"{n_episodes} episodes, value r2 {fit['value_r2']:.3f}, residual std {y.std():.4f}, "
-        f"{len(y):,} random rows [{time.time() - t0:.0f}s]"
+        f"{len(y):,} random rows, weights {args.weights} (effective rows {len(w) * w.mean() ** 2 / (w**2).mean():,.0f}) "
+        f"[{time.time() - t0:.0f}s]"
     )
+    if args.noise_by_value:
+        noise_by_value(obs, value, y, float(d.reward_scale))
     s_obs = np.stack([s["obs"] for s in light]).astype(np.float64)
     s_agent = np.array([s["agent"] for s in light])
     n_act = e.shape[-1]
     for kind in args.features:
         x = features(kind, obs, agents, mean, std, d.n_agents)
         # the trainer's normal equations (trainer/algos/linear_heads.py) with one block per fold
-        g = linear_heads.block_grams(x, acts, e, y, np.ones(len(y)), fold, n_blocks=args.folds)
+        g = linear_heads.block_grams(x, acts, e, y, w, fold, n_blocks=args.folds)
         _, gains = linear_heads.choose_ridge(g, folds=args.folds, ridges=RIDGES)
         best = None
         print(f"\n{kind}: {g.zz.shape[1]} coefficients")
@@ -182,12 +204,45 @@ def main() -> None:
         )
         if args.stop_effects:
             rel = relative(obs, d.n_agents) if "+rel" in kind else None
-            print_stop_effects(x, obs, e, g, best[1], args.folds, linear_heads, rel)
+            print_stop_effects(x, obs, e, g, best[1], args.folds, linear_heads, rel, float(d.reward_scale))
+
+
+VALUE_BINS = (-np.inf, -0.2, -0.1, -0.05, -0.02, -0.01, -0.005, np.inf)  # raw reward units
+
+
+def noise_by_value(obs: np.ndarray, value: np.ndarray, residual: np.ndarray, scale: float) -> None:
+    """The residual's std at the random rows of idle cars (where parking starts), by the baseline's value,
+    next to bench/parking_truth.py's noise of a spell's return at states of that value when the whole
+    simulator state is known (its raw file; RMS over floors and states): how far the log's baseline is
+    from the best any baseline could do, calm state by busy state. Raw reward units."""
+    raw = ROOT / "bench" / ".cache" / "parking_truth_raw.npz"
+    q = np.load(raw)["q"] if raw.exists() else None
+    idle = obs[:, 4] > 0.5
+    v, r = value * scale, residual * scale
+    print("\nresidual std at idle cars' random rows by the baseline's value (raw units)")
+    print("  value in          rows   residual std | truth states  noise, state known")
+    for lo, hi in zip(VALUE_BINS[:-1], VALUE_BINS[1:], strict=True):
+        sel = idle & (v > lo) & (v <= hi)
+        line = (
+            f"  ({lo:>6}, {hi:>6}] {sel.sum():>8,}   {r[sel].std() if sel.sum() > 1 else np.nan:.4f}      |"
+        )
+        if q is not None:
+            states = (q.mean((1, 2)) > lo) & (q.mean((1, 2)) <= hi)
+            noise = np.sqrt((q[states].std(2, ddof=1) ** 2).mean()) if states.any() else np.nan
+            line += f" {states.sum():>5}         {noise:.4f}"
+        print(line)
+
+
+def row_weights(kind: str, value: np.ndarray, residual: np.ndarray) -> np.ndarray:
+    from trainer.algos import linear_heads
+
+    return linear_heads.precision_weights(value, residual) if kind == "precision" else np.ones(len(residual))
 
 
 def random_rows(algo, folds: int):
     """The (row, agent) pairs whose logged action was random, after ``prepare_residuals``: their own
-    observation, action, propensities and residual, and a fold of whole episodes for each."""
+    observation, action, propensities and residual, a fold of whole episodes for each, and the
+    baseline's value there (the return minus the residual)."""
     d = algo.data
     e_all = algo.propensity_all.numpy().astype(np.float64)
     acts = d.actions.numpy()
@@ -197,7 +252,8 @@ def random_rows(algo, folds: int):
     n_episodes = int(d.episode.max()) + 1
     fold = np.random.default_rng(0).permutation(n_episodes)[d.episode.numpy()[rows]] % folds
     obs = d.obs.numpy()[rows, agents].astype(np.float64)
-    return obs, agents, acts[rows, agents], e_all[rows, agents], y, fold
+    value = d.returns.numpy()[rows].astype(np.float64) - y
+    return obs, agents, acts[rows, agents], e_all[rows, agents], y, fold, value
 
 
 def crossing_up_empty(obs: np.ndarray, e: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -217,7 +273,7 @@ def truth_stop_effects(reward_scale: float) -> np.ndarray | None:
     return np.array([q[f] - q[f + 1 :].mean() for f in range(len(q) - 1)])
 
 
-def replication(data, config, parts: int, kind: str, folds: int) -> None:
+def replication(data, config, parts: int, kind: str, folds: int, weights: str = "none") -> None:
     """Split the log's episodes into ``parts`` disjoint logs and run the whole estimate on each (baseline,
     ridge choice and fit): how far the per-floor stop effect moves from one log to another, and whether
     each part ranks the floors as the parking truth does."""
@@ -238,11 +294,11 @@ def replication(data, config, parts: int, kind: str, folds: int) -> None:
         algo.setup(part, None)
         algo.prepare_residuals()
         scale = float(algo.data.reward_scale)
-        obs, agents, acts, e, y, fold = random_rows(algo, folds)
+        obs, agents, acts, e, y, fold, value = random_rows(algo, folds)
         mean, std = obs.mean(0), obs.std(0)
         std[std < 1e-6] = 1.0
         x = features(kind, obs, agents, mean, std, algo.data.n_agents)
-        g = linear_heads.block_grams(x, acts, e, y, np.ones(len(y)), fold, n_blocks=folds)
+        g = linear_heads.block_grams(x, acts, e, y, row_weights(weights, value, y), fold, n_blocks=folds)
         ridge, _ = linear_heads.choose_ridge(g, folds=folds, ridges=RIDGES)
         fitted = x @ linear_heads.solve(g.zz.sum(0), g.zy.sum(0), ridge).reshape(e.shape[1], -1).T
         sel, floor = crossing_up_empty(obs, e)
@@ -276,9 +332,12 @@ EPISODE_ARRAYS = (
 )  # fmt: skip
 
 
-def print_stop_effects(x, obs, e, g, ridge: float, folds: int, linear_heads, rel=None) -> None:
+def print_stop_effects(
+    x, obs, e, g, ridge: float, folds: int, linear_heads, rel=None, scale: float = 1.0
+) -> None:
     """Per floor: mean fitted A(STOP) - A(CONTINUE) over the rows where an empty car moving up crosses it
-    and the behaviour might do either, and its jackknife SE (each fold's rows left out in turn)."""
+    and the behaviour might do either, and its jackknife SE (each fold's rows left out in turn); then the
+    correlation over floors with the parking truth's per-floor effect, if its file exists."""
     n_act = e.shape[1]
     full = x @ linear_heads.solve(g.zz.sum(0), g.zy.sum(0), ridge).reshape(n_act, -1).T
     leave_out = []
@@ -288,11 +347,12 @@ def print_stop_effects(x, obs, e, g, ridge: float, folds: int, linear_heads, rel
         leave_out.append(x @ theta.reshape(n_act, -1).T)
     crossing, floor = crossing_up_empty(obs, e)
     print("  stop - continue, empty car moving up (x 1e-3; jackknife SE; rows; behaviour's P(stop)):")
+    effects = {}
     for f in range(1, FLOORS - 1):
         sel = crossing & (floor == f)
         if not sel.any():
             continue
-        effect = 1e3 * (full[sel, 1] - full[sel, 0]).mean()
+        effect = effects[f] = 1e3 * (full[sel, 1] - full[sel, 0]).mean()
         parts = np.array([1e3 * (a[sel, 1] - a[sel, 0]).mean() for a in leave_out])
         se = np.sqrt((folds - 1) / folds * ((parts - parts.mean()) ** 2).sum())
         print(f"    floor {f}: {effect:+.2f} ({se:.2f}); {sel.sum():,} rows; {e[sel, 1].mean():.2f}")
@@ -307,6 +367,11 @@ def print_stop_effects(x, obs, e, g, ridge: float, folds: int, linear_heads, rel
                     ps = np.array([1e3 * (a[sub, 1] - a[sub, 0]).mean() for a in leave_out])
                     se_ = np.sqrt((folds - 1) / folds * ((ps - ps.mean()) ** 2).sum())
                     print(f"      {name}: {eff:+.2f} ({se_:.2f}); {sub.sum():,} rows")
+    truth = truth_stop_effects(scale)
+    if truth is not None and len(effects) > 2:
+        floors = sorted(effects)
+        corr = np.corrcoef([effects[f] for f in floors], truth[floors])[0, 1]
+        print(f"  correlation over floors with the parking truth's per-floor effect: {corr:+.2f}")
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/parking_truth.py                      # 40 held-out spell starts, 32 futures, ~10 min
     .venv/bin/python bench/parking_truth.py --states 20 --futures 16
+    .venv/bin/python bench/parking_truth.py --reuse-raw           # the summary again from the saved returns
 
 The logged experiment ``etd@exp=1`` draws one parking floor at the start of every idle spell
 (envs/elevator/experiment.py), and the learner sees it as a chain of per-floor stop/continue decisions.
@@ -40,6 +41,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 BEHAVIOUR = "etd@exp=1"
+ENV = "elevator:cb10x4:downpeak"
 
 
 def parked_rollout(job) -> float:
@@ -69,6 +71,34 @@ def other_idle_floors(snap) -> list[float]:
     ]
 
 
+def spells_per_episode(seeds) -> float:
+    """Idle spells the experiment opens per episode (each draws a parking floor), over ``seeds``."""
+    from envs.controllers import build_controller
+    from envs.registry import make_env
+    from trainer.rollout import action_rng
+
+    counts = []
+    for seed in seeds:
+        env, ctl = make_env(ENV), build_controller(ENV, BEHAVIOUR)
+        obs, infos = env.reset(seed=seed)
+        ctl.reset(env, seed)
+        rng, opened = action_rng(seed), 0
+        while env.agents:
+            before = [s is None for s in ctl.spells]
+            actions, _ = ctl.act(env, obs, infos, rng)
+            opened += sum(b and s is not None for b, s in zip(before, ctl.spells, strict=True))
+            obs, _, _, _, infos = env.step(actions)
+        counts.append(opened)
+    return float(np.mean(counts))
+
+
+def episodes_needed(sd_profile: float, noise: float, spells: float, floors: int, corr: float) -> float:
+    """Episodes for an unbiased per-floor mean with residual ``noise`` per spell to correlate ``corr``
+    (in expectation) with a floor profile of spread ``sd_profile``: corr^2 = var / (var + SE^2)."""
+    se = sd_profile * np.sqrt(1.0 / corr**2 - 1.0)
+    return (noise / se) ** 2 * floors / spells
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--states", type=int, default=40)
@@ -78,6 +108,17 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--reward-scale", type=float, help="divide returns by it (default: 1, raw team reward)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "parking_truth.json")
+    p.add_argument(
+        "--raw",
+        type=Path,
+        default=ROOT / "bench" / ".cache" / "parking_truth_raw.npz",
+        help="every rollout's return, [states, floors, futures], for analyses after the run",
+    )
+    p.add_argument(
+        "--reuse-raw",
+        action="store_true",
+        help="take the returns from --raw (an earlier run's, same states and futures) instead of simulating again",
+    )
     args = p.parse_args()
     import advantage_truth
     from tqdm.auto import tqdm
@@ -109,9 +150,18 @@ def main() -> None:
         for f in range(floors)
         for r in range(args.futures)
     ]
-    with ProcessPoolExecutor(args.workers, mp_context=get_context("fork")) as pool:
-        values = list(tqdm(pool.map(parked_rollout, jobs, chunksize=4), total=len(jobs), desc="rollouts"))
-    q = np.array(values).reshape(len(snaps), floors, args.futures) / (args.reward_scale or 1.0)
+    if args.reuse_raw:
+        q = np.load(args.raw)["q"]
+        if q.shape != (len(snaps), floors, args.futures):
+            raise SystemExit(
+                f"{args.raw} holds {q.shape}, not ({len(snaps)}, {floors}, {args.futures}): run without --reuse-raw"
+            )
+    else:
+        with ProcessPoolExecutor(args.workers, mp_context=get_context("fork")) as pool:
+            values = list(tqdm(pool.map(parked_rollout, jobs, chunksize=4), total=len(jobs), desc="rollouts"))
+        q = np.array(values).reshape(len(snaps), floors, args.futures) / (args.reward_scale or 1.0)
+        args.raw.parent.mkdir(parents=True, exist_ok=True)
+        np.savez_compressed(args.raw, q=q)
     print(f"{len(snaps)} spell starts x {floors} floors x {args.futures} futures [{time.time() - t0:.0f}s]")
 
     centred = q - q.mean(1, keepdims=True)  # per future: each floor against the state's mean over floors
@@ -139,6 +189,26 @@ def main() -> None:
             f"distance of the best floor from the nearest idle teammate: {np.mean(near_best):.2f} floors, "
             f"against {np.mean(near_random):.2f} for a uniform floor ({len(near_best)} states with an idle teammate)"
         )
+    # The noise one spell's outcome carries: around its state's mean (the state known), and around its
+    # future's mean over floors (the arrivals to come known too); root mean square over states and floors
+    # (what a mean over spells pays; the noise grows with how busy the state is, so the median is lower).
+    noise_state = float(np.sqrt((q.std(2, ddof=1) ** 2).mean()))
+    noise_future = float(np.sqrt((centred.std(2, ddof=1) ** 2).mean()))
+    spells = spells_per_episode(tuning_seeds(args.tuning_episodes))
+    sd_profile = float(pooled.std(ddof=1))
+    print(
+        f"one spell's return: spread {noise_state:.3g} around its state's mean, {noise_future:.3g} around its "
+        f"future's mean over floors; {spells:.0f} spell starts per episode; the pooled profile's spread over "
+        f"floors {sd_profile:.3g}"
+    )
+    needed = {
+        name: {str(r): episodes_needed(sd_profile, noise, spells, floors, r) for r in (0.5, 0.8, 0.9)}
+        for name, noise in (("state known", noise_state), ("state and arrivals known", noise_future))
+    }
+    print("episodes of the experiment for an unbiased floor profile to correlate r with the truth")
+    print("  baseline knows                 r = 0.5   r = 0.8   r = 0.9")
+    for name, row in needed.items():
+        print(f"  {name:<30}" + "".join(f"{row[r]:>9.0f} " for r in row))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
@@ -151,6 +221,11 @@ def main() -> None:
                 "best_counts": np.bincount(best, minlength=floors).tolist(),
                 "median_spread": float(np.median(spread)),
                 "median_se": float(np.median(se)),
+                "noise_state": noise_state,
+                "noise_future": noise_future,
+                "spells_per_episode": spells,
+                "profile_spread": sd_profile,
+                "episodes_needed": needed,
             },
             indent=2,
         )
