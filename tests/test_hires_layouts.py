@@ -74,3 +74,35 @@ def test_interleaved_string_ids_and_wide_channels_import_like_the_grouped_file(t
     assert table.equals(grouped)
     missing = [e["detector"] for e in card["findings"]["detectors_missing_from_config"]]
     assert [e["detector"] - shift for e in wide_card["findings"]["detectors_missing_from_config"]] == missing
+
+
+def test_devices_on_two_threads_write_the_same_bytes_as_one_after_another(tmp_path, two_devices, monkeypatch):
+    """importer.py imports devices on up to two threads, recording each one's card entries and
+    replaying them in device order: the log's files and the card must be those of the sequential import.
+    The devices differ (device 2 misses one detector channel and a stretch of its events), so their card
+    entries differ too."""
+    import trainer.hires.importer as importer
+
+    events, config = two_devices
+    device, param = events.column("DeviceId").to_numpy(), events.column("Parameter").to_numpy()
+    code = events.column("EventId").to_numpy()
+    channel = int(config.column("Parameter").to_numpy()[0])
+    drop = (device == 2) & ((code == 81) | (code == 82)) & (param == channel)
+    drop |= (device == 2) & (np.arange(len(device)) % 9 == 0)
+    events = events.filter(pa.array(~drop))
+    outputs = {}
+    for threads in (1, 2):
+        monkeypatch.setattr(importer, "MAX_THREADS", threads)
+        monkeypatch.setattr(importer.os, "cpu_count", lambda: 2)
+        folder = tmp_path / f"threads{threads}"
+        folder.mkdir()
+        pq.write_table(events, folder / "events.parquet")
+        pq.write_table(config, folder / "config.parquet")
+        card = import_hires(
+            [folder / "events.parquet"], folder / "config.parquet", None, folder / "log", ImportOptions()
+        )
+        (part,) = sorted((folder / "log" / "agent_steps").rglob("*.parquet"))
+        text = (folder / "log" / "hires_card.json").read_text().replace(str(folder), "<dir>")
+        outputs[threads] = part.read_bytes(), text, [w.replace(str(folder), "<dir>") for w in card.warnings()]
+    assert outputs[1] == outputs[2]
+    assert any("device=2" in w for w in outputs[2][2])  # device 2's own findings are in the card

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,6 +43,23 @@ REWARD = (
     "team reward: the devices' mean (no env_steps written: the reader derives it, and the state as all "
     "devices' observations concatenated)"
 )
+
+
+MAX_THREADS = 2  # devices imported at once (the kernels run without the GIL); bench/hires_import.py
+
+
+class _CardCalls:
+    """Stands in for the import card on a worker thread: records the calls, replayed later in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple, dict]] = []
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: self.calls.append((name, args, kwargs))
+
+    def replay(self, card: ImportCard) -> None:
+        for name, args, kwargs in self.calls:
+            getattr(card, name)(*args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -189,13 +207,30 @@ def _import_file(ev: Events, site: Site, options: ImportOptions, card: ImportCar
     actions = np.zeros((k, n), np.int32)
     masks = np.zeros((k, n, a_max), bool)
     rewards = np.zeros((k, n), np.float32)
-    for i, name in enumerate(site.devices):
-        dev = device_events(ev, name, site, card)
+
+    def one_device(i: int, name: str, device_card: ImportCard | _CardCalls) -> None:
+        dev = device_events(ev, name, site, device_card)
         _, a, m, r = device_steps(
             dev, t, first, options.delta_time, 0.0, a_max, options.min_green_s, obs=obs[:, i]
         )
         actions[:, i], masks[:, i], rewards[:, i] = a, m, r
-        card.decisions(name, a)
+        device_card.decisions(name, a)
+
+    workers = min(n, os.cpu_count() or 1, MAX_THREADS)
+    if workers < 2:
+        for i, name in enumerate(site.devices):
+            one_device(i, name, card)
+    else:
+        # Devices are independent: each writes its own column of the arrays above, and the compiled
+        # kernels and numpy's whole-array passes run without the GIL, so a second core (the readers
+        # use two) takes half the devices. The card's entries are recorded per device and replayed in
+        # device order, so the card and the log are the same bytes as one device after another.
+        calls = [_CardCalls() for _ in site.devices]
+        with ThreadPoolExecutor(workers, thread_name_prefix="hires-import") as pool:
+            done = [pool.submit(one_device, i, name, calls[i]) for i, name in enumerate(site.devices)]
+            for future, recorded in zip(done, calls, strict=True):
+                future.result()  # the first device (in order) that failed raises its error
+                recorded.replay(card)
     stem = ev.path.name.split(".")[0]
     names = pa.array([stem] if len(segments) == 1 else [f"{stem}~{j}" for j in range(len(segments))])
     seg_index = np.repeat(np.arange(len(segments)), [len(s) for s in segments])
