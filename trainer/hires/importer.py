@@ -203,7 +203,7 @@ def _import_file(ev: Events, site: Site, options: ImportOptions, card: ImportCar
     t = np.concatenate(segments)
     first = np.concatenate([np.arange(len(s)) == 0 for s in segments])
     n, k, a_max = len(site.devices), len(t), site.n_actions
-    obs = np.zeros((k, n, obs_width(a_max)), np.float32)
+    obs = np.zeros((n, k, obs_width(a_max)), np.float32)  # device-major: no cache line shared by two threads
     actions = np.zeros((k, n), np.int32)
     masks = np.zeros((k, n, a_max), bool)
     rewards = np.zeros((k, n), np.float32)
@@ -211,7 +211,7 @@ def _import_file(ev: Events, site: Site, options: ImportOptions, card: ImportCar
     def one_device(i: int, name: str, device_card: ImportCard | _CardCalls) -> None:
         dev = device_events(ev, name, site, device_card)
         _, a, m, r = device_steps(
-            dev, t, first, options.delta_time, 0.0, a_max, options.min_green_s, obs=obs[:, i]
+            dev, t, first, options.delta_time, 0.0, a_max, options.min_green_s, obs=obs[i]
         )
         actions[:, i], masks[:, i], rewards[:, i] = a, m, r
         device_card.decisions(name, a)
@@ -243,7 +243,7 @@ def _import_file(ev: Events, site: Site, options: ImportOptions, card: ImportCar
             "episode_id": names.take(np.repeat(seg_index, n)),
             "t": pa.array(np.repeat(step, n)),
             "agent_id": pa.array(site.devices, pa.string()).take(np.tile(np.arange(n), k)),
-            "obs": list_column(obs.reshape(rows, -1), pa.float32()),
+            "obs": list_column(obs.transpose(1, 0, 2).reshape(rows, -1), pa.float32()),
             "action": pa.array(actions.reshape(-1)),
             "action_mask": list_column(masks.reshape(rows, -1), pa.bool_()),
             "reward": pa.array(rewards.reshape(-1)),
