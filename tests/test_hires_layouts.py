@@ -81,7 +81,7 @@ def test_devices_on_two_threads_write_the_same_bytes_as_one_after_another(tmp_pa
     replaying them in device order: the log's files and the card must be those of the sequential import.
     The devices differ (device 2 misses one detector channel and a stretch of its events), so their card
     entries differ too."""
-    import trainer.hires.importer as importer
+    from trainer.hires import threads as hires_threads
 
     events, config = two_devices
     device, param = events.column("DeviceId").to_numpy(), events.column("Parameter").to_numpy()
@@ -92,8 +92,8 @@ def test_devices_on_two_threads_write_the_same_bytes_as_one_after_another(tmp_pa
     events = events.filter(pa.array(~drop))
     outputs = {}
     for threads in (1, 2):
-        monkeypatch.setattr(importer, "MAX_THREADS", threads)
-        monkeypatch.setattr(importer.os, "cpu_count", lambda: 2)
+        monkeypatch.setattr(hires_threads, "MAX_THREADS", threads)
+        monkeypatch.setattr(hires_threads.os, "cpu_count", lambda: 2)
         folder = tmp_path / f"threads{threads}"
         folder.mkdir()
         pq.write_table(events, folder / "events.parquet")

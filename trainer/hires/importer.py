@@ -22,6 +22,7 @@ import pyarrow as pa
 
 from contract.logformat import LogMeta, LogWriter, list_column
 from envs.traffic.detectors import obs_width
+from trainer.hires import threads
 from trainer.hires.card import ImportCard
 from trainer.hires.decisions import (
     BEGIN_GREEN,
@@ -43,9 +44,6 @@ REWARD = (
     "team reward: the devices' mean (no env_steps written: the reader derives it, and the state as all "
     "devices' observations concatenated)"
 )
-
-
-MAX_THREADS = 2  # devices imported at once (the kernels run without the GIL); bench/hires_import.py
 
 
 class _CardCalls:
@@ -216,7 +214,7 @@ def _import_file(ev: Events, site: Site, options: ImportOptions, card: ImportCar
         actions[:, i], masks[:, i], rewards[:, i] = a, m, r
         device_card.decisions(name, a)
 
-    workers = min(n, os.cpu_count() or 1, MAX_THREADS)
+    workers = threads.workers(n)
     if workers < 2:
         for i, name in enumerate(site.devices):
             one_device(i, name, card)
