@@ -9,8 +9,6 @@ scanned for order, silences and its greens' phases by one compiled pass (trainer
 from __future__ import annotations
 
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -63,11 +61,13 @@ def read_events(path: Path, card: ImportCard, max_gap: float) -> Events:
 
     # The devices' scans on up to two threads (compiled, without the GIL) while this one counts the
     # codes for the card; results are taken in device order, so nothing depends on the threads.
-    workers = threads.workers(len(slices))
-    with ThreadPoolExecutor(workers) if workers > 1 else nullcontext() as pool:
-        scans = [pool.submit(scan, lo, hi) for _, lo, hi in slices] if pool else None
+    if threads.workers(len(slices)) > 1:
+        pending = [threads.pool().submit(scan, lo, hi) for _, lo, hi in slices]
         card.count_codes(path, all_codes)
-        scans = [f.result() for f in scans] if scans else [scan(lo, hi) for _, lo, hi in slices]
+        scans = [f.result() for f in pending]
+    else:
+        card.count_codes(path, all_codes)
+        scans = [scan(lo, hi) for _, lo, hi in slices]
     devices, greens, late_times, ends, gaps = {}, {}, [], [], None
     for (name, lo, hi), scanned in zip(slices, scans, strict=True):
         t, c, p = ts[lo:hi], code[lo:hi], param[lo:hi]

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import shutil
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -214,8 +213,7 @@ def _import_file(ev: Events, site: Site, options: ImportOptions, card: ImportCar
         actions[:, i], masks[:, i], rewards[:, i] = a, m, r
         device_card.decisions(name, a)
 
-    workers = threads.workers(n)
-    if workers < 2:
+    if threads.workers(n) < 2:
         for i, name in enumerate(site.devices):
             one_device(i, name, card)
     else:
@@ -224,11 +222,14 @@ def _import_file(ev: Events, site: Site, options: ImportOptions, card: ImportCar
         # use two) takes half the devices. The card's entries are recorded per device and replayed in
         # device order, so the card and the log are the same bytes as one device after another.
         calls = [_CardCalls() for _ in site.devices]
-        with ThreadPoolExecutor(workers, thread_name_prefix="hires-import") as pool:
-            done = [pool.submit(one_device, i, name, calls[i]) for i, name in enumerate(site.devices)]
+        done = [threads.pool().submit(one_device, i, name, calls[i]) for i, name in enumerate(site.devices)]
+        try:
             for future, recorded in zip(done, calls, strict=True):
                 future.result()  # the first device (in order) that failed raises its error
                 recorded.replay(card)
+        finally:
+            for future in done:  # an error leaves no device running behind it
+                future.cancel() or future.exception()
     stem = ev.path.name.split(".")[0]
     names = pa.array([stem] if len(segments) == 1 else [f"{stem}~{j}" for j in range(len(segments))])
     seg_index = np.repeat(np.arange(len(segments)), [len(s) for s in segments])
