@@ -106,3 +106,19 @@ def test_devices_on_two_threads_write_the_same_bytes_as_one_after_another(tmp_pa
         outputs[threads] = part.read_bytes(), text, [w.replace(str(folder), "<dir>") for w in card.warnings()]
     assert outputs[1] == outputs[2]
     assert any("device=2" in w for w in outputs[2][2])  # device 2's own findings are in the card
+
+
+def test_a_forked_child_starts_its_own_thread_pool():
+    """The import keeps one pool for the process (trainer/hires/threads.py); a forked child has none of
+    its threads, so it must not reuse it (its tasks would never run)."""
+    import os
+
+    from trainer.hires import threads
+
+    assert threads.pool() is threads.pool()
+    pid = os.fork()
+    if pid == 0:  # the child: a fresh pool that runs tasks
+        os._exit(
+            0 if threads._pool is None and threads.pool().submit(int, "7").result(timeout=10) == 7 else 1
+        )
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0

@@ -10,11 +10,13 @@ event import").
 from __future__ import annotations
 
 import os
+import threading
 from concurrent.futures import ThreadPoolExecutor
 
-MAX_THREADS = 2  # more buys nothing measurable for a handful of devices and costs CPU per thread
+MAX_THREADS = 2  # as many as the readers the import is compared with use (bench/hires_import.py)
 
 _pool: ThreadPoolExecutor | None = None
+_lock = threading.Lock()
 
 
 def workers(tasks: int) -> int:
@@ -26,15 +28,16 @@ def pool() -> ThreadPoolExecutor:
     """One pool for the process, started on first use and kept: starting two threads per import and
     joining them cost about 2 ms of CPU per bench import (docs/benchmarks.md). Idle threads cost nothing."""
     global _pool
-    if _pool is None:
-        _pool = ThreadPoolExecutor(MAX_THREADS, thread_name_prefix="hires-import")
-    return _pool
+    with _lock:  # imports running at once on several threads share it (tasks never wait on tasks)
+        if _pool is None:
+            _pool = ThreadPoolExecutor(MAX_THREADS, thread_name_prefix="hires-import")
+        return _pool
 
 
 def _forget_pool() -> None:
     """A forked child has none of the parent's threads: it starts its own pool if it needs one."""
-    global _pool
-    _pool = None
+    global _pool, _lock
+    _pool, _lock = None, threading.Lock()
 
 
 os.register_at_fork(after_in_child=_forget_pool)
