@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from contract.logformat import LogMeta, LogWriter, list_column
 from envs.traffic.detectors import obs_width
+from trainer.hires import threads
 from trainer.hires.card import ImportCard
 from trainer.hires.decisions import (
     BEGIN_GREEN,
@@ -42,6 +43,20 @@ REWARD = (
     "team reward: the devices' mean (no env_steps written: the reader derives it, and the state as all "
     "devices' observations concatenated)"
 )
+
+
+class _CardCalls:
+    """Stands in for the import card on a worker thread: records the calls, replayed later in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple, dict]] = []
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: self.calls.append((name, args, kwargs))
+
+    def replay(self, card: ImportCard) -> None:
+        for name, args, kwargs in self.calls:
+            getattr(card, name)(*args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -185,17 +200,36 @@ def _import_file(ev: Events, site: Site, options: ImportOptions, card: ImportCar
     t = np.concatenate(segments)
     first = np.concatenate([np.arange(len(s)) == 0 for s in segments])
     n, k, a_max = len(site.devices), len(t), site.n_actions
-    obs = np.zeros((k, n, obs_width(a_max)), np.float32)
+    obs = np.zeros((n, k, obs_width(a_max)), np.float32)  # device-major: no cache line shared by two threads
     actions = np.zeros((k, n), np.int32)
     masks = np.zeros((k, n, a_max), bool)
     rewards = np.zeros((k, n), np.float32)
-    for i, name in enumerate(site.devices):
-        dev = device_events(ev, name, site, card)
+
+    def one_device(i: int, name: str, device_card: ImportCard | _CardCalls) -> None:
+        dev = device_events(ev, name, site, device_card)
         _, a, m, r = device_steps(
-            dev, t, first, options.delta_time, 0.0, a_max, options.min_green_s, obs=obs[:, i]
+            dev, t, first, options.delta_time, 0.0, a_max, options.min_green_s, obs=obs[i]
         )
         actions[:, i], masks[:, i], rewards[:, i] = a, m, r
-        card.decisions(name, a)
+        device_card.decisions(name, a)
+
+    if threads.workers(n) < 2:
+        for i, name in enumerate(site.devices):
+            one_device(i, name, card)
+    else:
+        # Devices are independent: each writes its own column of the arrays above, and the compiled
+        # kernels and numpy's whole-array passes run without the GIL, so a second core (the readers
+        # use two) takes half the devices. The card's entries are recorded per device and replayed in
+        # device order, so the card and the log are the same bytes as one device after another.
+        calls = [_CardCalls() for _ in site.devices]
+        done = [threads.pool().submit(one_device, i, name, calls[i]) for i, name in enumerate(site.devices)]
+        try:
+            for future, recorded in zip(done, calls, strict=True):
+                future.result()  # the first device (in order) that failed raises its error
+                recorded.replay(card)
+        finally:
+            for future in done:  # an error leaves no device running behind it
+                future.cancel() or future.exception()
     stem = ev.path.name.split(".")[0]
     names = pa.array([stem] if len(segments) == 1 else [f"{stem}~{j}" for j in range(len(segments))])
     seg_index = np.repeat(np.arange(len(segments)), [len(s) for s in segments])
@@ -208,7 +242,7 @@ def _import_file(ev: Events, site: Site, options: ImportOptions, card: ImportCar
             "episode_id": names.take(np.repeat(seg_index, n)),
             "t": pa.array(np.repeat(step, n)),
             "agent_id": pa.array(site.devices, pa.string()).take(np.tile(np.arange(n), k)),
-            "obs": list_column(obs.reshape(rows, -1), pa.float32()),
+            "obs": list_column(obs.transpose(1, 0, 2).reshape(rows, -1), pa.float32()),
             "action": pa.array(actions.reshape(-1)),
             "action_mask": list_column(masks.reshape(rows, -1), pa.bool_()),
             "reward": pa.array(rewards.reshape(-1)),
