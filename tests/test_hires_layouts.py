@@ -77,8 +77,9 @@ def test_interleaved_string_ids_and_wide_channels_import_like_the_grouped_file(t
 
 
 def test_devices_on_two_threads_write_the_same_bytes_as_one_after_another(tmp_path, two_devices, monkeypatch):
-    """importer.py imports devices on up to two threads, recording each one's card entries and
-    replaying them in device order: the log's files and the card must be those of the sequential import.
+    """importer.py imports devices on up to two threads, each writing its own part file and recording its
+    card entries for replay in device order: the log's files and the card must be those of the sequential
+    import.
     The devices differ (device 2 misses one detector channel and a stretch of its events), so their card
     entries differ too."""
     from trainer.hires import threads as hires_threads
@@ -101,9 +102,11 @@ def test_devices_on_two_threads_write_the_same_bytes_as_one_after_another(tmp_pa
         card = import_hires(
             [folder / "events.parquet"], folder / "config.parquet", None, folder / "log", ImportOptions()
         )
-        (part,) = sorted((folder / "log" / "agent_steps").rglob("*.parquet"))
+        parts = sorted((folder / "log" / "agent_steps").rglob("*.parquet"))
+        files = {str(p.relative_to(folder)): p.read_bytes() for p in parts}
         text = (folder / "log" / "hires_card.json").read_text().replace(str(folder), "<dir>")
-        outputs[threads] = part.read_bytes(), text, [w.replace(str(folder), "<dir>") for w in card.warnings()]
+        outputs[threads] = files, text, [w.replace(str(folder), "<dir>") for w in card.warnings()]
+    assert len(outputs[1][0]) == 2  # a part file per device, named by the device's index
     assert outputs[1] == outputs[2]
     assert any("device=2" in w for w in outputs[2][2])  # device 2's own findings are in the card
 
