@@ -74,3 +74,54 @@ def test_interleaved_string_ids_and_wide_channels_import_like_the_grouped_file(t
     assert table.equals(grouped)
     missing = [e["detector"] for e in card["findings"]["detectors_missing_from_config"]]
     assert [e["detector"] - shift for e in wide_card["findings"]["detectors_missing_from_config"]] == missing
+
+
+def test_devices_on_two_threads_write_the_same_bytes_as_one_after_another(tmp_path, two_devices, monkeypatch):
+    """importer.py imports devices on up to two threads, each writing its own part file and recording its
+    card entries for replay in device order: the log's files and the card must be those of the sequential
+    import.
+    The devices differ (device 2 misses one detector channel and a stretch of its events), so their card
+    entries differ too."""
+    from trainer.hires import threads as hires_threads
+
+    events, config = two_devices
+    device, param = events.column("DeviceId").to_numpy(), events.column("Parameter").to_numpy()
+    code = events.column("EventId").to_numpy()
+    channel = int(config.column("Parameter").to_numpy()[0])
+    drop = (device == 2) & ((code == 81) | (code == 82)) & (param == channel)
+    drop |= (device == 2) & (np.arange(len(device)) % 9 == 0)
+    events = events.filter(pa.array(~drop))
+    outputs = {}
+    for threads in (1, 2):
+        monkeypatch.setattr(hires_threads, "MAX_THREADS", threads)
+        monkeypatch.setattr(hires_threads.os, "cpu_count", lambda: 2)
+        folder = tmp_path / f"threads{threads}"
+        folder.mkdir()
+        pq.write_table(events, folder / "events.parquet")
+        pq.write_table(config, folder / "config.parquet")
+        card = import_hires(
+            [folder / "events.parquet"], folder / "config.parquet", None, folder / "log", ImportOptions()
+        )
+        parts = sorted((folder / "log" / "agent_steps").rglob("*.parquet"))
+        files = {str(p.relative_to(folder)): p.read_bytes() for p in parts}
+        text = (folder / "log" / "hires_card.json").read_text().replace(str(folder), "<dir>")
+        outputs[threads] = files, text, [w.replace(str(folder), "<dir>") for w in card.warnings()]
+    assert len(outputs[1][0]) == 2  # a part file per device, named by the device's index
+    assert outputs[1] == outputs[2]
+    assert any("device=2" in w for w in outputs[2][2])  # device 2's own findings are in the card
+
+
+def test_a_forked_child_starts_its_own_thread_pool():
+    """The import keeps one pool for the process (trainer/hires/threads.py); a forked child has none of
+    its threads, so it must not reuse it (its tasks would never run)."""
+    import os
+
+    from trainer.hires import threads
+
+    assert threads.pool() is threads.pool()
+    pid = os.fork()
+    if pid == 0:  # the child: a fresh pool that runs tasks
+        os._exit(
+            0 if threads._pool is None and threads.pool().submit(int, "7").result(timeout=10) == 7 else 1
+        )
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0

@@ -21,6 +21,7 @@ import pyarrow as pa
 
 from contract.logformat import LogMeta, LogWriter, list_column
 from envs.traffic.detectors import obs_width
+from trainer.hires import threads
 from trainer.hires.card import ImportCard
 from trainer.hires.decisions import (
     BEGIN_GREEN,
@@ -42,6 +43,20 @@ REWARD = (
     "team reward: the devices' mean (no env_steps written: the reader derives it, and the state as all "
     "devices' observations concatenated)"
 )
+
+
+class _CardCalls:
+    """Stands in for the import card on a worker thread: records the calls, replayed later in order."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, tuple, dict]] = []
+
+    def __getattr__(self, name: str):
+        return lambda *args, **kwargs: self.calls.append((name, args, kwargs))
+
+    def replay(self, card: ImportCard) -> None:
+        for name, args, kwargs in self.calls:
+            getattr(card, name)(*args, **kwargs)
 
 
 @dataclass(frozen=True)
@@ -160,9 +175,14 @@ def import_hires(
     staging = out.parent / f".{out.name}.importing-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     try:
-        with LogWriter(staging, meta, site="hires", writer_id="import") as writer:
-            for ev in parsed:
-                _import_file(ev, site, options, card, writer)
+        # One writer per device, so each device's part files are written on the thread that computed
+        # them, while others compute (pyarrow writes without the GIL); the names are the device's
+        # index, so the files are the same whichever thread finished first.
+        writers = [
+            LogWriter(staging, meta, site="hires", writer_id=f"import{i}") for i in range(len(site.devices))
+        ]
+        for ev in parsed:
+            _import_file(ev, site, options, card, writers)
         card.write(staging / "hires_card.json")
         if out.exists():
             out.rmdir()
@@ -173,7 +193,9 @@ def import_hires(
     return card
 
 
-def _import_file(ev: Events, site: Site, options: ImportOptions, card: ImportCard, writer: LogWriter) -> None:
+def _import_file(
+    ev: Events, site: Site, options: ImportOptions, card: ImportCard, writers: list[LogWriter]
+) -> None:
     card.origin_us = ev.origin_us
     absent = [d for d in site.devices if d not in ev.devices]
     if absent:
@@ -185,43 +207,55 @@ def _import_file(ev: Events, site: Site, options: ImportOptions, card: ImportCar
     t = np.concatenate(segments)
     first = np.concatenate([np.arange(len(s)) == 0 for s in segments])
     n, k, a_max = len(site.devices), len(t), site.n_actions
-    obs = np.zeros((k, n, obs_width(a_max)), np.float32)
-    actions = np.zeros((k, n), np.int32)
-    masks = np.zeros((k, n, a_max), bool)
-    rewards = np.zeros((k, n), np.float32)
-    for i, name in enumerate(site.devices):
-        dev = device_events(ev, name, site, card)
-        _, a, m, r = device_steps(
-            dev, t, first, options.delta_time, 0.0, a_max, options.min_green_s, obs=obs[:, i]
-        )
-        actions[:, i], masks[:, i], rewards[:, i] = a, m, r
-        card.decisions(name, a)
     stem = ev.path.name.split(".")[0]
     names = pa.array([stem] if len(segments) == 1 else [f"{stem}~{j}" for j in range(len(segments))])
-    seg_index = np.repeat(np.arange(len(segments)), [len(s) for s in segments])
-    step = np.concatenate([np.arange(len(s)) for s in segments]).astype(np.int32)
-    last = np.r_[first[1:], True]
-    stamps = (ev.origin_us + np.round(t * 1e6).astype(np.int64)).astype("datetime64[us]")
-    rows = k * n
-    agent_steps = pa.table(
-        {
-            "episode_id": names.take(np.repeat(seg_index, n)),
-            "t": pa.array(np.repeat(step, n)),
-            "agent_id": pa.array(site.devices, pa.string()).take(np.tile(np.arange(n), k)),
-            "obs": list_column(obs.reshape(rows, -1), pa.float32()),
-            "action": pa.array(actions.reshape(-1)),
-            "action_mask": list_column(masks.reshape(rows, -1), pa.bool_()),
-            "reward": pa.array(rewards.reshape(-1)),
-            "terminated": pa.array(np.zeros(rows, bool)),
-            "truncated": pa.array(np.repeat(last, n)),
-            "behavior_prob": pa.nulls(rows, pa.float32()),
-            "controller": pa.repeat(pa.scalar(f"hires:{stem}"), rows),
-            "model_version": pa.nulls(rows, pa.string()),
-            "ts": pa.array(np.repeat(stamps, n)),
+    # what every device's rows share: a row per decision step
+    steps = {
+        "episode_id": names.take(np.repeat(np.arange(len(segments)), [len(s) for s in segments])),
+        "t": pa.array(np.concatenate([np.arange(len(s)) for s in segments]).astype(np.int32)),
+        "terminated": pa.array(np.zeros(k, bool)),
+        "truncated": pa.array(np.r_[first[1:], True]),
+        "behavior_prob": pa.nulls(k, pa.float32()),
+        "controller": pa.repeat(pa.scalar(f"hires:{stem}"), k),
+        "model_version": pa.nulls(k, pa.string()),
+        "ts": pa.array((ev.origin_us + np.round(t * 1e6).astype(np.int64)).astype("datetime64[us]")),
+    }
+
+    def one_device(i: int, name: str, device_card: ImportCard | _CardCalls) -> None:
+        dev = device_events(ev, name, site, device_card)
+        obs = np.zeros((k, obs_width(a_max)), np.float32)
+        _, a, m, r = device_steps(dev, t, first, options.delta_time, 0.0, a_max, options.min_green_s, obs=obs)
+        device_card.decisions(name, a)
+        rows = {
+            **steps,
+            "agent_id": pa.repeat(pa.scalar(name, pa.string()), k),
+            "obs": list_column(obs, pa.float32()),
+            "action": pa.array(a.astype(np.int32, copy=False)),
+            "action_mask": list_column(m, pa.bool_()),
+            "reward": pa.array(r.astype(np.float32, copy=False)),
         }
-    )
+        # No env_steps: its state would be exactly the joint observation, which the reader derives,
+        # and writing that second list<float> column cost about 20 ms of a 175 ms import
+        # (docs/benchmarks.md).
+        writers[i].add_tables(pa.table(rows), None)
+
+    if threads.workers(n) < 2:
+        for i, name in enumerate(site.devices):
+            one_device(i, name, card)
+    else:
+        # Devices are independent: each computes its own arrays and writes its own part file, and the
+        # compiled kernels, numpy's whole-array passes and pyarrow's writer run without the GIL, so a
+        # second core (the readers use two) takes half the devices. The card's entries are recorded
+        # per device and replayed in device order, so the card is the same bytes as one device after
+        # another.
+        calls = [_CardCalls() for _ in site.devices]
+        done = [threads.pool().submit(one_device, i, name, calls[i]) for i, name in enumerate(site.devices)]
+        try:
+            for future, recorded in zip(done, calls, strict=True):
+                future.result()  # the first device (in order) that failed raises its error
+                recorded.replay(card)
+        finally:
+            for future in done:  # an error leaves no device running behind it
+                future.cancel() or future.exception()
     card.episodes += len(segments)
     card.steps += k
-    # No env_steps: its state would be exactly the joint observation, which the reader derives, and
-    # writing that second list<float> column cost about 20 ms of a 175 ms import (docs/benchmarks.md).
-    writer.add_tables(agent_steps, None)

@@ -28,14 +28,14 @@ DETECTOR_OFF, DETECTOR_ON = 81, 82  # Indiana event codes: detector off, on
 MAX_SECONDS = 1 << 22  # between_loop_counts' per-second arrays (48 days); longer files take the numpy path
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _search(channel: int, known: np.ndarray, slot_of: np.ndarray, missing: int) -> int:
     """A channel outside the table: its slot among the sorted configured channels, else ``missing``."""
     at = np.searchsorted(known, channel)
     return slot_of[at] if at < len(known) and known[at] == channel else missing
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def group_events(
     micros: np.ndarray,
     origin: int,
@@ -100,7 +100,7 @@ def group_events(
     return times[:spare], states[:spare], params[1 : spare - skip], bounds[: n + 5]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def loop_features(
     times: np.ndarray,
     states: np.ndarray,
@@ -175,7 +175,7 @@ def loop_features(
     return on_after
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def between_loop_counts(
     times: np.ndarray,
     states: np.ndarray,
@@ -248,7 +248,7 @@ def between_loop_counts(
     return out
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def value_spans(
     values: np.ndarray, times: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -266,7 +266,7 @@ def value_spans(
     return seen, count[seen], earliest[seen], latest[seen]
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def scan_device(
     micros: np.ndarray,
     origin: int,
@@ -309,7 +309,7 @@ def scan_device(
     return ordered, n, end, starts[:gaps].copy(), ends[:gaps].copy(), np.unique(greens[:n_greens])
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def count_values(values: np.ndarray, size: int) -> tuple[bool, np.ndarray]:
     """How many times each of ``0 .. size - 1`` occurs in ``values`` (one pass), and whether every
     value lay in that range (if not, the counts are incomplete: count some other way)."""
@@ -321,7 +321,7 @@ def count_values(values: np.ndarray, size: int) -> tuple[bool, np.ndarray]:
     return True, counts
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def run_starts(key: np.ndarray) -> np.ndarray:
     """The rows where ``key`` differs from the row before (row 0 not included)."""
     starts = np.empty(len(key), np.int64)  # pages only touched as far as written
@@ -333,7 +333,7 @@ def run_starts(key: np.ndarray) -> np.ndarray:
     return starts[:n].copy()
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def phase_features(
     t: np.ndarray,
     green_ts: np.ndarray,
