@@ -125,9 +125,9 @@ def main() -> None:
     )
     p.add_argument(
         "--weights",
-        choices=("none", "precision"),
-        default="none",
-        help="row weights of the fit: none, or 1 / the residual's variance given the baseline's value "
+        choices=("equal", "precision"),
+        default="equal",
+        help="row weights of the fit: equal, or 1 / the residual's variance given the baseline's value "
         "(linear_heads.precision_weights: generalised least squares)",
     )
     p.add_argument(
@@ -273,7 +273,7 @@ def truth_stop_effects(reward_scale: float) -> np.ndarray | None:
     return np.array([q[f] - q[f + 1 :].mean() for f in range(len(q) - 1)])
 
 
-def replication(data, config, parts: int, kind: str, folds: int, weights: str = "none") -> None:
+def replication(data, config, parts: int, kind: str, folds: int, weights: str = "equal") -> None:
     """Split the log's episodes into ``parts`` disjoint logs and run the whole estimate on each (baseline,
     ridge choice and fit): how far the per-floor stop effect moves from one log to another, and whether
     each part ranks the floors as the parking truth does."""

@@ -73,16 +73,16 @@ def test_precision_weights_cut_the_error_of_an_effect_hidden_in_busy_rows_noise(
     """The same effect in every row, noise 30x larger in a third of them (the elevator's busy states):
     weighted by precision, the fit's error over repeated logs is several times smaller than with equal
     weights; an estimate that ignored the weights would not move."""
-    errors = {"none": [], "precision": []}
+    errors = {"equal": [], "precision": []}
     for seed in range(12):
         busy = np.random.default_rng(100 + seed).random(6000) < 0.3
         x, act, e, y, block, theta = _synthetic(6000, 0.2, seed=seed, noise=np.where(busy, 3.0, 0.1))
         value = np.where(busy, -5.0, -0.5) + 0.01 * np.random.default_rng(seed).normal(size=len(y))
-        for kind, w in (("none", np.ones(len(y))), ("precision", linear_heads.precision_weights(value, y))):
+        for kind, w in (("equal", np.ones(len(y))), ("precision", linear_heads.precision_weights(value, y))):
             g = linear_heads.block_grams(x, act, e, y, w, block)
             fit = linear_heads.solve(g.zz.sum(0), g.zy.sum(0), 1.0).reshape(3, -1)
             errors[kind].append(np.sqrt(np.mean((fit[1:] - fit[0] - 0.2 * (theta[1:] - theta[0])) ** 2)))
-    assert np.mean(errors["precision"]) < 0.3 * np.mean(errors["none"])
+    assert np.mean(errors["precision"]) < 0.3 * np.mean(errors["equal"])
 
 
 def test_adv_weights_needs_linear_heads():

@@ -178,12 +178,12 @@ class InSPOConfig:
     # observation cannot express (envs/elevator/features.py). Measured: the fit sees it offline, the trained
     # policy parks as without it (docs/algorithm.md, "Reading the floor as a number")
     adv_teammates: bool = False
-    # residual, linear heads: row weights of the fit. "none": equal. "precision": 1 / the residual's variance
+    # residual, linear heads: row weights of the fit. "equal", or "precision": 1 / the residual's variance
     # given the baseline's value (trainer/algos/linear_heads.py, precision_weights): generalised least
     # squares. On the down-peak log the residual's std is 0.003 in calm states and 0.09 in the busiest, so
     # equal weights let the busy rows' noise set the estimate's variance (docs/algorithm.md, "Calm rows and
     # busy rows")
-    adv_weights: str = "none"
+    adv_weights: str = "equal"
     adv_refit_every: int = 100  # residual, linear heads: iterations between the sequential refits
     adv_lr: float = 1e-3
     # residual: steps fitting every agent's heads (teammates as logged) before the first actor phase
@@ -260,7 +260,7 @@ class InSPOConfig:
                 "adv_heads": _one_of("mlp", "linear"),
                 "adv_ordinal": _BOOL,
                 "adv_teammates": _BOOL,
-                "adv_weights": _one_of("none", "precision"),
+                "adv_weights": _one_of("equal", "precision"),
                 "adv_refit_every": _int(1),
                 "adv_lr": _LR,
                 "adv_warmup": _int(0),
@@ -290,7 +290,7 @@ class InSPOConfig:
                 raise ValueError(
                     f"config {key}=true needs adv_heads='linear' (it shapes the linear heads' features)"
                 )
-        if self.adv_weights != "none" and self.adv_heads != "linear":
+        if self.adv_weights != "equal" and self.adv_heads != "linear":
             raise ValueError(
                 f"config adv_weights={self.adv_weights!r} needs adv_heads='linear' (it weights the linear "
                 "heads' closed-form fit)"

@@ -435,7 +435,7 @@ class InSPO(Algorithm):
     def _precision_weights(self, i: int, rows: torch.Tensor) -> np.ndarray:
         """``adv_weights = "precision"``: agent ``i``'s rows weighted by 1 / the residual's variance given the
         baseline's value (linear_heads.precision_weights); ones otherwise."""
-        if self.config.adv_weights == "none":
+        if self.config.adv_weights == "equal":
             return np.ones(len(rows))
         assert self.baseline_value is not None
         value = self.baseline_value[rows]
