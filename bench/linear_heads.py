@@ -60,7 +60,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 import torch  # noqa: E402
 
 from envs.elevator.features import IDLE_ABOVE, empty_moving_up, teammates_relative  # noqa: E402
-from trainer.algos.linear_heads import linear_features  # noqa: E402
+from trainer.algos.linear_heads import linear_features, precision_weights  # noqa: E402
 
 RIDGES = (1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5)
 
@@ -215,8 +215,10 @@ def noise_by_value(obs: np.ndarray, value: np.ndarray, residual: np.ndarray, sca
     next to bench/parking_truth.py's noise of a spell's return at states of that value when the whole
     simulator state is known (its raw file; RMS over floors and states): how far the log's baseline is
     from the best any baseline could do, calm state by busy state. Raw reward units."""
-    raw = ROOT / "bench" / ".cache" / "parking_truth_raw.npz"
-    q = np.load(raw)["q"] if raw.exists() else None
+    from parking_truth import RAW, spell_noise
+
+    q = np.load(RAW)["q"] if RAW.exists() else None
+    state_value = q.mean((1, 2)) if q is not None else None
     idle = obs[:, 4] > 0.5
     v, r = value * scale, residual * scale
     print("\nresidual std at idle cars' random rows by the baseline's value (raw units)")
@@ -227,16 +229,14 @@ def noise_by_value(obs: np.ndarray, value: np.ndarray, residual: np.ndarray, sca
             f"  ({lo:>6}, {hi:>6}] {sel.sum():>8,}   {r[sel].std() if sel.sum() > 1 else np.nan:.4f}      |"
         )
         if q is not None:
-            states = (q.mean((1, 2)) > lo) & (q.mean((1, 2)) <= hi)
-            noise = np.sqrt((q[states].std(2, ddof=1) ** 2).mean()) if states.any() else np.nan
+            states = (state_value > lo) & (state_value <= hi)
+            noise = spell_noise(q[states]) if states.any() else np.nan
             line += f" {states.sum():>5}         {noise:.4f}"
         print(line)
 
 
 def row_weights(kind: str, value: np.ndarray, residual: np.ndarray) -> np.ndarray:
-    from trainer.algos import linear_heads
-
-    return linear_heads.precision_weights(value, residual) if kind == "precision" else np.ones(len(residual))
+    return precision_weights(value, residual) if kind == "precision" else np.ones(len(residual))
 
 
 def random_rows(algo, folds: int):

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 BEHAVIOUR = "etd@exp=1"
-ENV = "elevator:cb10x4:downpeak"
+RAW = ROOT / "bench" / ".cache" / "parking_truth_raw.npz"  # every rollout's return, [states, floors, futures]
 
 
 def parked_rollout(job) -> float:
@@ -73,6 +73,8 @@ def other_idle_floors(snap) -> list[float]:
 
 def spells_per_episode(seeds) -> float:
     """Idle spells the experiment opens per episode (each draws a parking floor), over ``seeds``."""
+    from advantage_truth import ENV
+
     from envs.controllers import build_controller
     from envs.registry import make_env
     from trainer.rollout import action_rng
@@ -90,6 +92,13 @@ def spells_per_episode(seeds) -> float:
             obs, _, _, _, infos = env.step(actions)
         counts.append(opened)
     return float(np.mean(counts))
+
+
+def spell_noise(q: np.ndarray) -> float:
+    """The spread of one future's return around the mean over futures of its (state, floor), ``q`` being
+    ``[states, floors, futures]``: root mean square over states and floors (what a mean over spells pays;
+    the noise grows with how busy the state is, so a median would be lower)."""
+    return float(np.sqrt((q.std(2, ddof=1) ** 2).mean()))
 
 
 def episodes_needed(sd_profile: float, noise: float, spells: float, floors: int, corr: float) -> float:
@@ -111,7 +120,7 @@ def main() -> None:
     p.add_argument(
         "--raw",
         type=Path,
-        default=ROOT / "bench" / ".cache" / "parking_truth_raw.npz",
+        default=RAW,
         help="every rollout's return, [states, floors, futures], for analyses after the run",
     )
     p.add_argument(
@@ -190,10 +199,8 @@ def main() -> None:
             f"against {np.mean(near_random):.2f} for a uniform floor ({len(near_best)} states with an idle teammate)"
         )
     # The noise one spell's outcome carries: around its state's mean (the state known), and around its
-    # future's mean over floors (the arrivals to come known too); root mean square over states and floors
-    # (what a mean over spells pays; the noise grows with how busy the state is, so the median is lower).
-    noise_state = float(np.sqrt((q.std(2, ddof=1) ** 2).mean()))
-    noise_future = float(np.sqrt((centred.std(2, ddof=1) ** 2).mean()))
+    # future's mean over floors (the arrivals to come known too).
+    noise_state, noise_future = spell_noise(q), spell_noise(centred)
     spells = spells_per_episode(tuning_seeds(args.tuning_episodes))
     sd_profile = float(pooled.std(ddof=1))
     print(
