@@ -13,7 +13,9 @@ result into that part and the rest, on tuning seeds (never evaluation seeds), pa
 * each run as trained (greedy), and ``<run> parking + ETD``: the run's actions for a car in an idle spell
   (from the moment it becomes idle with no riders, car calls or assigned hall call, until it gets work:
   the experiment's definition, envs/elevator/experiment.py), ETD's everywhere else. If the two rows
-  agree, the rest of the policy is a clone of ETD and its parking is its whole contribution;
+  agree, the rest of the policy is a clone of ETD and its parking is its whole contribution; beside each
+  run, the share of its moves outside idle spells (where the car has a choice) that differ from ETD's in
+  the same state, i.e. how close "the rest" is to ETD;
 * where idle cars wait: the share of idle-car time at each floor (PNG and table), so a reader can see
   whether a learner found multi-floor parking at all (ETD waits at the lobby; the experiment anywhere).
 
@@ -45,11 +47,16 @@ FIXED = ("3,5,7,9", "1,2,3,4", "2,2,2,2")  # rows of docs/elevator.md's headroom
 
 class LearnedParking:
     """A learned policy's actions for cars in an idle spell, ETD's for every other car (``reset`` and
-    ``act`` only: the bench's own episode loop runs it)."""
+    ``act`` only: the bench's own episode loop runs it).
 
-    def __init__(self, learned: Controller, label: str):
-        self.learned, self.etd, self.name = learned, ETD(), label
+    With ``hybrid=False`` the learned policy decides everywhere and this only counts, outside idle
+    spells, the decisions with more than one legal move and those where the learned move differs from
+    ETD's in the same state: how close "the rest of the policy" is to the clone of ETD it should be."""
+
+    def __init__(self, learned: Controller, label: str, hybrid: bool = True):
+        self.learned, self.etd, self.name, self.hybrid = learned, ETD(), label, hybrid
         self.in_spell: list[bool] = []
+        self.outside, self.differs = 0, 0
 
     def reset(self, env, seed):
         self.learned.reset(env, seed)
@@ -67,7 +74,10 @@ class LearnedParking:
                 self.in_spell[c] = False
             elif v.mode[c] == IDLE and v.idle_decide[c]:
                 self.in_spell[c] = True
-            actions[agent] = learned[agent] if self.in_spell[c] else etd[agent]
+            if not self.hybrid and not self.in_spell[c] and infos[agent]["decision"]:
+                self.outside += 1
+                self.differs += int(learned[agent] != etd[agent])
+            actions[agent] = learned[agent] if self.in_spell[c] or not self.hybrid else etd[agent]
         return actions, {a: 1.0 for a in actions}
 
 
@@ -81,12 +91,13 @@ def controller(source: str, env_id: str, env):
         run = source[len("hybrid:") :]
         return LearnedParking(load_controller(run, env_id, env), f"{Path(run).name} parking + ETD")
     if Path(source).is_dir():
-        return load_controller(source, env_id, env)
+        return LearnedParking(load_controller(source, env_id, env), Path(source).name, hybrid=False)
     return build_controller(env_id, source)
 
 
-def episode(job: tuple[str, str, int]) -> tuple[float, np.ndarray]:
-    """Average wait of one tuning episode, and the idle-car time at each floor (ticks)."""
+def episode(job: tuple[str, str, int]) -> tuple[float, np.ndarray, tuple[int, int]]:
+    """Average wait of one tuning episode, the idle-car time at each floor (ticks), and for a learned
+    policy outside idle spells (decisions with a choice, those unlike ETD's)."""
     from trainer.rollout import action_rng
 
     source, env_id, seed = job
@@ -102,7 +113,8 @@ def episode(job: tuple[str, str, int]) -> tuple[float, np.ndarray]:
         obs, _, _, _, infos = env.step(actions)
         idle = (core.mode[0] == IDLE) & (core.load[0] == 0)
         np.add.at(idle_time, np.rint(core.pos[0, idle]).astype(int), 1)
-    return env.episode_metrics()["avg_wait"], idle_time
+    counts = (ctl.outside, ctl.differs) if isinstance(ctl, LearnedParking) else (0, 0)
+    return env.episode_metrics()["avg_wait"], idle_time, counts
 
 
 def label(source: str) -> str:
@@ -170,10 +182,11 @@ def main() -> None:
 
     with ProcessPoolExecutor(args.workers) as pool:
         results = list(tqdm(pool.map(episode, jobs), total=len(jobs), desc="episodes"))
-    waits = np.array([w for w, _ in results]).reshape(len(sources), len(seeds))
-    idle = np.array([t for _, t in results]).reshape(len(sources), len(seeds), -1).sum(1)
+    waits = np.array([w for w, _, _ in results]).reshape(len(sources), len(seeds))
+    idle = np.array([t for _, t, _ in results]).reshape(len(sources), len(seeds), -1).sum(1)
+    counts = np.array([c for _, _, c in results]).reshape(len(sources), len(seeds), 2).sum(1)
     rows = []
-    for source, w, t in zip(sources, waits, idle, strict=True):
+    for source, w, t, (outside, differs) in zip(sources, waits, idle, counts, strict=True):
         diff = w - waits[0]
         lo, hi = ci95(diff)
         share = t / max(t.sum(), 1)
@@ -186,9 +199,12 @@ def main() -> None:
                 if source == "etd"
                 else f"{diff.mean():+.2f} [{lo:+.2f}, {hi:+.2f}]",
                 "idle at 0 / 1-4 / 5-9": f"{share[0]:.2f} / {share[1:5].sum():.2f} / {share[5:].sum():.2f}",
+                "unlike ETD outside spells": f"{differs / max(outside, 1):.2%} of {outside:,}"
+                if outside
+                else "",
             }
         )
-    print_table(rows, title=f"{args.env}, tuning seeds {seeds[0]}-{seeds[-1]}", max_columns=8)
+    print_table(rows, title=f"{args.env}, tuning seeds {seeds[0]}-{seeds[-1]}", max_columns=9)
     shown = [0, 1, 2] + [k for k, s in enumerate(sources) if Path(s).is_dir()]
     shares = {label(sources[k]): idle[k] / max(idle[k].sum(), 1) for k in shown}
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -3,8 +3,8 @@
     .venv/bin/python bench/linear_heads.py --set baseline_inputs=state+exogenous
     .venv/bin/python bench/linear_heads.py --behaviour etd@exp=1 --features pooled floor car obs \
         --set baseline_inputs=state+exogenous
-    .venv/bin/python bench/linear_heads.py --behaviour etd@exp=1 --features obs+ordinal --parts 2 \
-        --set baseline_inputs=state+exogenous      # does the per-floor stop effect replicate across logs?
+    .venv/bin/python bench/linear_heads.py --behaviour etd@exp=1 --features obs+ordinal dec --parts 2 \
+        --weights precision --set baseline_inputs=state+exogenous   # does the fit replicate across logs?
     .venv/bin/python bench/linear_heads.py --behaviour etd@exp=1 --features obs+ordinal obs --stop-effects \
         --weights precision --noise-by-value --set baseline_inputs=state+exogenous   # rows weighted by their noise
 
@@ -40,7 +40,10 @@ comes from"). Feature sets with ``+rel`` add where the other cars are relative t
 (``relative``), ``+rel+dfx`` those counts per decision floor. ``--weights precision`` weights each row by
 1 / the residual's variance given the baseline's value (``adv_weights = "precision"``), and
 ``--noise-by-value`` prints that variance by value beside the simulator's own noise (docs/algorithm.md,
-"Calm rows and busy rows").
+"Calm rows and busy rows"). ``--parts N`` splits the log into N disjoint logs and fits each feature set on
+every part: the per-floor stop effects side by side, and at the row level whether the fits' variation
+*within* a floor (what the rest of the observation adds) agrees between parts (docs/algorithm.md, "One
+advantage per decision").
 """
 
 from __future__ import annotations
@@ -120,8 +123,9 @@ def main() -> None:
         "--parts",
         type=int,
         default=0,
-        help="instead: split the log into this many disjoint parts and fit the first --features set on each "
-        "(baseline included), printing how far the per-floor stop effect moves from part to part",
+        help="instead: split the log into this many disjoint parts and fit each --features set on each "
+        "(baseline included), printing how far the per-floor stop effect moves from part to part and whether "
+        "the fits' row-to-row variation within a floor agrees between parts",
     )
     p.add_argument(
         "--weights",
@@ -152,16 +156,17 @@ def main() -> None:
     torch.set_num_threads(2)
     extra = dict(item.split("=", 1) for item in args.set)
     config = advantage_truth.estimator_config("residual", extra, iterations=1, seed=0)
-    light, futures = advantage_truth.cached_elevator_truth(config, args.futures, args.states, args.behaviour)
     t0 = time.time()
     algo = InSPO(config)
     suffix = "" if args.behaviour == advantage_truth.BEHAVIOUR else f"-{args.behaviour}"
     log = args.log or ROOT / "bench" / ".cache" / f"advantage-truth-log{suffix}"
     log = advantage_truth.collect_log(log, args.episodes, 2, behaviour=args.behaviour)
     data = load_log(log)
-    if args.parts:
-        replication(data, config, args.parts, args.features[0], args.folds, args.weights)
+    if args.parts:  # needs the parking truth's file only, not the state-level truth
+        for kind in args.features:
+            replication(data, config, args.parts, kind, args.folds, args.weights)
         return
+    light, futures = advantage_truth.cached_elevator_truth(config, args.futures, args.states, args.behaviour)
     algo.setup(data, None)
     fit = algo.prepare_residuals()
     d = algo.data
@@ -276,13 +281,18 @@ def truth_stop_effects(reward_scale: float) -> np.ndarray | None:
 def replication(data, config, parts: int, kind: str, folds: int, weights: str = "equal") -> None:
     """Split the log's episodes into ``parts`` disjoint logs and run the whole estimate on each (baseline,
     ridge choice and fit): how far the per-floor stop effect moves from one log to another, and whether
-    each part ranks the floors as the parking truth does."""
+    each part ranks the floors as the parking truth does.
+
+    Then the row level: every part's fit is evaluated on the same rows (all parts' rows where an empty car
+    moving up may stop), and the stop effect's deviation from its floor's mean is compared between parts.
+    The closed-form step acts on each row's value, so if these deviations do not agree between two
+    disjoint logs, the policy's row-to-row variation within a floor is the fit's noise, not the state."""
     import dataclasses
 
     from trainer.algos import linear_heads
     from trainer.algos.inspo import InSPO
 
-    effects, scale = [], 1.0
+    effects, scale, fits, crossing = [], 1.0, [], []
     for k in range(parts):
         keep = np.arange(data.n_episodes) % parts == k
         part = dataclasses.replace(
@@ -300,8 +310,11 @@ def replication(data, config, parts: int, kind: str, folds: int, weights: str = 
         x = features(kind, obs, agents, mean, std, algo.data.n_agents)
         g = linear_heads.block_grams(x, acts, e, y, row_weights(weights, value, y), fold, n_blocks=folds)
         ridge, _ = linear_heads.choose_ridge(g, folds=folds, ridges=RIDGES)
-        fitted = x @ linear_heads.solve(g.zz.sum(0), g.zy.sum(0), ridge).reshape(e.shape[1], -1).T
+        theta = linear_heads.solve(g.zz.sum(0), g.zy.sum(0), ridge).reshape(e.shape[1], -1).T
+        fitted = x @ theta
         sel, floor = crossing_up_empty(obs, e)
+        fits.append((theta, mean, std, algo.data.n_agents))
+        crossing.append((obs[sel], agents[sel], floor[sel]))
         effects.append(
             [
                 (fitted[sel & (floor == f), 1] - fitted[sel & (floor == f), 0]).mean()
@@ -324,6 +337,33 @@ def replication(data, config, parts: int, kind: str, folds: int, weights: str = 
             corr = np.corrcoef(row, t)[0, 1] if row.std() > 0 else float("nan")
             rms = 1e3 * np.sqrt(np.mean((row - t) ** 2))
             print(f"  part {k + 1}: correlation with the truth over floors {corr:+.2f}, RMS error {rms:.2f}")
+    row_level_agreement(kind, fits, crossing)
+
+
+def row_level_agreement(kind: str, fits: list, crossing: list) -> None:
+    """Each part's stop - continue on all parts' crossing rows, split into its floor's mean and the row's
+    deviation from it; the deviations' correlation between parts (pairwise mean) and their size."""
+    obs = np.concatenate([o for o, _, _ in crossing])
+    agents = np.concatenate([a for _, a, _ in crossing])
+    floor = np.concatenate([f for _, _, f in crossing])
+    effect = []
+    for theta, mean, std, n_agents in fits:
+        fitted = features(kind, obs, agents, mean, std, n_agents) @ theta
+        effect.append(fitted[:, 1] - fitted[:, 0])
+    effect = np.array(effect)  # [parts, rows]
+    floor_mean = np.zeros_like(effect)
+    for f in np.unique(floor):
+        floor_mean[:, floor == f] = effect[:, floor == f].mean(1, keepdims=True)
+    within = effect - floor_mean
+    pairs = [(a, b) for a in range(len(effect)) for b in range(a + 1, len(effect))]
+    # features that cannot tell rows of one floor apart leave nothing to compare
+    varies = within.std(1).min() > 1e-9
+    corr = np.mean([np.corrcoef(within[a], within[b])[0, 1] for a, b in pairs]) if varies else float("nan")
+    print(
+        f"  row level, {len(floor):,} rows: within-floor deviation SD {1e3 * within.std(1).mean():.2f} "
+        f"(floor means SD {1e3 * floor_mean.std(1).mean():.2f}), x 1e-3; correlation of the deviations "
+        f"between parts {corr:+.2f}"
+    )
 
 
 EPISODE_ARRAYS = (

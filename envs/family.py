@@ -53,6 +53,8 @@ class FamilyModule(Protocol):
     * ``obs_groups(env_id, obs_dim) -> (groups, clock) | None``: observation layout for the drift gauge
     * ``ordinal_blocks(env_id, obs_dim) -> [(start, stop)] | None``: one-hot ranges whose index is ordered
       (the linear advantage heads' ``adv_ordinal``)
+    * ``decision_context(env_id, obs_dim) -> [(start, stop)] | None``: observation ranges that describe the
+      decision itself (the linear advantage heads' ``adv_features = "context"``)
     * ``teammate_features(env_id, obs_dim) -> (obs [n, obs_dim] -> [n, k]) | None``: where an agent's
       teammates are relative to its decision, from its own observation (the heads' ``adv_teammates``)
     * ``plot_eval(results_by_controller, out_dir) -> [paths]``: the family's evaluation figures

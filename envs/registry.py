@@ -160,6 +160,14 @@ def ordinal_blocks(env_id: str, obs_dim: int) -> list[tuple[int, int]]:
     return [tuple(b) for b in blocks] if blocks else []
 
 
+def decision_context(env_id: str, obs_dim: int) -> list[tuple[int, int]]:
+    """Ranges ``[start, stop)`` of the observation that describe the decision an agent faces (elevator: the
+    car's direction, mode and decision floor), when the family declares them and its layout matches
+    ``obs_dim``; else none."""
+    ranges = _layout_hook("decision_context", env_id, obs_dim)
+    return [tuple(r) for r in ranges] if ranges else []
+
+
 def teammate_features(env_id: str, obs_dim: int) -> Callable[[np.ndarray], np.ndarray] | None:
     """A function of agents' own observations ``[n, obs_dim] -> [n, k]`` saying where their teammates are
     relative to the decision each faces (elevator: the other cars around the deciding floor), when the

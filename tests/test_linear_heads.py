@@ -273,3 +273,49 @@ def test_adv_teammates_adds_the_envs_features_to_the_heads_and_refuses_envs_with
     algo = _frozen_linear(adv_teammates=True)
     with pytest.raises(ValueError, match="declares no teammate features"):
         algo.setup(matrix_dataset(XOR, XOR_UNIFORM, 200, seed=1))
+
+
+def test_context_heads_read_only_the_declared_columns_with_the_ordinal_block_inside_them():
+    heads = linear_heads.LinearAdvantageHeads(
+        6, 2, 3, 4, torch.zeros(6), torch.ones(6), ordinal=[(2, 5)], columns=[0, 2, 3, 4]
+    )
+    assert heads.ordinal == [(1, 4)] and heads.theta.shape[-1] == 1 + 1 + 3
+    obs = torch.tensor([[0.5, 9.0, 0.0, 1.0, 0.0, 7.0]])
+    other = obs.clone()
+    other[0, [1, 5]] = torch.tensor([-3.0, 2.0])  # columns the heads do not read
+    torch.testing.assert_close(heads.features(obs), heads.features(other))
+    torch.testing.assert_close(heads.features(obs), torch.tensor([[1.0, 0.5, 1.0, 0.5, 0.25]]))
+    with pytest.raises(ValueError, match="must hold the ordinal block"):
+        linear_heads.LinearAdvantageHeads(
+            6, 2, 3, 4, torch.zeros(6), torch.ones(6), [(2, 5)], columns=[0, 2, 4]
+        )
+
+
+def test_adv_features_context_needs_linear_heads_and_an_env_that_declares_its_decision():
+    with pytest.raises(ValueError, match="adv_features='context' needs adv_heads='linear'"):
+        make_config("inspo", overrides={"estimator": "residual", "adv_features": "context"})
+    algo = _frozen_linear(adv_features="context")
+    with pytest.raises(ValueError, match="declares no decision context"):
+        algo.setup(matrix_dataset(XOR, XOR_UNIFORM, 200, seed=1))
+
+
+def test_the_elevator_decision_context_is_one_direction_one_mode_and_the_deciding_floor():
+    from envs.registry import decision_context, make_env, ordinal_blocks
+
+    env = make_env("elevator:cb10x4:downpeak", hours=0.1)
+    context = decision_context("elevator:cb10x4:downpeak", env.obs_dim)
+    columns = [k for start, stop in context for k in range(start, stop)]
+    [(start, stop)] = ordinal_blocks("elevator:cb10x4:downpeak", env.obs_dim)
+    assert columns[-(stop - start) :] == list(range(start, stop))  # the decision floor, read whole
+    obs, infos = env.reset(seed=2)
+    checked = 0
+    for _ in range(200):
+        for agent, o in obs.items():
+            if infos[agent]["decision"]:
+                assert o[1:4].sum() == 1 and o[4:7].sum() == 1 and o[start:stop].sum() == 1
+                checked += 1
+        masks = {a: i["action_mask"] for a, i in infos.items()}
+        obs, _, terms, truncs, infos = env.step({a: int(np.flatnonzero(m)[-1]) for a, m in masks.items()})
+        if all(terms.values()) or all(truncs.values()):
+            break
+    assert checked > 20

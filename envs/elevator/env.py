@@ -155,6 +155,12 @@ class ElevatorEnv(MultiAgentEnv):
         F = self.building.n_floors
         return [(8 + F, 8 + 2 * F)]
 
+    def decision_context(self) -> list[tuple[int, int]]:
+        """Ranges ``[start, stop)`` of a car's observation that describe the decision itself: its direction and
+        mode one-hots and the floor it decides at (the linear heads' ``adv_features = "context"``)."""
+        F = self.building.n_floors
+        return [(1, 7), (8 + F, 8 + 2 * F)]
+
     def teammate_features(self, obs: np.ndarray) -> np.ndarray:
         """``[n, 10]`` from rows of a car's observation: where the other cars are relative to the floor it
         decides at (envs/elevator/features.py), for the linear heads' ``adv_teammates``."""

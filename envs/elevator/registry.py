@@ -263,6 +263,12 @@ def ordinal_blocks(env_id: str, obs_dim: int) -> list[tuple[int, int]] | None:
     return None if env is None else env.ordinal_blocks()
 
 
+def decision_context(env_id: str, obs_dim: int) -> list[tuple[int, int]] | None:
+    """The observation ranges that describe a car's decision (``adv_features = "context"``)."""
+    env = _env_with_obs_dim(env_id, obs_dim)
+    return None if env is None else env.decision_context()
+
+
 def teammate_features(env_id: str, obs_dim: int):
     """``obs [n, obs_dim] -> [n, k]``: the other cars relative to the deciding floor (``adv_teammates``)."""
     env = _env_with_obs_dim(env_id, obs_dim)

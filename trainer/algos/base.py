@@ -202,7 +202,9 @@ class Algorithm:
         # a field added after the checkpoint was written has its default there
         stored = {**config_dict(type(self.config)()), **state["config"]}
         if stored != mine:
-            diff = {k: (stored.get(k), v) for k, v in mine.items() if stored.get(k) != v}
+            diff = {
+                k: (stored.get(k), mine.get(k)) for k in {**stored, **mine} if stored.get(k) != mine.get(k)
+            }
             raise ValueError(f"checkpoint config differs from this run's: {diff}")
         self.iteration = int(state["iteration"])
         if self.shards is not None and state.get("shard"):  # the shard it was on, before per-row state

@@ -178,6 +178,13 @@ class InSPOConfig:
     # observation cannot express (envs/elevator/features.py). Measured: the fit sees it offline, the trained
     # policy parks as without it (docs/algorithm.md, "Reading the floor as a number")
     adv_teammates: bool = False
+    # residual, linear heads: what of the observation they read. "obs": all of it; "context": only the columns
+    # the env declares describe the decision (elevator: the car's direction, mode and decision floor), so one
+    # decision gets one advantage wherever the rest of the building is. On the down-peak log the rest moved
+    # the fitted effect of stopping from row to row by twice what the floor did, and those moves did not
+    # replicate between two halves of the log (bench/linear_heads.py --parts 2; docs/algorithm.md, "One
+    # advantage per decision")
+    adv_features: str = "obs"
     # residual, linear heads: row weights of the fit. "equal", or "precision": 1 / the residual's variance
     # given the baseline's value (trainer/algos/linear_heads.py, precision_weights): generalised least
     # squares. On the down-peak log the residual's std is 0.003 in calm states and 0.09 in the busiest, so
@@ -260,6 +267,7 @@ class InSPOConfig:
                 "adv_heads": _one_of("mlp", "linear"),
                 "adv_ordinal": _BOOL,
                 "adv_teammates": _BOOL,
+                "adv_features": _one_of("obs", "context"),
                 "adv_weights": _one_of("equal", "precision"),
                 "adv_refit_every": _int(1),
                 "adv_lr": _LR,
@@ -290,6 +298,11 @@ class InSPOConfig:
                 raise ValueError(
                     f"config {key}=true needs adv_heads='linear' (it shapes the linear heads' features)"
                 )
+        if self.adv_features != "obs" and self.adv_heads != "linear":
+            raise ValueError(
+                f"config adv_features={self.adv_features!r} needs adv_heads='linear' (it picks the linear "
+                "heads' features)"
+            )
         if self.adv_weights != "equal" and self.adv_heads != "linear":
             raise ValueError(
                 f"config adv_weights={self.adv_weights!r} needs adv_heads='linear' (it weights the linear "

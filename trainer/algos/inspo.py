@@ -117,6 +117,7 @@ class InSPO(Algorithm):
                 d.obs_std,
                 self.ordinal_blocks(),
                 self.teammate_features(),
+                self.decision_context(),
             )
         elif c.estimator == "residual":
             self.adv_heads = advantage.AdvantageHeads(
@@ -157,6 +158,15 @@ class InSPO(Algorithm):
             if self.config.adv_teammates
             else None
         )
+
+    def decision_context(self) -> list[int] | None:
+        """The observation columns the linear heads read with ``adv_features = "context"`` (None: all)."""
+        from envs.registry import decision_context
+
+        if self.config.adv_features == "obs":
+            return None
+        ranges = self._env_declared("adv_features='context'", decision_context, "decision context")
+        return [k for start, stop in ranges for k in range(start, stop)]
 
     def _env_declared(self, option: str, lookup: Callable[[str, int], Any], what: str) -> Any:
         """What the log's env declares for the linear heads' ``option`` (an envs/registry.py lookup, asked with

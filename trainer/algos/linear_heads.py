@@ -19,7 +19,12 @@ decides at), each block enters as "any level set", its level scaled to [0, 1] an
 one z-scored column per level: the effect of stopping at floor f is then a smooth function of f, fitted
 on every floor's rows at once, not ten separate estimates each at its own noise. With ``teammates``
 (``adv_teammates``), the env's summary of where the other agents are relative to this one's decision is
-appended (envs/elevator/features.py), so that effect can depend on where teammates already wait.
+appended (envs/elevator/features.py), so that effect can depend on where teammates already wait. With
+``columns`` (``adv_features = "context"``), the heads read only those columns of the observation, the ones
+the env declares describe the decision itself (elevator: the car's direction, mode and the floor it decides
+at), so two rows of one decision get one advantage: the rest of the observation moved the fit from row to
+row by more than the floor did, and those moves did not replicate between two halves of a log
+(docs/algorithm.md, "One advantage per decision").
 
 Only rows where the agent's logged action was random carry information (elsewhere ``1[a] - e(a) = 0``),
 so the sums run over those. bench/linear_heads.py compares feature sets offline (docs/algorithm.md).
@@ -66,19 +71,24 @@ class LinearAdvantageHeads(nn.Module):
     def __init__(
         self, obs_dim: int, n_agents: int, n_actions: int, members: int, obs_mean, obs_std,
         ordinal: Sequence[tuple[int, int]] = (), teammates: Callable[[np.ndarray], np.ndarray] | None = None,
+        columns: Sequence[int] | None = None,
     ):  # fmt: skip
         super().__init__()
-        self.ordinal = [(int(a), int(b)) for a, b in ordinal]
+        self.columns = None if columns is None else [int(k) for k in columns]
+        read = list(range(obs_dim)) if self.columns is None else self.columns
+        self.ordinal = [_within(read, int(a), int(b)) for a, b in ordinal]
         self.teammates = teammates  # the env's function of the own observation (``adv_teammates``), or None
-        dim = 1 + obs_dim - sum(b - a for a, b in self.ordinal) + 3 * len(self.ordinal)
+        dim = 1 + len(read) - sum(b - a for a, b in self.ordinal) + 3 * len(self.ordinal)
         if teammates is not None:
             dim += teammates(np.zeros((1, obs_dim), np.float32)).shape[1]
         self.register_buffer("theta", torch.zeros(n_agents, members, n_actions, dim))
-        self.register_buffer("obs_mean", torch.as_tensor(obs_mean, dtype=torch.float32).clone())
-        self.register_buffer("obs_std", torch.as_tensor(obs_std, dtype=torch.float32).clamp(min=1e-6))
+        mean, std = (torch.as_tensor(v, dtype=torch.float32)[read] for v in (obs_mean, obs_std))
+        self.register_buffer("obs_mean", mean.clone())
+        self.register_buffer("obs_std", std.clamp(min=1e-6))
 
     def features(self, obs: torch.Tensor) -> torch.Tensor:
-        x = linear_features(obs, self.obs_mean, self.obs_std, self.ordinal)
+        read = obs if self.columns is None else obs[:, self.columns]
+        x = linear_features(read, self.obs_mean, self.obs_std, self.ordinal)
         if self.teammates is None:
             return x
         extra = torch.as_tensor(self.teammates(obs.numpy()), dtype=x.dtype)
@@ -93,6 +103,17 @@ class LinearAdvantageHeads(nn.Module):
             sel = agent == i
             out[sel] = torch.einsum("bd,mad->bma", x[sel], self.theta[i])
         return out
+
+
+def _within(columns: list[int], start: int, stop: int) -> tuple[int, int]:
+    """An ordinal block ``[start, stop)`` of the observation as a range of the columns the heads read (it
+    must be read whole and in order)."""
+    first = columns.index(start) if start in columns else -1
+    if first < 0 or columns[first : first + stop - start] != list(range(start, stop)):
+        raise ValueError(
+            f"the heads' columns must hold the ordinal block [{start}, {stop}) whole and in order"
+        )
+    return first, first + stop - start
 
 
 @dataclass
