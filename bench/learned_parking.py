@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -37,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from envs.controllers import Controller, build_controller  # noqa: E402
 from envs.elevator.controllers import ETD, ETDPark, _View  # noqa: E402
-from envs.elevator.core import IDLE  # noqa: E402
+from envs.elevator.core import ACTION_NAMES, IDLE, MOVING  # noqa: E402
 from envs.registry import make_env  # noqa: E402
 from envs.seeds import tuning_seeds  # noqa: E402
 from trainer.report import ci95, mean_std, print_table  # noqa: E402
@@ -57,6 +58,7 @@ class LearnedParking:
         self.learned, self.etd, self.name, self.hybrid = learned, ETD(), label, hybrid
         self.in_spell: list[bool] = []
         self.outside, self.differs = 0, 0
+        self.unlike: Counter[str] = Counter()  # the moves unlike ETD's, by situation
 
     def reset(self, env, seed):
         self.learned.reset(env, seed)
@@ -76,9 +78,19 @@ class LearnedParking:
                 self.in_spell[c] = True
             if not self.hybrid and not self.in_spell[c] and infos[agent]["decision"]:
                 self.outside += 1
-                self.differs += int(learned[agent] != etd[agent])
+                if learned[agent] != etd[agent]:
+                    self.differs += 1
+                    self.unlike[situation(v, c, assigned[c], etd[agent], learned[agent])] += 1
             actions[agent] = learned[agent] if self.in_spell[c] or not self.hybrid else etd[agent]
         return actions, {a: 1.0 for a in actions}
+
+
+def situation(v, car: int, assigned: set, etd_move: int, learned_move: int) -> str:
+    """A move unlike ETD's, described: the car's mode and load, how many calls ETD assigns it, both moves."""
+    mode = "idle" if v.mode[car] == IDLE else "moving" if v.mode[car] == MOVING else "doors"
+    load = "with riders" if v.load[car] else "empty"
+    calls = f"calls assigned {min(len(assigned), 2)}{'+' if len(assigned) > 2 else ''}"
+    return f"{mode}, {load}, {calls}: ETD {ACTION_NAMES[etd_move]}, learned {ACTION_NAMES[learned_move]}"
 
 
 def controller(source: str, env_id: str, env):
@@ -95,9 +107,9 @@ def controller(source: str, env_id: str, env):
     return build_controller(env_id, source)
 
 
-def episode(job: tuple[str, str, int]) -> tuple[float, np.ndarray, tuple[int, int]]:
+def episode(job: tuple[str, str, int]) -> tuple[float, np.ndarray, tuple[int, int], Counter]:
     """Average wait of one tuning episode, the idle-car time at each floor (ticks), and for a learned
-    policy outside idle spells (decisions with a choice, those unlike ETD's)."""
+    policy outside idle spells (decisions with a choice, those unlike ETD's, and those by situation)."""
     from trainer.rollout import action_rng
 
     source, env_id, seed = job
@@ -113,8 +125,9 @@ def episode(job: tuple[str, str, int]) -> tuple[float, np.ndarray, tuple[int, in
         obs, _, _, _, infos = env.step(actions)
         idle = (core.mode[0] == IDLE) & (core.load[0] == 0)
         np.add.at(idle_time, np.rint(core.pos[0, idle]).astype(int), 1)
-    counts = (ctl.outside, ctl.differs) if isinstance(ctl, LearnedParking) else (0, 0)
-    return env.episode_metrics()["avg_wait"], idle_time, counts
+    if isinstance(ctl, LearnedParking):
+        return env.episode_metrics()["avg_wait"], idle_time, (ctl.outside, ctl.differs), ctl.unlike
+    return env.episode_metrics()["avg_wait"], idle_time, (0, 0), Counter()
 
 
 def label(source: str) -> str:
@@ -182,9 +195,13 @@ def main() -> None:
 
     with ProcessPoolExecutor(args.workers) as pool:
         results = list(tqdm(pool.map(episode, jobs), total=len(jobs), desc="episodes"))
-    waits = np.array([w for w, _, _ in results]).reshape(len(sources), len(seeds))
-    idle = np.array([t for _, t, _ in results]).reshape(len(sources), len(seeds), -1).sum(1)
-    counts = np.array([c for _, _, c in results]).reshape(len(sources), len(seeds), 2).sum(1)
+    waits = np.array([r[0] for r in results]).reshape(len(sources), len(seeds))
+    idle = np.array([r[1] for r in results]).reshape(len(sources), len(seeds), -1).sum(1)
+    counts = np.array([r[2] for r in results]).reshape(len(sources), len(seeds), 2).sum(1)
+    unlike = [
+        sum((r[3] for r in results[k * len(seeds) : (k + 1) * len(seeds)]), Counter())
+        for k in range(len(sources))
+    ]
     rows = []
     for source, w, t, (outside, differs) in zip(sources, waits, idle, counts, strict=True):
         diff = w - waits[0]
@@ -205,6 +222,11 @@ def main() -> None:
             }
         )
     print_table(rows, title=f"{args.env}, tuning seeds {seeds[0]}-{seeds[-1]}", max_columns=9)
+    for source, (_, differs), kinds in zip(sources, counts, unlike, strict=True):
+        if differs:  # where a run's "rest of the policy" leaves ETD
+            print(f"{label(source)}: its moves unlike ETD outside idle spells, most common first")
+            for kind, n in kinds.most_common(3):
+                print(f"  {n:>5} of {differs:,}  {kind}")
     shown = [0, 1, 2] + [k for k, s in enumerate(sources) if Path(s).is_dir()]
     shares = {label(sources[k]): idle[k] / max(idle[k].sum(), 1) for k in shown}
     args.out.parent.mkdir(parents=True, exist_ok=True)
