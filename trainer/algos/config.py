@@ -293,21 +293,17 @@ class InSPOConfig:
                 f"config adv_heads={self.adv_heads!r} needs estimator='residual' (the heads are the residual "
                 "estimator's)"
             )
-        for key in ("adv_ordinal", "adv_teammates"):
-            if getattr(self, key) and self.adv_heads != "linear":
-                raise ValueError(
-                    f"config {key}=true needs adv_heads='linear' (it shapes the linear heads' features)"
-                )
-        if self.adv_features != "obs" and self.adv_heads != "linear":
-            raise ValueError(
-                f"config adv_features={self.adv_features!r} needs adv_heads='linear' (it picks the linear "
-                "heads' features)"
-            )
-        if self.adv_weights != "equal" and self.adv_heads != "linear":
-            raise ValueError(
-                f"config adv_weights={self.adv_weights!r} needs adv_heads='linear' (it weights the linear "
-                "heads' closed-form fit)"
-            )
+        linear_only = {  # option: (its value that asks nothing of the heads, what it does to the linear heads)
+            "adv_ordinal": (False, "it shapes the linear heads' features"),
+            "adv_teammates": (False, "it shapes the linear heads' features"),
+            "adv_features": ("obs", "it picks the linear heads' features"),
+            "adv_weights": ("equal", "it weights the linear heads' closed-form fit"),
+        }
+        for key, (off, why) in linear_only.items():
+            value = getattr(self, key)
+            if value != off and self.adv_heads != "linear":
+                shown = "true" if value is True else repr(value)
+                raise ValueError(f"config {key}={shown} needs adv_heads='linear' ({why})")
         if self.baseline_inputs != "state" and (self.estimator != "residual" or self.discount != "time"):
             raise ValueError(
                 f"config baseline_inputs={self.baseline_inputs!r} needs estimator='residual' and "
