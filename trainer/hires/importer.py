@@ -11,6 +11,7 @@ half-written.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from dataclasses import dataclass
@@ -178,11 +179,13 @@ def import_hires(
         # One writer per device, so each device's part files are written on the thread that computed
         # them, while others compute (pyarrow writes without the GIL); the names are the device's
         # index, so the files are the same whichever thread finished first.
-        writers = [
-            LogWriter(staging, meta, site="hires", writer_id=f"import{i}") for i in range(len(site.devices))
-        ]
-        for ev in parsed:
-            _import_file(ev, site, options, card, writers)
+        with contextlib.ExitStack() as open_writers:
+            writers = [
+                open_writers.enter_context(LogWriter(staging, meta, site="hires", writer_id=f"import{i}"))
+                for i in range(len(site.devices))
+            ]
+            for ev in parsed:
+                _import_file(ev, site, options, card, writers)
         card.write(staging / "hires_card.json")
         if out.exists():
             out.rmdir()
