@@ -108,7 +108,7 @@ def controller(source: str, env_id: str, env):
 
 
 def episode(job: tuple[str, str, int]) -> tuple[float, np.ndarray, tuple[int, int], Counter]:
-    """Average wait of one tuning episode, the idle-car time at each floor (ticks), and for a learned
+    """Average wait of one tuning episode, each car's idle time at each floor (ticks), and for a learned
     policy outside idle spells (decisions with a choice, those unlike ETD's, and those by situation)."""
     from trainer.rollout import action_rng
 
@@ -119,12 +119,12 @@ def episode(job: tuple[str, str, int]) -> tuple[float, np.ndarray, tuple[int, in
     ctl.reset(env, seed)
     rng = action_rng(seed)
     core = env.core
-    idle_time = np.zeros(env.building.n_floors)
+    idle_time = np.zeros((env.building.n_cars, env.building.n_floors))
     while env.agents:
         actions, _ = ctl.act(env, obs, infos, rng)
         obs, _, _, _, infos = env.step(actions)
-        idle = (core.mode[0] == IDLE) & (core.load[0] == 0)
-        np.add.at(idle_time, np.rint(core.pos[0, idle]).astype(int), 1)
+        idle = np.flatnonzero((core.mode[0] == IDLE) & (core.load[0] == 0))
+        np.add.at(idle_time, (idle, np.rint(core.pos[0, idle]).astype(int)), 1)
     if isinstance(ctl, LearnedParking):
         return env.episode_metrics()["avg_wait"], idle_time, (ctl.outside, ctl.differs), ctl.unlike
     return env.episode_metrics()["avg_wait"], idle_time, (0, 0), Counter()
@@ -196,14 +196,16 @@ def main() -> None:
     with ProcessPoolExecutor(args.workers) as pool:
         results = list(tqdm(pool.map(episode, jobs), total=len(jobs), desc="episodes"))
     waits = np.array([r[0] for r in results]).reshape(len(sources), len(seeds))
-    idle = np.array([r[1] for r in results]).reshape(len(sources), len(seeds), -1).sum(1)
+    per_car = np.array([r[1] for r in results])
+    per_car = per_car.reshape(len(sources), len(seeds), *per_car.shape[1:]).sum(1)  # [source, car, floor]
+    idle = per_car.sum(1)
     counts = np.array([r[2] for r in results]).reshape(len(sources), len(seeds), 2).sum(1)
     unlike = [
         sum((r[3] for r in results[k * len(seeds) : (k + 1) * len(seeds)]), Counter())
         for k in range(len(sources))
     ]
     rows = []
-    for source, w, t, (outside, differs) in zip(sources, waits, idle, counts, strict=True):
+    for source, w, t, cars, (outside, differs) in zip(sources, waits, idle, per_car, counts, strict=True):
         diff = w - waits[0]
         lo, hi = ci95(diff)
         share = t / max(t.sum(), 1)
@@ -216,12 +218,16 @@ def main() -> None:
                 if source == "etd"
                 else f"{diff.mean():+.2f} [{lo:+.2f}, {hi:+.2f}]",
                 "idle at 0 / 1-4 / 5-9": f"{share[0]:.2f} / {share[1:5].sum():.2f} / {share[5:].sum():.2f}",
+                # whether the cars share the floors out (etd-park: one each) or all wait at the same one
+                "each car's main idle floor (share)": " ".join(
+                    f"{c.argmax()}({c.max() / max(c.sum(), 1):.2f})" for c in cars
+                ),
                 "unlike ETD outside spells": f"{differs / max(outside, 1):.2%} of {outside:,}"
                 if outside
                 else "",
             }
         )
-    print_table(rows, title=f"{args.env}, tuning seeds {seeds[0]}-{seeds[-1]}", max_columns=9)
+    print_table(rows, title=f"{args.env}, tuning seeds {seeds[0]}-{seeds[-1]}", max_columns=10)
     for source, (_, differs), kinds in zip(sources, counts, unlike, strict=True):
         if differs:  # where a run's "rest of the policy" leaves ETD
             print(f"{label(source)}: its moves unlike ETD outside idle spells, most common first")

@@ -1,7 +1,7 @@
 """Does the advantage the heads fit reach the policy, where idle cars decide to park?
 
     .venv/bin/python bench/parking_mechanism.py --config elevator-downpeak-experiment-p1-ordinal
-    .venv/bin/python bench/parking_mechanism.py --runs RUN [RUN ...] --log LOG
+    .venv/bin/python bench/parking_mechanism.py --runs RUN [RUN ...] --log LOG [--set KEY=VALUE ...]
 
 For the rows of the training log where an empty car moving up crosses a floor with "stop" and "continue"
 both legal and the logged choice random (the parking experiment's chain of decisions, docs/algorithm.md,
@@ -11,12 +11,18 @@ A(continue) in the units the closed-form step uses (divided by the run's advanta
 mean, the pessimistic value (mean - kappa std) the actor is fitted to, the all-agents prior (teammates as
 logged), the spread of the pessimistic value over the rows, and the members' spread for each action. The closed-form target is pi ~ mu exp(A / alpha), so a
 policy parks where the pessimistic column turns positive, or, if it never does, at the top.
+
+Then per car: the effective share of its rows that its teammates' weights leave in InSPO's sequential refit
+(as the run weighs them: ratio clip, ``teammate_memory_s``), and its own pessimistic stop-or-continue per
+floor: whether cars that park on different floors do so because the weights let them coordinate or because
+each fit rests on a few rows (docs/algorithm.md, "Teammates' parking in the sequential refit").
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -26,19 +32,76 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def floor_table(run: Path, data, rows_max: int = 40000) -> list[dict]:
+def load_run(run: Path, data, overrides: list[str]):
+    """The run's InSPO as its last checkpoint left it, on its training log; ``overrides`` (KEY=VALUE) change
+    how the tables weigh and read it (e.g. ``teammate_memory_s=30``: the ESS those weights would leave)."""
+    from trainer.algos.config import make_config, parse_overrides
+    from trainer.algos.inspo import InSPO
+
+    config = json.loads((run / "config.json").read_text())["config"]
+    algo = InSPO(make_config("inspo", overrides=config))
+    algo.setup(data)
+    algo.load(run / "checkpoints" / "last.pt")  # refuses a config other than the run's: changed after
+    if overrides:
+        algo.config = make_config("inspo", overrides={**config, **parse_overrides(overrides)})
+        algo.log_ratio_min, algo.log_ratio_max = (
+            math.log(algo.config.ratio_min),
+            math.log(algo.config.ratio_max),
+        )
+    return algo
+
+
+def agent_table(algo) -> list[dict]:
+    """Per car: the effective share of its random rows left by its teammates' weights in the sequential
+    refit (as the run weighs them, at its final policy), and its own A(stop) - A(continue) / scale
+    (pessimistic) per floor where an empty car moving up decides: whether the cars' parking differs by
+    car because they coordinate or because each fit rests on few rows."""
+    import torch
+
+    from envs.elevator.features import empty_moving_up
+    from envs.registry import ordinal_blocks
+    from trainer.algos import losses
+
+    d = algo.data
+    [(start, stop)] = ordinal_blocks(algo.env_id, d.obs_dim)
+    n_floors = stop - start
+    empty_up, floor_all = empty_moving_up(d.obs.numpy(), n_floors)
+    random = algo._logged_log_prob().numpy() < np.log(1 - 1e-6)
+    table = []
+    with torch.no_grad():
+        for i in range(d.n_agents):
+            rows, _ = algo._linear_inputs(i)
+            w = algo.teammate_weights(i, rows)
+            r = torch.as_tensor(np.nonzero(empty_up[:, i] & random[:, i])[0])
+            agent = torch.full((len(r),), i)
+            args = (d.states[r], d.obs[r, i], agent, d.masks[r, i], algo.log_mu_all[r, i])
+            pess = losses.pessimistic_advantage(
+                algo._centred_advantages(*args) / algo.adv_scale, algo.config.kappa
+            )
+            diff, floor = (pess[:, 1] - pess[:, 0]).numpy(), floor_all[r.numpy(), i]
+            table.append(
+                {
+                    "car": i,
+                    "rows": f"{len(rows):,}",
+                    "ESS": f"{w.sum() ** 2 / (len(w) * (w**2).sum()):.3f}",
+                    **{
+                        f"@{f}": f"{diff[floor == f].mean():+.1f}"
+                        for f in range(1, n_floors - 1)
+                        if (floor == f).any()
+                    },
+                }
+            )
+    return table
+
+
+def floor_table(algo, rows_max: int = 40000) -> list[dict]:
     import torch
 
     from envs.elevator.features import IDLE_ABOVE, empty_moving_up, teammates_relative
     from envs.registry import ordinal_blocks
     from trainer.algos import losses
     from trainer.algos.base import all_agents_logits
-    from trainer.algos.config import make_config
-    from trainer.algos.inspo import InSPO
 
-    algo = InSPO(make_config("inspo", overrides=json.loads((run / "config.json").read_text())["config"]))
-    algo.setup(data)
-    algo.load(run / "checkpoints" / "last.pt")
     d = algo.data
     log_mu = algo.log_mu_all if algo.log_mu_all is not None else algo._compute_log_mu()
     obs, masks = d.obs.numpy(), d.masks.numpy()
@@ -98,6 +161,13 @@ def main() -> None:
     p.add_argument("--config", help="bench/results.py config whose cached runs and log to use")
     p.add_argument("--runs", nargs="*", default=[], type=Path)
     p.add_argument("--log", type=Path, help="the runs' training log (with --runs)")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a config value to read the runs with (e.g. teammate_memory_s=30 or ratio_min=0.2)",
+    )
     args = p.parse_args()
     import torch
 
@@ -113,8 +183,14 @@ def main() -> None:
         raise SystemExit("give --config NAME, or --runs RUN ... --log LOG")
     data = load_log(log)
     for run in runs:
+        algo = load_run(run, data, args.set)
         title = f"{run.name}: A(stop) - A(continue) / scale, empty car moving up, random rows of its log"
-        print_table(floor_table(run, data), title=title, max_columns=11)
+        print_table(floor_table(algo), title=title, max_columns=11)
+        title = (
+            f"{run.name}, per car: its random rows, the share of them its teammates' weights leave in the refit "
+            "(ESS), its pessimistic A(stop) - A(continue) / scale at floor @f"
+        )
+        print_table(agent_table(algo), title=title, max_columns=12)
 
 
 if __name__ == "__main__":

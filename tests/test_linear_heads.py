@@ -10,6 +10,7 @@ from inspo_helpers import XOR, XOR_UNIFORM, frozen_residual, matrix_dataset
 from trainer.algos import linear_heads
 from trainer.algos.config import make_config
 from trainer.algos.inspo import InSPO
+from trainer.logs.dataset import OfflineData
 
 torch.set_num_threads(1)
 
@@ -85,6 +86,17 @@ def test_precision_weights_cut_the_error_of_an_effect_hidden_in_busy_rows_noise(
     assert np.mean(errors["precision"]) < 0.3 * np.mean(errors["equal"])
 
 
+def test_teammate_memory_needs_linear_heads_time_discount_and_resampling():
+    linear = {"estimator": "residual", "adv_heads": "linear", "discount": "time", "horizon_s": 60.0}
+    make_config("inspo", overrides={**linear, "teammate_memory_s": 30.0})
+    with pytest.raises(ValueError, match="teammate_memory_s=30.0 needs adv_heads='linear'"):
+        make_config("inspo", overrides={**linear, "adv_heads": "mlp", "teammate_memory_s": 30.0})
+    with pytest.raises(ValueError, match="needs discount='time'"):
+        make_config("inspo", overrides={**linear, "discount": "step", "teammate_memory_s": 30.0})
+    with pytest.raises(ValueError, match="resample=true"):
+        make_config("inspo", overrides={**linear, "resample": False, "teammate_memory_s": 30.0})
+
+
 def test_adv_weights_needs_linear_heads():
     with pytest.raises(ValueError, match="adv_weights='precision' needs adv_heads='linear'"):
         make_config("inspo", overrides={"estimator": "residual", "adv_weights": "precision"})
@@ -139,6 +151,59 @@ def test_the_sequential_refit_weights_rows_by_the_updated_teammates_ratios():
         last.bias.copy_(torch.tensor([0.0, float(np.log(9.0))]))
     algo.refit_linear_agent(1)
     assert float(_gaps(algo)[1]) == pytest.approx(2.6, abs=0.3)
+
+
+def _teammate_chooses_first(episodes: int, seed: int) -> OfflineData:
+    """Two-step episodes, 1 s apart: agent 0 picks a0 at step 0 (agent 1 has one legal action), agent 1
+    picks a1 at step 1 (agent 0 has one), both uniformly; the team is paid XOR[a0, a1] at step 1. Agent 1
+    never sees a0, so its advantage depends on how agent 0 plays at a step before its own decision."""
+    rng = np.random.default_rng(seed)
+    a0, a1 = rng.integers(0, 2, episodes), rng.integers(0, 2, episodes)
+    e = episodes
+    actions = np.zeros((e, 2, 2), np.int64)
+    actions[:, 0, 0], actions[:, 1, 1] = a0, a1
+    masks = np.zeros((e, 2, 2, 2), bool)
+    masks[:, 0, 0], masks[:, 1, 1] = True, True  # the chooser has both actions
+    masks[:, 0, 1, 0], masks[:, 1, 0, 0] = True, True  # the other has only action 0
+    reward = np.zeros((e, 2), np.float32)
+    reward[:, 1] = XOR[a0, a1]
+    prob = np.where(masks.sum(-1) > 1, 0.5, 1.0).astype(np.float32)
+    return OfflineData(
+        env_id="",
+        agent_ids=["agent_0", "agent_1"],
+        obs=np.ones((e, 2, 2, 1), np.float32),
+        actions=actions,
+        masks=masks,
+        rewards=np.repeat(reward[..., None], 2, axis=2),
+        team_rewards=reward,
+        states=np.ones((e, 2, 1), np.float32),
+        terminated=np.tile([False, True], (e, 1)),
+        truncated=np.zeros((e, 2), bool),
+        behavior_prob=prob,
+        filled=np.ones((e, 2), bool),
+        episode_ids=[f"ep{k}" for k in range(e)],
+        fingerprint=f"two-step-{seed}",
+        ts=np.tile([0.0, 1.0], (e, 1)),
+    )
+
+
+@pytest.mark.parametrize("memory_s, expected_gap", [(0.0, 1.0), (1e4, 2.6)])
+def test_teammate_memory_lets_the_refit_see_a_teammate_choice_made_steps_earlier(memory_s, expected_gap):
+    """Agent 0 now plays action 1 with probability 0.9 at step 0. Weighting agent 1's step-1 rows by agent
+    0's ratio at step 1 (where it had no choice) leaves the log's gap of 1; remembering its step-0 ratio gives
+    0.1 (0 - 1) + 0.9 (1 + 2) = 2.6, as agent 1 will face it."""
+    time = {"discount": "time", "horizon_s": 100.0}
+    algo = _frozen_linear(ratio_max=10.0, teammate_memory_s=memory_s, **time)
+    algo.setup(_teammate_chooses_first(8000, seed=1))
+    algo.fit()
+    last = [m for m in algo.actor.net.bodies[0].modules() if isinstance(m, torch.nn.Linear)][-1]
+    with torch.no_grad():
+        last.weight.zero_()
+        last.bias.copy_(torch.tensor([0.0, float(np.log(9.0))]))
+    ess = algo.refit_linear_agent(1)
+    assert float(_gaps(algo)[1]) == pytest.approx(expected_gap, abs=0.3)
+    # weights 1.8 and 0.2 on the two halves of the rows: an effective share of 1 / mean(w^2) = 0.61
+    assert ess == pytest.approx(1.0 if memory_s == 0 else 1 / ((1.8**2 + 0.2**2) / 2), abs=0.05)
 
 
 def test_a_resumed_linear_run_ends_where_an_uninterrupted_one_does(tmp_path):

@@ -47,6 +47,20 @@ def test_teammate_log_weights_sum_teammates_or_neighbours():
     assert losses.teammate_log_weights(log_r, chain).tolist() == [[2.0, 4.0, 2.0]]
 
 
+def test_remembered_log_ratios_fade_with_age_and_restart_each_episode():
+    log_r = torch.tensor([[1.0, 0.0], [0.5, 2.0], [0.0, 1.0], [3.0, -1.0], [1.0, 1.0]])
+    episode = torch.tensor([0, 0, 0, 1, 1])
+    decay = torch.tensor([0.5, 0.25, 1.0, 0.5, 1.0])  # the last row of each episode's factor is unused
+    out = losses.remembered_log_ratios(log_r, episode, decay, -10.0, 10.0)
+    expected = torch.tensor([[1.0, 0.0], [1.0, 2.0], [0.25, 1.5], [3.0, -1.0], [2.5, 0.5]])
+    torch.testing.assert_close(out, expected)
+    # no memory: the per-step ratios; full memory: the log of the product so far; the sum is clipped
+    zero = losses.remembered_log_ratios(log_r, episode, torch.zeros(5), -10.0, 10.0)
+    torch.testing.assert_close(zero, log_r)
+    full = losses.remembered_log_ratios(log_r, episode, torch.ones(5), -10.0, 1.2)
+    torch.testing.assert_close(full[:, 0], torch.tensor([1.0, 1.2, 1.2, 1.2, 1.2]))
+
+
 def test_soft_td_target_has_reverse_kl_and_entropy_terms():
     reward, next_q = torch.tensor([1.0, 1.0]), torch.tensor([2.0, 2.0])
     done = torch.tensor([0.0, 1.0])

@@ -192,6 +192,15 @@ class InSPOConfig:
     # busy rows")
     adv_weights: str = "equal"
     adv_refit_every: int = 100  # residual, linear heads: iterations between the sequential refits
+    # residual, linear heads: how far back a teammate's updated policy counts in agent i's sequential refit.
+    # 0: its ratio pi~/mu at the row's own step (the paper's weighting). s > 0: its clipped log-ratios summed
+    # over its earlier steps of the episode too, each discounted by exp(-age / s), so the weight also says how
+    # likely its new policy was to put it where it is. Why: an idle elevator car's parking floor comes from a
+    # chain of stop-or-go steps; once it waits there its own ratio is 1, and weighting by the step alone
+    # leaves every car fitting its floor effect against teammates parked as the log's random experiment
+    # parked them, so all cars chose the same floor (docs/algorithm.md, "Teammates' parking in the
+    # sequential refit"). Needs discount="time".
+    teammate_memory_s: float = 0.0
     adv_lr: float = 1e-3
     # residual: steps fitting every agent's heads (teammates as logged) before the first actor phase
     adv_warmup: int = 6000
@@ -270,6 +279,7 @@ class InSPOConfig:
                 "adv_features": _one_of("obs", "context"),
                 "adv_weights": _one_of("equal", "precision"),
                 "adv_refit_every": _int(1),
+                "teammate_memory_s": _num(0, low_open=False),
                 "adv_lr": _LR,
                 "adv_warmup": _int(0),
                 "adv_steps": _int(1),
@@ -298,12 +308,18 @@ class InSPOConfig:
             "adv_teammates": (False, "it shapes the linear heads' features"),
             "adv_features": ("obs", "it picks the linear heads' features"),
             "adv_weights": ("equal", "it weights the linear heads' closed-form fit"),
+            "teammate_memory_s": (0.0, "it weights the linear heads' sequential refit"),
         }
         for key, (off, why) in linear_only.items():
             value = getattr(self, key)
             if value != off and self.adv_heads != "linear":
                 shown = "true" if value is True else repr(value)
                 raise ValueError(f"config {key}={shown} needs adv_heads='linear' ({why})")
+        if self.teammate_memory_s > 0 and (self.discount != "time" or not self.resample):
+            raise ValueError(
+                f"config teammate_memory_s={self.teammate_memory_s:g} needs discount='time' (ages are seconds "
+                "between the log's ts) and resample=true (it shapes the teammates' weights)"
+            )
         if self.baseline_inputs != "state" and (self.estimator != "residual" or self.discount != "time"):
             raise ValueError(
                 f"config baseline_inputs={self.baseline_inputs!r} needs estimator='residual' and "

@@ -128,6 +128,9 @@ class InSPO(Algorithm):
         self.linear_blocks: torch.Tensor | None = None
         self.linear_ridge = 0.0
         self.linear_prior: torch.Tensor | None = None
+        self.refit_ess: dict[
+            int, float
+        ] = {}  # agent -> its teammate weights' effective share at its last refit
         self.residual: torch.Tensor | None = None  # [K] G - V(s), cross-fitted ([K, N] with reward_credit)
         self.baseline_value: torch.Tensor | None = None  # [K] the cross-fitted V(s) itself (same shape)
         self.credit = advantage.credit_matrix(c.reward_credit, self.agent_ids, neighbors)
@@ -233,6 +236,7 @@ class InSPO(Algorithm):
             "linear_blocks": self.linear_blocks,
             "linear_ridge": self.linear_ridge,
             "linear_prior": self.linear_prior,
+            "refit_ess": self.refit_ess,
         }
 
     def load_extra_state(self, state: dict[str, Any]) -> None:
@@ -245,6 +249,7 @@ class InSPO(Algorithm):
         self.linear_blocks = state.get("linear_blocks")
         self.linear_ridge = float(state.get("linear_ridge", 0.0))
         self.linear_prior = state.get("linear_prior")
+        self.refit_ess = dict(state.get("refit_ess", {}))
         self.logged_log_prob = self._logged_log_prob()  # of the restored shard, for a streamed log
         self.log_mu_all = self._compute_log_mu() if self.mu_done else None
         if self.mu_done and self.adv_heads is not None:
@@ -490,22 +495,55 @@ class InSPO(Algorithm):
         }
 
     @torch.no_grad()
-    def refit_linear_agent(self, i: int) -> None:
+    def refit_linear_agent(self, i: int) -> float:
         """Agent ``i``'s members on its random rows, weighted by its teammates' current clipped ratios
-        ``pi~/mu`` (those already updated in this iteration's order carry their new policy)."""
-        c = self.config
+        ``pi~/mu`` (those already updated in this iteration's order carry their new policy). Returns the
+        teammate weights' effective sample size as a share of the rows (1 when unweighted)."""
         rows, (x, act, e, y, block) = self._linear_inputs(i)
-        w = np.ones(len(y))
-        if c.resample:
-            log_r = losses.clipped_log_ratios(
-                self.policy_log_probs(rows), self.logged_log_mu(rows), self.log_ratio_min, self.log_ratio_max
-            )
-            w = losses.mean_one_weights(
-                losses.teammate_log_weights(log_r, self.teammates)[:, i].double()
-            ).numpy()
+        w = self.teammate_weights(i, rows)
+        ess = float(w.sum() ** 2 / max(len(w) * (w**2).sum(), 1e-300))
         w = w * self._precision_weights(i, rows)
         w = w / w.mean() if len(w) else w
         self._set_linear_members(i, linear_heads.block_grams(x, act, e, y, w, block))
+        return ess
+
+    @torch.no_grad()
+    def teammate_weights(self, i: int, rows: torch.Tensor) -> np.ndarray:
+        """Mean-one weights of agent ``i``'s ``rows`` from its teammates' clipped ratios ``pi~/mu`` (over the
+        last ``teammate_memory_s`` seconds when set); ones without resampling."""
+        c = self.config
+        if not c.resample:
+            return np.ones(len(rows))
+        if c.teammate_memory_s > 0:
+            log_r = self._remembered_log_ratios()[rows]
+        else:
+            log_r = losses.clipped_log_ratios(
+                self.policy_log_probs(rows), self.logged_log_mu(rows), self.log_ratio_min, self.log_ratio_max
+            )
+        return losses.mean_one_weights(
+            losses.teammate_log_weights(log_r, self.teammates)[:, i].double()
+        ).numpy()
+
+    @torch.no_grad()
+    def _remembered_log_ratios(self) -> torch.Tensor:
+        """``[K, N]`` every agent's clipped log-ratio of the logged actions, summed over its earlier steps in
+        the episode with weight exp(-age / teammate_memory_s) (losses.remembered_log_ratios)."""
+        c, d = self.config, self.data
+        assert d is not None
+        log_r = torch.cat(
+            [
+                losses.clipped_log_ratios(
+                    self.policy_log_probs(rows),
+                    self.logged_log_mu(rows),
+                    self.log_ratio_min,
+                    self.log_ratio_max,
+                )
+                for rows in torch.arange(d.size).split(16384)
+            ]
+        )
+        # the row's discount is exp(-dt / horizon_s) to the next row: the same dt, faded over the memory
+        decay = d.discounts.double() ** (c.horizon_s / c.teammate_memory_s)
+        return losses.remembered_log_ratios(log_r, d.episode, decay, self.log_ratio_min, self.log_ratio_max)
 
     # -- 2a. critic ---------------------------------------------------------------------------
     def critic_step(self) -> dict[str, float]:
@@ -597,7 +635,7 @@ class InSPO(Algorithm):
         loss = torch.zeros(())
         linear = c.adv_heads == "linear"
         if linear and self.iteration > 0 and self.iteration % c.adv_refit_every == 0:
-            self.refit_linear_agent(i)
+            self.refit_ess[i] = self.refit_linear_agent(i)
         for _ in range(0 if linear else c.adv_steps):
             adv = self._centred_advantages(state, obs_i, agent, mask_i, batch.log_mu_all[i])
             loss = losses.residual_advantage_loss(
@@ -764,6 +802,8 @@ class InSPO(Algorithm):
             metrics["baseline"] = float(baseline)
         else:
             metrics["adv_scale"] = float(self.adv_scale)
+            if self.refit_ess:  # the teammate weights' effective share of rows at the agents' last refits
+                metrics["refit_ess_min"] = min(self.refit_ess.values())
         metrics.update(
             {
                 "ess_mean": sum(ess) / len(ess),

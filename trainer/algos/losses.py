@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -52,6 +53,29 @@ def teammate_log_weights(log_ratios: torch.Tensor, teammates: torch.Tensor) -> t
     agent ``i``'s weight; the diagonal must be 0). Returns ``[B, N]``.
     """
     return log_ratios @ teammates.T.to(log_ratios.dtype)
+
+
+def remembered_log_ratios(
+    log_ratios: torch.Tensor, episode: torch.Tensor, decay: torch.Tensor, log_min: float, log_max: float
+) -> torch.Tensor:
+    """Each agent's log-ratios summed over the earlier rows of its episode, discounted on the way.
+
+    ``L_k = log_r_k + decay_{k-1} L_{k-1}`` within an episode (rows in episode order, steps increasing),
+    restarting at each episode's first row, then clipped to ``[log_min, log_max]``. ``log_ratios [K, N]``
+    (already clipped per step), ``episode [K]``, ``decay [K]``: the factor from row ``k`` to the next.
+    ``decay`` 0 gives the per-step ratios back; 1 the log of the product over the episode so far.
+    """
+    log_r = log_ratios.double().numpy()
+    ep = episode.numpy()
+    fade = decay.double().numpy()
+    first = np.r_[True, ep[1:] != ep[:-1]]
+    starts = np.flatnonzero(first)
+    lengths = np.diff(np.r_[starts, len(ep)])
+    out = log_r.copy()
+    for t in range(1, int(lengths.max(initial=0))):  # one step of every episode longer than t at once
+        at = starts[lengths > t] + t
+        out[at] += fade[at - 1, None] * out[at - 1]
+    return torch.from_numpy(out).clamp(min=log_min, max=log_max).to(log_ratios.dtype)
 
 
 def mean_one_weights(log_w: torch.Tensor) -> torch.Tensor:
