@@ -97,6 +97,11 @@ def test_teammate_memory_needs_linear_heads_time_discount_and_resampling():
         make_config("inspo", overrides={**linear, "resample": False, "teammate_memory_s": 30.0})
 
 
+def test_certain_anchor_needs_the_logs_probabilities():
+    with pytest.raises(ValueError, match="certain_anchor=true needs exact_propensity=true"):
+        make_config("inspo", overrides={"certain_anchor": True})
+
+
 def test_adv_weights_needs_linear_heads():
     with pytest.raises(ValueError, match="adv_weights='precision' needs adv_heads='linear'"):
         make_config("inspo", overrides={"estimator": "residual", "adv_weights": "precision"})

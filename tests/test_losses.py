@@ -61,6 +61,21 @@ def test_remembered_log_ratios_fade_with_age_and_restart_each_episode():
     torch.testing.assert_close(full[:, 0], torch.tensor([1.0, 1.2, 1.2, 1.2, 1.2]))
 
 
+def test_a_certain_logged_action_keeps_weight_one_whatever_the_advantage():
+    log_mu = torch.log(torch.tensor([[0.97, 0.03], [0.5, 0.5]]))
+    q = torch.tensor([[0.0, 7.0], [0.0, 7.0]])  # the advantage says "the other action", strongly
+    actions = torch.tensor([0, 0])
+    mask = torch.ones(2, 2, dtype=torch.bool)
+    anchored = losses.anchor_on_certain(log_mu, actions, torch.tensor([True, False]))
+    torch.testing.assert_close(anchored[1], log_mu[1])  # an uncertain row keeps the fitted mu
+    assert anchored[0, 1] == losses.NEG
+    fitted = losses.target_weights(q, log_mu, mask, actions, alpha=1.0, beta=0.0, exp_clip=50.0)
+    kept = losses.target_weights(q, anchored, mask, actions, alpha=1.0, beta=0.0, exp_clip=50.0)
+    assert float(fitted[0]) < 0.1  # with the fitted mu the closed form moves the row off the logged action
+    assert float(kept[0]) == pytest.approx(1.0)
+    assert float(kept[1]) == pytest.approx(float(fitted[1]))
+
+
 def test_soft_td_target_has_reverse_kl_and_entropy_terms():
     reward, next_q = torch.tensor([1.0, 1.0]), torch.tensor([2.0, 2.0])
     done = torch.tensor([0.0, 1.0])

@@ -153,6 +153,13 @@ class InSPOConfig:
     # True: importance ratios and residuals use the log's behavior_prob where present (the fitted mu is
     # still the KL anchor and fills in logs without probabilities); False: the fitted mu everywhere
     exact_propensity: bool = False
+    # True (with exact_propensity): where the log's probability of the logged action is 1, the closed form's
+    # anchor mu is that certainty, so the actor is fitted to keep the logged action there with weight 1. The
+    # fitted mu is never quite certain, and with advantages learnt where the log randomised, exp(A / alpha)
+    # can outweigh its small mass on an action the log never took in that state (measured at lunch: an empty
+    # car passing a passenger ETD had sent it to; docs/algorithm.md, "Keeping the rule where the log never
+    # varied it")
+    certain_anchor: bool = False
     value_folds: int = 2  # residual: episode folds of the cross-fitted state value V(s)
     value_steps: int = 2000  # residual: gradient steps per fold of V(s)
     value_lr: float = 1e-3
@@ -268,6 +275,7 @@ class InSPOConfig:
                 "horizon_s": _num(0, low_open=False),
                 "estimator": _one_of("local_q", "residual"),
                 "exact_propensity": _BOOL,
+                "certain_anchor": _BOOL,
                 "value_folds": _int(2),
                 "value_steps": _int(1),
                 "value_lr": _LR,
@@ -315,6 +323,10 @@ class InSPOConfig:
             if value != off and self.adv_heads != "linear":
                 shown = "true" if value is True else repr(value)
                 raise ValueError(f"config {key}={shown} needs adv_heads='linear' ({why})")
+        if self.certain_anchor and not self.exact_propensity:
+            raise ValueError(
+                "config certain_anchor=true needs exact_propensity=true (the log's probabilities)"
+            )
         if self.teammate_memory_s > 0 and (self.discount != "time" or not self.resample):
             raise ValueError(
                 f"config teammate_memory_s={self.teammate_memory_s:g} needs discount='time' (ages are seconds "

@@ -67,6 +67,7 @@ class _Batch:
     actions: list[torch.Tensor]  # [B]
     masks: list[torch.Tensor]  # [B, A]
     log_mu_all: list[torch.Tensor]  # [B, A] floored log mu of every action
+    rows: torch.Tensor  # [B] the rows of the training data they are
 
 
 class InSPO(Algorithm):
@@ -691,8 +692,12 @@ class InSPO(Algorithm):
         assert self.actor is not None
         obs_i, act_i, mask_i = batch.obs[i], batch.actions[i], batch.masks[i]
         with torch.no_grad():
+            log_mu = batch.log_mu_all[i]
+            if c.certain_anchor and self.logged_log_prob is not None:
+                certain = self.logged_log_prob[batch.rows, i] > math.log(1.0 - 1e-6)  # NaN (unknown): False
+                log_mu = losses.anchor_on_certain(log_mu, act_i, certain)
             weights = losses.target_weights(
-                q_all, batch.log_mu_all[i], mask_i, act_i, c.alpha, c.beta, c.exp_clip, c.support_ratio
+                q_all, log_mu, mask_i, act_i, c.alpha, c.beta, c.exp_clip, c.support_ratio
             )
             raw_mean = float(weights.mean())
             if c.normalize_weights:
@@ -720,6 +725,7 @@ class InSPO(Algorithm):
             actions=[actions[:, i].contiguous() for i in agents],
             masks=[masks[:, i].contiguous() for i in agents],
             log_mu_all=[log_mu_all[:, i].contiguous() for i in agents],
+            rows=rows,
         )
 
     def _agent_log_probs(self, batch: _Batch, i: int) -> torch.Tensor:

@@ -158,6 +158,13 @@ def supported_actions(log_mu_all: torch.Tensor, mask: torch.Tensor, ratio: float
     return mask & (log_mu_all >= top + math.log(ratio))
 
 
+def anchor_on_certain(log_mu_all: torch.Tensor, actions: torch.Tensor, certain: torch.Tensor) -> torch.Tensor:
+    """``log mu`` with the rows where the logged action was certain (``certain [B]``) set to that action with
+    probability 1 (``NEG`` elsewhere): the closed form keeps it there, with weight 1, whatever ``Q`` says."""
+    one_hot = torch.full_like(log_mu_all, NEG).scatter(-1, actions.long().unsqueeze(-1), 0.0)
+    return torch.where(certain.unsqueeze(-1), one_hot, log_mu_all)
+
+
 def target_weights(
     q_all: torch.Tensor,
     log_mu_all: torch.Tensor,
