@@ -83,7 +83,7 @@ def agent_table(algo) -> list[dict]:
                 {
                     "car": i,
                     "rows": f"{len(rows):,}",
-                    "ESS": f"{w.sum() ** 2 / (len(w) * (w**2).sum()):.3f}",
+                    "ESS": f"{float(losses.effective_sample_size(torch.from_numpy(w))):.3f}",
                     **{
                         f"@{f}": f"{diff[floor == f].mean():+.1f}"
                         for f in range(1, n_floors - 1)

@@ -129,9 +129,8 @@ class InSPO(Algorithm):
         self.linear_blocks: torch.Tensor | None = None
         self.linear_ridge = 0.0
         self.linear_prior: torch.Tensor | None = None
-        self.refit_ess: dict[
-            int, float
-        ] = {}  # agent -> its teammate weights' effective share at its last refit
+        # agent -> the effective share of its rows its teammates' weights left at its last refit
+        self.refit_ess: dict[int, float] = {}
         self.residual: torch.Tensor | None = None  # [K] G - V(s), cross-fitted ([K, N] with reward_credit)
         self.baseline_value: torch.Tensor | None = None  # [K] the cross-fitted V(s) itself (same shape)
         self.credit = advantage.credit_matrix(c.reward_credit, self.agent_ids, neighbors)
@@ -502,7 +501,7 @@ class InSPO(Algorithm):
         teammate weights' effective sample size as a share of the rows (1 when unweighted)."""
         rows, (x, act, e, y, block) = self._linear_inputs(i)
         w = self.teammate_weights(i, rows)
-        ess = float(w.sum() ** 2 / max(len(w) * (w**2).sum(), 1e-300))
+        ess = float(losses.effective_sample_size(torch.from_numpy(w))) if len(w) else 1.0
         w = w * self._precision_weights(i, rows)
         w = w / w.mean() if len(w) else w
         self._set_linear_members(i, linear_heads.block_grams(x, act, e, y, w, block))
