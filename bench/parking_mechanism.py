@@ -51,22 +51,32 @@ def load_run(run: Path, data, overrides: list[str]):
     return algo
 
 
-def agent_table(algo) -> list[dict]:
+def parking_rows(algo) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """``[K, N]`` masks of the log's rows where an empty car moving up decides at a floor and where its
+    logged action was random, the floor it decides at, and the number of floors."""
+    from envs.elevator.features import empty_moving_up
+    from envs.registry import ordinal_blocks
+    from trainer.algos.inspo import CERTAIN
+
+    d = algo.data
+    [(start, stop)] = ordinal_blocks(algo.env_id, d.obs_dim)  # the decision floor's one-hot
+    n_floors = stop - start
+    empty_up, floor_all = empty_moving_up(d.obs.numpy(), n_floors)
+    random = algo._logged_log_prob().numpy() < np.log(CERTAIN)
+    return empty_up, random, floor_all, n_floors
+
+
+def agent_table(algo, parking: tuple) -> list[dict]:
     """Per car: the effective share of its random rows left by its teammates' weights in the sequential
     refit (as the run weighs them, at its final policy), and its own A(stop) - A(continue) / scale
     (pessimistic) per floor where an empty car moving up decides: whether the cars' parking differs by
     car because they coordinate or because each fit rests on few rows."""
     import torch
 
-    from envs.elevator.features import empty_moving_up
-    from envs.registry import ordinal_blocks
     from trainer.algos import losses
 
     d = algo.data
-    [(start, stop)] = ordinal_blocks(algo.env_id, d.obs_dim)
-    n_floors = stop - start
-    empty_up, floor_all = empty_moving_up(d.obs.numpy(), n_floors)
-    random = algo._logged_log_prob().numpy() < np.log(1 - 1e-6)
+    empty_up, random, floor_all, n_floors = parking
     table = []
     with torch.no_grad():
         for i in range(d.n_agents):
@@ -94,21 +104,17 @@ def agent_table(algo) -> list[dict]:
     return table
 
 
-def floor_table(algo, rows_max: int = 40000) -> list[dict]:
+def floor_table(algo, parking: tuple, rows_max: int = 40000) -> list[dict]:
     import torch
 
-    from envs.elevator.features import IDLE_ABOVE, empty_moving_up, teammates_relative
-    from envs.registry import ordinal_blocks
+    from envs.elevator.features import IDLE_ABOVE, teammates_relative
     from trainer.algos import losses
     from trainer.algos.base import all_agents_logits
 
     d = algo.data
     log_mu = algo.log_mu_all if algo.log_mu_all is not None else algo._compute_log_mu()
     obs, masks = d.obs.numpy(), d.masks.numpy()
-    [(start, stop)] = ordinal_blocks(algo.env_id, d.obs_dim)  # the decision floor's one-hot
-    n_floors = stop - start
-    random = algo._logged_log_prob().numpy() < np.log(1 - 1e-6)
-    empty_up, floor_all = empty_moving_up(obs, n_floors)
+    empty_up, random, floor_all, n_floors = parking
     rows, agents = np.nonzero(empty_up & masks[..., 0] & masks[..., 1] & random)
     pick = np.random.default_rng(0).permutation(len(rows))[:rows_max]
     rows, agents = torch.as_tensor(rows[pick]), torch.as_tensor(agents[pick])
@@ -184,13 +190,14 @@ def main() -> None:
     data = load_log(log)
     for run in runs:
         algo = load_run(run, data, args.set)
+        parking = parking_rows(algo)
         title = f"{run.name}: A(stop) - A(continue) / scale, empty car moving up, random rows of its log"
-        print_table(floor_table(algo), title=title, max_columns=11)
+        print_table(floor_table(algo, parking), title=title, max_columns=11)
         title = (
             f"{run.name}, per car: its random rows, the share of them its teammates' weights leave in the refit "
             "(ESS), its pessimistic A(stop) - A(continue) / scale at floor @f"
         )
-        print_table(agent_table(algo), title=title, max_columns=12)
+        print_table(agent_table(algo, parking), title=title, max_columns=12)
 
 
 if __name__ == "__main__":

@@ -57,6 +57,9 @@ class LocalQ(nn.Module):
         return self.body(self.inputs(state, obs, agent))
 
 
+CERTAIN = 1.0 - 1e-6  # a logged action this probable counts as certain (no information about an advantage)
+
+
 @dataclass
 class _Batch:
     """One iteration's rows, gathered once; per-agent fields are lists indexed by agent."""
@@ -335,7 +338,7 @@ class InSPO(Algorithm):
         probs = d.behavior_prob if self.logged_log_prob is not None else unknown
         self.propensity_all = advantage.propensities(self.log_mu_all, d.actions, probs)
         taken = self.propensity_all.gather(-1, d.actions.unsqueeze(-1)).squeeze(-1)
-        self.informative = torch.nonzero((taken < 1.0 - 1e-6).any(-1)).squeeze(-1)
+        self.informative = torch.nonzero((taken < CERTAIN).any(-1)).squeeze(-1)
 
     def sample_residual_rows(self, n: int, informative_share: float) -> torch.Tensor:
         """Rows for the residual estimator: ``informative_share`` of them from the informative rows."""
@@ -436,7 +439,7 @@ class InSPO(Algorithm):
         assert isinstance(heads, linear_heads.LinearAdvantageHeads)
         e = self.propensity_all[:, i]
         taken = e.gather(-1, d.actions[:, i].unsqueeze(-1)).squeeze(-1)
-        rows = torch.nonzero(taken < 1.0 - 1e-6).squeeze(-1)
+        rows = torch.nonzero(taken < CERTAIN).squeeze(-1)
         with torch.no_grad():
             x = heads.features(d.obs[rows, i])
         return rows, [
@@ -514,15 +517,16 @@ class InSPO(Algorithm):
         c = self.config
         if not c.resample:
             return np.ones(len(rows))
-        if c.teammate_memory_s > 0:
-            log_r = self._remembered_log_ratios()[rows]
-        else:
-            log_r = losses.clipped_log_ratios(
-                self.policy_log_probs(rows), self.logged_log_mu(rows), self.log_ratio_min, self.log_ratio_max
-            )
+        log_r = self._remembered_log_ratios()[rows] if c.teammate_memory_s > 0 else self._log_ratios(rows)
         return losses.mean_one_weights(
             losses.teammate_log_weights(log_r, self.teammates)[:, i].double()
         ).numpy()
+
+    def _log_ratios(self, rows: torch.Tensor) -> torch.Tensor:
+        """``[B, N]`` every agent's clipped ``log pi - log mu`` of the logged actions of ``rows``."""
+        return losses.clipped_log_ratios(
+            self.policy_log_probs(rows), self.logged_log_mu(rows), self.log_ratio_min, self.log_ratio_max
+        )
 
     @torch.no_grad()
     def _remembered_log_ratios(self) -> torch.Tensor:
@@ -530,17 +534,7 @@ class InSPO(Algorithm):
         the episode with weight exp(-age / teammate_memory_s) (losses.remembered_log_ratios)."""
         c, d = self.config, self.data
         assert d is not None
-        log_r = torch.cat(
-            [
-                losses.clipped_log_ratios(
-                    self.policy_log_probs(rows),
-                    self.logged_log_mu(rows),
-                    self.log_ratio_min,
-                    self.log_ratio_max,
-                )
-                for rows in torch.arange(d.size).split(16384)
-            ]
-        )
+        log_r = torch.cat([self._log_ratios(rows) for rows in torch.arange(d.size).split(16384)])
         # the row's discount is exp(-dt / horizon_s) to the next row: the same dt, faded over the memory
         decay = d.discounts.double() ** (c.horizon_s / c.teammate_memory_s)
         return losses.remembered_log_ratios(log_r, d.episode, decay, self.log_ratio_min, self.log_ratio_max)
@@ -693,7 +687,7 @@ class InSPO(Algorithm):
         with torch.no_grad():
             log_mu = batch.log_mu_all[i]
             if c.certain_anchor and self.logged_log_prob is not None:
-                certain = self.logged_log_prob[batch.rows, i] > math.log(1.0 - 1e-6)  # NaN (unknown): False
+                certain = self.logged_log_prob[batch.rows, i] > math.log(CERTAIN)  # NaN (unknown): False
                 log_mu = losses.anchor_on_certain(log_mu, act_i, certain)
             weights = losses.target_weights(
                 q_all, log_mu, mask_i, act_i, c.alpha, c.beta, c.exp_clip, c.support_ratio
