@@ -44,11 +44,15 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+if TYPE_CHECKING:
+    from envs.controllers import Controller
 
 ENV = "elevator:cb10x4:downpeak"
 BEHAVIOUR = "etd@exp=0.2"
@@ -155,16 +159,17 @@ def estimated_advantages(algo, states: np.ndarray, obs: np.ndarray, agents: np.n
     return adv.numpy()
 
 
-def snapshots(seed: int, every: int, max_states: int, behaviour: str = BEHAVIOUR):
-    """Decision states of one behaviour episode where an idle car's behaviour chooses at random
-    (the experiment's idle-spell decisions): the env and controller *before* the step, the car, ..."""
+def snapshots(seed: int, every: int, max_states: int, behaviour: str | Controller = BEHAVIOUR):
+    """Decision states of one behaviour episode (a spec, or a controller to copy) where an idle car's
+    behaviour chooses at random (the experiment's idle-spell decisions): the env and controller *before*
+    the step, the car, ..."""
     from envs.controllers import build_controller
     from envs.elevator.core import IDLE
     from envs.registry import make_env
     from trainer.rollout import action_rng
 
     env = make_env(ENV)
-    ctl = build_controller(ENV, behaviour)
+    ctl = build_controller(ENV, behaviour) if isinstance(behaviour, str) else copy.deepcopy(behaviour)
     obs, infos = env.reset(seed=seed)
     ctl.reset(env, seed)
     rng = action_rng(seed)

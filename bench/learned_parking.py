@@ -16,6 +16,9 @@ result into that part and the rest, on tuning seeds (never evaluation seeds), pa
   agree, the rest of the policy is a clone of ETD and its parking is its whole contribution; beside each
   run, the share of its moves outside idle spells (where the car has a choice) that differ from ETD's in
   the same state, i.e. how close "the rest" is to ETD;
+* with ``--choices FILE ...`` (bench/parking_choice.py ``--save``): ETD with each idle car parked at the
+  floor a fitted ``Q(f | teammates)`` ranks first, given where the other idle cars wait at that moment:
+  what the parking choice as one decision, fitted from the log, is worth in closed loop;
 * where idle cars wait: the share of idle-car time at each floor (PNG and table), so a reader can see
   whether a learner found multi-floor parking at all (ETD waits at the lobby; the experiment anywhere).
 
@@ -35,6 +38,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
 
 from envs.controllers import Controller, build_controller  # noqa: E402
 from envs.elevator.controllers import ETD, ETDPark, _View  # noqa: E402
@@ -99,6 +103,10 @@ def controller(source: str, env_id: str, env):
 
     if source.startswith("park:"):
         return ETDPark([int(f) for f in source[5:].split(",")])
+    if source.startswith("choice:"):
+        from parking_choice import ChoiceParking
+
+        return ChoiceParking(Path(source[len("choice:") :]))
     if source.startswith("hybrid:"):
         run = source[len("hybrid:") :]
         return LearnedParking(load_controller(run, env_id, env), f"{Path(run).name} parking + ETD")
@@ -135,6 +143,8 @@ def label(source: str) -> str:
         return f"ETD, park {source[5:]}"
     if source.startswith("hybrid:"):
         return f"{Path(source[7:]).name} parking + ETD"
+    if source.startswith("choice:"):
+        return f"ETD, parking by {Path(source[7:]).stem}"
     return Path(source).name if Path(source).is_dir() else source
 
 
@@ -173,6 +183,13 @@ def main() -> None:
         default=list(FIXED),
         help="fixed parking layouts to play beside the runs (car c at the c-th floor)",
     )
+    p.add_argument(
+        "--choices",
+        nargs="*",
+        default=[],
+        type=Path,
+        help="bench/parking_choice.py --save files: ETD with idle cars parked by that fitted Q(f | teammates)",
+    )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "learned-parking.png")
     args = p.parse_args()
@@ -187,6 +204,7 @@ def main() -> None:
         if not runs:
             raise SystemExit(f"no runs under {base}: run bench/results.py --configs {args.config} first")
     sources = ["etd", args.experiment, *(f"park:{f}" for f in args.layouts)]
+    sources += [f"choice:{c}" for c in args.choices]
     for run in runs:
         sources += [str(run), f"hybrid:{run}"]
     seeds = tuning_seeds(args.seeds)

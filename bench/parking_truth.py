@@ -19,7 +19,9 @@ experiment actually randomises, the parking floor of a spell, from the states wh
 3. Printed: how much the floor matters (the spread of ``Q`` over floors against its paired SE), which
    floors are best on average (pooled over states, relative to the state's mean over floors), how often
    each floor is a state's best, and whether the best floor depends on where the teammates wait (the
-   best floor's distance from the nearest other idle car, against that of a floor drawn uniformly).
+   best floor's distance from the nearest other idle car, against that of a floor drawn uniformly), and
+   ``Q`` regressed on bench/parking_choice.py's features of the target floor (the floor, its square, idle
+   teammates at it and one floor away): the truth of the coefficients that bench fits from the log.
 
 Tuning seeds only, never evaluation seeds.
 """
@@ -27,6 +29,7 @@ Tuning seeds only, never evaluation seeds.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 import time
@@ -71,17 +74,64 @@ def other_idle_floors(snap) -> list[float]:
     ]
 
 
-def spells_per_episode(seeds) -> float:
-    """Idle spells the experiment opens per episode (each draws a parking floor), over ``seeds``."""
+def teammate_interaction(snaps, value: np.ndarray, floors: int) -> dict:
+    """The truth's ``Q(f)`` regressed on bench/parking_choice.py's features of the target floor (the floor,
+    its square, idle teammates at it and one floor away), each state's mean over floors removed: the
+    coefficients that fit estimates from the log, with SE by jackknife over states."""
+    from parking_choice import FEATURES, target_features
+
+    every = np.arange(floors, dtype=np.float64)
+    xs = []
+    for snap in snaps:
+        others = other_idle_floors(snap)
+        pos = np.array([others + [-99.0] * (snap["env"].core.C - 1 - len(others))])  # -99: no car
+        x = target_features(every, pos, pos > -50, floors)[0]
+        xs.append(x - x.mean(0))
+    x, y = np.stack(xs), value - value.mean(1, keepdims=True)
+
+    def solve(keep):
+        a, b = x[keep].reshape(-1, x.shape[-1]), y[keep].reshape(-1)
+        return np.linalg.lstsq(a, b, rcond=None)[0]
+
+    theta = solve(np.ones(len(snaps), bool))
+    loo = np.stack([solve(np.arange(len(snaps)) != k) for k in range(len(snaps))])
+    se = np.sqrt((len(snaps) - 1) / len(snaps) * ((loo - loo.mean(0)) ** 2).sum(0))
+    print("the truth's Q(f) on the target floor's features (x1e-3; SE over states):")
+    print(
+        "  "
+        + ", ".join(
+            f"{n} {t * 1e3:+.3f} ({e * 1e3:.3f})" for n, t, e in zip(FEATURES, theta, se, strict=True)
+        )
+    )
+    return {"features": list(FEATURES), "theta": theta.tolist(), "se": se.tolist()}
+
+
+def behaviour(choice: Path | None, p: float):
+    """The behaviour whose spells are measured: the log's ``etd@exp=1``, or, with ``choice``, ETD parking
+    idle cars by that fitted ``Q(f | teammates)`` (bench/parking_choice.py) with the parking experiment on
+    top at probability ``p``: the one-step values a second round of logging would measure."""
     from advantage_truth import ENV
 
     from envs.controllers import build_controller
+    from envs.elevator.experiment import ParkingExperiment
+
+    if choice is None:
+        return build_controller(ENV, BEHAVIOUR)
+    from parking_choice import ChoiceParking
+
+    return ParkingExperiment(ChoiceParking(choice), p)
+
+
+def spells_per_episode(seeds, ctl0) -> float:
+    """Idle spells the experiment opens per episode (each draws a parking floor), over ``seeds``."""
+    from advantage_truth import ENV
+
     from envs.registry import make_env
     from trainer.rollout import action_rng
 
     counts = []
     for seed in seeds:
-        env, ctl = make_env(ENV), build_controller(ENV, BEHAVIOUR)
+        env, ctl = make_env(ENV), copy.deepcopy(ctl0)
         obs, infos = env.reset(seed=seed)
         ctl.reset(env, seed)
         rng, opened = action_rng(seed), 0
@@ -118,6 +168,15 @@ def main() -> None:
     p.add_argument("--reward-scale", type=float, help="divide returns by it (default: 1, raw team reward)")
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "parking_truth.json")
     p.add_argument(
+        "--behaviour-choice",
+        type=Path,
+        help="measure the spells of ETD parking by this bench/parking_choice.py --save file (or a truth "
+        "file of this bench) with the experiment on top at --p, instead of etd@exp=1: a second round",
+    )
+    p.add_argument(
+        "--p", type=float, default=0.2, help="the experiment's probability with --behaviour-choice"
+    )
+    p.add_argument(
         "--raw",
         type=Path,
         default=RAW,
@@ -135,12 +194,13 @@ def main() -> None:
     from envs.seeds import tuning_seeds
 
     c = advantage_truth.estimator_config("residual", {}, advantage_truth.ENV)
+    ctl = behaviour(args.behaviour_choice, args.p)
     t0 = time.time()
     per_episode = -(-args.states // args.tuning_episodes)
     snaps = [
         s
         for seed in tuning_seeds(args.tuning_episodes)
-        for s in advantage_truth.snapshots(seed, args.every, per_episode, BEHAVIOUR)
+        for s in advantage_truth.snapshots(seed, args.every, per_episode, ctl)
     ][: args.states]
     floors = snaps[0]["env"].building.n_floors
     jobs = [
@@ -198,10 +258,11 @@ def main() -> None:
             f"distance of the best floor from the nearest idle teammate: {np.mean(near_best):.2f} floors, "
             f"against {np.mean(near_random):.2f} for a uniform floor ({len(near_best)} states with an idle teammate)"
         )
+    interaction = teammate_interaction(snaps, value, floors)
     # The noise one spell's outcome carries: around its state's mean (the state known), and around its
     # future's mean over floors (the arrivals to come known too).
     noise_state, noise_future = spell_noise(q), spell_noise(centred)
-    spells = spells_per_episode(tuning_seeds(args.tuning_episodes))
+    spells = spells_per_episode(tuning_seeds(args.tuning_episodes), ctl)
     sd_profile = float(pooled.std(ddof=1))
     print(
         f"one spell's return: spread {noise_state:.3g} around its state's mean, {noise_future:.3g} around its "
@@ -233,6 +294,7 @@ def main() -> None:
                 "spells_per_episode": spells,
                 "profile_spread": sd_profile,
                 "episodes_needed": needed,
+                "target_features": interaction,
             },
             indent=2,
         )
