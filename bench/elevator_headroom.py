@@ -49,6 +49,7 @@ def controllers() -> list[tuple[str, object]]:
         ("etd+park floors 2,2,2,2", ETDPark([2, 2, 2, 2])),
         ("etd+park floors 3,5,7,9 (etd-park)", ETDPark()),
         ("etd+park floors 0,3,5,8", ETDPark([0, 3, 5, 8])),
+        ("etd+park floors 5,6,7,8", ETDPark([5, 6, 7, 8])),
     ]
 
 
