@@ -144,7 +144,7 @@ def label(source: str) -> str:
     if source.startswith("hybrid:"):
         return f"{Path(source[7:]).name} parking + ETD"
     if source.startswith("choice:"):
-        return f"ETD, parking by {Path(source[7:]).stem}"
+        return "ETD, parking by " + "+".join(Path(f).stem for f in source[7:].split("+"))
     return Path(source).name if Path(source).is_dir() else source
 
 
@@ -188,7 +188,8 @@ def main() -> None:
         nargs="*",
         default=[],
         type=Path,
-        help="bench/parking_choice.py --save files: ETD with idle cars parked by that fitted Q(f | teammates)",
+        help="bench/parking_choice.py --save files: ETD with idle cars parked by that fitted Q(f | teammates); "
+        "A+B: by the mean of their coefficients",
     )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "results" / "learned-parking.png")

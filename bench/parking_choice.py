@@ -103,10 +103,12 @@ class ChoiceParking(ETDPark):
 
     def __init__(self, theta_file: Path):
         super().__init__()
-        # --save's file, or bench/parking_truth.py's (the truth's coefficients)
-        saved = json.loads(Path(theta_file).read_text())
-        self.theta = np.array(saved.get("target_features", saved)["theta"])
-        self.name = f"etd, parking by {Path(theta_file).stem}"
+        # --save's file, or bench/parking_truth.py's (the truth's coefficients); "A+B": their mean (a damped
+        # second round)
+        files = [Path(f) for f in str(theta_file).split("+")]
+        saved = [json.loads(f.read_text()) for f in files]
+        self.theta = np.mean([np.array(d.get("target_features", d)["theta"]) for d in saved], 0)
+        self.name = "etd, parking by " + "+".join(f.stem for f in files)
 
     def park_floor(self, v, c):
         others = [k for k in range(v.C) if k != c]
