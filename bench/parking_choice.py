@@ -9,7 +9,7 @@ one step: a car stops at the first floor that beats the log's average above it. 
 regression is written in terms of the value of the whole choice, ``Q(f | teammates)`` for each target
 floor ``f``: with the experiment's uniform continuation, the link at floor ``d`` has effect
 ``Q(d) - mean_{f > d} Q(f)``, so with ``Q(f) = theta . phi(f)`` linear in features of the target floor
-(the floor, its square, the idle teammates at it and within one floor of it, from the car's own
+(the floor, its square, the idle teammates at it and one floor away from it, from the car's own
 observation) the link's effect is ``theta . (phi(d) - mean_{f > d} phi(f))``: one weighted least-squares
 fit on the same rows, residuals and precision weights as the trainer's (read from a trained run).
 
@@ -73,6 +73,7 @@ def link_features(obs: np.ndarray, floor: np.ndarray, n_floors: int, n_cars: int
 
 
 def wls(x: np.ndarray, y: np.ndarray, w: np.ndarray, ridge: float = 1e-9) -> np.ndarray:
+    """Weighted least squares (a vanishing ridge only keeps the solve defined)."""
     a = (x * w[:, None]).T @ x
     return np.linalg.solve(a + ridge * np.trace(a) / len(a) * np.eye(len(a)), (x * w[:, None]).T @ y)
 
@@ -85,7 +86,7 @@ def fit(z: np.ndarray, y: np.ndarray, w: np.ndarray, block: np.ndarray) -> tuple
     return theta, se
 
 
-def sequential_layout(theta: np.ndarray, n_floors: int, n_cars: int, start: float = 0.0) -> list[int]:
+def sequential_layout(theta: np.ndarray, n_floors: int, n_cars: int) -> list[int]:
     """Each car in turn takes the best floor given the floors the cars before it took."""
     taken: list[float] = []
     every = np.arange(n_floors, dtype=np.float64)
@@ -101,7 +102,7 @@ class ChoiceParking(ETDPark):
     """ETD's assignment; an idle car parks at the floor the fitted ``Q(f | teammates)`` ranks first, given
     where the other idle cars wait now (re-read at every decision, as a served per-step policy would)."""
 
-    def __init__(self, theta_file: Path):
+    def __init__(self, theta_file: str | Path):
         super().__init__()
         # --save's file, or bench/parking_truth.py's (the truth's coefficients); "A+B": their mean (a damped
         # second round)
