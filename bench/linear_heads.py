@@ -64,6 +64,7 @@ import torch  # noqa: E402
 
 from envs.elevator.features import IDLE_ABOVE, empty_moving_up, teammates_relative  # noqa: E402
 from trainer.algos.linear_heads import linear_features, precision_weights  # noqa: E402
+from trainer.report import jackknife_se  # noqa: E402
 
 RIDGES = (1e-2, 1e-1, 1.0, 1e1, 1e2, 1e3, 1e4, 1e5)
 
@@ -394,7 +395,7 @@ def print_stop_effects(
             continue
         effect = effects[f] = 1e3 * (full[sel, 1] - full[sel, 0]).mean()
         parts = np.array([1e3 * (a[sel, 1] - a[sel, 0]).mean() for a in leave_out])
-        se = np.sqrt((folds - 1) / folds * ((parts - parts.mean()) ** 2).sum())
+        se = jackknife_se(parts)
         print(f"    floor {f}: {effect:+.2f} ({se:.2f}); {sel.sum():,} rows; {e[sel, 1].mean():.2f}")
         if rel is not None:  # split by whether an idle teammate waits above this floor
             for name, part in (
@@ -405,7 +406,7 @@ def print_stop_effects(
                 if sub.any():
                     eff = 1e3 * (full[sub, 1] - full[sub, 0]).mean()
                     ps = np.array([1e3 * (a[sub, 1] - a[sub, 0]).mean() for a in leave_out])
-                    se_ = np.sqrt((folds - 1) / folds * ((ps - ps.mean()) ** 2).sum())
+                    se_ = jackknife_se(ps)
                     print(f"      {name}: {eff:+.2f} ({se_:.2f}); {sub.sum():,} rows")
     truth = truth_stop_effects(scale)
     if truth is not None and len(effects) > 2:

@@ -36,18 +36,11 @@ from parking_mechanism import parking_rows  # noqa: E402
 
 from envs.elevator.controllers import ETDPark  # noqa: E402
 from envs.elevator.core import IDLE  # noqa: E402
-from envs.elevator.features import OTHER, OWN  # noqa: E402
+from envs.elevator.features import teammate_floors  # noqa: E402
+from trainer.report import jackknife_se  # noqa: E402
 
 FEATURES = ("floor", "floor^2", "idle teammates at it", "idle teammates 1 floor away")
 BLOCKS = 20
-
-
-def idle_teammate_floors(obs: np.ndarray, n_floors: int, n_cars: int) -> tuple[np.ndarray, np.ndarray]:
-    """``[n, C-1]`` floors (float) of the other cars and whether each is idle (not moving, doors shut)."""
-    cols = OWN + 6 * n_floors + (OTHER + n_floors) * np.arange(n_cars - 1)
-    pos = obs[:, cols] * (n_floors - 1)
-    idle = (obs[:, cols + 2] < 0.5) & (obs[:, cols + 3] < 0.5)
-    return pos, idle
 
 
 def target_features(floors: np.ndarray, pos: np.ndarray, idle: np.ndarray, n_floors: int) -> np.ndarray:
@@ -64,7 +57,7 @@ def target_features(floors: np.ndarray, pos: np.ndarray, idle: np.ndarray, n_flo
 
 def link_features(obs: np.ndarray, floor: np.ndarray, n_floors: int, n_cars: int) -> np.ndarray:
     """``[n, k]``: phi(d) - mean over f > d of phi(f), the stop-against-continue link in terms of Q."""
-    pos, idle = idle_teammate_floors(obs, n_floors, n_cars)
+    pos, idle = teammate_floors(obs, n_floors, n_cars)
     every = np.arange(n_floors, dtype=np.float64)
     phi = target_features(every, pos, idle, n_floors)  # [n, F, k]
     above = every[None, :] > floor[:, None]
@@ -82,8 +75,7 @@ def fit(z: np.ndarray, y: np.ndarray, w: np.ndarray, block: np.ndarray) -> tuple
     """Coefficients and their jackknife SE over episode blocks."""
     theta = wls(z, y, w)
     loo = np.stack([wls(z[block != b], y[block != b], w[block != b]) for b in range(BLOCKS)])
-    se = np.sqrt((BLOCKS - 1) / BLOCKS * ((loo - loo.mean(0)) ** 2).sum(0))
-    return theta, se
+    return theta, jackknife_se(loo)
 
 
 def sequential_layout(theta: np.ndarray, n_floors: int, n_cars: int) -> list[int]:
@@ -161,8 +153,7 @@ def main() -> None:
     rows, cars, floor = rows[keep], cars[keep], floor[keep]
     e_stop = algo.propensity_all[rows, cars, 1].double().numpy()
     stop = (d.actions[rows, cars].numpy() == 1).astype(np.float64)
-    residual = algo.residual[rows].double().numpy()
-    residual = residual if residual.ndim == 1 else residual[np.arange(len(rows)), cars]
+    residual = algo._residuals(torch.as_tensor(rows))[np.arange(len(rows)), cars].double().numpy()
     value = algo.baseline_value[rows].double().numpy()
     value = value if value.ndim == 1 else value[np.arange(len(rows)), cars]
     w = linear_heads.precision_weights(value, residual)

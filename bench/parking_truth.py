@@ -80,6 +80,8 @@ def teammate_interaction(snaps, value: np.ndarray, floors: int) -> dict:
     coefficients that fit estimates from the log, with SE by jackknife over states."""
     from parking_choice import FEATURES, target_features
 
+    from trainer.report import jackknife_se
+
     every = np.arange(floors, dtype=np.float64)
     xs = []
     for snap in snaps:
@@ -95,7 +97,7 @@ def teammate_interaction(snaps, value: np.ndarray, floors: int) -> dict:
 
     theta = solve(np.ones(len(snaps), bool))
     loo = np.stack([solve(np.arange(len(snaps)) != k) for k in range(len(snaps))])
-    se = np.sqrt((len(snaps) - 1) / len(snaps) * ((loo - loo.mean(0)) ** 2).sum(0))
+    se = jackknife_se(loo)
     print("the truth's Q(f) on the target floor's features (x1e-3; SE over states):")
     print(
         "  "

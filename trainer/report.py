@@ -35,6 +35,14 @@ def ci95(values: Sequence[float]) -> tuple[float, float]:
     return m - half, m + half
 
 
+def jackknife_se(leave_one_out) -> np.ndarray:
+    """Jackknife standard error from the ``k`` leave-one-out estimates along axis 0 (one per fold or unit
+    left out): ``sqrt((k - 1) / k * sum((est - mean)^2))``, elementwise over the other axes."""
+    est = np.asarray(leave_one_out, dtype=float)
+    k = len(est)
+    return np.sqrt((k - 1) / k * ((est - est.mean(0)) ** 2).sum(0))
+
+
 def mean_std(values: Sequence[float]) -> str:
     """``mean ± std`` for a table cell."""
     arr = np.asarray(values, dtype=float)

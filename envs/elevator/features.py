@@ -38,17 +38,24 @@ def empty_moving_up(obs: np.ndarray, n_floors: int) -> tuple[np.ndarray, np.ndar
     return sel, dfloor.argmax(-1)
 
 
+def teammate_floors(obs: np.ndarray, n_floors: int, n_cars: int) -> tuple[np.ndarray, np.ndarray]:
+    """``[n, C-1]`` each other car's floor (a float between floors while it moves) and whether it is idle
+    (neither moving nor with its doors open), from rows of a car's observation (envs/elevator/core.py,
+    ``observe``)."""
+    cols = OWN + 6 * n_floors + (OTHER + n_floors) * np.arange(n_cars - 1)
+    idle = (obs[:, cols + 2] < 0.5) & (obs[:, cols + 3] < 0.5)
+    return obs[:, cols] * (n_floors - 1), idle
+
+
 def teammates_relative(obs: np.ndarray, n_floors: int, n_cars: int) -> np.ndarray:
     """``[n, 10]`` (:data:`TEAMMATE_FEATURES`): where the other cars are relative to the floor this car
-    decides at, from rows of its observation (envs/elevator/core.py, ``observe``); zero where it decides
-    nowhere. A car counts as idle when it neither moves nor has its doors open."""
+    decides at, from rows of its observation; zero where it decides nowhere (:func:`teammate_floors`)."""
     F = n_floors
     dfloor = obs[:, OWN + F : OWN + 2 * F]
     deciding = dfloor.sum(1) > 0
     floor = dfloor.argmax(1)[:, None].astype(np.float64)
-    cols = OWN + 6 * F + (OTHER + F) * np.arange(n_cars - 1)
-    dist = obs[:, cols] * (F - 1) - floor
-    idle = (obs[:, cols + 2] < 0.5) & (obs[:, cols + 3] < 0.5)
+    floors, idle = teammate_floors(obs, F, n_cars)
+    dist = floors - floor
     near = [np.abs(dist) < r for r in (0.5, 1.5, 2.5)]
     above, below = dist > 0.5, dist < -0.5
     out = [g.sum(1) for g in (*near, above, below)] + [(g & idle).sum(1) for g in (near[0], above, below)]
@@ -57,4 +64,4 @@ def teammates_relative(obs: np.ndarray, n_floors: int, n_cars: int) -> np.ndarra
     return np.stack(out, 1) * deciding[:, None]
 
 
-__all__ = ["IDLE_ABOVE", "TEAMMATE_FEATURES", "empty_moving_up", "teammates_relative"]
+__all__ = ["IDLE_ABOVE", "TEAMMATE_FEATURES", "empty_moving_up", "teammate_floors", "teammates_relative"]
