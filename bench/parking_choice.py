@@ -131,19 +131,14 @@ def load_run_streamed(run: Path, log: Path):
     return algo
 
 
-def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--run", type=Path, required=True, help="a trained InSPO run (its residuals and weights)")
-    p.add_argument("--log", type=Path, required=True, help="the run's training log")
-    p.add_argument("--parts", type=int, default=2)
-    p.add_argument("--save", type=Path, help="write the whole log's coefficients here (JSON)")
-    args = p.parse_args()
+def link_rows(algo) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """The log's random stop/continue links of an empty car moving up (floors 1 to F-2): their regressors
+    ``(stop - E[stop]) * link_features``, the trainer's residuals and precision weights, and each row's
+    episode."""
     import torch
 
     from trainer.algos import linear_heads
 
-    torch.set_num_threads(2)
-    algo = load_run_streamed(args.run, args.log)
     d = algo.data
     empty_up, random, floor_all, n_floors = parking_rows(algo)
     masks, obs = d.masks.numpy(), d.obs.numpy()
@@ -158,15 +153,35 @@ def main() -> None:
     value = value if value.ndim == 1 else value[np.arange(len(rows)), cars]
     w = linear_heads.precision_weights(value, residual)
     z = (stop - e_stop)[:, None] * link_features(obs[rows, cars], floor, n_floors, d.n_agents)
-    episode = d.episode[rows].numpy()
+    return z, residual, w, d.episode[rows].numpy()
+
+
+def episode_blocks(episode: np.ndarray, n_episodes: int) -> np.ndarray:
+    """Each row's jackknife block: its episode's, drawn once (seed 0) over the log's ``n_episodes``."""
+    return np.random.default_rng(0).permutation(n_episodes)[episode] % BLOCKS
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--run", type=Path, required=True, help="a trained InSPO run (its residuals and weights)")
+    p.add_argument("--log", type=Path, required=True, help="the run's training log")
+    p.add_argument("--parts", type=int, default=2)
+    p.add_argument("--save", type=Path, help="write the whole log's coefficients here (JSON)")
+    args = p.parse_args()
+    import torch
+
+    torch.set_num_threads(2)
+    algo = load_run_streamed(args.run, args.log)
+    d = algo.data
+    n_floors = parking_rows(algo)[3]
+    z, residual, w, episode = link_rows(algo)
     truth = np.array(json.loads((ROOT / "docs" / "results" / "parking_truth.json").read_text())["pooled"])
-    print(f"{len(rows):,} random rows where an empty car moving up decides at floors 1-{n_floors - 2}")
-    parts = [("whole log", np.ones(len(rows), bool))]
+    print(f"{len(residual):,} random rows where an empty car moving up decides at floors 1-{n_floors - 2}")
+    parts = [("whole log", np.ones(len(residual), bool))]
     parts += [(f"part {k + 1}/{args.parts}", episode % args.parts == k) for k in range(args.parts)]
     every = np.arange(n_floors, dtype=np.float64)
     for label, sel in parts:
-        block = np.random.default_rng(0).permutation(episode.max() + 1)[episode[sel]] % BLOCKS
-        theta, se = fit(z[sel], residual[sel], w[sel], block)
+        theta, se = fit(z[sel], residual[sel], w[sel], episode_blocks(episode[sel], episode.max() + 1))
         none = np.zeros((1, d.n_agents - 1))
         profile = target_features(every, none - 99, none.astype(bool), n_floors)[0] @ theta
         corr = np.corrcoef(profile, truth)[0, 1]

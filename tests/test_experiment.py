@@ -58,6 +58,32 @@ def test_parking_experiment_logs_valid_probabilities_and_moves_cars_the_rule_wou
     assert data.ts is not None and np.all(np.diff(data.ts[0][data.filled[0]]) >= 0)
 
 
+def test_parking_experiment_on_some_cars_leaves_the_others_to_the_rule_and_their_floors():
+    """A sequential round (bench/sequential_rounds.py): settled cars keep the rule and park at their floors
+    with probability 1; only the open cars draw."""
+    env = make_env("elevator:cb10x4:downpeak", hours=0.25)
+    ctl = build_controller(env.env_id, "etd-park:7/-/-/-@exp=1")
+    assert ctl.describe() == "etd-park 7,-,-,-@exp=1 on cars 1,2,3"
+    drew, at_floor_7 = set(), 0
+    for _, dist, began in _steps(env, ctl, seed=4):
+        drew.update(began)
+        assert dist[env.possible_agents[0]].max() == 1.0  # the settled car never randomises
+        at_floor_7 += env.core.l_mode[0] == IDLE and env.core.l_floor[0] == 7
+    assert 0 not in drew and drew == {1, 2, 3}
+    assert at_floor_7 > 50  # and it waits at its floor
+
+
+def test_parking_layout_spec_errors_are_clear():
+    env = make_env("elevator:cb10x4:downpeak", hours=0.25)
+    with pytest.raises(ValueError, match="only etd-park takes a parking layout"):
+        build_controller(env.env_id, "etd:6/-/-/-")
+    with pytest.raises(ValueError, match="bad parking layout '6/x/4/-'"):
+        build_controller(env.env_id, "etd-park:6/x/4/-")
+    for layout in ("6/8/4", "6/8/4/10"):  # a floor per car, inside the building
+        with pytest.raises(ValueError, match="does not fit the building"):
+            run_episode(env, build_controller(env.env_id, f"etd-park:{layout}"), seed=0)
+
+
 def test_experiment_spec_errors_are_clear():
     with pytest.raises(ValueError, match="in \\(0, 1\\]"):
         build_controller("elevator:cb10x4:downpeak", "etd@exp=1.5")

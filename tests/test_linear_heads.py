@@ -158,12 +158,15 @@ def test_the_sequential_refit_weights_rows_by_the_updated_teammates_ratios():
     assert float(_gaps(algo)[1]) == pytest.approx(2.6, abs=0.3)
 
 
-def _teammate_chooses_first(episodes: int, seed: int) -> OfflineData:
+def _teammate_chooses_first(episodes: int, seed: int, settled: bool = False) -> OfflineData:
     """Two-step episodes, 1 s apart: agent 0 picks a0 at step 0 (agent 1 has one legal action), agent 1
     picks a1 at step 1 (agent 0 has one), both uniformly; the team is paid XOR[a0, a1] at step 1. Agent 1
-    never sees a0, so its advantage depends on how agent 0 plays at a step before its own decision."""
+    never sees a0, so its advantage depends on how agent 0 plays at a step before its own decision.
+    ``settled``: agent 0 always plays 0, logged with probability 1."""
     rng = np.random.default_rng(seed)
     a0, a1 = rng.integers(0, 2, episodes), rng.integers(0, 2, episodes)
+    if settled:
+        a0[:] = 0
     e = episodes
     actions = np.zeros((e, 2, 2), np.int64)
     actions[:, 0, 0], actions[:, 1, 1] = a0, a1
@@ -173,6 +176,8 @@ def _teammate_chooses_first(episodes: int, seed: int) -> OfflineData:
     reward = np.zeros((e, 2), np.float32)
     reward[:, 1] = XOR[a0, a1]
     prob = np.where(masks.sum(-1) > 1, 0.5, 1.0).astype(np.float32)
+    if settled:
+        prob[:, 0, 0] = 1.0
     return OfflineData(
         env_id="",
         agent_ids=["agent_0", "agent_1"],
@@ -209,6 +214,18 @@ def test_teammate_memory_lets_the_refit_see_a_teammate_choice_made_steps_earlier
     assert float(_gaps(algo)[1]) == pytest.approx(expected_gap, abs=0.3)
     # weights 1.8 and 0.2 on the two halves of the rows: an effective share of 1 / mean(w^2) = 0.61
     assert ess == pytest.approx(1.0 if memory_s == 0 else 1 / ((1.8**2 + 0.2**2) / 2), abs=0.05)
+
+
+def test_an_agent_whose_logged_actions_were_all_certain_keeps_them_and_its_teammate_still_learns():
+    """A round of bench/sequential_rounds.py: agent 0's choice is settled (it always played 0, with
+    probability 1), only agent 1 randomised. The sequential refit has no random rows of agent 0 to weigh; it
+    must not fail on them. Agent 1's action 1 is worth XOR[0, 1] - XOR[0, 0] = 1 more than its action 0."""
+    data = _teammate_chooses_first(4000, seed=2, settled=True)
+    algo = _frozen_linear(discount="time", horizon_s=100.0)
+    algo.setup(data)
+    algo.fit()  # refits every agent, agent 0 on no rows
+    assert algo.refit_linear_agent(0) == 1.0
+    assert float(_gaps(algo)[1]) == pytest.approx(-1.0, abs=0.3)
 
 
 def test_a_resumed_linear_run_ends_where_an_uninterrupted_one_does(tmp_path):

@@ -240,11 +240,23 @@ class ETDPark(ETD):
 
     name = "etd-park"
 
-    def __init__(self, floors: list[int] | None = None, delay_weight: float = 0.1):
+    def __init__(self, floors: list[int | None] | None = None, delay_weight: float = 0.1):
         super().__init__(delay_weight=delay_weight)
-        self.floors = floors
+        self.floors = floors  # per car; None: that car does not park (ETD's own idle behaviour)
         if floors is not None:
-            self.name = "etd-park " + ",".join(map(str, floors))
+            self.name = "etd-park " + ",".join("-" if f is None else str(f) for f in floors)
+
+    def reset(self, env, seed):
+        super().reset(env, seed)
+        b = env.building
+        if self.floors is not None and (
+            len(self.floors) != b.n_cars
+            or any(f is not None and not 0 <= f < b.n_floors for f in self.floors)
+        ):
+            raise ValueError(
+                f"parking layout {self.floors} does not fit the building: "
+                f"one floor in 0-{b.n_floors - 1} (or none) per car, {b.n_cars} cars"
+            )
 
     def park_floor(self, v, c):
         return max(v.F - 1 - 2 * (v.C - 1 - c), 0) if self.floors is None else self.floors[c]

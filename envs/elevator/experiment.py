@@ -6,7 +6,8 @@ epsilon- or softmax-explored log almost never contains. An operator can afford a
 experiment instead: at the start of an idle spell (a car with no riders and no assigned call at an
 idle decision), with probability ``p`` the car is sent to a parking floor drawn uniformly from all
 floors (the one it is on included); otherwise the rule acts as usual. The spell ends when the car
-gets work.
+gets work. ``cars`` limits the experiment to some cars (the others follow the rule throughout): a
+round that settles one car's parking at a time (bench/sequential_rounds.py).
 
 The draw is never stored: at each step the controller keeps the posterior over the candidate targets
 ("the rule's own choice" with weight 1 - p and each floor with p / F) that are consistent with the
@@ -17,6 +18,8 @@ whole move).
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -30,7 +33,7 @@ RULE = -1  # the candidate "no experiment: the rule's own parking choice"
 class ParkingExperiment(Controller):
     """``base`` with a randomised parking floor at the start of an idle spell, with probability ``p``."""
 
-    def __init__(self, base: ElevatorDispatch, p: float):
+    def __init__(self, base: ElevatorDispatch, p: float, cars: Sequence[int] | None = None):
         if not isinstance(base, ElevatorDispatch):
             raise TypeError(
                 f"the parking experiment needs an elevator dispatch rule, got {base.describe()!r}"
@@ -38,7 +41,10 @@ class ParkingExperiment(Controller):
         if not 0.0 < p <= 1.0:
             raise ValueError(f"experiment probability must be in (0, 1], got {p}")
         self.base, self.p = base, float(p)
+        self.cars = None if cars is None else frozenset(int(c) for c in cars)
         self.name = f"{base.describe()}@exp={p:g}"
+        if self.cars is not None:
+            self.name += " on cars " + ",".join(map(str, sorted(self.cars)))
         self.spells: list[dict[int, float] | None] = []  # per car: candidate target -> posterior weight
         self._actions: list[dict[int, int]] = []  # per car: candidate -> its action at this step
 
@@ -60,7 +66,12 @@ class ParkingExperiment(Controller):
             has_work = bool(v.car_calls[c] or assigned[c] or v.load[c])
             if has_work:
                 self.spells[c] = None
-            elif self.spells[c] is None and v.mode[c] == IDLE and v.idle_decide[c]:
+            elif (
+                self.spells[c] is None
+                and v.mode[c] == IDLE
+                and v.idle_decide[c]
+                and (self.cars is None or c in self.cars)
+            ):
                 self.spells[c] = {RULE: 1.0 - self.p, **{f: self.p / v.F for f in range(v.F)}}
             spell = self.spells[c]
             if spell is None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from envs.elevator.config import PRESETS, PROFILES, Building, Slot, Traffic
-from envs.elevator.controllers import CONTROLLERS
+from envs.elevator.controllers import CONTROLLERS, ETDPark
 from envs.elevator.env import ElevatorEnv
 from envs.family import DemoPlan, Metric
 from envs.options import Option, check_options
@@ -280,16 +280,40 @@ def controller_names(env_id: str) -> list[str]:
 
 
 def make_controller(env_id: str, name: str, **kwargs):
+    """A rule by name; ``etd-park:6/8/4/-`` is ETD with car c parked at the c-th floor (``-``: car c does
+    not park)."""
+    name, sep, layout = name.partition(":")
+    if sep:
+        if name != "etd-park":
+            raise ValueError(
+                f"only etd-park takes a parking layout (etd-park:6/8/4/-), got {name!r}:{layout!r}"
+            )
+        return ETDPark(floors=parse_layout(layout), **kwargs)
     if name not in CONTROLLERS:
         raise ValueError(f"unknown elevator controller {name!r}; known: {controller_names(env_id)}")
     return CONTROLLERS[name](**kwargs)
 
 
+def parse_layout(layout: str) -> list[int | None]:
+    """``"6/8/4/-"`` -> ``[6, 8, 4, None]``: a parking floor per car, ``-`` for a car that does not park."""
+    try:
+        return [None if f.strip() == "-" else int(f) for f in layout.split("/")]
+    except ValueError:
+        raise ValueError(
+            f"bad parking layout {layout!r}: expected a floor number or '-' per car, separated by '/'"
+        ) from None
+
+
 def make_experiment(base, p: float):
-    """``<rule>@exp=<p>``: a randomised parking floor at the start of an idle spell (envs/elevator/experiment.py)."""
+    """``<rule>@exp=<p>``: a randomised parking floor at the start of an idle spell (envs/elevator/experiment.py).
+    Around a layout that leaves some cars without a floor (``etd-park:6/8/4/-@exp=1``), the experiment is on
+    those cars only: a round that settles one car at a time (bench/sequential_rounds.py)."""
     from envs.elevator.experiment import ParkingExperiment
 
-    return ParkingExperiment(base, p)
+    open_cars = None
+    if isinstance(base, ETDPark) and base.floors is not None and None in base.floors:
+        open_cars = [c for c, f in enumerate(base.floors) if f is None]
+    return ParkingExperiment(base, p, cars=open_cars)
 
 
 def datasets(env_id: str) -> dict[str, list[tuple[str, int]]]:
@@ -337,6 +361,12 @@ def datasets(env_id: str) -> dict[str, list[tuple[str, int]]]:
         # (bench/linear_heads.py), and on tuning seeds it costs nothing: 0.90x / 0.93x / 0.98x ETD's wait at
         # down-peak / up-peak / lunch (bench/experiment_cost.py; docs/algorithm.md)
         "etd-experiment-p1": [("etd@exp=1", 300)],
+        # The fourth round of InSPO's sequential order across logging rounds (bench/sequential_rounds.py):
+        # cars 0-2 park at the floors rounds 1-3 settled (6, 8, 4; round 1 fitted on `etd-experiment-p1`'s
+        # log, rounds 2 and 3 on 300 episodes each of the round before's controller, collection seeds
+        # 40300-40899), the experiment at p = 1 on car 3 only. Each round fits the parking choice's value
+        # given the settled cars and settles one more (docs/algorithm.md, "One car per logging round").
+        "etd-sequential": [("etd-park:6/8/4/-@exp=1", 300)],
     }
 
 

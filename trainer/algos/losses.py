@@ -79,7 +79,10 @@ def remembered_log_ratios(
 
 
 def mean_one_weights(log_w: torch.Tensor) -> torch.Tensor:
-    """``exp(log_w)`` rescaled to mean 1, shifted by the largest first so no weight overflows."""
+    """``exp(log_w)`` rescaled to mean 1, shifted by the largest first so no weight overflows. No rows, no
+    weights (an agent whose logged actions were all certain has no random rows to weigh)."""
+    if log_w.numel() == 0:
+        return log_w.exp()
     w = torch.exp(log_w - log_w.max())
     return w / w.mean().clamp(min=1e-12)
 
