@@ -10,7 +10,7 @@ import pytest
 from envs.traffic.detectors import ACTUATION_SCALE, TIME_CAP, TIME_SCALE, obs_width, scaled_time
 from trainer.hires import decisions
 from trainer.hires.decisions import DeviceEvents, between_counts, between_loops, detector_features
-from trainer.hires.kernels import phase_features, scan_device
+from trainer.hires.kernels import action_masks, next_same, phase_features, scan_device
 
 
 def reference_intervals(dev: DeviceEvents, t: np.ndarray, last: np.ndarray, delta: float):
@@ -222,3 +222,40 @@ def test_scan_device_matches_the_numpy_formulation(seed):
     shuffled = micros.copy()
     shuffled[[10, 11]] = shuffled[[11, 10]]
     assert not scan_device(shuffled, origin, code, param, 0, 256, 60.0, 1)[0]
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_next_same_matches_the_per_phase_searches(seed):
+    """The green ends by one merge backwards: as the per-phase mask, sort and binary search found them,
+    with yellows exactly on greens, phases never ending, yellows of phases with no green, none at all."""
+    rng = np.random.default_rng(seed)
+    for n, m in ((300, 280), (50, 0), (0, 10), (1, 1)):
+        ts = np.sort(np.round(rng.uniform(0, 500, n), 1))
+        keys = rng.choice(np.array([2, 4, 6, 9]), n)
+        later_ts = np.sort(
+            np.r_[rng.choice(ts, m // 2) if n else [], np.round(rng.uniform(0, 520, m - m // 2), 1)]
+        )
+        later_keys = rng.choice(np.array([2, 4, 7, 9]), len(later_ts))  # 6 never ends, 7 never green
+        want = np.full(n, np.inf)
+        for phase in np.unique(keys):
+            sel = keys == phase
+            ends = np.sort(later_ts[later_keys == phase])
+            if len(ends):
+                k = np.searchsorted(ends, ts[sel], side="left")
+                want[sel] = np.where(k < len(ends), ends[np.minimum(k, len(ends) - 1)], np.inf)
+        assert np.array_equal(next_same(ts, keys, later_ts, later_keys), want)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_action_masks_match_the_broadcast_formulation(seed):
+    """Every served action where min-green has passed or a change is under way, else the phase shown;
+    devices serving fewer actions than the site has."""
+    rng = np.random.default_rng(seed)
+    k, a_max = 500, 5
+    for n_green in (5, 3):
+        actions, phase = rng.integers(0, n_green, k), rng.integers(0, n_green, k)
+        changing, can = rng.random(k) < 0.4, rng.random(k) < 0.5
+        legal = np.arange(a_max) < n_green
+        free = can | (changing & (actions != phase))
+        want = np.where(free[:, None], legal[None, :], np.arange(a_max)[None, :] == phase[:, None])
+        assert np.array_equal(action_masks(actions, phase, changing, can, n_green, a_max), want)

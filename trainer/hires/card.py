@@ -140,8 +140,9 @@ class ImportCard:
 
     def decisions(self, device: str, actions: np.ndarray) -> None:
         counts = self.decisions_per_action.setdefault(device, {})
-        for a, c in zip(*np.unique(actions, return_counts=True), strict=True):
-            counts[int(a)] = counts.get(int(a), 0) + int(c)
+        per_action = np.bincount(actions)  # actions are >= 0 (phase map); counting, not sorting
+        for a in np.flatnonzero(per_action).tolist():
+            counts[a] = counts.get(a, 0) + int(per_action[a])
 
     def warnings(self) -> list[str]:
         out = []

@@ -23,7 +23,14 @@ from envs.traffic.detectors import (
     TIME_SCALE,
     obs_width,
 )
-from trainer.hires.kernels import MAX_SECONDS, between_loop_counts, loop_features, phase_features
+from trainer.hires.kernels import (
+    MAX_SECONDS,
+    action_masks,
+    between_loop_counts,
+    loop_features,
+    next_same,
+    phase_features,
+)
 
 BEGIN_GREEN, BEGIN_YELLOW = 1, 8
 INDIANA_CODES = range(0, 256)  # the published enumerations fit a byte; other codes are vendor extensions
@@ -47,15 +54,9 @@ class DeviceEvents:
 def green_ends(
     ts: np.ndarray, nema: np.ndarray, yellow_ts: np.ndarray, yellow_nema: np.ndarray
 ) -> np.ndarray:
-    """For every begin green, the first begin yellow of the same phase at or after it (inf if none)."""
-    out = np.full(len(ts), np.inf)
-    for phase in np.unique(nema):
-        sel = nema == phase
-        ends = np.sort(yellow_ts[yellow_nema == phase])
-        if len(ends):
-            k = np.searchsorted(ends, ts[sel], side="left")
-            out[sel] = np.where(k < len(ends), ends[np.minimum(k, len(ends) - 1)], np.inf)
-    return out
+    """For every begin green, the first begin yellow of the same phase at or after it (inf if none);
+    both in time order, as a device's grouped events are (``kernels.group_events``)."""
+    return next_same(ts, nema, yellow_ts, yellow_nema)
 
 
 def detector_features(
@@ -136,10 +137,8 @@ def device_steps(
     on_after = detector_features(dev, t, first, delta, a_max, obs)
     between = between_counts(dev, t, first)
     obs[:, 6 * a_max + 2 : 6 * a_max + 2 + between.shape[1]] = between / COUNT_SCALE
-    legal = np.arange(a_max) < dev.n_green
     # inside min-green only the current phase, unless the controller's change is already under way
-    free = can | (changing & (actions != phase))
-    masks = np.where(free[:, None], legal[None, :], np.arange(a_max)[None, :] == phase[:, None])
+    masks = action_masks(actions, phase, changing, can, dev.n_green, a_max)
     rewards = -on_after.sum(axis=1) / delta
     return obs, actions, masks, rewards
 

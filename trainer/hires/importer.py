@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -51,6 +52,8 @@ class _CardCalls:
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, tuple, dict]] = []
+        self.recorded = threading.Event()  # set once the device has made all its calls, or failed
+        self.complete = False  # whether it made them all
 
     def __getattr__(self, name: str):
         return lambda *args, **kwargs: self.calls.append((name, args, kwargs))
@@ -225,18 +228,27 @@ def _import_file(
     }
 
     def one_device(i: int, name: str, device_card: ImportCard | _CardCalls) -> None:
-        dev = device_events(ev, name, site, device_card)
-        obs = np.zeros((k, obs_width(a_max)), np.float32)
-        _, a, m, r = device_steps(dev, t, first, options.delta_time, 0.0, a_max, options.min_green_s, obs=obs)
-        device_card.decisions(name, a)
-        rows = {
-            **steps,
-            "agent_id": pa.repeat(pa.scalar(name, pa.string()), k),
-            "obs": list_column(obs, pa.float32()),
-            "action": pa.array(a.astype(np.int32, copy=False)),
-            "action_mask": list_column(m, pa.bool_()),
-            "reward": pa.array(r.astype(np.float32, copy=False)),
-        }
+        recording = device_card if isinstance(device_card, _CardCalls) else None
+        try:
+            dev = device_events(ev, name, site, device_card)
+            obs = np.zeros((k, obs_width(a_max)), np.float32)
+            _, a, m, r = device_steps(
+                dev, t, first, options.delta_time, 0.0, a_max, options.min_green_s, obs=obs
+            )
+            device_card.decisions(name, a)
+            rows = {
+                **steps,
+                "agent_id": pa.repeat(pa.scalar(name, pa.string()), k),
+                "obs": list_column(obs, pa.float32()),
+                "action": pa.array(a.astype(np.int32, copy=False)),
+                "action_mask": list_column(m, pa.bool_()),
+                "reward": pa.array(r.astype(np.float32, copy=False)),
+            }
+            if recording:  # all its card entries are in: the caller replays them while this writes
+                recording.complete = True
+        finally:
+            if recording:
+                recording.recorded.set()
         # No env_steps: its state would be exactly the joint observation, which the reader derives,
         # and writing that second list<float> column cost about 20 ms of a 175 ms import
         # (docs/benchmarks.md).
@@ -250,13 +262,18 @@ def _import_file(
         # compiled kernels, numpy's whole-array passes and pyarrow's writer run without the GIL, so a
         # second core (the readers use two) takes half the devices. The card's entries are recorded
         # per device and replayed in device order, so the card is the same bytes as one device after
-        # another.
+        # another; a device's are replayed as soon as it has computed, while it writes (the last
+        # device's replay no longer follows its write).
         calls = [_CardCalls() for _ in site.devices]
         done = [threads.pool().submit(one_device, i, name, calls[i]) for i, name in enumerate(site.devices)]
         try:
-            for future, recorded in zip(done, calls, strict=True):
-                future.result()  # the first device (in order) that failed raises its error
+            for recorded in calls:
+                recorded.recorded.wait()
+                if not recorded.complete:
+                    break  # it failed: raised below, after the error of any device before it
                 recorded.replay(card)
+            for future in done:
+                future.result()  # the first device (in order) that failed raises its error
         finally:
             for future in done:  # an error leaves no device running behind it
                 future.cancel() or future.exception()
