@@ -75,3 +75,19 @@ def test_choice_parking_avoids_a_floor_an_idle_teammate_holds(tmp_path):
     assert ctl.park_floor(view, 0) == 6
     view.pos[1], view.mode[1] = 6.0, IDLE
     assert ctl.park_floor(view, 0) in (4, 8)  # 6 is taken, and 5, 7 are next to it
+
+
+def test_a_round_settles_the_next_car_away_from_the_settled_ones_and_names_its_controller():
+    """bench/sequential_rounds.py: with a value that peaks at floor 6 and penalises an idle teammate at the
+    floor and next to it, the first car takes 6 and the next one the best floor two or more away."""
+    import sequential_rounds
+
+    theta = np.array([12.0, -9.0, -1.0, -1.0]) * 1e-3  # Q(f) = 12 u - 9 u^2 (u = f / 9): peak near 6
+    first, q = sequential_rounds.best_floor(theta, [], F, C)
+    assert first == int(np.argmax(q)) == 6
+    second, _ = sequential_rounds.best_floor(theta, [6], F, C)
+    assert abs(second - 6) >= 2
+    assert sequential_rounds.round_spec([6, None, None, None]) == "etd-park:6/-/-/-@exp=1"
+    assert sequential_rounds.round_controller([6, second, None, None]).describe() == (
+        f"etd-park 6,{second},-,-@exp=1 on cars 2,3"
+    )
