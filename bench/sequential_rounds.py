@@ -55,8 +55,8 @@ CHUNK = 25  # episodes per collection task
 
 def round_spec(floors: list[int | None]) -> str:
     """The round's controller: ETD with the settled cars parked at their floors and the parking experiment
-    (p = 1) on the rest (``etd-park:6/-/-/-@exp=1``; envs/elevator/registry.py)."""
-    return "etd-park:" + "/".join("-" if f is None else str(f) for f in floors) + "@exp=1"
+    (p = 1) on the rest (``etd-park:6.-.-.-@exp=1``; envs/elevator/registry.py)."""
+    return "etd-park:" + ".".join("-" if f is None else str(f) for f in floors) + "@exp=1"
 
 
 def round_controller(floors: list[int | None]):

@@ -87,7 +87,7 @@ def test_a_round_settles_the_next_car_away_from_the_settled_ones_and_names_its_c
     assert first == int(np.argmax(q)) == 6
     second, _ = sequential_rounds.best_floor(theta, [6], F, C)
     assert abs(second - 6) >= 2
-    assert sequential_rounds.round_spec([6, None, None, None]) == "etd-park:6/-/-/-@exp=1"
+    assert sequential_rounds.round_spec([6, None, None, None]) == "etd-park:6.-.-.-@exp=1"
     assert sequential_rounds.round_controller([6, second, None, None]).describe() == (
         f"etd-park 6,{second},-,-@exp=1 on cars 2,3"
     )

@@ -280,13 +280,13 @@ def controller_names(env_id: str) -> list[str]:
 
 
 def make_controller(env_id: str, name: str, **kwargs):
-    """A rule by name; ``etd-park:6/8/4/-`` is ETD with car c parked at the c-th floor (``-``: car c does
-    not park)."""
+    """A rule by name; ``etd-park:6.8.4.-`` is ETD with car c parked at the c-th floor (``-``: car c does
+    not park). Dots, not slashes: a source with a slash is read as a run directory (trainer/policies.py)."""
     name, sep, layout = name.partition(":")
     if sep:
         if name != "etd-park":
             raise ValueError(
-                f"only etd-park takes a parking layout (etd-park:6/8/4/-), got {name!r}:{layout!r}"
+                f"only etd-park takes a parking layout (etd-park:6.8.4.-), got {name!r}:{layout!r}"
             )
         return ETDPark(floors=parse_layout(layout), **kwargs)
     if name not in CONTROLLERS:
@@ -295,18 +295,18 @@ def make_controller(env_id: str, name: str, **kwargs):
 
 
 def parse_layout(layout: str) -> list[int | None]:
-    """``"6/8/4/-"`` -> ``[6, 8, 4, None]``: a parking floor per car, ``-`` for a car that does not park."""
+    """``"6.8.4.-"`` -> ``[6, 8, 4, None]``: a parking floor per car, ``-`` for a car that does not park."""
     try:
-        return [None if f.strip() == "-" else int(f) for f in layout.split("/")]
+        return [None if f.strip() == "-" else int(f) for f in layout.split(".")]
     except ValueError:
         raise ValueError(
-            f"bad parking layout {layout!r}: expected a floor number or '-' per car, separated by '/'"
+            f"bad parking layout {layout!r}: expected a floor number or '-' per car, separated by '.'"
         ) from None
 
 
 def make_experiment(base, p: float):
     """``<rule>@exp=<p>``: a randomised parking floor at the start of an idle spell (envs/elevator/experiment.py).
-    Around a layout that leaves some cars without a floor (``etd-park:6/8/4/-@exp=1``), the experiment is on
+    Around a layout that leaves some cars without a floor (``etd-park:6.8.4.-@exp=1``), the experiment is on
     those cars only: a round that settles one car at a time (bench/sequential_rounds.py)."""
     from envs.elevator.experiment import ParkingExperiment
 
@@ -366,7 +366,7 @@ def datasets(env_id: str) -> dict[str, list[tuple[str, int]]]:
         # log, rounds 2 and 3 on 300 episodes each of the round before's controller, collection seeds
         # 40300-40899), the experiment at p = 1 on car 3 only. Each round fits the parking choice's value
         # given the settled cars and settles one more (docs/algorithm.md, "One car per logging round").
-        "etd-sequential": [("etd-park:6/8/4/-@exp=1", 300)],
+        "etd-sequential": [("etd-park:6.8.4.-@exp=1", 300)],
     }
 
 
