@@ -78,16 +78,28 @@ def fit(z: np.ndarray, y: np.ndarray, w: np.ndarray, block: np.ndarray) -> tuple
     return theta, jackknife_se(loo)
 
 
+def best_floor(theta: np.ndarray, settled: list[int], n_floors: int, n_cars: int) -> tuple[int, np.ndarray]:
+    """The floor ``theta . phi(f)`` ranks first with the ``settled`` cars idle at their floors (the other
+    cars absent), and the values over floors."""
+    pos = np.array([[float(f) for f in settled] + [-99.0] * (n_cars - 1 - len(settled))])
+    idle = np.array([[True] * len(settled) + [False] * (n_cars - 1 - len(settled))])
+    q = target_features(np.arange(n_floors, dtype=np.float64), pos, idle, n_floors)[0] @ theta
+    return int(np.argmax(q)), q
+
+
 def sequential_layout(theta: np.ndarray, n_floors: int, n_cars: int) -> list[int]:
     """Each car in turn takes the best floor given the floors the cars before it took."""
-    taken: list[float] = []
-    every = np.arange(n_floors, dtype=np.float64)
+    taken: list[int] = []
     for _ in range(n_cars):
-        pos = np.array([taken + [-99.0] * (n_cars - 1 - len(taken))])
-        idle = np.array([[True] * len(taken) + [False] * (n_cars - 1 - len(taken))])
-        q = target_features(every, pos, idle, n_floors)[0] @ theta
-        taken.append(float(np.argmax(q)))
-    return [int(f) for f in taken]
+        taken.append(best_floor(theta, taken, n_floors, n_cars)[0])
+    return taken
+
+
+def format_theta(theta: np.ndarray, se: np.ndarray) -> str:
+    """``floor +3.70 (1.08), ...``: the coefficients and their SE, x1e-3."""
+    return ", ".join(
+        f"{n} {t * 1e3:+.2f} ({s * 1e3:.2f})" for n, t, s in zip(FEATURES, theta, se, strict=True)
+    )
 
 
 class ChoiceParking(ETDPark):
@@ -185,10 +197,7 @@ def main() -> None:
         none = np.zeros((1, d.n_agents - 1))
         profile = target_features(every, none - 99, none.astype(bool), n_floors)[0] @ theta
         corr = np.corrcoef(profile, truth)[0, 1]
-        coefs = ", ".join(
-            f"{n} {t * 1e3:+.2f} ({s * 1e3:.2f})" for n, t, s in zip(FEATURES, theta, se, strict=True)
-        )
-        print(f"\n{label}: {int(sel.sum()):,} rows; x1e-3: {coefs}")
+        print(f"\n{label}: {int(sel.sum()):,} rows; x1e-3: {format_theta(theta, se)}")
         print(
             "  Q over floors, no idle teammate near (x1e-3): "
             + " ".join(f"{q * 1e3:+.2f}" for q in profile - profile.mean())

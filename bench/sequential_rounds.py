@@ -38,12 +38,12 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from parking_choice import (  # noqa: E402
-    FEATURES,
+    best_floor,
     episode_blocks,
     fit,
+    format_theta,
     link_rows,
     load_run_streamed,
-    target_features,
 )
 
 from envs.seeds import tuning_seeds  # noqa: E402
@@ -119,15 +119,6 @@ def closed_loop_floors(settled: list[int], n_floors: int, n_cars: int, seeds: li
         return np.array([[w.result() for w in row] for row in waits])
 
 
-def best_floor(theta: np.ndarray, settled: list[int], n_floors: int, n_cars: int) -> tuple[int, np.ndarray]:
-    """The floor ``theta . phi(f)`` ranks first with the ``settled`` cars idle at their floors (the other
-    open cars absent), and the values over floors."""
-    pos = np.array([[float(f) for f in settled] + [-99.0] * (n_cars - 1 - len(settled))])
-    idle = np.array([[True] * len(settled) + [False] * (n_cars - 1 - len(settled))])
-    q = target_features(np.arange(n_floors, dtype=np.float64), pos, idle, n_floors)[0] @ theta
-    return int(np.argmax(q)), q
-
-
 def fit_round(log: Path, run: Path) -> dict:
     """``theta`` (and its jackknife SE) of ``Q(f | teammates)`` from the round's random links."""
     import torch
@@ -187,10 +178,7 @@ def main() -> None:
         settled = [f for f in floors if f is not None]
         floor, q = best_floor(theta, settled, n_floors, n_cars)
         floors[k] = floor
-        coefs = ", ".join(
-            f"{n} {t * 1e3:+.2f} ({s * 1e3:.2f})" for n, t, s in zip(FEATURES, theta, se, strict=True)
-        )
-        print(f"round {k + 1}: {result['rows']:,} random links; x1e-3: {coefs}")
+        print(f"round {k + 1}: {result['rows']:,} random links; x1e-3: {format_theta(theta, se)}")
         print(
             "  Q over floors given the settled cars (x1e-3): "
             + " ".join(f"{v * 1e3:+.2f}" for v in q - q.mean())

@@ -83,9 +83,9 @@ def test_a_round_settles_the_next_car_away_from_the_settled_ones_and_names_its_c
     import sequential_rounds
 
     theta = np.array([12.0, -9.0, -1.0, -1.0]) * 1e-3  # Q(f) = 12 u - 9 u^2 (u = f / 9): peak near 6
-    first, q = sequential_rounds.best_floor(theta, [], F, C)
+    first, q = parking_choice.best_floor(theta, [], F, C)
     assert first == int(np.argmax(q)) == 6
-    second, _ = sequential_rounds.best_floor(theta, [6], F, C)
+    second, _ = parking_choice.best_floor(theta, [6], F, C)
     assert abs(second - 6) >= 2
     assert sequential_rounds.round_spec([6, None, None, None]) == "etd-park:6.-.-.-@exp=1"
     assert sequential_rounds.round_controller([6, second, None, None]).describe() == (
