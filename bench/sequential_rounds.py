@@ -25,13 +25,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
+from tqdm.auto import tqdm
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -80,14 +82,19 @@ def _collect_chunk(out: str, floors: list[int | None], seeds: list[int]) -> None
 
 
 def collect_round(out: Path, floors: list[int | None], episodes: int, first_seed: int, workers: int) -> None:
-    """The round's log, in ``CHUNK``-episode tasks on ``workers`` processes (written once: reused if done)."""
+    """The round's log, in ``CHUNK``-episode tasks on ``workers`` processes (written once: reused if done;
+    an interrupted one is collected again from scratch)."""
     done = out.with_suffix(".done")
     if done.exists():
         return
+    shutil.rmtree(out, ignore_errors=True)
     seeds = list(range(first_seed, first_seed + episodes))
     chunks = [seeds[i : i + CHUNK] for i in range(0, len(seeds), CHUNK)]
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        for f in [pool.submit(_collect_chunk, str(out), floors, chunk) for chunk in chunks]:
+        tasks = [pool.submit(_collect_chunk, str(out), floors, chunk) for chunk in chunks]
+        for f in tqdm(
+            as_completed(tasks), total=len(tasks), desc=f"collect {round_spec(floors)}", unit="chunk"
+        ):
             f.result()
     done.write_text(f"{episodes} episodes, seeds {seeds[0]}-{seeds[-1]}\n")
 
@@ -116,6 +123,9 @@ def closed_loop_floors(settled: list[int], n_floors: int, n_cars: int, seeds: li
     layouts = [settled + [f] + [None] * (n_cars - 1 - len(settled)) for f in range(n_floors)]
     with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
         waits = [[pool.submit(_avg_wait, layout, s) for s in seeds] for layout in layouts]
+        for f in tqdm(as_completed([w for row in waits for w in row]), total=len(layouts) * len(seeds),
+                      desc="closed loop per floor", unit="ep"):  # fmt: skip
+            f.result()
         return np.array([[w.result() for w in row] for row in waits])
 
 
