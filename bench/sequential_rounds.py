@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -52,7 +51,6 @@ from envs.seeds import tuning_seeds  # noqa: E402
 
 ENV = "elevator:cb10x4:downpeak"
 CONFIG = ROOT / "bench" / "configs" / "elevator-downpeak-experiment-p1-context.toml"
-CHUNK = 25  # episodes per collection task
 
 
 def round_spec(floors: list[int | None]) -> str:
@@ -67,36 +65,15 @@ def round_controller(floors: list[int | None]):
     return build_controller(ENV, round_spec(floors))
 
 
-def _collect_chunk(out: str, floors: list[int | None], seeds: list[int]) -> None:
-    from contract.logformat import LogWriter, site_name
-    from envs.registry import make_env
-    from envs.site import partition_env_id
-    from trainer.rollout import log_meta, run_episode
-
-    env = make_env(ENV)
-    controller = round_controller(floors)
-    site = site_name(partition_env_id(ENV))
-    with LogWriter(out, log_meta(env), site=site, writer_id=f"seeds-{seeds[0]}-{seeds[-1]}") as writer:
-        for seed in seeds:
-            run_episode(env, controller, seed, writer=writer)
-
-
 def collect_round(out: Path, floors: list[int | None], episodes: int, first_seed: int, workers: int) -> None:
-    """The round's log, in ``CHUNK``-episode tasks on ``workers`` processes (written once: reused if done;
-    an interrupted one is collected again from scratch)."""
-    done = out.with_suffix(".done")
-    if done.exists():
-        return
-    shutil.rmtree(out, ignore_errors=True)
-    seeds = list(range(first_seed, first_seed + episodes))
-    chunks = [seeds[i : i + CHUNK] for i in range(0, len(seeds), CHUNK)]
-    with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn")) as pool:
-        tasks = [pool.submit(_collect_chunk, str(out), floors, chunk) for chunk in chunks]
-        for f in tqdm(
-            as_completed(tasks), total=len(tasks), desc=f"collect {round_spec(floors)}", unit="chunk"
-        ):
-            f.result()
-    done.write_text(f"{episodes} episodes, seeds {seeds[0]}-{seeds[-1]}\n")
+    """The round's log, collected as ``inspo collect --controller <round spec>`` collects (all or nothing,
+    so a log that exists is complete and reused)."""
+    from trainer.collect import collect
+
+    if not out.exists():
+        collect(
+            ENV, out, controller=round_spec(floors), episodes=episodes, start_seed=first_seed, workers=workers
+        )
 
 
 def residual_run(log: Path, run: Path, threads: int) -> None:
