@@ -7,8 +7,9 @@ The acceptance of the closed loop (docs/results.md) asks InSPO for 0.9x the best
 on down-peak. This bench checks that such a policy exists *inside the logs' support*: ETD's call
 assignment (logged by ``etd@...``) combined with idle cars parking at a floor (what ``sector@...`` logs
 do), a "stitch" of two logged behaviours that an offline learner could in principle recover. It also
-shows ETD's own sensitivity to its delay weight. Rules are deterministic, so every row runs the same
-passengers (common random numbers) and the paired difference to ETD is exact per seed.
+shows ETD's own sensitivity to its delay weight, alone and with parking: the headroom beyond parking.
+Rules are deterministic, so every row runs the same passengers (common random numbers) and the paired
+difference to ETD is exact per seed.
 
 Runs on tuning seeds (``envs.seeds.tuning_seeds``), never evaluation seeds: this is a design aid.
 """
@@ -50,6 +51,10 @@ def controllers() -> list[tuple[str, object]]:
         ("etd+park floors 3,5,7,9 (etd-park)", ETDPark()),
         ("etd+park floors 0,3,5,8", ETDPark([0, 3, 5, 8])),
         ("etd+park floors 5,6,7,8", ETDPark([5, 6, 7, 8])),
+        # beyond parking: ETD's assignment without its delay term, with and without parking (what the
+        # experiment's ``@assign=q`` alternative puts in a log, envs/elevator/experiment.py)
+        ("etd delay weight 0 + park 3,5,7,9", ETDPark(delay_weight=0.0)),
+        ("etd delay weight 0 + park 5,6,7,8", ETDPark([5, 6, 7, 8], delay_weight=0.0)),
     ]
 
 

@@ -15,7 +15,7 @@ queues, ETD needs the whole building). Wrappers compose:
 A controller spec string builds any of these: ``"etd"``, ``"etd@eps=0.1"``,
 ``"nearest-car@temp=2"``, ``"etd@eps=0.1,sector@eps=0.2"`` (per-episode mixture), and
 ``"etd@exp=0.2"``: the env family's logged experiment on top of the rule (docs/algorithm.md,
-"Logs that contain the improvement").
+"Logs that contain the improvement"); the elevator's also takes ``@assign=q`` (envs/elevator/experiment.py).
 """
 
 from __future__ import annotations
@@ -210,9 +210,10 @@ def parse_component(spec: str) -> tuple[str, dict[str, float]]:
     parsed: dict[str, float] = {}
     for option in options:
         key, sep, value = option.partition("=")
-        if not sep or key not in ("eps", "temp", "exp"):
+        if not sep or key not in ("eps", "temp", "exp", "assign"):
             raise ValueError(
-                f"bad controller option {option!r} in {spec!r}: expected eps=<float>, temp=<float> or exp=<float>"
+                f"bad controller option {option!r} in {spec!r}: "
+                "expected eps=<float>, temp=<float>, exp=<float> or assign=<float>"
             )
         try:
             parsed[key] = float(value)
@@ -237,8 +238,13 @@ def build_controller(env_id: str, spec: str, epsilon: float | None = None, **kwa
         base = RandomLegal() if name == "random" else make_rule_controller(env_id, name, **kwargs)
         controller: Controller = base
         try:
+            if "assign" in options and "exp" not in options:
+                raise ValueError(
+                    "assign= is part of the logged experiment: give exp= too (etd@exp=1@assign=0.5)"
+                )
             if "exp" in options:
-                controller = make_experiment(env_id, base, options["exp"])
+                extra = {"assign": options["assign"]} if "assign" in options else {}
+                controller = make_experiment(env_id, base, options["exp"], **extra)
             if "temp" in options:
                 if not isinstance(base, ScoringController):
                     raise ValueError(f"{name!r} has no action scores; temp= needs a scoring rule")

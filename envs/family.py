@@ -49,7 +49,8 @@ class FamilyModule(Protocol):
     """Required of a family module. Optional, with the defaults :class:`Family` supplies:
 
     * ``datasets(env_id) -> {name: [(controller spec, episodes), ...]}`` (default: none)
-    * ``make_experiment(base, p) -> Controller``: the logged experiment ``<rule>@exp=<p>``
+    * ``make_experiment(base, p, **options) -> Controller``: the logged experiment ``<rule>@exp=<p>`` (its
+      keyword options are the family's own, e.g. the elevator's ``assign``)
     * ``obs_groups(env_id, obs_dim) -> (groups, clock) | None``: observation layout for the drift gauge
     * ``ordinal_blocks(env_id, obs_dim) -> [(start, stop)] | None``: one-hot ranges whose index is ordered
       (the linear advantage heads' ``adv_ordinal``)

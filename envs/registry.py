@@ -125,12 +125,20 @@ def make_rule_controller(env_id: str, name: str, **kwargs) -> Controller:
     return _family_module(env_id).make_controller(base_env_id(env_id), name, **kwargs)
 
 
-def make_experiment(env_id: str, base: Controller, p: float) -> Controller:
-    """The env family's logged experiment around rule ``base`` (``<rule>@exp=<p>``)."""
+def make_experiment(env_id: str, base: Controller, p: float, **options: float) -> Controller:
+    """The env family's logged experiment around rule ``base`` (``<rule>@exp=<p>``, plus the family's own
+    options, e.g. the elevator's ``@assign=<q>``)."""
     hook = family(env_id).hook("make_experiment")
     if hook is None:
         raise ValueError(f"env {env_id!r} has no logged experiment (@exp=); its family defines none")
-    return hook(base, p)
+    if options:
+        import inspect
+
+        known = set(inspect.signature(hook).parameters) - {"base", "p"}
+        unknown = sorted(set(options) - known)
+        if unknown:
+            raise ValueError(f"env {env_id!r}'s logged experiment takes no option {', '.join(unknown)}=")
+    return hook(base, p, **options)
 
 
 def controller_names(env_id: str) -> list[str]:

@@ -88,11 +88,46 @@ def test_parking_layout_spec_errors_are_clear():
             run_episode(env, build_controller(env.env_id, f"etd-park:{layout}"), seed=0)
 
 
+def test_assignment_alternative_randomises_only_where_etd_without_its_delay_term_acts_otherwise():
+    """``@assign=q``: outside idle spells each car takes ETD's action with 1 - q and, where ETD without its delay
+    term would act otherwise, that action with q; never anything else."""
+    from envs.elevator.controllers import ETD
+
+    env = make_env("elevator:cb10x4:downpeak", hours=0.25)
+    q = 0.3
+    ctl = build_controller(env.env_id, f"etd@exp=1@assign={q}")
+    assert ctl.describe() == "etd@exp=1@assign=0.3"
+    rule, other = build_controller(env.env_id, "etd"), ETD(delay_weight=0.0)
+    differs = agrees = 0
+    for infos, dist, _ in _steps(env, ctl, seed=3):
+        a_rule, a_other = rule.distribution(env, {}, infos), other.distribution(env, {}, infos)
+        for c, agent in enumerate(env.possible_agents):
+            if ctl.spells[c] is not None:
+                continue  # the parking experiment's own decisions (tested above)
+            mine, theirs = int(np.argmax(a_rule[agent])), int(np.argmax(a_other[agent]))
+            expected = np.zeros_like(dist[agent])
+            expected[mine] += 1 - q
+            expected[theirs] += q
+            if infos[agent]["action_mask"][theirs]:
+                np.testing.assert_allclose(dist[agent], expected)
+                differs += mine != theirs
+                agrees += mine == theirs
+    assert differs > 10 and agrees > differs  # it varies who stops for a call, and only there
+
+
 def test_experiment_spec_errors_are_clear():
     with pytest.raises(ValueError, match="in \\(0, 1\\]"):
         build_controller("elevator:cb10x4:downpeak", "etd@exp=1.5")
     with pytest.raises(ValueError, match="no logged experiment"):
         build_controller("xor", "random@exp=0.2")
+    with pytest.raises(ValueError, match="give exp= too"):
+        build_controller("elevator:cb10x4:downpeak", "etd@assign=0.5")
+    with pytest.raises(ValueError, match="not an ETD rule"):
+        build_controller("elevator:cb10x4:downpeak", "sector@exp=1@assign=0.5")
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        build_controller("elevator:cb10x4:downpeak", "etd@exp=1@assign=1.5")
+    with pytest.raises(ValueError, match="takes no option assign="):  # the elevator's option, not traffic's
+        build_controller("sumo:grid4x4", "max-pressure@exp=0.2@assign=0.5")
 
 
 @pytest.mark.sumo

@@ -9,6 +9,14 @@ floors (the one it is on included); otherwise the rule acts as usual. The spell 
 gets work. ``cars`` limits the experiment to some cars (the others follow the rule throughout): a
 round that settles one car's parking at a time (bench/sequential_rounds.py).
 
+``assign = q`` adds a second documented alternative, for the decisions outside idle spells: with
+probability ``q``, independently per car and decision, the car acts as it would under ETD's assignment
+*without its delay term* (``delay_weight = 0``: a call goes to the car that reaches it first, loaded or
+not) instead of the rule's. Why: at down-peak that assignment alone is worth more than parking
+(docs/elevator.md, "Headroom beyond parking"), and a log of the rule never varies who stops for a call.
+Only where the two assignments give the car different actions is anything randomised; the logged
+probability is exact (1 - q for the rule's action, q for the other).
+
 The draw is never stored: at each step the controller keeps the posterior over the candidate targets
 ("the rule's own choice" with weight 1 - p and each floor with p / F) that are consistent with the
 actions taken so far in the spell, and its distribution is their predictive mixture. Sampling actions
@@ -24,25 +32,34 @@ from collections.abc import Sequence
 import numpy as np
 
 from envs.controllers import Controller, masks_of
-from envs.elevator.controllers import ElevatorDispatch, _View
+from envs.elevator.controllers import ETD, ElevatorDispatch, _View
 from envs.elevator.core import IDLE
 
 RULE = -1  # the candidate "no experiment: the rule's own parking choice"
+ASSIGN = -2  # the candidate "ETD's assignment without its delay term" (``assign = q``), outside idle spells
 
 
 class ParkingExperiment(Controller):
-    """``base`` with a randomised parking floor at the start of an idle spell, with probability ``p``."""
+    """``base`` with a randomised parking floor at the start of an idle spell, with probability ``p``, and
+    (``assign = q``) ETD's assignment without its delay term at other decisions, with probability ``q``."""
 
-    def __init__(self, base: ElevatorDispatch, p: float, cars: Sequence[int] | None = None):
+    def __init__(
+        self, base: ElevatorDispatch, p: float, cars: Sequence[int] | None = None, assign: float = 0.0
+    ):
         if not isinstance(base, ElevatorDispatch):
             raise TypeError(
                 f"the parking experiment needs an elevator dispatch rule, got {base.describe()!r}"
             )
         if not 0.0 < p <= 1.0:
             raise ValueError(f"experiment probability must be in (0, 1], got {p}")
-        self.base, self.p = base, float(p)
+        if not 0.0 <= assign <= 1.0:
+            raise ValueError(f"assign= expects a probability in [0, 1], got {assign}")
+        if assign and not isinstance(base, ETD):
+            raise ValueError(f"assign= varies ETD's delay term; {base.describe()!r} is not an ETD rule")
+        self.base, self.p, self.assign = base, float(p), float(assign)
+        self.alternative = ETD(delay_weight=0.0) if assign else None
         self.cars = None if cars is None else frozenset(int(c) for c in cars)
-        self.name = f"{base.describe()}@exp={p:g}"
+        self.name = f"{base.describe()}@exp={p:g}" + (f"@assign={assign:g}" if assign else "")
         if self.cars is not None:
             self.name += " on cars " + ",".join(map(str, sorted(self.cars)))
         self.spells: list[dict[int, float] | None] = []  # per car: candidate target -> posterior weight
@@ -59,6 +76,7 @@ class ParkingExperiment(Controller):
     def distribution(self, env, obs, infos):
         v = _View(env)
         assigned = self.base.assign(v)
+        other = self.alternative.assign(v) if self.alternative is not None else None
         masks = masks_of(env, infos)
         out = {}
         for c, agent in enumerate(env.possible_agents):
@@ -77,6 +95,9 @@ class ParkingExperiment(Controller):
             if spell is None:
                 self._actions[c] = {RULE: _legal(self.base.preferred(v, c, assigned[c]), mask)}
                 spell = {RULE: 1.0}
+                if other is not None:  # the assignment alternative: only outside a parking spell
+                    self._actions[c][ASSIGN] = _legal(self.base.preferred(v, c, other[c]), mask)
+                    spell = {RULE: 1.0 - self.assign, ASSIGN: self.assign}
             else:
                 self._actions[c] = {
                     target: _legal(

@@ -304,8 +304,9 @@ def parse_layout(layout: str) -> list[int | None]:
         ) from None
 
 
-def make_experiment(base, p: float):
-    """``<rule>@exp=<p>``: a randomised parking floor at the start of an idle spell (envs/elevator/experiment.py).
+def make_experiment(base, p: float, assign: float = 0.0):
+    """``<rule>@exp=<p>``: a randomised parking floor at the start of an idle spell (envs/elevator/experiment.py);
+    ``@assign=<q>`` adds ETD's assignment without its delay term at other decisions, with probability q.
     Around a layout that leaves some cars without a floor (``etd-park:6.8.4.-@exp=1``), the experiment is on
     those cars only: a round that settles one car at a time (bench/sequential_rounds.py)."""
     from envs.elevator.experiment import ParkingExperiment
@@ -313,7 +314,7 @@ def make_experiment(base, p: float):
     open_cars = None
     if isinstance(base, ETDPark) and base.floors is not None and None in base.floors:
         open_cars = [c for c, f in enumerate(base.floors) if f is None]
-    return ParkingExperiment(base, p, cars=open_cars)
+    return ParkingExperiment(base, p, cars=open_cars, assign=assign)
 
 
 def datasets(env_id: str) -> dict[str, list[tuple[str, int]]]:
@@ -367,6 +368,11 @@ def datasets(env_id: str) -> dict[str, list[tuple[str, int]]]:
         # 40300-40899), the experiment at p = 1 on car 3 only. Each round fits the parking choice's value
         # given the settled cars and settles one more (docs/algorithm.md, "One car per logging round").
         "etd-sequential": [("etd-park:6.8.4.-@exp=1", 300)],
+        # The p = 1 parking experiment plus the assignment alternative at q = 0.5: outside idle spells each car
+        # acts, with probability 0.5, as ETD without its delay term would (envs/elevator/experiment.py). That
+        # assignment is the headroom beyond parking at down-peak (docs/elevator.md, "Headroom beyond parking");
+        # a log of ETD never varies who stops for a call. What it costs: bench/experiment_cost.py --assign.
+        "etd-experiment-assign": [("etd@exp=1@assign=0.5", 300)],
     }
 
 
