@@ -598,6 +598,8 @@ def widen_old_row(line: str) -> str:
 ADVANTAGE_TRUTH = ROOT / "docs" / "results" / "advantage" / "advantage_truth.json"
 TRAFFIC_TRUTH = ROOT / "docs" / "results" / "advantage" / "traffic_truth.json"  # --env sumo:grid4x4
 EXPERIMENT_COST = ROOT / "docs" / "results" / "experiment_cost" / "experiment_cost.json"
+# bench/experiment_cost.py --assign ... --out docs/results/experiment_cost_assign: the elevator's @assign=q option
+EXPERIMENT_COST_ASSIGN = ROOT / "docs" / "results" / "experiment_cost_assign" / "experiment_cost.json"
 
 
 def estimator_section(path: Path, traffic: bool = False) -> str:
@@ -675,16 +677,28 @@ def estimator_section(path: Path, traffic: bool = False) -> str:
 MIN_CEILING = 0.3  # the truth's ceiling below which a disattenuated correlation is not shown
 
 
-def experiment_cost_section(path: Path) -> str:
-    """What the logged experiment costs, from bench/experiment_cost.py's JSON ("" when it was never run)."""
+def experiment_cost_section(path: Path, assign: bool = False) -> str:
+    """What the logged experiment costs, from bench/experiment_cost.py's JSON ("" when it was never run);
+    ``assign``: the run with the elevator's assignment alternative (``@assign=q``)."""
     if not path.exists():
         return ""
     data = json.loads(path.read_text())
-    lines = [
-        "## What the logged experiment costs (bench/experiment_cost.py)",
-        "",
+    title = "## What the logged experiment costs (bench/experiment_cost.py)"
+    intro = (
         "Each rule alone and with the logged experiment (`<rule>@exp=<p>`: docs/elevator.md, docs/traffic.md) "
-        "on the same tuning seeds (paired): what an operator pays while collecting the logs a learner needs.",
+        "on the same tuning seeds (paired): what an operator pays while collecting the logs a learner needs."
+    )
+    if assign:
+        title = "## What the logged experiment costs with the assignment alternative (bench/experiment_cost.py --assign)"
+        intro = (
+            "ETD alone, with the parking experiment, and with it plus `@assign=q` (outside idle spells each car "
+            "acts with probability q as ETD without its delay term would: envs/elevator/experiment.py), on the "
+            "same tuning seeds (paired)."
+        )
+    lines = [
+        title,
+        "",
+        intro,
         "",
         "| case | controller | metric | mean ± std | ratio to the rule | paired difference ± SE | 95% interval "
         "| episodes |",
@@ -815,6 +829,7 @@ def main(argv: list[str] | None = None) -> int:
         estimator_section(ADVANTAGE_TRUTH),
         estimator_section(TRAFFIC_TRUTH, traffic=True),
         experiment_cost_section(EXPERIMENT_COST),
+        experiment_cost_section(EXPERIMENT_COST_ASSIGN, assign=True),
     )
     header += [s for s in sections_from_json if s]
     Path(args.out).write_text("\n".join(header + [sections[name] for name in order]))
