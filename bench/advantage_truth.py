@@ -4,6 +4,8 @@
     .venv/bin/python bench/advantage_truth.py --behaviour etd@exp=1 --futures 32 --states 40 --seeds 0 1 2
     .venv/bin/python bench/advantage_truth.py --log LOG --states 60 --futures 8 --out docs/results/advantage
     .venv/bin/python bench/advantage_truth.py --env sumo:grid4x4    # traffic: bench/traffic_truth.py
+    .venv/bin/python bench/advantage_truth.py --behaviour etd@exp=1@assign=0.5 --decisions assign \
+        --out docs/results/advantage_assign       # who stops for a call (envs/elevator/experiment.py)
 
 1. A log of the behaviour policy (default: the logged parking experiment ``etd@exp=0.2``; ``--behaviour
    etd@exp=1`` for the experiment at every idle spell; collection seeds 6200+, cached under bench/.cache)
@@ -159,10 +161,13 @@ def estimated_advantages(algo, states: np.ndarray, obs: np.ndarray, agents: np.n
     return adv.numpy()
 
 
-def snapshots(seed: int, every: int, max_states: int, behaviour: str | Controller = BEHAVIOUR):
-    """Decision states of one behaviour episode (a spec, or a controller to copy) where an idle car's
-    behaviour chooses at random (the experiment's idle-spell decisions): the env and controller *before*
-    the step, the car, ..."""
+def snapshots(
+    seed: int, every: int, max_states: int, behaviour: str | Controller = BEHAVIOUR, decisions: str = "idle"
+):
+    """Decision states of one behaviour episode (a spec, or a controller to copy) where a car's behaviour
+    chooses at random: an idle car's (the parking experiment's idle-spell decisions; ``decisions="idle"``) or
+    a car's outside an idle spell (the assignment alternative's, ``@assign=q``; ``decisions="assign"``). Each
+    holds the env and controller *before* the step, the car, ..."""
     from envs.controllers import build_controller
     from envs.elevator.core import IDLE
     from envs.registry import make_env
@@ -175,15 +180,19 @@ def snapshots(seed: int, every: int, max_states: int, behaviour: str | Controlle
     rng = action_rng(seed)
     out, k, last = [], 0, -every
     while env.agents:
-        idle = [
+        deciding = [
             c
             for c, a in enumerate(env.possible_agents)
-            if infos[a]["action_mask"].sum() > 1 and env.core.l_mode[c] == IDLE
+            if infos[a]["action_mask"].sum() > 1 and (decisions == "assign" or env.core.l_mode[c] == IDLE)
         ]
-        before = (copy.deepcopy(env), copy.deepcopy(ctl), copy.deepcopy(rng)) if idle else None
+        before = (copy.deepcopy(env), copy.deepcopy(ctl), copy.deepcopy(rng)) if deciding else None
         actions, _ = ctl.act(env, obs, infos, rng)
-        # idle cars whose behaviour had a real choice here: what a log can teach about
-        choosers = [c for c in idle if np.count_nonzero(ctl.last_distribution[env.possible_agents[c]]) > 1]
+        # cars whose behaviour had a real choice here: what a log can teach about
+        choosers = [
+            c for c in deciding if np.count_nonzero(ctl.last_distribution[env.possible_agents[c]]) > 1
+        ]
+        if decisions == "assign":  # outside the parking experiment's idle spells
+            choosers = [c for c in choosers if ctl.spells[c] is None]
         record = choosers and len(out) < max_states and k - last >= every
         if record:
             last = k
@@ -259,7 +268,7 @@ def elevator_values(args, c) -> tuple[list[dict], dict[int, dict[int, np.ndarray
     snaps = [
         s
         for seed in tuning_seeds(args.tuning_episodes)
-        for s in snapshots(seed, args.every, per_episode, args.behaviour)
+        for s in snapshots(seed, args.every, per_episode, args.behaviour, args.decisions)
     ]
     snaps = snaps[: args.states]
     jobs, index = [], []
@@ -295,6 +304,7 @@ def truth_cache(args, c) -> tuple[Path, bool]:
         "states": args.states,
         "futures": args.futures,
         "behaviour": None if is_traffic(args.env) else args.behaviour,  # traffic: traffic_truth's
+        **({"decisions": args.decisions} if getattr(args, "decisions", "idle") != "idle" else {}),
         "discount": c.discount,
         "horizon_s": c.horizon_s,
         "gamma": c.gamma,
@@ -398,6 +408,13 @@ def main() -> None:
         help="elevator: the logged experiment behind the log and the truth (default etd@exp=0.2; another "
         "one's log defaults to bench/.cache/advantage-truth-log-<behaviour>)",
     )
+    p.add_argument(
+        "--decisions",
+        choices=["idle", "assign"],
+        default="idle",
+        help="elevator: the held-out decisions: idle cars' (the parking experiment's) or, with a behaviour "
+        "that has @assign=q, cars' outside idle spells (who stops for a call)",
+    )
     p.add_argument("--episodes", type=int, default=300, help="episodes of the log when it is collected here")
     p.add_argument(
         "--iterations",
@@ -432,6 +449,8 @@ def main() -> None:
     )
     args = p.parse_args()
     traffic = is_traffic(args.env)
+    if args.decisions == "assign" and "@assign=" not in args.behaviour:
+        p.error("--decisions assign needs a behaviour with the assignment alternative (etd@exp=1@assign=0.5)")
     cache = ROOT / "bench" / ".cache"
     default_log = "advantage-truth-log" + ("" if args.behaviour == BEHAVIOUR else f"-{args.behaviour}")
     args.log = args.log or cache / ("advantage-truth-traffic-log" if traffic else default_log)
@@ -496,7 +515,8 @@ def main() -> None:
     (args.out / f"{stem}.json").write_text(json.dumps(record, indent=1))
     title = (
         f"{args.env}, behaviour {'max-pressure@exp=0.2' if traffic else args.behaviour}: "
-        f"{'intersection' if traffic else 'idle-car'} decisions the log supports, tuning seeds"
+        f"{'intersection' if traffic else 'idle-car' if args.decisions == 'idle' else 'assignment'} "
+        "decisions the log supports, tuning seeds"
     )
     plot(supported, list(estimates), summary["supported"], args.out / f"{stem}.png", title)
     print(f"wrote {args.out}/{stem}.json, {stem}.png [{time.time() - t0:.0f}s]")
