@@ -5,6 +5,7 @@
     .venv/bin/python bench/advantage_truth.py --log LOG --states 60 --futures 8 --out docs/results/advantage
     .venv/bin/python bench/advantage_truth.py --env sumo:grid4x4    # traffic: bench/traffic_truth.py
     .venv/bin/python bench/advantage_truth.py --behaviour etd@exp=1@assign=0.5 --decisions assign \
+        --linear-set adv_ordinal=true --linear-set adv_weights=precision \
         --out docs/results/advantage_assign       # who stops for a call (envs/elevator/experiment.py)
 
 1. A log of the behaviour policy (default: the logged parking experiment ``etd@exp=0.2``; ``--behaviour
@@ -447,6 +448,14 @@ def main() -> None:
     p.add_argument(
         "--set", action="append", default=[], metavar="KEY=VALUE", help="residual estimator option"
     )
+    p.add_argument(
+        "--linear-set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the linear heads only (adv_ordinal, adv_weights, adv_features, ...): the row "
+        "`residual:linear` then has a results config's design",
+    )
     args = p.parse_args()
     traffic = is_traffic(args.env)
     if args.decisions == "assign" and "@assign=" not in args.behaviour:
@@ -463,6 +472,7 @@ def main() -> None:
     log = collect_log(args.log, args.episodes, args.workers, args.env, args.behaviour)
     print(f"log {log} [{time.time() - t0:.0f}s]")
     extra = dict(item.split("=", 1) for item in args.set)
+    linear_extra = dict(item.split("=", 1) for item in args.linear_set)
     # Truth first, in a small process: forking rollout workers from one holding the trained estimators
     # (several GB of arrays) would copy them. The learner's discounting is its config's, known up front.
     c = estimator_config("residual", extra, args.env)
@@ -476,7 +486,10 @@ def main() -> None:
     estimates, scale = {}, 1.0
     plan = [(n, e, c, s) for n, e, c in estimator_plan(traffic) for s in args.seeds]
     for name, estimator, variant, seed in plan:  # one at a time: each holds the whole log's arrays
-        options = {**extra, **variant} if estimator == "residual" else None
+        linear = variant.get("adv_heads") == "linear"
+        options = (
+            {**extra, **variant, **(linear_extra if linear else {})} if estimator == "residual" else None
+        )
         algo = train_estimator(log, estimator, args.iterations, seed, options, args.env, neighbors)
         label = name if len(args.seeds) == 1 else f"{name} s{seed}"
         estimates[label] = estimated_advantages(algo, states, obs, agents, masks)
