@@ -597,21 +597,25 @@ def widen_old_row(line: str) -> str:
 
 ADVANTAGE_TRUTH = ROOT / "docs" / "results" / "advantage" / "advantage_truth.json"
 TRAFFIC_TRUTH = ROOT / "docs" / "results" / "advantage" / "traffic_truth.json"  # --env sumo:grid4x4
+# --behaviour etd@exp=1@assign=0.5 --decisions assign --out docs/results/advantage_assign
+ASSIGN_TRUTH = ROOT / "docs" / "results" / "advantage_assign" / "advantage_truth.json"
 EXPERIMENT_COST = ROOT / "docs" / "results" / "experiment_cost" / "experiment_cost.json"
 # bench/experiment_cost.py --assign ... --out docs/results/experiment_cost_assign: the elevator's @assign=q option
 EXPERIMENT_COST_ASSIGN = ROOT / "docs" / "results" / "experiment_cost_assign" / "experiment_cost.json"
 
 
-def estimator_section(path: Path, traffic: bool = False) -> str:
-    """Estimator quality from bench/advantage_truth.py's JSON ("" when it was never run)."""
+def estimator_section(path: Path, traffic: bool = False, assign: bool = False) -> str:
+    """Estimator quality from bench/advantage_truth.py's JSON ("" when it was never run); ``assign``: the
+    run on the assignment alternative's decisions (``--decisions assign``) instead of idle cars'."""
     if not path.exists():
         return ""
     data = json.loads(path.read_text())
     # the JSON may not record its arguments: then the default command is shown, and said to be a guess
     command = data.get("command", ".venv/bin/python bench/advantage_truth.py  # arguments not recorded")
-    decisions = "intersection (grid4x4)" if traffic else "idle-car"
+    decisions = "intersection (grid4x4)" if traffic else "who-stops-for-a-call" if assign else "idle-car"
+    where = ", traffic" if traffic else ", assignment decisions" if assign else ""
     lines = [
-        f"## Estimator quality{', traffic' if traffic else ''} (bench/advantage_truth.py)",
+        f"## Estimator quality{where} (bench/advantage_truth.py)",
         "",
         "Each per-agent advantage estimator, trained on a log with the actor frozen at the behaviour, against "
         f"the truth from paired simulations of every legal action at held-out {decisions} states (tuning seeds; "
@@ -662,9 +666,10 @@ def estimator_section(path: Path, traffic: bool = False) -> str:
         sign = float(np.mean([r["sign_acc"] for r in runs]))
         met = corr >= 0.5 and sign >= 0.7
         over = f" (mean over {len(runs)} training seeds)" if len(runs) > 1 else ""
+        target = "The idle-car target on these decisions" if assign else "Target"
         lines += [
             "",
-            f"**Target** (`{variant}`, supported alternatives: correlation ≥ 0.5 and sign accuracy ≥ 70%)"
+            f"**{target}** (`{variant}`, supported alternatives: correlation ≥ 0.5 and sign accuracy ≥ 70%)"
             f"{over}: {corr:+.2f}, {sign:.0%} → {'**met**' if met else '**not met**'}.",
         ]
     lines += ["", "```bash", command, "```", ""]
@@ -827,6 +832,7 @@ def main(argv: list[str] | None = None) -> int:
     # rendered from the benches' JSON on every run (never kept from the old report)
     sections_from_json = (
         estimator_section(ADVANTAGE_TRUTH),
+        estimator_section(ASSIGN_TRUTH, assign=True),
         estimator_section(TRAFFIC_TRUTH, traffic=True),
         experiment_cost_section(EXPERIMENT_COST),
         experiment_cost_section(EXPERIMENT_COST_ASSIGN, assign=True),
