@@ -28,6 +28,7 @@ import math
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -93,7 +94,9 @@ def compare(rule: list[float], other: list[float]) -> dict:
     }
 
 
-def experiment_specs(case: str, ps: list[float], assigns: list[float]) -> list[tuple[str, float, float]]:
+def experiment_specs(
+    case: str, ps: Sequence[float], assigns: Sequence[float]
+) -> list[tuple[str, float, float]]:
     """(spec, p, q) per controller of ``case``: the rule, ``<rule>@exp=<p>`` for each p and, where the rule is
     ETD, ``<rule>@exp=<p>@assign=<q>`` for each q (the elevator's assignment alternative)."""
     env_id, rule, _, _ = CASES[case]
@@ -110,14 +113,14 @@ def summarize(
     cases: list[str],
     ps: list[float],
     seeds: dict[str, list[int]],
-    assigns: list[float] = (),
+    assigns: Sequence[float] = (),
 ) -> list[dict]:
     by = {(c, s, seed): m for c, s, seed, m, _ in done}
     rows = []
     for case in cases:
         env_id, rule, env_args, metric = CASES[case]
         base = [by[(case, rule, seed)][metric] for seed in seeds[case]]
-        for spec, p, q in experiment_specs(case, ps, list(assigns)):
+        for spec, p, q in experiment_specs(case, ps, assigns):
             values = [by[(case, spec, seed)][metric] for seed in seeds[case]]
             rows.append(
                 {"case": case, "env": env_id, "env_args": env_args, "controller": spec, "p": p, "assign": q,
