@@ -305,7 +305,7 @@ def truth_cache(args, c) -> tuple[Path, bool]:
         "states": args.states,
         "futures": args.futures,
         "behaviour": None if is_traffic(args.env) else args.behaviour,  # traffic: traffic_truth's
-        **({"decisions": args.decisions} if getattr(args, "decisions", "idle") != "idle" else {}),
+        **({"decisions": args.decisions} if args.decisions != "idle" else {}),  # idle: the keys kept before
         "discount": c.discount,
         "horizon_s": c.horizon_s,
         "gamma": c.gamma,
@@ -350,7 +350,13 @@ def cached_elevator_truth(
     import pickle
 
     args = argparse.Namespace(
-        env=ENV, tuning_episodes=2, every=40, states=states, futures=futures, behaviour=behaviour
+        env=ENV,
+        tuning_episodes=2,
+        every=40,
+        states=states,
+        futures=futures,
+        behaviour=behaviour,
+        decisions="idle",
     )
     path, _ = truth_cache(args, config)
     if not path.exists():
