@@ -4,6 +4,7 @@
     .venv/bin/python bench/experiment_cost.py --elevator-seeds 16 --traffic-seeds 8 --p 0.05 0.1 0.2
     .venv/bin/python bench/experiment_cost.py --cases downpeak:etd grid4x4:max-pressure --workers 2
     .venv/bin/python bench/experiment_cost.py --cases downpeak:etd uppeak:etd lunch:etd --p 1 --assign 0.5
+    .venv/bin/python bench/experiment_cost.py --cases grid4x4:max-pressure --p 0.1 --keep 0.5 1 --traffic-seeds 32
 
 A learner can only reweight the actions a log contains, so the logs that make a better controller
 learnable come from a small randomised experiment around the rule an operator runs today
@@ -95,16 +96,19 @@ def compare(rule: list[float], other: list[float]) -> dict:
 
 
 def experiment_specs(
-    case: str, ps: Sequence[float], assigns: Sequence[float]
+    case: str, ps: Sequence[float], assigns: Sequence[float], keeps: Sequence[float] = ()
 ) -> list[tuple[str, float, float]]:
-    """(spec, p, q) per controller of ``case``: the rule, ``<rule>@exp=<p>`` for each p and, where the rule is
-    ETD, ``<rule>@exp=<p>@assign=<q>`` for each q (the elevator's assignment alternative)."""
+    """(spec, p, q) per controller of ``case``: the rule, ``<rule>@exp=<p>`` for each p and, with the family's
+    own alternative, ``<rule>@exp=<p>@assign=<q>`` where the rule is ETD (the elevator's assignment
+    alternative) or ``<rule>@exp=<p>@keep=<q>`` on traffic (keep a near-tie green), for each q."""
     env_id, rule, _, _ = CASES[case]
     out = [(rule, 0.0, 0.0)]
     for p in ps:
         out.append((f"{rule}@exp={p:g}", p, 0.0))
         if rule == "etd" and env_id.startswith("elevator"):
             out += [(f"{rule}@exp={p:g}@assign={q:g}", p, q) for q in assigns]
+        if env_id.startswith("sumo"):
+            out += [(f"{rule}@exp={p:g}@keep={q:g}", p, q) for q in keeps]
     return out
 
 
@@ -114,16 +118,18 @@ def summarize(
     ps: list[float],
     seeds: dict[str, list[int]],
     assigns: Sequence[float] = (),
+    keeps: Sequence[float] = (),
 ) -> list[dict]:
     by = {(c, s, seed): m for c, s, seed, m, _ in done}
     rows = []
     for case in cases:
         env_id, rule, env_args, metric = CASES[case]
         base = [by[(case, rule, seed)][metric] for seed in seeds[case]]
-        for spec, p, q in experiment_specs(case, ps, assigns):
+        for spec, p, q in experiment_specs(case, ps, assigns, keeps):
             values = [by[(case, spec, seed)][metric] for seed in seeds[case]]
             rows.append(
-                {"case": case, "env": env_id, "env_args": env_args, "controller": spec, "p": p, "assign": q,
+                {"case": case, "env": env_id, "env_args": env_args, "controller": spec, "p": p,
+                 ("keep" if env_id.startswith("sumo") else "assign"): q,
                  "metric": metric, "seeds": seeds[case], **compare(base, values)}
             )  # fmt: skip
     return rows
@@ -163,8 +169,12 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
                         ha="center", fontsize=8)  # fmt: skip
         ax.axhline(0.0, color="k", lw=0.8)
         ax.margins(y=0.15)
-        # q: the assignment alternative's probability (``@assign=q``)
-        labels = [f"p={r['p']:g}" + (f"\nq={r['assign']:g}" if r.get("assign") else "") for r in exp]
+        # q: the family's own alternative's probability (``@assign=q`` / ``@keep=q``)
+        labels = [
+            f"p={r['p']:g}"
+            + (f"\nq={r.get('assign') or r.get('keep'):g}" if r.get("assign") or r.get("keep") else "")
+            for r in exp
+        ]
         ax.set_xticks(range(len(exp)), labels)
         ax.set_xlim(-0.6, len(exp) - 0.4)
         metric = exp[0]["metric"] if exp else ""
@@ -187,6 +197,13 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="also ETD@exp=p@assign=q for each q (elevator ETD cases; envs/elevator/experiment.py)",
     )
+    p.add_argument(
+        "--keep",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also <rule>@exp=p@keep=q for each q (traffic cases: keep a near-tie green; envs/traffic/experiment.py)",
+    )
     p.add_argument("--elevator-seeds", type=int, default=8, help="number of tuning seeds per elevator case")
     p.add_argument("--traffic-seeds", type=int, default=4, help="number of tuning seeds per traffic case")
     p.add_argument("--workers", type=int, default=2, help="episode processes at once")
@@ -194,8 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if any(not 0.0 < x <= 1.0 for x in args.p):
         p.error(f"--p: every experiment probability must be in (0, 1], got {args.p}")
-    if any(not 0.0 < x <= 1.0 for x in args.assign):
-        p.error(f"--assign: every probability must be in (0, 1], got {args.assign}")
+    for flag, values in (("--assign", args.assign), ("--keep", args.keep)):
+        if any(not 0.0 < x <= 1.0 for x in values):
+            p.error(f"{flag}: every probability must be in (0, 1], got {values}")
     if args.elevator_seeds < 2 or args.traffic_seeds < 2:
         p.error("--elevator-seeds and --traffic-seeds must be at least 2 (a paired interval needs two)")
 
@@ -205,7 +223,9 @@ def main(argv: list[str] | None = None) -> int:
         c: tuning_seeds(args.traffic_seeds if CASES[c][0].startswith("sumo") else args.elevator_seeds)
         for c in args.cases
     }
-    specs = {c: [spec for spec, _, _ in experiment_specs(c, args.p, args.assign)] for c in args.cases}
+    specs = {
+        c: [spec for spec, _, _ in experiment_specs(c, args.p, args.assign, args.keep)] for c in args.cases
+    }
     # traffic first (its episodes are the longest); a worker keeps its env across consecutive tasks
     tasks = [(c, s, seed) for c in args.cases for seed in seeds[c] for s in specs[c]]
     tasks.sort(key=lambda t: not CASES[t[0]][0].startswith("sumo"))
@@ -214,7 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         done = list(pool.map(run_one, *zip(*tasks, strict=True)))
     wall = time.perf_counter() - t0
 
-    rows = summarize(done, args.cases, args.p, seeds, args.assign)
+    rows = summarize(done, args.cases, args.p, seeds, args.assign, args.keep)
     print_rows(rows)
     command = ".venv/bin/python bench/experiment_cost.py " + shlex.join(
         argv if argv is not None else sys.argv[1:]
@@ -227,6 +247,7 @@ def main(argv: list[str] | None = None) -> int:
         "Logged experiment vs its rule: paired difference, 95% CI; label = ratio to the rule\n"
         f"tuning seeds from {min(map(min, seeds.values()))}; lower is better"
         + ("; q: the @assign= probability" if args.assign else "")
+        + ("; q: the @keep= probability" if args.keep else "")
     )
     plot(rows, args.out / "experiment_cost.png", title)
     print(

@@ -15,7 +15,8 @@ queues, ETD needs the whole building). Wrappers compose:
 A controller spec string builds any of these: ``"etd"``, ``"etd@eps=0.1"``,
 ``"nearest-car@temp=2"``, ``"etd@eps=0.1,sector@eps=0.2"`` (per-episode mixture), and
 ``"etd@exp=0.2"``: the env family's logged experiment on top of the rule (docs/algorithm.md,
-"Logs that contain the improvement"); the elevator's also takes ``@assign=q`` (envs/elevator/experiment.py).
+"Logs that contain the improvement"); the elevator's also takes ``@assign=q`` (envs/elevator/experiment.py),
+traffic's ``@keep=q`` (envs/traffic/experiment.py).
 """
 
 from __future__ import annotations
@@ -204,16 +205,20 @@ class EpisodeMixture(Controller):
         return self.current.model_version
 
 
+# the logged experiments' own alternatives (``@exp=p`` required): the elevator's ``assign``, traffic's ``keep``
+EXPERIMENT_OPTIONS = ("assign", "keep")
+
+
 def parse_component(spec: str) -> tuple[str, dict[str, float]]:
     """``"etd@eps=0.1@temp=2"`` -> ``("etd", {"eps": 0.1, "temp": 2.0})``."""
     name, *options = spec.strip().split("@")
     parsed: dict[str, float] = {}
     for option in options:
         key, sep, value = option.partition("=")
-        if not sep or key not in ("eps", "temp", "exp", "assign"):
+        if not sep or key not in ("eps", "temp", "exp", *EXPERIMENT_OPTIONS):
             raise ValueError(
                 f"bad controller option {option!r} in {spec!r}: "
-                "expected eps=<float>, temp=<float>, exp=<float> or assign=<float>"
+                "expected eps=<float>, temp=<float>, exp=<float>, assign=<float> or keep=<float>"
             )
         try:
             parsed[key] = float(value)
@@ -238,12 +243,13 @@ def build_controller(env_id: str, spec: str, epsilon: float | None = None, **kwa
         base = RandomLegal() if name == "random" else make_rule_controller(env_id, name, **kwargs)
         controller: Controller = base
         try:
-            if "assign" in options and "exp" not in options:
+            extra = {k: options[k] for k in EXPERIMENT_OPTIONS if k in options}
+            if extra and "exp" not in options:
                 raise ValueError(
-                    "assign= is part of the logged experiment: give exp= too (etd@exp=1@assign=0.5)"
+                    f"{next(iter(extra))}= is part of the logged experiment: give exp= too "
+                    "(etd@exp=1@assign=0.5, max-pressure@exp=0.1@keep=0.5)"
                 )
             if "exp" in options:
-                extra = {"assign": options["assign"]} if "assign" in options else {}
                 controller = make_experiment(env_id, base, options["exp"], **extra)
             if "temp" in options:
                 if not isinstance(base, ScoringController):

@@ -6,6 +6,7 @@ import pytest
 from envs.controllers import build_controller
 from envs.elevator.core import CONTINUE, IDLE, UP
 from envs.registry import make_env
+from envs.traffic.controllers import KEEP_MARGIN
 from trainer.rollout import action_rng, run_episode
 
 
@@ -156,3 +157,51 @@ def test_green_experiment_holds_or_ends_the_green_with_the_logged_mixture():
     finally:
         env.close()
     assert checked > 0
+
+
+@pytest.mark.sumo
+def test_keep_alternative_randomises_only_near_tie_switches_with_the_logged_probability():
+    """``@keep=q``: where the rule would leave a green whose pressure is within one vehicle of the best, the
+    current green gets (1 - p) q + p/2; elsewhere the distribution is the plain experiment's."""
+    env = make_env("sumo:grid4x4", num_seconds=300)
+    p, q = 0.2, 0.5
+    ctl = build_controller(env.env_id, f"max-pressure@exp={p}@keep={q}")
+    plain = build_controller(env.env_id, f"max-pressure@exp={p}")
+    assert ctl.describe() == "max-pressure@exp=0.2@keep=0.5"
+    kept = same = 0
+    try:
+        obs, infos = env.reset(seed=7)
+        ctl.reset(env, 7)
+        plain.reset(env, 7)
+        rng = action_rng(7)
+        while env.agents:
+            reference = plain.distribution(env, obs, infos)
+            pressure, green = env.phase_pressure(), env.current_phases()
+            actions, probs = ctl.act(env, obs, infos, rng)
+            dist = ctl.last_distribution
+            for i, agent in enumerate(env.possible_agents):
+                mask, g = infos[agent]["action_mask"], int(green[i])
+                assert dist[agent].sum() == pytest.approx(1.0) and probs[agent] > 0
+                near_tie = pressure[i, g] + KEEP_MARGIN >= pressure[i][mask].max()
+                rule_leaves = int(np.argmax(np.where(mask, pressure[i], -np.inf))) != g
+                if mask.sum() > 1 and near_tie and rule_leaves and env.time_in_phase()[i] < 60:
+                    assert dist[agent][g] == pytest.approx((1 - p) * q + p / 2)
+                    kept += 1
+                else:
+                    np.testing.assert_allclose(dist[agent], reference[agent])
+                    same += 1
+            obs, _, _, _, infos = env.step(actions)
+    finally:
+        env.close()
+    assert kept > 0 and same > 0
+
+
+def test_keep_alternative_spec_errors_name_the_problem():
+    with pytest.raises(ValueError, match="keep= is part of the logged experiment"):
+        build_controller("sumo:grid4x4", "max-pressure@keep=0.5")
+    with pytest.raises(ValueError, match="has none"):  # fixed-time has no scores to compare
+        build_controller("sumo:grid4x4", "fixed@exp=0.1@keep=0.5")
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        build_controller("sumo:grid4x4", "max-pressure@exp=0.1@keep=1.5")
+    with pytest.raises(ValueError, match="takes no option keep="):  # traffic's option, not the elevator's
+        build_controller("elevator:cb10x4:downpeak", "etd@exp=1@keep=0.5")

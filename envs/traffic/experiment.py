@@ -7,6 +7,16 @@ controller runs the experiment instead of the rule: with equal chance it holds t
 (``hold``) or ends it and serves the rule's best *other* phase (``end early``). A green that has
 lasted ``max_green`` seconds is never held by the experiment. The logged probability is the exact
 mixture ``(1 - p) rule + p/2 hold + p/2 end-early``.
+
+``keep = q`` adds a second documented alternative, for scoring rules: with probability ``q``,
+independently per intersection and decision, the intersection acts as the rule *with hysteresis*
+would (``max-pressure-keep``, envs/traffic/controllers.py): it keeps the current green while that green's
+score is within ``keep_margin`` (one vehicle of pressure) of the best phase's, instead of switching on a
+near-tie. Why: on grid4x4's 900-s episodes
+that rule alone is 0.86x max-pressure's trip delay (docs/traffic.md, "Headroom: keeping a near-tie
+green"), and a log of the rule never varies it, nor does ``hold``, which is drawn independently of the
+pressures. Only where the two rules act differently is anything randomised; the rule's share of the
+mixture is ``(1 - p)((1 - q) rule + q keep)``, exact in every case.
 """
 
 from __future__ import annotations
@@ -14,16 +24,30 @@ from __future__ import annotations
 import numpy as np
 
 from envs.controllers import Controller, ScoringController, masks_of
+from envs.traffic.controllers import KEEP_MARGIN, keeps_green
 
 
 class GreenExperiment(Controller):
-    """``base`` with probability ``p`` of holding or ending the current green early at a switchable decision."""
+    """``base`` with probability ``p`` of holding or ending the current green early at a switchable decision,
+    and (``keep = q``) with probability ``q`` of keeping a near-tie green."""
 
-    def __init__(self, base: Controller, p: float, max_green: float = 60.0):
+    def __init__(
+        self,
+        base: Controller,
+        p: float,
+        max_green: float = 60.0,
+        keep: float = 0.0,
+        keep_margin: float = KEEP_MARGIN,
+    ):
         if not 0.0 < p <= 1.0:
             raise ValueError(f"experiment probability must be in (0, 1], got {p}")
+        if not 0.0 <= keep <= 1.0:
+            raise ValueError(f"keep= expects a probability in [0, 1], got {keep}")
+        if keep and not isinstance(base, ScoringController):
+            raise ValueError(f"keep= compares the rule's scores; {base.describe()!r} has none")
         self.base, self.p, self.max_green = base, float(p), float(max_green)
-        self.name = f"{base.describe()}@exp={p:g}"
+        self.keep, self.keep_margin = float(keep), float(keep_margin)
+        self.name = f"{base.describe()}@exp={p:g}" + (f"@keep={keep:g}" if keep else "")
 
     def reset(self, env, seed):
         self.base.reset(env, seed)
@@ -43,11 +67,16 @@ class GreenExperiment(Controller):
             if not mask[g] or len(others) == 0:  # no switchable decision here: the rule as it is
                 out[agent] = rule[agent]
                 continue
+            inner = np.asarray(rule[agent], dtype=np.float64)
+            s = np.asarray(scores[agent], dtype=np.float64) if self.keep else None
+            if self.keep and since[i] < self.max_green and keeps_green(s, mask, g, self.keep_margin):
+                inner = (1.0 - self.keep) * inner  # a near-tie: the hysteresis rule keeps g
+                inner[g] += self.keep
             # end early: the rule's favourite among the other phases (its scores, else its own mass)
             ranking = scores[agent] if scores is not None else rule[agent]
             end_early = int(others[np.argmax(np.asarray(ranking)[others])])
             alternatives = [end_early] if since[i] >= self.max_green else [g, end_early]
-            dist = (1.0 - self.p) * np.asarray(rule[agent], dtype=np.float64)
+            dist = (1.0 - self.p) * inner
             for a in alternatives:
                 dist[a] += self.p / len(alternatives)
             out[agent] = dist

@@ -14,7 +14,7 @@ from envs.family import DemoPlan, Metric
 from envs.options import Option, check_options
 from envs.traffic.nets import RESCO_NETS
 
-CONTROLLERS = ("fixed", "max-pressure", "loop-count", "random")
+CONTROLLERS = ("fixed", "max-pressure", "max-pressure-keep", "loop-count", "random")
 CHEAP_TO_BUILD = False  # a SUMO net takes seconds to load
 # Headline metrics (keys of TrafficEnv.episode_metrics), the primary one first: delay per finished trip.
 METRICS = (
@@ -90,12 +90,13 @@ def site_spec(env) -> dict[str, Any]:
 
 def make_controller(env_id: str, name: str, **kwargs):
     from envs.controllers import RandomLegal
-    from envs.traffic.controllers import FixedTime, LoopCount, MaxPressure
+    from envs.traffic.controllers import FixedTime, LoopCount, MaxPressure, MaxPressureKeep
 
     _net_name(env_id)
     builders = {
         "fixed": FixedTime,
         "max-pressure": MaxPressure,
+        "max-pressure-keep": MaxPressureKeep,
         "loop-count": LoopCount,
         "random": RandomLegal,
     }
@@ -104,11 +105,12 @@ def make_controller(env_id: str, name: str, **kwargs):
     return builders[name](**kwargs)
 
 
-def make_experiment(base, p: float):
-    """``<rule>@exp=<p>``: hold or end the current green early with probability p (envs/traffic/experiment.py)."""
+def make_experiment(base, p: float, keep: float = 0.0):
+    """``<rule>@exp=<p>[@keep=<q>]``: hold or end the current green early with probability p, and keep a
+    near-tie green with probability q (envs/traffic/experiment.py)."""
     from envs.traffic.experiment import GreenExperiment
 
-    return GreenExperiment(base, p)
+    return GreenExperiment(base, p, keep=keep)
 
 
 def controller_names(env_id: str) -> list[str]:
@@ -136,6 +138,10 @@ def datasets(env_id: str) -> dict[str, list[tuple[str, int]]]:
     ``experiment``: 96 episodes of max-pressure with the logged green-time experiment (``@exp=0.2``:
     hold or end the green early, envs/traffic/experiment.py), which logs the decisions worth learning
     with exact probabilities.
+    ``experiment-keep``: 96 episodes of the same experiment at p = 0.1 plus its ``keep`` alternative
+    (``@keep=0.5``: at a decision where the rule would leave a green within one vehicle of the best
+    phase's pressure, keep it with probability 0.5), which varies the decision with the headroom on
+    grid4x4 (docs/traffic.md, "Headroom: keeping a near-tie green").
     """
     _net_name(env_id)
     return {
@@ -156,6 +162,7 @@ def datasets(env_id: str) -> dict[str, list[tuple[str, int]]]:
         "explored": [("max-pressure@temp=1", 96)],
         "max-pressure": [("max-pressure@eps=0.1", 48)],
         "experiment": [("max-pressure@exp=0.2", 96)],
+        "experiment-keep": [("max-pressure@exp=0.1@keep=0.5", 96)],
     }
 
 
