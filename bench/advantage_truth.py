@@ -4,6 +4,8 @@
     .venv/bin/python bench/advantage_truth.py --behaviour etd@exp=1 --futures 32 --states 40 --seeds 0 1 2
     .venv/bin/python bench/advantage_truth.py --log LOG --states 60 --futures 8 --out docs/results/advantage
     .venv/bin/python bench/advantage_truth.py --env sumo:grid4x4    # traffic: bench/traffic_truth.py
+    .venv/bin/python bench/advantage_truth.py --env sumo:grid4x4 --behaviour max-pressure@exp=0.1@keep=0.5 \
+        --decisions keep --linear-set adv_weights=precision --out docs/results/advantage_keep
     .venv/bin/python bench/advantage_truth.py --behaviour etd@exp=1@assign=0.5 --decisions assign \
         --linear-set adv_ordinal=true --linear-set adv_weights=precision \
         --out docs/results/advantage_assign       # who stops for a call (envs/elevator/experiment.py)
@@ -34,7 +36,10 @@ Traffic (``--env sumo:grid4x4``, bench/traffic_truth.py says how its truth is si
 dataset ``experiment`` (``max-pressure@exp=0.2``, 900 s episodes, collection seeds 6200+) trains the
 estimators with the learner's settings of bench/configs/traffic-grid4x4.toml; the residual estimator is
 trained once per ``reward_credit`` (team, local, local+neighbours), each compared with the truth of the
-team's return, which is what the policy should maximise. Written to ``traffic_truth.json``/``.png``.
+team's return, which is what the policy should maximise, and the linear heads once with
+``local+neighbours`` (the results configs' credit). ``--behaviour max-pressure@exp=0.1@keep=0.5 --decisions
+keep``: a log of that experiment (96 episodes) and held-out decisions where its keep alternative randomises
+(max-pressure would leave a near-tie green). Written to ``traffic_truth.json``/``.png``.
 """
 
 from __future__ import annotations
@@ -76,6 +81,12 @@ def is_traffic(env_id: str) -> bool:
     return env_id.startswith("sumo:")
 
 
+def default_behaviour(env_id: str) -> str:
+    import traffic_truth
+
+    return traffic_truth.BEHAVIOUR if is_traffic(env_id) else BEHAVIOUR
+
+
 def collect_log(
     path: Path, episodes: int, workers: int, env_id: str = ENV, behaviour: str = BEHAVIOUR
 ) -> Path:
@@ -85,14 +96,12 @@ def collect_log(
         if is_traffic(env_id):
             import traffic_truth
 
-            collect(
-                env_id,
-                path,
-                dataset="experiment",
-                start_seed=6200,
-                workers=workers,
-                env_kwargs=traffic_truth.ENV_ARGS,
+            plan = (
+                {"dataset": "experiment"}
+                if behaviour == traffic_truth.BEHAVIOUR
+                else {"controller": behaviour, "episodes": 96}
             )
+            collect(env_id, path, **plan, start_seed=6200, workers=workers, env_kwargs=traffic_truth.ENV_ARGS)
         else:
             collect(ENV, path, controller=behaviour, episodes=episodes, start_seed=6200, workers=workers)
     return path
@@ -304,7 +313,10 @@ def truth_cache(args, c) -> tuple[Path, bool]:
         "every": args.every,
         "states": args.states,
         "futures": args.futures,
-        "behaviour": None if is_traffic(args.env) else args.behaviour,  # traffic: traffic_truth's
+        # traffic's default behaviour: None, the key kept before other behaviours were possible
+        "behaviour": None
+        if args.behaviour == default_behaviour(args.env) and is_traffic(args.env)
+        else args.behaviour,
         **({"decisions": args.decisions} if args.decisions != "idle" else {}),  # idle: the keys kept before
         "discount": c.discount,
         "horizon_s": c.horizon_s,
@@ -381,7 +393,7 @@ def traffic_values(args, c) -> tuple[list[dict], dict[int, dict[int, np.ndarray]
         )
     per_episode = -(-args.states // args.tuning_episodes)
     jobs = [
-        (seed, per_episode, args.every, args.futures, c.gamma, 30_000_000)
+        (seed, per_episode, args.every, args.futures, c.gamma, 30_000_000, args.behaviour, args.decisions)
         for seed in tuning_seeds(args.tuning_episodes)
     ]
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
@@ -402,7 +414,8 @@ def estimator_plan(traffic: bool) -> list[tuple[str, str, dict]]:
     credits = [
         (f"residual:{k}" if k != "team" else "residual", "residual", {"reward_credit": k}) for k in CREDITS
     ]
-    return [*credits, ("local_q", "local_q", {})]
+    linear = ("residual:linear", "residual", {"adv_heads": "linear", "reward_credit": "local+neighbours"})
+    return [*credits, linear, ("local_q", "local_q", {})]
 
 
 def main() -> None:
@@ -411,16 +424,16 @@ def main() -> None:
     p.add_argument("--log", type=Path, help="default: bench/.cache/advantage-truth-log (-traffic-log)")
     p.add_argument(
         "--behaviour",
-        default=BEHAVIOUR,
-        help="elevator: the logged experiment behind the log and the truth (default etd@exp=0.2; another "
-        "one's log defaults to bench/.cache/advantage-truth-log-<behaviour>)",
+        help="the logged experiment behind the log and the truth (default etd@exp=0.2, traffic "
+        "max-pressure@exp=0.2; another one's log defaults to bench/.cache/advantage-truth-log-<behaviour>)",
     )
     p.add_argument(
         "--decisions",
-        choices=["idle", "assign"],
+        choices=["idle", "assign", "keep"],
         default="idle",
-        help="elevator: the held-out decisions: idle cars' (the parking experiment's) or, with a behaviour "
-        "that has @assign=q, cars' outside idle spells (who stops for a call)",
+        help="the held-out decisions. Elevator: idle cars' (the parking experiment's) or, with a behaviour "
+        "that has @assign=q, cars' outside idle spells (who stops for a call). Traffic: every choice "
+        "(idle, the default) or, with @keep=q, where max-pressure would leave a near-tie green",
     )
     p.add_argument("--episodes", type=int, default=300, help="episodes of the log when it is collected here")
     p.add_argument(
@@ -464,11 +477,15 @@ def main() -> None:
     )
     args = p.parse_args()
     traffic = is_traffic(args.env)
-    if args.decisions == "assign" and "@assign=" not in args.behaviour:
-        p.error("--decisions assign needs a behaviour with the assignment alternative (etd@exp=1@assign=0.5)")
+    args.behaviour = args.behaviour or default_behaviour(args.env)
+    if args.decisions == "assign" and (traffic or "@assign=" not in args.behaviour):
+        p.error("--decisions assign needs an elevator behaviour with @assign= (etd@exp=1@assign=0.5)")
+    if args.decisions == "keep" and (not traffic or "@keep=" not in args.behaviour):
+        p.error("--decisions keep needs a traffic behaviour with @keep= (max-pressure@exp=0.1@keep=0.5)")
     cache = ROOT / "bench" / ".cache"
-    default_log = "advantage-truth-log" + ("" if args.behaviour == BEHAVIOUR else f"-{args.behaviour}")
-    args.log = args.log or cache / ("advantage-truth-traffic-log" if traffic else default_log)
+    stem = "advantage-truth-traffic-log" if traffic else "advantage-truth-log"
+    suffix = "" if args.behaviour == default_behaviour(args.env) else f"-{args.behaviour}"
+    args.log = args.log or cache / (stem + suffix)
     args.tuning_episodes = args.tuning_episodes or (8 if traffic else 2)
     args.every = args.every or (12 if traffic else 40)
     args.states = args.states or (32 if traffic else 60)
@@ -532,11 +549,12 @@ def main() -> None:
     record = {"command": command, "summary": summary, "truth_noise": noise, "rows": rows}
     stem = "traffic_truth" if traffic else "advantage_truth"
     (args.out / f"{stem}.json").write_text(json.dumps(record, indent=1))
-    title = (
-        f"{args.env}, behaviour {'max-pressure@exp=0.2' if traffic else args.behaviour}: "
-        f"{'intersection' if traffic else 'idle-car' if args.decisions == 'idle' else 'assignment'} "
-        "decisions the log supports, tuning seeds"
-    )
+    kind = {
+        "idle": "intersection" if traffic else "idle-car",
+        "assign": "assignment",
+        "keep": "near-tie green",
+    }
+    title = f"{args.env}, behaviour {args.behaviour}: {kind[args.decisions]} decisions the log supports, tuning seeds"
     plot(supported, list(estimates), summary["supported"], args.out / f"{stem}.png", title)
     print(f"wrote {args.out}/{stem}.json, {stem}.png [{time.time() - t0:.0f}s]")
 

@@ -599,21 +599,34 @@ ADVANTAGE_TRUTH = ROOT / "docs" / "results" / "advantage" / "advantage_truth.jso
 TRAFFIC_TRUTH = ROOT / "docs" / "results" / "advantage" / "traffic_truth.json"  # --env sumo:grid4x4
 # --behaviour etd@exp=1@assign=0.5 --decisions assign --out docs/results/advantage_assign
 ASSIGN_TRUTH = ROOT / "docs" / "results" / "advantage_assign" / "advantage_truth.json"
+# --env sumo:grid4x4 --behaviour max-pressure@exp=0.1@keep=0.5 --decisions keep --out docs/results/advantage_keep
+KEEP_TRUTH = ROOT / "docs" / "results" / "advantage_keep" / "traffic_truth.json"
 EXPERIMENT_COST = ROOT / "docs" / "results" / "experiment_cost" / "experiment_cost.json"
 # bench/experiment_cost.py --assign ... --out docs/results/experiment_cost_assign: the elevator's @assign=q option
 EXPERIMENT_COST_ASSIGN = ROOT / "docs" / "results" / "experiment_cost_assign" / "experiment_cost.json"
+# bench/experiment_cost.py --keep ... --out docs/results/experiment_cost_keep: traffic's @keep=q option
+EXPERIMENT_COST_KEEP = ROOT / "docs" / "results" / "experiment_cost_keep" / "experiment_cost.json"
+
+# bench/advantage_truth.py's held-out decisions by kind: (what the states are, the section title's suffix)
+ESTIMATOR_DECISIONS = {
+    "idle": ("idle-car", ""),
+    "assign": ("who-stops-for-a-call", ", assignment decisions"),
+    "traffic": ("intersection (grid4x4)", ", traffic"),
+    "keep": ("near-tie green (grid4x4: max-pressure would leave a green within a vehicle of the best)",
+             ", traffic, near-tie greens"),
+}  # fmt: skip
 
 
-def estimator_section(path: Path, traffic: bool = False, assign: bool = False) -> str:
-    """Estimator quality from bench/advantage_truth.py's JSON ("" when it was never run); ``assign``: the
-    run on the assignment alternative's decisions (``--decisions assign``) instead of idle cars'."""
+def estimator_section(path: Path, kind: str = "idle") -> str:
+    """Estimator quality from bench/advantage_truth.py's JSON ("" when it was never run), on the held-out
+    decisions of ``kind`` (ESTIMATOR_DECISIONS: the elevator's idle cars or assignments, traffic's every
+    choice or near-tie greens)."""
     if not path.exists():
         return ""
     data = json.loads(path.read_text())
     # the JSON may not record its arguments: then the default command is shown, and said to be a guess
     command = data.get("command", ".venv/bin/python bench/advantage_truth.py  # arguments not recorded")
-    decisions = "intersection (grid4x4)" if traffic else "who-stops-for-a-call" if assign else "idle-car"
-    where = ", traffic" if traffic else ", assignment decisions" if assign else ""
+    decisions, where = ESTIMATOR_DECISIONS[kind]
     lines = [
         f"## Estimator quality{where} (bench/advantage_truth.py)",
         "",
@@ -660,13 +673,13 @@ def estimator_section(path: Path, traffic: bool = False, assign: bool = False) -
     supported = data["summary"].get("supported", {})
     for variant in ("residual", "residual:linear"):
         runs = [v for k, v in supported.items() if k == variant or k.startswith(variant + " s")]
-        if not runs or traffic:
+        if not runs or kind in ("traffic", "keep"):
             continue
         corr = float(np.mean([r["corr"] for r in runs]))
         sign = float(np.mean([r["sign_acc"] for r in runs]))
         met = corr >= 0.5 and sign >= 0.7
         over = f" (mean over {len(runs)} training seeds)" if len(runs) > 1 else ""
-        target = "The idle-car target on these decisions" if assign else "Target"
+        target = "The idle-car target on these decisions" if kind == "assign" else "Target"
         lines += [
             "",
             f"**{target}** (`{variant}`, supported alternatives: correlation ≥ 0.5 and sign accuracy ≥ 70%)"
@@ -682,9 +695,10 @@ def estimator_section(path: Path, traffic: bool = False, assign: bool = False) -
 MIN_CEILING = 0.3  # the truth's ceiling below which a disattenuated correlation is not shown
 
 
-def experiment_cost_section(path: Path, assign: bool = False) -> str:
+def experiment_cost_section(path: Path, alternative: str = "") -> str:
     """What the logged experiment costs, from bench/experiment_cost.py's JSON ("" when it was never run);
-    ``assign``: the run with the elevator's assignment alternative (``@assign=q``)."""
+    ``alternative``: the run with the elevator's assignment alternative (``"assign"``) or traffic's keep
+    alternative (``"keep"``)."""
     if not path.exists():
         return ""
     data = json.loads(path.read_text())
@@ -693,7 +707,16 @@ def experiment_cost_section(path: Path, assign: bool = False) -> str:
         "Each rule alone and with the logged experiment (`<rule>@exp=<p>`: docs/elevator.md, docs/traffic.md) "
         "on the same tuning seeds (paired): what an operator pays while collecting the logs a learner needs."
     )
-    if assign:
+    if alternative == "keep":
+        title = (
+            "## What the logged experiment costs with the keep alternative (bench/experiment_cost.py --keep)"
+        )
+        intro = (
+            "Max-pressure alone, with the green-time experiment, and with it plus `@keep=q` (where max-pressure "
+            "would leave a green within one vehicle of the best phase's pressure, the intersection keeps it with "
+            "probability q: envs/traffic/experiment.py), on the same tuning seeds (paired)."
+        )
+    if alternative == "assign":
         title = "## What the logged experiment costs with the assignment alternative (bench/experiment_cost.py --assign)"
         intro = (
             "ETD alone, with the parking experiment, and with it plus `@assign=q` (outside idle spells each car "
@@ -832,10 +855,12 @@ def main(argv: list[str] | None = None) -> int:
     # rendered from the benches' JSON on every run (never kept from the old report)
     sections_from_json = (
         estimator_section(ADVANTAGE_TRUTH),
-        estimator_section(ASSIGN_TRUTH, assign=True),
-        estimator_section(TRAFFIC_TRUTH, traffic=True),
+        estimator_section(ASSIGN_TRUTH, "assign"),
+        estimator_section(TRAFFIC_TRUTH, "traffic"),
+        estimator_section(KEEP_TRUTH, "keep"),
         experiment_cost_section(EXPERIMENT_COST),
-        experiment_cost_section(EXPERIMENT_COST_ASSIGN, assign=True),
+        experiment_cost_section(EXPERIMENT_COST_ASSIGN, "assign"),
+        experiment_cost_section(EXPERIMENT_COST_KEEP, "keep"),
     )
     header += [s for s in sections_from_json if s]
     Path(args.out).write_text("\n".join(header + [sections[name] for name in order]))
