@@ -5,6 +5,7 @@
     .venv/bin/python bench/experiment_cost.py --cases downpeak:etd grid4x4:max-pressure --workers 2
     .venv/bin/python bench/experiment_cost.py --cases downpeak:etd uppeak:etd lunch:etd --p 1 --assign 0.5
     .venv/bin/python bench/experiment_cost.py --cases grid4x4:max-pressure --p 0.1 --keep 0.5 1 --traffic-seeds 32
+    .venv/bin/python bench/experiment_cost.py --cases cologne8:max-pressure --p 0.1 --end 0.5 1 --traffic-seeds 32
 
 A learner can only reweight the actions a log contains, so the logs that make a better controller
 learnable come from a small randomised experiment around the rule an operator runs today
@@ -49,6 +50,7 @@ CASES = {
     "lunch:etd": ("elevator:cb10x4:lunch", "etd", {}, "avg_wait"),
     # the episode length of the traffic results (bench/configs/traffic-grid4x4.toml: num_seconds = 900)
     "grid4x4:max-pressure": ("sumo:grid4x4", "max-pressure", {"num_seconds": 900}, "delay"),
+    "cologne8:max-pressure": ("sumo:cologne8", "max-pressure", {"num_seconds": 900}, "delay"),
 }
 
 _ENV: dict[tuple, object] = {}
@@ -96,11 +98,16 @@ def compare(rule: list[float], other: list[float]) -> dict:
 
 
 def experiment_specs(
-    case: str, ps: Sequence[float], assigns: Sequence[float], keeps: Sequence[float] = ()
+    case: str,
+    ps: Sequence[float],
+    assigns: Sequence[float],
+    keeps: Sequence[float] = (),
+    ends: Sequence[float] = (),
 ) -> list[tuple[str, float, float]]:
     """(spec, p, q) per controller of ``case``: the rule, ``<rule>@exp=<p>`` for each p and, with the family's
-    own alternative, ``<rule>@exp=<p>@assign=<q>`` where the rule is ETD (the elevator's assignment
-    alternative) or ``<rule>@exp=<p>@keep=<q>`` on traffic (keep a near-tie green), for each q."""
+    own alternatives, ``<rule>@exp=<p>@assign=<q>`` where the rule is ETD (the elevator's assignment
+    alternative), ``<rule>@exp=<p>@keep=<q>`` and ``@end=<q>`` on traffic (keep a near-tie green, end a long
+    one), for each q."""
     env_id, rule, _, _ = CASES[case]
     out = [(rule, 0.0, 0.0)]
     for p in ps:
@@ -109,7 +116,16 @@ def experiment_specs(
             out += [(f"{rule}@exp={p:g}@assign={q:g}", p, q) for q in assigns]
         if env_id.startswith("sumo"):
             out += [(f"{rule}@exp={p:g}@keep={q:g}", p, q) for q in keeps]
+            out += [(f"{rule}@exp={p:g}@end={q:g}", p, q) for q in ends]
     return out
+
+
+ALTERNATIVES = ("assign", "keep", "end")  # the families' own experiment options, each with its probability q
+
+
+def alternative_of(spec: str) -> str:
+    """The row key of a spec's q: the alternative it names (``assign`` when none, where q is 0)."""
+    return next((k for k in ALTERNATIVES if f"@{k}=" in spec), "assign")
 
 
 def summarize(
@@ -119,17 +135,18 @@ def summarize(
     seeds: dict[str, list[int]],
     assigns: Sequence[float] = (),
     keeps: Sequence[float] = (),
+    ends: Sequence[float] = (),
 ) -> list[dict]:
     by = {(c, s, seed): m for c, s, seed, m, _ in done}
     rows = []
     for case in cases:
         env_id, rule, env_args, metric = CASES[case]
         base = [by[(case, rule, seed)][metric] for seed in seeds[case]]
-        for spec, p, q in experiment_specs(case, ps, assigns, keeps):
+        for spec, p, q in experiment_specs(case, ps, assigns, keeps, ends):
             values = [by[(case, spec, seed)][metric] for seed in seeds[case]]
             rows.append(
                 {"case": case, "env": env_id, "env_args": env_args, "controller": spec, "p": p,
-                 ("keep" if env_id.startswith("sumo") else "assign"): q,
+                 alternative_of(spec): q,
                  "metric": metric, "seeds": seeds[case], **compare(base, values)}
             )  # fmt: skip
     return rows
@@ -158,7 +175,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
     import matplotlib.pyplot as plt
 
     cases = list(dict.fromkeys(r["case"] for r in rows))
-    fig, axes = plt.subplots(1, len(cases), figsize=(2.3 * len(cases) + 1.0, 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(cases), figsize=(max(2.3 * len(cases) + 1.0, 6.5), 3.6), squeeze=False)
     for ax, case in zip(axes[0], cases, strict=True):
         exp = [r for r in rows if r["case"] == case and r["p"] > 0]
         for i, r in enumerate(exp):
@@ -188,7 +205,10 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--cases", nargs="+", default=list(CASES), choices=list(CASES))
+    default_cases = [
+        c for c in CASES if c != "cologne8:max-pressure"
+    ]  # the docs' first run; cologne8 on request
+    p.add_argument("--cases", nargs="+", default=default_cases, choices=list(CASES))
     p.add_argument("--p", type=float, nargs="+", default=[0.1, 0.2], help="experiment probabilities")
     p.add_argument(
         "--assign",
@@ -204,6 +224,13 @@ def main(argv: list[str] | None = None) -> int:
         default=[],
         help="also <rule>@exp=p@keep=q for each q (traffic cases: keep a near-tie green; envs/traffic/experiment.py)",
     )
+    p.add_argument(
+        "--end",
+        type=float,
+        nargs="*",
+        default=[],
+        help="also <rule>@exp=p@end=q for each q (traffic cases: end a green that has run 25 s)",
+    )
     p.add_argument("--elevator-seeds", type=int, default=8, help="number of tuning seeds per elevator case")
     p.add_argument("--traffic-seeds", type=int, default=4, help="number of tuning seeds per traffic case")
     p.add_argument("--workers", type=int, default=2, help="episode processes at once")
@@ -211,7 +238,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if any(not 0.0 < x <= 1.0 for x in args.p):
         p.error(f"--p: every experiment probability must be in (0, 1], got {args.p}")
-    for flag, values in (("--assign", args.assign), ("--keep", args.keep)):
+    for flag, values in (("--assign", args.assign), ("--keep", args.keep), ("--end", args.end)):
         if any(not 0.0 < x <= 1.0 for x in values):
             p.error(f"{flag}: every probability must be in (0, 1], got {values}")
     if args.elevator_seeds < 2 or args.traffic_seeds < 2:
@@ -224,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         for c in args.cases
     }
     specs = {
-        c: [spec for spec, _, _ in experiment_specs(c, args.p, args.assign, args.keep)] for c in args.cases
+        c: [spec for spec, _, _ in experiment_specs(c, args.p, args.assign, args.keep, args.end)]
+        for c in args.cases
     }
     # traffic first (its episodes are the longest); a worker keeps its env across consecutive tasks
     tasks = [(c, s, seed) for c in args.cases for seed in seeds[c] for s in specs[c]]
@@ -234,7 +262,7 @@ def main(argv: list[str] | None = None) -> int:
         done = list(pool.map(run_one, *zip(*tasks, strict=True)))
     wall = time.perf_counter() - t0
 
-    rows = summarize(done, args.cases, args.p, seeds, args.assign, args.keep)
+    rows = summarize(done, args.cases, args.p, seeds, args.assign, args.keep, args.end)
     print_rows(rows)
     command = ".venv/bin/python bench/experiment_cost.py " + shlex.join(
         argv if argv is not None else sys.argv[1:]
@@ -248,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         f"tuning seeds from {min(map(min, seeds.values()))}; lower is better"
         + ("; q: the @assign= probability" if args.assign else "")
         + ("; q: the @keep= probability" if args.keep else "")
+        + ("; q: the @end= probability" if args.end else "")
     )
     plot(rows, args.out / "experiment_cost.png", title)
     print(

@@ -8,8 +8,9 @@ on cologne8. A learner can only find what its log varies, so this bench first lo
 headroom, as bench/elevator_headroom.py does for ETD's delay term: max-pressure switches on a near-tie and
 pays the yellow for it; ``max-pressure-keep`` keeps the current green while its pressure is within a margin
 of the best phase's (envs/traffic/controllers.py); the margin-0 row keeps it only on exact ties, which
-max-pressure breaks towards the lowest phase index. Also shown: the softmax over pressures that the
-``explored`` dataset logs (``@temp``), and a longer minimum green.
+max-pressure breaks towards the lowest phase index. The opposite change, ``max-pressure-cap``, ends a green
+that has run 25 s for the best other phase. Also shown: the softmax over pressures that the ``explored``
+dataset logs (``@temp``), and a longer minimum green.
 
 Every rule runs on the same tuning seeds (``envs.seeds.tuning_seeds``, never evaluation seeds), with the
 traffic results' episode length (900 s); rules are deterministic but for the softmax rows, whose draws come
@@ -30,7 +31,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from envs.controllers import one_hot  # noqa: E402
-from envs.traffic.controllers import MaxPressure, MaxPressureKeep  # noqa: E402
+from envs.traffic.controllers import MaxPressure, MaxPressureCap, MaxPressureKeep  # noqa: E402
 from trainer.report import ci95, mean_std, print_table  # noqa: E402
 
 SECONDS = 900  # the traffic results' episode length (bench/configs/traffic-grid4x4.toml)
@@ -58,15 +59,18 @@ def rules() -> list[tuple[str, object]]:
 
     return [
         ("max-pressure (logged)", build_controller("sumo:grid4x4", "max-pressure")),
-        ("keep on exact ties (margin 0)", MaxPressureKeep(margin=0.0)),
-        ("max-pressure-keep (margin 1)", MaxPressureKeep(margin=1.0)),
+        ("keep on ties (margin 0)", MaxPressureKeep(margin=0.0)),
+        ("max-pressure-keep (1 vehicle)", MaxPressureKeep(margin=1.0)),
         ("keep within 2 vehicles", MaxPressureKeep(margin=2.0)),
-        ("softmax over pressures, temp 0.5", build_controller("sumo:grid4x4", "max-pressure@temp=0.5")),
+        ("softmax, temp 0.5", build_controller("sumo:grid4x4", "max-pressure@temp=0.5")),
         (
             "softmax over pressures, temp 1 (`explored`)",
             build_controller("sumo:grid4x4", "max-pressure@temp=1"),
         ),
         ("min green 15 s", LongerMinGreen(15)),
+        ("green capped at 20 s", MaxPressureCap(20.0)),
+        ("max-pressure-cap (25 s)", MaxPressureCap(25.0)),
+        ("green capped at 30 s", MaxPressureCap(30.0)),
     ]
 
 

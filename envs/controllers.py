@@ -16,7 +16,7 @@ A controller spec string builds any of these: ``"etd"``, ``"etd@eps=0.1"``,
 ``"nearest-car@temp=2"``, ``"etd@eps=0.1,sector@eps=0.2"`` (per-episode mixture), and
 ``"etd@exp=0.2"``: the env family's logged experiment on top of the rule (docs/algorithm.md,
 "Logs that contain the improvement"); the elevator's also takes ``@assign=q`` (envs/elevator/experiment.py),
-traffic's ``@keep=q`` (envs/traffic/experiment.py).
+traffic's ``@keep=q`` and ``@end=q`` (envs/traffic/experiment.py).
 """
 
 from __future__ import annotations
@@ -206,7 +206,8 @@ class EpisodeMixture(Controller):
 
 
 # the logged experiments' own alternatives (``@exp=p`` required): the elevator's ``assign``, traffic's ``keep``
-EXPERIMENT_OPTIONS = ("assign", "keep")
+# and ``end``
+EXPERIMENT_OPTIONS = ("assign", "keep", "end")
 
 
 def parse_component(spec: str) -> tuple[str, dict[str, float]]:
@@ -218,7 +219,7 @@ def parse_component(spec: str) -> tuple[str, dict[str, float]]:
         if not sep or key not in ("eps", "temp", "exp", *EXPERIMENT_OPTIONS):
             raise ValueError(
                 f"bad controller option {option!r} in {spec!r}: "
-                "expected eps=<float>, temp=<float>, exp=<float>, assign=<float> or keep=<float>"
+                "expected eps=<float>, temp=<float>, exp=<float>, assign=<float>, keep=<float> or end=<float>"
             )
         try:
             parsed[key] = float(value)

@@ -6,7 +6,7 @@ import pytest
 from envs.controllers import build_controller
 from envs.elevator.core import CONTINUE, IDLE, UP
 from envs.registry import make_env
-from envs.traffic.controllers import KEEP_MARGIN
+from envs.traffic.controllers import CAP_S, KEEP_MARGIN, best_other
 from trainer.rollout import action_rng, run_episode
 
 
@@ -205,3 +205,46 @@ def test_keep_alternative_spec_errors_name_the_problem():
         build_controller("sumo:grid4x4", "max-pressure@exp=0.1@keep=1.5")
     with pytest.raises(ValueError, match="takes no option keep="):  # traffic's option, not the elevator's
         build_controller("elevator:cb10x4:downpeak", "etd@exp=1@keep=0.5")
+
+
+@pytest.mark.sumo
+def test_end_alternative_moves_the_rules_mass_off_a_long_green_with_the_logged_probability():
+    """``@end=q``: where a green has run 25 s and max-pressure keeps it, the best other phase gets
+    (1 - p) q + p/2; elsewhere the distribution is the plain experiment's. ``max-pressure-cap`` takes it always."""
+    env = make_env("sumo:cologne8", num_seconds=300)
+    p, q = 0.2, 0.5
+    ctl = build_controller(env.env_id, f"max-pressure@exp={p}@end={q}")
+    plain = build_controller(env.env_id, f"max-pressure@exp={p}")
+    cap = build_controller(env.env_id, "max-pressure-cap")
+    ended = same = 0
+    try:
+        obs, infos = env.reset(seed=3)
+        for c in (ctl, plain, cap):
+            c.reset(env, 3)
+        rng = action_rng(3)
+        while env.agents:
+            reference, capped = plain.distribution(env, obs, infos), cap.distribution(env, obs, infos)
+            pressure, green, since = env.phase_pressure(), env.current_phases(), env.time_in_phase()
+            actions, probs = ctl.act(env, obs, infos, rng)
+            dist = ctl.last_distribution
+            for i, agent in enumerate(env.possible_agents):
+                mask, g = infos[agent]["action_mask"], int(green[i])
+                assert dist[agent].sum() == pytest.approx(1.0) and probs[agent] > 0
+                rule_keeps = int(np.argmax(np.where(mask, pressure[i], -np.inf))) == g
+                if mask.sum() > 1 and rule_keeps and since[i] >= CAP_S:
+                    other = best_other(pressure[i], mask, g)
+                    held = since[i] < 60  # past max_green the experiment only ends, never holds
+                    assert dist[agent][other] == pytest.approx((1 - p) * q + (p / 2 if held else p))
+                    assert capped[agent][other] == 1.0
+                    ended += 1
+                else:
+                    np.testing.assert_allclose(dist[agent], reference[agent])
+                    same += 1
+            obs, _, _, _, infos = env.step(actions)
+    finally:
+        env.close()
+    assert ended > 0 and same > 0
+    with pytest.raises(ValueError, match="end= is part of the logged experiment"):
+        build_controller("sumo:grid4x4", "max-pressure@end=0.5")
+    with pytest.raises(ValueError, match="in \\[0, 1\\]"):
+        build_controller("sumo:grid4x4", "max-pressure@exp=0.1@end=-0.1")

@@ -1,5 +1,9 @@
 """Rule controllers for traffic signals (envs/controllers.py): fixed-time, max-pressure and loop-count.
 
+``max-pressure-keep`` and ``max-pressure-cap`` are max-pressure with one change each (hysteresis on a
+near-tie, a cap on a green's length): the headroom the logged experiment's ``keep`` / ``end`` alternatives
+put in a log (envs/traffic/experiment.py), kept as rules for scale beside what a learner makes of it.
+
 ``random`` (uniform over legal phases) is :class:`envs.controllers.RandomLegal`. Exploration
 (``@eps=``, ``@temp=``) comes from the shared wrappers; max-pressure is a
 :class:`~envs.controllers.ScoringController`, so ``max-pressure@temp=2`` is a softmax over pressures.
@@ -29,6 +33,13 @@ class MaxPressure(ScoringController):
 
 
 KEEP_MARGIN = 1.0  # vehicles of pressure: how near a tie ``max-pressure-keep`` keeps its green through
+CAP_S = 25.0  # seconds since its switch after which ``max-pressure-cap`` ends a green the rule would keep
+
+
+def best_other(ranking: np.ndarray, mask: np.ndarray, green: int) -> int | None:
+    """The legal phase other than ``green`` that ranks highest (ties: the lowest index); None if none is legal."""
+    others = np.flatnonzero(mask & (np.arange(len(mask)) != green))
+    return int(others[np.argmax(np.asarray(ranking)[others])]) if len(others) else None
 
 
 def keeps_green(scores: np.ndarray, mask: np.ndarray, green: int, margin: float = KEEP_MARGIN) -> bool:
@@ -57,6 +68,31 @@ class MaxPressureKeep(MaxPressure):
         for i, (agent, mask) in enumerate(masks_of(env, infos).items()):
             if keeps_green(np.asarray(scores[agent], dtype=np.float64), mask, int(green[i]), self.margin):
                 out[agent] = one_hot(env.n_actions, int(green[i]))
+        return out
+
+
+class MaxPressureCap(MaxPressure):
+    """Max-pressure that ends a green once it has run ``cap_s`` seconds, for the best other phase.
+
+    Why it exists: on cologne8 max-pressure holds a busy approach's green long while the cross streets
+    queue; capping the green at 25 s is 0.95x max-pressure's trip delay there (32 tuning seeds, 900 s;
+    bench/traffic_headroom.py, docs/traffic.md "Headroom"). It is the ``end`` alternative of the logged
+    experiment (envs/traffic/experiment.py) taken every time: a rule for scale beside a learner.
+    """
+
+    name = "max-pressure-cap"
+
+    def __init__(self, cap_s: float = CAP_S):
+        self.cap_s = float(cap_s)
+
+    def distribution(self, env, obs, infos):
+        out = super().distribution(env, obs, infos)
+        scores, green, since = self.scores(env, obs, infos), env.current_phases(), env.time_in_phase()
+        for i, (agent, mask) in enumerate(masks_of(env, infos).items()):
+            g = int(green[i])
+            other = best_other(scores[agent], mask, g)
+            if since[i] >= self.cap_s and out[agent][g] == 1.0 and other is not None:
+                out[agent] = one_hot(env.n_actions, other)
         return out
 
 

@@ -13,10 +13,15 @@ independently per intersection and decision, the intersection acts as the rule *
 would (``max-pressure-keep``, envs/traffic/controllers.py): it keeps the current green while that green's
 score is within ``keep_margin`` (one vehicle of pressure) of the best phase's, instead of switching on a
 near-tie. Why: on grid4x4's 900-s episodes
-that rule alone is 0.86x max-pressure's trip delay (docs/traffic.md, "Headroom: keeping a near-tie
-green"), and a log of the rule never varies it, nor does ``hold``, which is drawn independently of the
+that rule alone is 0.86x max-pressure's trip delay (docs/traffic.md, "Headroom"), and a log of the rule never varies it, nor does ``hold``, which is drawn independently of the
 pressures. Only where the two rules act differently is anything randomised; the rule's share of the
 mixture is ``(1 - p)((1 - q) rule + q keep)``, exact in every case.
+
+``end = q`` is the opposite change: where a green has run ``end_after`` seconds (25) and the rule would keep
+it, with probability ``q`` the intersection ends it for the rule's best other phase, as ``max-pressure-cap``
+would (envs/traffic/controllers.py). Why: on cologne8 that cap alone is 0.95x max-pressure's trip delay
+(docs/traffic.md, "Headroom"). The rule's mass on the current green moves to that phase with probability
+``q``; where the rule switches anyway nothing changes.
 """
 
 from __future__ import annotations
@@ -24,12 +29,12 @@ from __future__ import annotations
 import numpy as np
 
 from envs.controllers import Controller, ScoringController, masks_of
-from envs.traffic.controllers import KEEP_MARGIN, keeps_green
+from envs.traffic.controllers import CAP_S, KEEP_MARGIN, best_other, keeps_green
 
 
 class GreenExperiment(Controller):
     """``base`` with probability ``p`` of holding or ending the current green early at a switchable decision,
-    and (``keep = q``) with probability ``q`` of keeping a near-tie green."""
+    and (``keep = q``) with probability ``q`` of keeping a near-tie green, (``end = q``) of ending a long one."""
 
     def __init__(
         self,
@@ -38,16 +43,24 @@ class GreenExperiment(Controller):
         max_green: float = 60.0,
         keep: float = 0.0,
         keep_margin: float = KEEP_MARGIN,
+        end: float = 0.0,
+        end_after: float = CAP_S,
     ):
         if not 0.0 < p <= 1.0:
             raise ValueError(f"experiment probability must be in (0, 1], got {p}")
-        if not 0.0 <= keep <= 1.0:
-            raise ValueError(f"keep= expects a probability in [0, 1], got {keep}")
+        for option, q in (("keep", keep), ("end", end)):
+            if not 0.0 <= q <= 1.0:
+                raise ValueError(f"{option}= expects a probability in [0, 1], got {q}")
         if keep and not isinstance(base, ScoringController):
             raise ValueError(f"keep= compares the rule's scores; {base.describe()!r} has none")
         self.base, self.p, self.max_green = base, float(p), float(max_green)
         self.keep, self.keep_margin = float(keep), float(keep_margin)
-        self.name = f"{base.describe()}@exp={p:g}" + (f"@keep={keep:g}" if keep else "")
+        self.end, self.end_after = float(end), float(end_after)
+        self.name = (
+            f"{base.describe()}@exp={p:g}"
+            + (f"@keep={keep:g}" if keep else "")
+            + (f"@end={end:g}" if end else "")
+        )
 
     def reset(self, env, seed):
         self.base.reset(env, seed)
@@ -63,8 +76,10 @@ class GreenExperiment(Controller):
         out = {}
         for i, (agent, mask) in enumerate(masks_of(env, infos).items()):
             g = int(green[i])
-            others = np.flatnonzero(mask & (np.arange(len(mask)) != g))
-            if not mask[g] or len(others) == 0:  # no switchable decision here: the rule as it is
+            # end early: the rule's favourite among the other phases (its scores, else its own mass)
+            ranking = scores[agent] if scores is not None else rule[agent]
+            end_early = best_other(ranking, mask, g)
+            if not mask[g] or end_early is None:  # no switchable decision here: the rule as it is
                 out[agent] = rule[agent]
                 continue
             inner = np.asarray(rule[agent], dtype=np.float64)
@@ -72,9 +87,10 @@ class GreenExperiment(Controller):
             if self.keep and since[i] < self.max_green and keeps_green(s, mask, g, self.keep_margin):
                 inner = (1.0 - self.keep) * inner  # a near-tie: the hysteresis rule keeps g
                 inner[g] += self.keep
-            # end early: the rule's favourite among the other phases (its scores, else its own mass)
-            ranking = scores[agent] if scores is not None else rule[agent]
-            end_early = int(others[np.argmax(np.asarray(ranking)[others])])
+            if self.end and since[i] >= self.end_after:  # a long green: the capped rule ends it
+                moved = self.end * inner[g]
+                inner[g] -= moved
+                inner[end_early] += moved
             alternatives = [end_early] if since[i] >= self.max_green else [g, end_early]
             dist = (1.0 - self.p) * inner
             for a in alternatives:

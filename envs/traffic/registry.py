@@ -14,7 +14,7 @@ from envs.family import DemoPlan, Metric
 from envs.options import Option, check_options
 from envs.traffic.nets import RESCO_NETS
 
-CONTROLLERS = ("fixed", "max-pressure", "max-pressure-keep", "loop-count", "random")
+CONTROLLERS = ("fixed", "max-pressure", "max-pressure-keep", "max-pressure-cap", "loop-count", "random")
 CHEAP_TO_BUILD = False  # a SUMO net takes seconds to load
 # Headline metrics (keys of TrafficEnv.episode_metrics), the primary one first: delay per finished trip.
 METRICS = (
@@ -90,13 +90,14 @@ def site_spec(env) -> dict[str, Any]:
 
 def make_controller(env_id: str, name: str, **kwargs):
     from envs.controllers import RandomLegal
-    from envs.traffic.controllers import FixedTime, LoopCount, MaxPressure, MaxPressureKeep
+    from envs.traffic.controllers import FixedTime, LoopCount, MaxPressure, MaxPressureCap, MaxPressureKeep
 
     _net_name(env_id)
     builders = {
         "fixed": FixedTime,
         "max-pressure": MaxPressure,
         "max-pressure-keep": MaxPressureKeep,
+        "max-pressure-cap": MaxPressureCap,
         "loop-count": LoopCount,
         "random": RandomLegal,
     }
@@ -105,12 +106,12 @@ def make_controller(env_id: str, name: str, **kwargs):
     return builders[name](**kwargs)
 
 
-def make_experiment(base, p: float, keep: float = 0.0):
-    """``<rule>@exp=<p>[@keep=<q>]``: hold or end the current green early with probability p, and keep a
-    near-tie green with probability q (envs/traffic/experiment.py)."""
+def make_experiment(base, p: float, keep: float = 0.0, end: float = 0.0):
+    """``<rule>@exp=<p>[@keep=<q>][@end=<q>]``: hold or end the current green early with probability p, keep
+    a near-tie green or end a long one with probability q (envs/traffic/experiment.py)."""
     from envs.traffic.experiment import GreenExperiment
 
-    return GreenExperiment(base, p, keep=keep)
+    return GreenExperiment(base, p, keep=keep, end=end)
 
 
 def controller_names(env_id: str) -> list[str]:
@@ -141,7 +142,9 @@ def datasets(env_id: str) -> dict[str, list[tuple[str, int]]]:
     ``experiment-keep``: 96 episodes of the same experiment at p = 0.1 plus its ``keep`` alternative
     (``@keep=0.5``: at a decision where the rule would leave a green within one vehicle of the best
     phase's pressure, keep it with probability 0.5), which varies the decision with the headroom on
-    grid4x4 (docs/traffic.md, "Headroom: keeping a near-tie green").
+    grid4x4 (docs/traffic.md, "Headroom").
+    ``experiment-end``: the same with the ``end`` alternative instead (``@end=0.5``: where a green has run
+    25 s and the rule would keep it, end it with probability 0.5), the headroom on cologne8.
     """
     _net_name(env_id)
     return {
@@ -163,6 +166,7 @@ def datasets(env_id: str) -> dict[str, list[tuple[str, int]]]:
         "max-pressure": [("max-pressure@eps=0.1", 48)],
         "experiment": [("max-pressure@exp=0.2", 96)],
         "experiment-keep": [("max-pressure@exp=0.1@keep=0.5", 96)],
+        "experiment-end": [("max-pressure@exp=0.1@end=0.5", 96)],
     }
 
 
