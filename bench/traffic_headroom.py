@@ -1,6 +1,6 @@
 """How much better than max-pressure can a signal rule be, before asking a learner to find it?
 
-    .venv/bin/python bench/traffic_headroom.py                      # grid4x4 and cologne8, 900 s, 32 / 16 seeds
+    .venv/bin/python bench/traffic_headroom.py                      # grid4x4 and cologne8, 900 s, 32 seeds
     .venv/bin/python bench/traffic_headroom.py --nets grid4x4 --seeds 8
 
 The traffic acceptance (docs/results.md) asks InSPO for 0.95x max-pressure's trip delay on grid4x4 and 0.98x
@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from envs.controllers import one_hot  # noqa: E402
 from envs.traffic.controllers import MaxPressure, MaxPressureCap, MaxPressureKeep  # noqa: E402
-from trainer.report import ci95, mean_std, print_table  # noqa: E402
+from trainer.report import ci95, markdown_table, mean_std, print_table  # noqa: E402
 
 SECONDS = 900  # the traffic results' episode length (bench/configs/traffic-grid4x4.toml)
 _ENV: dict[str, object] = {}
@@ -92,13 +92,13 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--nets", nargs="+", default=["grid4x4", "cologne8"])
     p.add_argument(
-        "--seeds", type=int, nargs="+", default=None, help="tuning seeds per net (default 32 / 16)"
+        "--seeds", type=int, nargs="+", default=[32], help="tuning seeds: one count, or one per net"
     )
     p.add_argument("--workers", type=int, default=2)
     args = p.parse_args(argv)
     from envs.seeds import tuning_seeds
 
-    counts = args.seeds or [32 if net == "grid4x4" else 16 for net in args.nets]
+    counts = args.seeds
     if len(counts) == 1:
         counts = counts * len(args.nets)
     seeds = {net: tuning_seeds(n) for net, n in zip(args.nets, counts, strict=True)}
@@ -124,9 +124,9 @@ def main(argv: list[str] | None = None) -> int:
                     else f"{(values - base).mean():+.2f} [{lo:+.2f}, {hi:+.2f}]",
                 }
             )
-        print_table(
-            rows, title=f"sumo:{net}, {SECONDS} s, {len(seeds[net])} tuning seeds from {seeds[net][0]}"
-        )
+        title = f"sumo:{net}, {SECONDS} s, {len(seeds[net])} tuning seeds from {seeds[net][0]}"
+        print_table(rows, title=title)
+        print(f"\n{title}\n\n{markdown_table(rows)}\n")
     print(f"{len(tasks)} episodes in {time.perf_counter() - t0:.0f} s with {args.workers} workers")
     return 0
 

@@ -82,6 +82,14 @@ def transpose(rows: Sequence[dict]) -> list[dict]:
     ]
 
 
+def markdown_table(rows: Sequence[dict]) -> str:
+    """The rows as a markdown table (what docs paste; a terminal gets :func:`print_table`)."""
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    lines = ["| " + " | ".join(map(str, columns)) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(str(row.get(c, "")) for c in columns) + " |" for row in rows]
+    return "\n".join(lines)
+
+
 def print_table(rows: Sequence[dict], title: str | None = None, max_columns: int = 8) -> None:
     """A rich table; with more than ``max_columns`` fields and few rows it is printed transposed."""
     if not rows:
