@@ -53,8 +53,9 @@ class MaxPressureKeep(MaxPressure):
 
     Why it exists: max-pressure switches on near-ties and pays the yellow for it. On grid4x4's 900-s
     episodes this hysteresis alone is 0.86x max-pressure's trip delay (32 tuning seeds; on cologne8 it
-    costs: 1.09x; bench/traffic_headroom.py, docs/traffic.md "Headroom"). It is the ``keep`` alternative of
-    the logged experiment (envs/traffic/experiment.py) taken every time: a rule for scale beside a learner.
+    costs, 1.09x; bench/traffic_headroom.py, docs/traffic.md "Headroom around max-pressure"). It is the
+    ``keep`` alternative of the logged experiment (envs/traffic/experiment.py) taken every time: a rule for
+    scale beside a learner.
     """
 
     name = "max-pressure-keep"
@@ -75,9 +76,10 @@ class MaxPressureCap(MaxPressure):
     """Max-pressure that ends a green once it has run ``cap_s`` seconds, for the best other phase.
 
     Why it exists: on cologne8 max-pressure holds a busy approach's green long while the cross streets
-    queue; capping the green at 25 s is 0.95x max-pressure's trip delay there (32 tuning seeds, 900 s;
-    bench/traffic_headroom.py, docs/traffic.md "Headroom"). It is the ``end`` alternative of the logged
-    experiment (envs/traffic/experiment.py) taken every time: a rule for scale beside a learner.
+    queue; capping the green at 25 s is 0.95x max-pressure's trip delay there on 32 tuning seeds, 0.99x on
+    the evaluation seeds (bench/traffic_headroom.py, docs/traffic.md "Headroom around max-pressure"). It is
+    the ``end`` alternative of the logged experiment (envs/traffic/experiment.py) taken every time: a rule
+    for scale beside a learner.
     """
 
     name = "max-pressure-cap"

@@ -12,16 +12,17 @@ mixture ``(1 - p) rule + p/2 hold + p/2 end-early``.
 independently per intersection and decision, the intersection acts as the rule *with hysteresis*
 would (``max-pressure-keep``, envs/traffic/controllers.py): it keeps the current green while that green's
 score is within ``keep_margin`` (one vehicle of pressure) of the best phase's, instead of switching on a
-near-tie. Why: on grid4x4's 900-s episodes
-that rule alone is 0.86x max-pressure's trip delay (docs/traffic.md, "Headroom"), and a log of the rule never varies it, nor does ``hold``, which is drawn independently of the
-pressures. Only where the two rules act differently is anything randomised; the rule's share of the
-mixture is ``(1 - p)((1 - q) rule + q keep)``, exact in every case.
+near-tie. Why: on grid4x4's 900-s episodes that rule alone is 0.86x max-pressure's trip delay
+(docs/traffic.md, "Headroom around max-pressure"), and a log of the rule never varies it, nor does
+``hold``, which is drawn independently of the pressures. Only where the two rules act differently is
+anything randomised; the rule's share of the mixture is ``(1 - p)((1 - q) rule + q keep)``, exact in every
+case.
 
 ``end = q`` is the opposite change: where a green has run ``end_after`` seconds (25) and the rule would keep
 it, with probability ``q`` the intersection ends it for the rule's best other phase, as ``max-pressure-cap``
 would (envs/traffic/controllers.py). Why: on cologne8 that cap alone is 0.95x max-pressure's trip delay
-(docs/traffic.md, "Headroom"). The rule's mass on the current green moves to that phase with probability
-``q``; where the rule switches anyway nothing changes.
+(docs/traffic.md, "Headroom around max-pressure"). The rule's mass on the current green moves to that phase
+with probability ``q``; where the rule switches anyway nothing changes.
 """
 
 from __future__ import annotations
@@ -82,7 +83,7 @@ class GreenExperiment(Controller):
             if not mask[g] or end_early is None:  # no switchable decision here: the rule as it is
                 out[agent] = rule[agent]
                 continue
-            inner = np.asarray(rule[agent], dtype=np.float64)
+            inner = np.array(rule[agent], dtype=np.float64)  # a copy: the alternatives move its mass
             s = np.asarray(scores[agent], dtype=np.float64) if self.keep else None
             if self.keep and since[i] < self.max_green and keeps_green(s, mask, g, self.keep_margin):
                 inner = (1.0 - self.keep) * inner  # a near-tie: the hysteresis rule keeps g

@@ -142,7 +142,7 @@ def datasets(env_id: str) -> dict[str, list[tuple[str, int]]]:
     ``experiment-keep``: 96 episodes of the same experiment at p = 0.1 plus its ``keep`` alternative
     (``@keep=0.5``: at a decision where the rule would leave a green within one vehicle of the best
     phase's pressure, keep it with probability 0.5), which varies the decision with the headroom on
-    grid4x4 (docs/traffic.md, "Headroom").
+    grid4x4 (docs/traffic.md, "Headroom around max-pressure").
     ``experiment-end``: the same with the ``end`` alternative instead (``@end=0.5``: where a green has run
     25 s and the rule would keep it, end it with probability 0.5), the headroom on cologne8.
     """
