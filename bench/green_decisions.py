@@ -16,7 +16,8 @@ alternatives would do there (envs/traffic/experiment.py):
 
 For each controller (a rule spec, a run directory, or a quoted glob of run directories: one method over
 training seeds): the share of near-tie switches where it keeps the green, of long greens where it ends
-them, and of the other decisions where it acts as max-pressure.
+them, and of the other decisions where it acts as max-pressure; where it does not, whether it holds a green
+max-pressure ends, switches where max-pressure holds, or serves another phase than max-pressure's.
 Greedy policies, tuning seeds only (``envs.seeds.tuning_seeds``), 900-s episodes.
 """
 
@@ -38,6 +39,11 @@ from trainer.report import markdown_table, print_table  # noqa: E402
 
 SECONDS = 900
 KINDS = ("near-tie switch", "long green", "other")
+DEPARTURES = (
+    "holds",
+    "switches",
+    "another phase",
+)  # at "other" decisions, where max-pressure switches / holds
 
 
 def classify(env, infos, agent: str) -> tuple[str, int, int] | None:
@@ -82,6 +88,10 @@ class Tally(Controller):
                 kind, rule, alternative = seen
                 took = "rule" if action == rule else "alternative" if action == alternative else "neither"
                 self.counts[kind, took] += 1
+                if kind == "other" and took == "neither":  # how it departs from max-pressure there
+                    green = int(env.current_phases()[env.possible_agents.index(agent)])
+                    how = "holds" if action == green else "switches" if rule == green else "another phase"
+                    self.counts["departs", how] += 1
         return actions, probs
 
 
@@ -125,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
                 total = sum(counts[kind, t] for t in ("rule", "alternative", "neither"))
                 took = "rule" if kind == "other" else "alternative"
                 shares[kind] = f"{counts[kind, took] / total:.0%} of {total}" if total else "–"
+            departs = sum(counts["departs", h] for h in DEPARTURES)
+            how = " / ".join(f"{counts['departs', h] / departs:.0%}" for h in DEPARTURES) if departs else "–"
             row = {
                 "controller": label(spec),
                 "runs": len(runs),
@@ -132,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
                 "near-tie switches kept": shares["near-tie switch"],
                 "long greens ended": shares["long green"],
                 "other decisions as max-pressure": shares["other"],
+                "departures there: holds / switches / another phase": how,
             }
             rows.append(row)
     finally:

@@ -604,8 +604,9 @@ KEEP_TRUTH = ROOT / "docs" / "results" / "advantage_keep" / "traffic_truth.json"
 EXPERIMENT_COST = ROOT / "docs" / "results" / "experiment_cost" / "experiment_cost.json"
 # bench/experiment_cost.py --assign ... --out docs/results/experiment_cost_assign: the elevator's @assign=q option
 EXPERIMENT_COST_ASSIGN = ROOT / "docs" / "results" / "experiment_cost_assign" / "experiment_cost.json"
-# bench/experiment_cost.py --keep ... --out docs/results/experiment_cost_keep: traffic's @keep=q option
+# bench/experiment_cost.py --keep / --end ... --out docs/results/experiment_cost_keep (_end): traffic's options
 EXPERIMENT_COST_KEEP = ROOT / "docs" / "results" / "experiment_cost_keep" / "experiment_cost.json"
+EXPERIMENT_COST_END = ROOT / "docs" / "results" / "experiment_cost_end" / "experiment_cost.json"
 
 # bench/advantage_truth.py's held-out decisions by kind: (what the states are, the section title's suffix)
 ESTIMATOR_DECISIONS = {
@@ -697,8 +698,8 @@ MIN_CEILING = 0.3  # the truth's ceiling below which a disattenuated correlation
 
 def experiment_cost_section(path: Path, alternative: str = "") -> str:
     """What the logged experiment costs, from bench/experiment_cost.py's JSON ("" when it was never run);
-    ``alternative``: the run with the elevator's assignment alternative (``"assign"``) or traffic's keep
-    alternative (``"keep"``)."""
+    ``alternative``: the run with the elevator's assignment alternative (``"assign"``) or traffic's keep or
+    end alternative (``"keep"``, ``"end"``)."""
     if not path.exists():
         return ""
     data = json.loads(path.read_text())
@@ -714,6 +715,15 @@ def experiment_cost_section(path: Path, alternative: str = "") -> str:
         intro = (
             "Max-pressure alone, with the green-time experiment, and with it plus `@keep=q` (where max-pressure "
             "would leave a green within one vehicle of the best phase's pressure, the intersection keeps it with "
+            "probability q: envs/traffic/experiment.py), on the same tuning seeds (paired)."
+        )
+    if alternative == "end":
+        title = (
+            "## What the logged experiment costs with the end alternative (bench/experiment_cost.py --end)"
+        )
+        intro = (
+            "Max-pressure alone, with the green-time experiment, and with it plus `@end=q` (where a green has run "
+            "25 s and max-pressure would keep it, the intersection ends it for the best other phase with "
             "probability q: envs/traffic/experiment.py), on the same tuning seeds (paired)."
         )
     if alternative == "assign":
@@ -863,6 +873,7 @@ def main(argv: list[str] | None = None) -> int:
         experiment_cost_section(EXPERIMENT_COST),
         experiment_cost_section(EXPERIMENT_COST_ASSIGN, "assign"),
         experiment_cost_section(EXPERIMENT_COST_KEEP, "keep"),
+        experiment_cost_section(EXPERIMENT_COST_END, "end"),
     )
     header += [s for s in sections_from_json if s]
     Path(args.out).write_text("\n".join(header + [sections[name] for name in order]))

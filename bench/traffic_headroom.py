@@ -64,7 +64,7 @@ def rules() -> list[tuple[str, object]]:
         ("keep within 2 vehicles", MaxPressureKeep(margin=2.0)),
         ("softmax, temp 0.5", build_controller("sumo:grid4x4", "max-pressure@temp=0.5")),
         (
-            "softmax over pressures, temp 1 (`explored`)",
+            "softmax, temp 1 (`explored`)",
             build_controller("sumo:grid4x4", "max-pressure@temp=1"),
         ),
         ("min green 15 s", LongerMinGreen(15)),

@@ -53,7 +53,7 @@ class MaxPressureKeep(MaxPressure):
 
     Why it exists: max-pressure switches on near-ties and pays the yellow for it. On grid4x4's 900-s
     episodes this hysteresis alone is 0.86x max-pressure's trip delay (32 tuning seeds; on cologne8 it
-    costs, 1.09x; bench/traffic_headroom.py, docs/traffic.md "Headroom around max-pressure"). It is the
+    costs, 1.07x; bench/traffic_headroom.py, docs/traffic.md "Headroom around max-pressure"). It is the
     ``keep`` alternative of the logged experiment (envs/traffic/experiment.py) taken every time: a rule for
     scale beside a learner.
     """
