@@ -186,12 +186,9 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
                         ha="center", fontsize=8)  # fmt: skip
         ax.axhline(0.0, color="k", lw=0.8)
         ax.margins(y=0.15)
-        # q: the family's own alternative's probability (``@assign=q`` / ``@keep=q``)
-        labels = [
-            f"p={r['p']:g}"
-            + (f"\nq={r.get('assign') or r.get('keep'):g}" if r.get("assign") or r.get("keep") else "")
-            for r in exp
-        ]
+        # q: the family's own alternative's probability (``@assign=q`` / ``@keep=q`` / ``@end=q``)
+        qs = [max(r.get(k) or 0.0 for k in ALTERNATIVES) for r in exp]
+        labels = [f"p={r['p']:g}" + (f"\nq={q:g}" if q else "") for r, q in zip(exp, qs, strict=True)]
         ax.set_xticks(range(len(exp)), labels)
         ax.set_xlim(-0.6, len(exp) - 0.4)
         metric = exp[0]["metric"] if exp else ""

@@ -49,7 +49,7 @@ def test_traffic_truth_is_paired_and_reproducible():
     values (exact restore), and the futures differ (the behaviour's own sampling after the snapshot)."""
     code = """
         import traffic_truth as tt
-        job = (20000, 1, 1, 3, 0.9, 30_000_000)
+        job = (20000, 1, 1, 3, 0.9, 30_000_000, tt.BEHAVIOUR, "idle")
         a, b = tt.episode_truth(job), tt.episode_truth(job)
         (snap,) = a["snapshots"]
         values = snap["values"]
@@ -58,8 +58,14 @@ def test_traffic_truth_is_paired_and_reproducible():
         print("same", all((values[k] == b["snapshots"][0]["values"][k]).all() for k in values))
         print("futures differ", any(len(set(v.tolist())) > 1 for v in values.values()))
         print("time", 100 <= snap["t"] <= 900 - 60 * 5, "neighbours", len(a["neighbors"]))
+        # --decisions keep: a decision where the keep alternative randomises max-pressure's switch, so the
+        # behaviour splits evenly between keeping the green and the rule's phase (0.45 + 0.05 each)
+        keep = tt.episode_truth((20000, 1, 1, 2, 0.9, 30_000_000, "max-pressure@exp=0.1@keep=0.5", "keep"))
+        (ks,) = keep["snapshots"]
+        print("keep split", sorted(ks["dist"].round(6).tolist())[-2:] == [0.5, 0.5])
         """
     proc = run_python(code, timeout=180, extra_paths=(ROOT / "bench",))
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "legal True" in proc.stdout and "same True" in proc.stdout
     assert "futures differ True" in proc.stdout and "time True neighbours 16" in proc.stdout
+    assert "keep split True" in proc.stdout
