@@ -159,6 +159,28 @@ def test_green_experiment_holds_or_ends_the_green_with_the_logged_mixture():
     assert checked > 0
 
 
+def _green_decisions(env, ctl, *references, seed: int):
+    """Play ``ctl`` for an episode; per step and intersection yield (mask, current green, its pressure row,
+    seconds in phase, ``ctl``'s distribution, then each reference controller's, asked at the same state)."""
+    try:
+        obs, infos = env.reset(seed=seed)
+        for c in (ctl, *references):
+            c.reset(env, seed)
+        rng = action_rng(seed)
+        while env.agents:
+            asked = [c.distribution(env, obs, infos) for c in references]
+            pressure, green, since = env.phase_pressure(), env.current_phases(), env.time_in_phase()
+            actions, probs = ctl.act(env, obs, infos, rng)
+            for i, agent in enumerate(env.possible_agents):
+                dist = ctl.last_distribution[agent]
+                assert dist.sum() == pytest.approx(1.0) and probs[agent] > 0
+                mask = infos[agent]["action_mask"]
+                yield mask, int(green[i]), pressure[i], since[i], dist, *(d[agent] for d in asked)
+            obs, _, _, _, infos = env.step(actions)
+    finally:
+        env.close()
+
+
 @pytest.mark.sumo
 def test_keep_alternative_randomises_only_near_tie_switches_with_the_logged_probability():
     """``@keep=q``: where the rule would leave a green whose pressure is within one vehicle of the best, the
@@ -169,30 +191,15 @@ def test_keep_alternative_randomises_only_near_tie_switches_with_the_logged_prob
     plain = build_controller(env.env_id, f"max-pressure@exp={p}")
     assert ctl.describe() == "max-pressure@exp=0.2@keep=0.5"
     kept = same = 0
-    try:
-        obs, infos = env.reset(seed=7)
-        ctl.reset(env, 7)
-        plain.reset(env, 7)
-        rng = action_rng(7)
-        while env.agents:
-            reference = plain.distribution(env, obs, infos)
-            pressure, green = env.phase_pressure(), env.current_phases()
-            actions, probs = ctl.act(env, obs, infos, rng)
-            dist = ctl.last_distribution
-            for i, agent in enumerate(env.possible_agents):
-                mask, g = infos[agent]["action_mask"], int(green[i])
-                assert dist[agent].sum() == pytest.approx(1.0) and probs[agent] > 0
-                near_tie = pressure[i, g] + KEEP_MARGIN >= pressure[i][mask].max()
-                rule_leaves = int(np.argmax(np.where(mask, pressure[i], -np.inf))) != g
-                if mask.sum() > 1 and near_tie and rule_leaves and env.time_in_phase()[i] < 60:
-                    assert dist[agent][g] == pytest.approx((1 - p) * q + p / 2)
-                    kept += 1
-                else:
-                    np.testing.assert_allclose(dist[agent], reference[agent])
-                    same += 1
-            obs, _, _, _, infos = env.step(actions)
-    finally:
-        env.close()
+    for mask, g, pressure, since, dist, reference in _green_decisions(env, ctl, plain, seed=7):
+        near_tie = pressure[g] + KEEP_MARGIN >= pressure[mask].max()
+        rule_leaves = int(np.argmax(np.where(mask, pressure, -np.inf))) != g
+        if mask.sum() > 1 and near_tie and rule_leaves and since < 60:
+            assert dist[g] == pytest.approx((1 - p) * q + p / 2)
+            kept += 1
+        else:
+            np.testing.assert_allclose(dist, reference)
+            same += 1
     assert kept > 0 and same > 0
 
 
@@ -217,32 +224,17 @@ def test_end_alternative_moves_the_rules_mass_off_a_long_green_with_the_logged_p
     plain = build_controller(env.env_id, f"max-pressure@exp={p}")
     cap = build_controller(env.env_id, "max-pressure-cap")
     ended = same = 0
-    try:
-        obs, infos = env.reset(seed=3)
-        for c in (ctl, plain, cap):
-            c.reset(env, 3)
-        rng = action_rng(3)
-        while env.agents:
-            reference, capped = plain.distribution(env, obs, infos), cap.distribution(env, obs, infos)
-            pressure, green, since = env.phase_pressure(), env.current_phases(), env.time_in_phase()
-            actions, probs = ctl.act(env, obs, infos, rng)
-            dist = ctl.last_distribution
-            for i, agent in enumerate(env.possible_agents):
-                mask, g = infos[agent]["action_mask"], int(green[i])
-                assert dist[agent].sum() == pytest.approx(1.0) and probs[agent] > 0
-                rule_keeps = int(np.argmax(np.where(mask, pressure[i], -np.inf))) == g
-                if mask.sum() > 1 and rule_keeps and since[i] >= CAP_S:
-                    other = best_other(pressure[i], mask, g)
-                    held = since[i] < 60  # past max_green the experiment only ends, never holds
-                    assert dist[agent][other] == pytest.approx((1 - p) * q + (p / 2 if held else p))
-                    assert capped[agent][other] == 1.0
-                    ended += 1
-                else:
-                    np.testing.assert_allclose(dist[agent], reference[agent])
-                    same += 1
-            obs, _, _, _, infos = env.step(actions)
-    finally:
-        env.close()
+    for mask, g, pressure, since, dist, reference, capped in _green_decisions(env, ctl, plain, cap, seed=3):
+        rule_keeps = int(np.argmax(np.where(mask, pressure, -np.inf))) == g
+        if mask.sum() > 1 and rule_keeps and since >= CAP_S:
+            other = best_other(pressure, mask, g)
+            held = since < 60  # past max_green the experiment only ends, never holds
+            assert dist[other] == pytest.approx((1 - p) * q + (p / 2 if held else p))
+            assert capped[other] == 1.0
+            ended += 1
+        else:
+            np.testing.assert_allclose(dist, reference)
+            same += 1
     assert ended > 0 and same > 0
     with pytest.raises(ValueError, match="end= is part of the logged experiment"):
         build_controller("sumo:grid4x4", "max-pressure@end=0.5")
