@@ -16,6 +16,7 @@ from trainer.logs.card import build_card
 from trainer.logs.stream import (
     ARRAYS,
     build_array_cache,
+    building_directory,
     iter_groups,
     load_log_cached,
     log_fingerprint,
@@ -144,3 +145,33 @@ def test_a_bad_value_fails_naming_the_file_like_the_in_memory_path(tmp_path):
     with pytest.raises(LogValidationError):
         build_array_cache(log, tmp_path / "cache")
     assert not any((tmp_path / "cache").iterdir())  # no half-written cache is left behind
+
+
+def _build_at_once(final, barrier, name, errors):
+    """One builder: write its copy, wait until the other has written too, then publish."""
+    try:
+        with building_directory(final) as tmp:
+            (tmp / "who").write_text(name)
+            barrier.wait(timeout=30)
+    except Exception as err:  # reported to the parent; a builder must not fail because another won
+        errors.put(f"{name}: {err!r}")
+
+
+def test_two_builders_publishing_at_once_both_succeed_and_one_copy_stays(tmp_path):
+    """Two trainings on one log build its cache at the same moment (bench/results.py --jobs 2): the one that
+    renames second must keep the first one's copy, not fail on the non-empty directory."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    for attempt in range(5):  # the race is at the rename; both reach it within microseconds of each other
+        final = tmp_path / f"cache-{attempt}"
+        barrier, errors = ctx.Barrier(2), ctx.Queue()
+        builders = [ctx.Process(target=_build_at_once, args=(final, barrier, n, errors)) for n in "ab"]
+        for b in builders:
+            b.start()
+        for b in builders:
+            b.join(timeout=60)
+        assert all(b.exitcode == 0 for b in builders)
+        assert errors.empty(), errors.get()
+        assert (final / "who").read_text() in ("a", "b")
+        assert [p.name for p in tmp_path.iterdir() if ".tmp-" in p.name] == []

@@ -442,10 +442,12 @@ def building_directory(final: Path) -> Iterator[Path]:
     tmp.mkdir(parents=True)
     try:
         yield tmp
-        if final.exists():
-            shutil.rmtree(tmp)
-        else:
+        try:  # no exists() check first: another builder may publish between the check and the rename
             os.replace(tmp, final)
+        except OSError:  # final is there and not empty (ENOTEMPTY / EEXIST)
+            if not final.exists():
+                raise
+            shutil.rmtree(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
