@@ -145,6 +145,8 @@ def datasets(env_id: str) -> dict[str, list[tuple[str, int]]]:
     grid4x4 (docs/traffic.md, "Headroom around max-pressure").
     ``experiment-end``: the same with the ``end`` alternative instead (``@end=0.5``: where a green has run
     25 s and the rule would keep it, end it with probability 0.5), the headroom on cologne8.
+    ``experiment-green``: both alternatives in one experiment (``@keep=0.5@end=0.5``): what an operator who
+    does not know which change has headroom at their site would run.
     """
     _net_name(env_id)
     return {
@@ -167,6 +169,7 @@ def datasets(env_id: str) -> dict[str, list[tuple[str, int]]]:
         "experiment": [("max-pressure@exp=0.2", 96)],
         "experiment-keep": [("max-pressure@exp=0.1@keep=0.5", 96)],
         "experiment-end": [("max-pressure@exp=0.1@end=0.5", 96)],
+        "experiment-green": [("max-pressure@exp=0.1@keep=0.5@end=0.5", 96)],
     }
 
 
