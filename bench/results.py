@@ -846,8 +846,8 @@ def main(argv: list[str] | None = None) -> int:
         "critic setting was picked while building the traffic demo, by looking at evaluation seeds "
         "10000–10003; grid4x4's switch to softmax-explored logs was made after an earlier run's "
         "evaluation table had been seen; and so was `traffic-cologne8-experiment-end-support`'s support "
-        "constraint, after `traffic-cologne8-experiment-end`'s (both choices rest on the tuning-seed numbers "
-        "in their configs)."
+        "constraint, after `traffic-cologne8-experiment-end`'s, which the `traffic-*-experiment-green` configs "
+        "use too (both choices rest on the tuning-seed numbers in their configs)."
         + (
             f" Sections kept from an earlier run (not rerun by the last command): {', '.join(kept)}; each shows "
             "the command that produced it."
