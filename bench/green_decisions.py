@@ -33,30 +33,26 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from envs.controllers import Controller  # noqa: E402
-from envs.traffic.controllers import CAP_S, best_other, keeps_green  # noqa: E402
+from envs.controllers import Controller, best_legal  # noqa: E402
+from envs.traffic.controllers import CAP_S, best_other, near_tie_switch  # noqa: E402
 from trainer.report import markdown_table, print_table  # noqa: E402
 
 SECONDS = 900
 KINDS = ("near-tie switch", "long green", "other")
-DEPARTURES = (
-    "holds",
-    "switches",
-    "another phase",
-)  # at "other" decisions, where max-pressure switches / holds
+# at "other" decisions, how a controller departs from max-pressure: it holds where max-pressure switches,
+# switches where max-pressure holds, or switches to another phase than max-pressure's
+DEPARTURES = ("holds", "switches", "another phase")
 
 
-def classify(env, infos, agent: str) -> tuple[str, int, int] | None:
-    """(kind, max-pressure's phase, the alternative's phase) of ``agent``'s decision; None where it cannot switch."""
-    i = env.possible_agents.index(agent)
-    mask = np.asarray(infos[agent]["action_mask"], bool)
+def classify(mask: np.ndarray, pressure: np.ndarray, green: int, since: float) -> tuple[str, int, int] | None:
+    """(kind, max-pressure's phase, the alternative's phase) of one intersection's decision, from its legal
+    phases, pressures, current green and seconds in it; None where it cannot switch."""
     if mask.sum() < 2:
         return None
-    pressure, green = env.phase_pressure()[i], int(env.current_phases()[i])
-    rule = int(np.argmax(np.where(mask, pressure, -np.inf)))
-    if rule != green and keeps_green(pressure, mask, green):
+    rule = best_legal(pressure, mask)
+    if near_tie_switch(pressure, mask, green):
         return "near-tie switch", rule, green
-    if rule == green and env.time_in_phase()[i] >= CAP_S:
+    if rule == green and since >= CAP_S:
         return "long green", rule, best_other(pressure, mask, green)
     return "other", rule, rule
 
@@ -82,14 +78,16 @@ class Tally(Controller):
     def act(self, env, obs, infos, rng):
         actions, probs = self.inner.act(env, obs, infos, rng)
         self.last_distribution = self.inner.last_distribution
-        for agent, action in actions.items():
-            seen = classify(env, infos, agent)
+        pressure, greens, since = env.phase_pressure(), env.current_phases(), env.time_in_phase()
+        for i, agent in enumerate(env.possible_agents):
+            action, green = actions[agent], int(greens[i])
+            mask = np.asarray(infos[agent]["action_mask"], bool)
+            seen = classify(mask, pressure[i], green, since[i])
             if seen is not None:
                 kind, rule, alternative = seen
                 took = "rule" if action == rule else "alternative" if action == alternative else "neither"
                 self.counts[kind, took] += 1
                 if kind == "other" and took == "neither":  # how it departs from max-pressure there
-                    green = int(env.current_phases()[env.possible_agents.index(agent)])
                     how = "holds" if action == green else "switches" if rule == green else "another phase"
                     self.counts["departs", how] += 1
         return actions, probs

@@ -4,11 +4,12 @@ One worker process per held-out episode (libsumo runs one simulation per process
 behaviour (``max-pressure@exp=0.2``, the named dataset ``experiment``'s controller, unless told another) on
 a tuning seed and, from 100 s on, at every ``every``-th decision where some intersection's behaviour has a
 real choice (outside min-green, more than one phase with probability; with ``decisions="keep"`` only where
-the ``@keep=q`` alternative is what randomises it: max-pressure would leave a near-tie green), takes a snapshot (``TrafficEnv.snapshot``: the seed and the
-phases requested so far, replayed exactly on restore). For each legal phase of one such intersection
-(its teammates' phases at that step fixed to the episode's own draw) and each of ``futures`` futures, it
-restores the snapshot, forces the phase and plays the behaviour on, summing the team reward discounted
-as the learner discounts (``gamma`` per 5 s decision) until the weight falls under 2e-3.
+the ``@keep=q`` alternative is what randomises it: max-pressure would leave a near-tie green), takes a
+snapshot (``TrafficEnv.snapshot``: the seed and the phases requested so far, replayed exactly on restore).
+For each legal phase of one such intersection (its teammates' phases at that step fixed to the episode's own
+draw) and each of ``futures`` futures, it restores the snapshot, forces the phase and plays the behaviour on,
+summing the team reward discounted as the learner discounts (``gamma`` per 5 s decision) until the weight
+falls under 2e-3.
 
 What differs between futures: the behaviour's own sampling after the snapshot (``action_rng(future)``:
 all 16 intersections' held or ended greens, probability 0.2 at each switchable decision), the same
@@ -51,23 +52,12 @@ def rollout(env, ctl, obs, infos, first: dict[str, int], future: int, gamma: flo
     return total
 
 
-def keep_decision(env, infos, agent: str) -> bool:
-    """Whether ``agent`` decides where the ``@keep=q`` alternative randomises: max-pressure would leave a
-    green whose pressure is within the keep margin of the best phase's (envs/traffic/experiment.py)."""
-    from envs.traffic.controllers import keeps_green
-
-    i = env.possible_agents.index(agent)
-    mask = np.asarray(infos[agent]["action_mask"], bool)
-    pressure, green = env.phase_pressure()[i], int(env.current_phases()[i])
-    leaves = int(np.argmax(np.where(mask, pressure, -np.inf))) != green
-    return leaves and keeps_green(pressure, mask, green)
-
-
 def episode_truth(job: tuple) -> dict:
     """One held-out episode: its snapshots and, per snapshot, ``values[action] = [futures]``."""
     seed, n_states, every, futures, gamma, future_base, behaviour, decisions = job
     from envs.controllers import build_controller
     from envs.registry import make_env
+    from envs.traffic.controllers import near_tie_switch
     from trainer.rollout import action_rng
 
     env = make_env(ENV, **ENV_ARGS)
@@ -81,12 +71,14 @@ def episode_truth(job: tuple) -> dict:
     while env.agents:
         actions, _ = ctl.act(env, obs, infos, rng)
         dist = ctl.last_distribution
+        # with decisions="keep", only where the @keep=q alternative is what randomises the behaviour
+        pressure, green = env.phase_pressure(), env.current_phases()
         choosers = [
             a
-            for a in env.possible_agents
+            for i, a in enumerate(env.possible_agents)
             if infos[a]["action_mask"].sum() > 1
             and np.count_nonzero(dist[a]) > 1
-            and (decisions != "keep" or keep_decision(env, infos, a))
+            and (decisions != "keep" or near_tie_switch(pressure[i], infos[a]["action_mask"], int(green[i])))
         ]
         if choosers and len(out) < n_states and k - last >= every and FIRST_S <= env.sim_time() <= last_start:
             last = k

@@ -98,6 +98,11 @@ class Controller(ABC):
         """Called after each step with its outcome (a served policy reports it to the runtime)."""
 
 
+def best_legal(scores: np.ndarray, mask: np.ndarray) -> int:
+    """The legal action with the highest score, ties to the lowest index: what a scoring rule picks."""
+    return int(np.argmax(np.where(mask, scores, -np.inf)))
+
+
 class ScoringController(Controller):
     """A rule controller that ranks actions by a score and picks the best legal one.
 
@@ -111,11 +116,9 @@ class ScoringController(Controller):
 
     def distribution(self, env, obs, infos):
         scores = self.scores(env, obs, infos)
-        out = {}
-        for agent, mask in masks_of(env, infos).items():
-            s = np.where(mask, scores[agent], -np.inf)
-            out[agent] = one_hot(env.n_actions, int(np.argmax(s)))
-        return out
+        return {
+            a: one_hot(env.n_actions, best_legal(scores[a], mask)) for a, mask in masks_of(env, infos).items()
+        }
 
 
 class RandomLegal(Controller):

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from envs.controllers import Controller, ScoringController, masks_of, one_hot
+from envs.controllers import Controller, ScoringController, best_legal, masks_of, one_hot
 from envs.traffic.env import TrafficEnv
 from envs.traffic.nets import is_green
 
@@ -46,6 +46,12 @@ def keeps_green(scores: np.ndarray, mask: np.ndarray, green: int, margin: float 
     """Whether a rule with hysteresis keeps the current ``green``: its score is within ``margin`` of the best
     legal one's (a tie included, which max-pressure would otherwise break towards the lowest index)."""
     return bool(mask[green]) and float(scores[green]) + margin >= float(np.max(scores[mask]))
+
+
+def near_tie_switch(scores: np.ndarray, mask: np.ndarray, green: int, margin: float = KEEP_MARGIN) -> bool:
+    """Whether the rule leaves ``green`` where the rule with hysteresis would keep it: the decisions the logged
+    experiment's ``keep`` alternative randomises (envs/traffic/experiment.py)."""
+    return best_legal(scores, mask) != green and keeps_green(scores, mask, green, margin)
 
 
 class MaxPressureKeep(MaxPressure):
