@@ -30,7 +30,7 @@ import math
 import shlex
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from multiprocessing import get_context
 from pathlib import Path
@@ -97,35 +97,37 @@ def compare(rule: list[float], other: list[float]) -> dict:
     }
 
 
+# the families' own experiment options (``<rule>@exp=p@<option>=q``): which cases take each, and what it does
+ALTERNATIVES = {
+    "assign": (
+        lambda env_id, rule: rule == "etd" and env_id.startswith("elevator"),
+        "elevator ETD cases: act as ETD without its delay term; envs/elevator/experiment.py",
+    ),
+    "keep": (
+        lambda env_id, rule: env_id.startswith("sumo"),
+        "traffic cases: keep a near-tie green; envs/traffic/experiment.py",
+    ),
+    "end": (
+        lambda env_id, rule: env_id.startswith("sumo"),
+        "traffic cases: end a green that has run 25 s; envs/traffic/experiment.py",
+    ),
+}
+
+
 def experiment_specs(
-    case: str,
-    ps: Sequence[float],
-    assigns: Sequence[float],
-    keeps: Sequence[float] = (),
-    ends: Sequence[float] = (),
-) -> list[tuple[str, float, float]]:
-    """(spec, p, q) per controller of ``case``: the rule, ``<rule>@exp=<p>`` for each p and, with the family's
-    own alternatives, ``<rule>@exp=<p>@assign=<q>`` where the rule is ETD (the elevator's assignment
-    alternative), ``<rule>@exp=<p>@keep=<q>`` and ``@end=<q>`` on traffic (keep a near-tie green, end a long
-    one), for each q."""
+    case: str, ps: Sequence[float], alternatives: Mapping[str, Sequence[float]] | None = None
+) -> list[tuple[str, float, str, float]]:
+    """(spec, p, alternative, q) per controller of ``case``: the rule, ``<rule>@exp=<p>`` for each p and, for
+    each of the family's own alternatives the case takes (ALTERNATIVES), ``<rule>@exp=<p>@<alternative>=<q>``
+    for each of its q. Rows without an alternative name ``assign`` with q = 0, as the JSON always had."""
     env_id, rule, _, _ = CASES[case]
-    out = [(rule, 0.0, 0.0)]
+    out = [(rule, 0.0, "assign", 0.0)]
     for p in ps:
-        out.append((f"{rule}@exp={p:g}", p, 0.0))
-        if rule == "etd" and env_id.startswith("elevator"):
-            out += [(f"{rule}@exp={p:g}@assign={q:g}", p, q) for q in assigns]
-        if env_id.startswith("sumo"):
-            out += [(f"{rule}@exp={p:g}@keep={q:g}", p, q) for q in keeps]
-            out += [(f"{rule}@exp={p:g}@end={q:g}", p, q) for q in ends]
+        out.append((f"{rule}@exp={p:g}", p, "assign", 0.0))
+        for name, qs in (alternatives or {}).items():
+            if ALTERNATIVES[name][0](env_id, rule):
+                out += [(f"{rule}@exp={p:g}@{name}={q:g}", p, name, q) for q in qs]
     return out
-
-
-ALTERNATIVES = ("assign", "keep", "end")  # the families' own experiment options, each with its probability q
-
-
-def alternative_of(spec: str) -> str:
-    """The row key of a spec's q: the alternative it names (``assign`` when none, where q is 0)."""
-    return next((k for k in ALTERNATIVES if f"@{k}=" in spec), "assign")
 
 
 def summarize(
@@ -133,20 +135,17 @@ def summarize(
     cases: list[str],
     ps: list[float],
     seeds: dict[str, list[int]],
-    assigns: Sequence[float] = (),
-    keeps: Sequence[float] = (),
-    ends: Sequence[float] = (),
+    alternatives: Mapping[str, Sequence[float]] | None = None,
 ) -> list[dict]:
     by = {(c, s, seed): m for c, s, seed, m, _ in done}
     rows = []
     for case in cases:
         env_id, rule, env_args, metric = CASES[case]
         base = [by[(case, rule, seed)][metric] for seed in seeds[case]]
-        for spec, p, q in experiment_specs(case, ps, assigns, keeps, ends):
+        for spec, p, alternative, q in experiment_specs(case, ps, alternatives):
             values = [by[(case, spec, seed)][metric] for seed in seeds[case]]
             rows.append(
-                {"case": case, "env": env_id, "env_args": env_args, "controller": spec, "p": p,
-                 alternative_of(spec): q,
+                {"case": case, "env": env_id, "env_args": env_args, "controller": spec, "p": p, alternative: q,
                  "metric": metric, "seeds": seeds[case], **compare(base, values)}
             )  # fmt: skip
     return rows
@@ -187,7 +186,7 @@ def plot(rows: list[dict], path: Path, title: str) -> None:
         ax.axhline(0.0, color="k", lw=0.8)
         ax.margins(y=0.15)
         # q: the family's own alternative's probability (``@assign=q`` / ``@keep=q`` / ``@end=q``)
-        qs = [max(r.get(k) or 0.0 for k in ALTERNATIVES) for r in exp]
+        qs = [max(r.get(name) or 0.0 for name in ALTERNATIVES) for r in exp]
         labels = [f"p={r['p']:g}" + (f"\nq={q:g}" if q else "") for r, q in zip(exp, qs, strict=True)]
         ax.set_xticks(range(len(exp)), labels)
         ax.set_xlim(-0.6, len(exp) - 0.4)
@@ -207,27 +206,14 @@ def main(argv: list[str] | None = None) -> int:
     ]  # the docs' first run; cologne8 on request
     p.add_argument("--cases", nargs="+", default=default_cases, choices=list(CASES))
     p.add_argument("--p", type=float, nargs="+", default=[0.1, 0.2], help="experiment probabilities")
-    p.add_argument(
-        "--assign",
-        type=float,
-        nargs="*",
-        default=[],
-        help="also ETD@exp=p@assign=q for each q (elevator ETD cases; envs/elevator/experiment.py)",
-    )
-    p.add_argument(
-        "--keep",
-        type=float,
-        nargs="*",
-        default=[],
-        help="also <rule>@exp=p@keep=q for each q (traffic cases: keep a near-tie green; envs/traffic/experiment.py)",
-    )
-    p.add_argument(
-        "--end",
-        type=float,
-        nargs="*",
-        default=[],
-        help="also <rule>@exp=p@end=q for each q (traffic cases: end a green that has run 25 s)",
-    )
+    for name, (_, what) in ALTERNATIVES.items():
+        p.add_argument(
+            f"--{name}",
+            type=float,
+            nargs="*",
+            default=[],
+            help=f"also <rule>@exp=p@{name}=q for each q ({what})",
+        )
     p.add_argument("--elevator-seeds", type=int, default=8, help="number of tuning seeds per elevator case")
     p.add_argument("--traffic-seeds", type=int, default=4, help="number of tuning seeds per traffic case")
     p.add_argument("--workers", type=int, default=2, help="episode processes at once")
@@ -235,9 +221,10 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     if any(not 0.0 < x <= 1.0 for x in args.p):
         p.error(f"--p: every experiment probability must be in (0, 1], got {args.p}")
-    for flag, values in (("--assign", args.assign), ("--keep", args.keep), ("--end", args.end)):
+    alternatives = {name: getattr(args, name) for name in ALTERNATIVES if getattr(args, name)}
+    for name, values in alternatives.items():
         if any(not 0.0 < x <= 1.0 for x in values):
-            p.error(f"{flag}: every probability must be in (0, 1], got {values}")
+            p.error(f"--{name}: every probability must be in (0, 1], got {values}")
     if args.elevator_seeds < 2 or args.traffic_seeds < 2:
         p.error("--elevator-seeds and --traffic-seeds must be at least 2 (a paired interval needs two)")
 
@@ -247,10 +234,7 @@ def main(argv: list[str] | None = None) -> int:
         c: tuning_seeds(args.traffic_seeds if CASES[c][0].startswith("sumo") else args.elevator_seeds)
         for c in args.cases
     }
-    specs = {
-        c: [spec for spec, _, _ in experiment_specs(c, args.p, args.assign, args.keep, args.end)]
-        for c in args.cases
-    }
+    specs = {c: [spec for spec, *_ in experiment_specs(c, args.p, alternatives)] for c in args.cases}
     # traffic first (its episodes are the longest); a worker keeps its env across consecutive tasks
     tasks = [(c, s, seed) for c in args.cases for seed in seeds[c] for s in specs[c]]
     tasks.sort(key=lambda t: not CASES[t[0]][0].startswith("sumo"))
@@ -259,7 +243,7 @@ def main(argv: list[str] | None = None) -> int:
         done = list(pool.map(run_one, *zip(*tasks, strict=True)))
     wall = time.perf_counter() - t0
 
-    rows = summarize(done, args.cases, args.p, seeds, args.assign, args.keep, args.end)
+    rows = summarize(done, args.cases, args.p, seeds, alternatives)
     print_rows(rows)
     command = ".venv/bin/python bench/experiment_cost.py " + shlex.join(
         argv if argv is not None else sys.argv[1:]
@@ -271,9 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     title = (
         "Logged experiment vs its rule: paired difference, 95% CI; label = ratio to the rule\n"
         f"tuning seeds from {min(map(min, seeds.values()))}; lower is better"
-        + ("; q: the @assign= probability" if args.assign else "")
-        + ("; q: the @keep= probability" if args.keep else "")
-        + ("; q: the @end= probability" if args.end else "")
+        + "".join(f"; q: the @{name}= probability" for name in alternatives)
     )
     plot(rows, args.out / "experiment_cost.png", title)
     print(

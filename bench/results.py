@@ -696,6 +696,34 @@ def estimator_section(path: Path, kind: str = "idle") -> str:
 MIN_CEILING = 0.3  # the truth's ceiling below which a disattenuated correlation is not shown
 
 
+# experiment_cost_section's title suffix and what the rows compare, per experiment option ("": the plain one)
+COST_SECTIONS = {
+    "": (
+        "",
+        "Each rule alone and with the logged experiment (`<rule>@exp=<p>`: docs/elevator.md, docs/traffic.md) "
+        "on the same tuning seeds (paired): what an operator pays while collecting the logs a learner needs.",
+    ),
+    "assign": (
+        " with the assignment alternative",
+        "ETD alone, with the parking experiment, and with it plus `@assign=q` (outside idle spells each car "
+        "acts with probability q as ETD without its delay term would: envs/elevator/experiment.py), on the "
+        "same tuning seeds (paired).",
+    ),
+    "keep": (
+        " with the keep alternative",
+        "Max-pressure alone, with the green-time experiment, and with it plus `@keep=q` (where max-pressure "
+        "would leave a green within one vehicle of the best phase's pressure, the intersection keeps it with "
+        "probability q: envs/traffic/experiment.py), on the same tuning seeds (paired).",
+    ),
+    "end": (
+        " with the end alternative",
+        "Max-pressure alone, with the green-time experiment, and with it plus `@end=q` (where a green has run "
+        "25 s and max-pressure would keep it, the intersection ends it for the best other phase with "
+        "probability q: envs/traffic/experiment.py), on the same tuning seeds (paired).",
+    ),
+}
+
+
 def experiment_cost_section(path: Path, alternative: str = "") -> str:
     """What the logged experiment costs, from bench/experiment_cost.py's JSON ("" when it was never run);
     ``alternative``: the run with the elevator's assignment alternative (``"assign"``) or traffic's keep or
@@ -703,36 +731,9 @@ def experiment_cost_section(path: Path, alternative: str = "") -> str:
     if not path.exists():
         return ""
     data = json.loads(path.read_text())
-    title = "## What the logged experiment costs (bench/experiment_cost.py)"
-    intro = (
-        "Each rule alone and with the logged experiment (`<rule>@exp=<p>`: docs/elevator.md, docs/traffic.md) "
-        "on the same tuning seeds (paired): what an operator pays while collecting the logs a learner needs."
-    )
-    if alternative == "keep":
-        title = (
-            "## What the logged experiment costs with the keep alternative (bench/experiment_cost.py --keep)"
-        )
-        intro = (
-            "Max-pressure alone, with the green-time experiment, and with it plus `@keep=q` (where max-pressure "
-            "would leave a green within one vehicle of the best phase's pressure, the intersection keeps it with "
-            "probability q: envs/traffic/experiment.py), on the same tuning seeds (paired)."
-        )
-    if alternative == "end":
-        title = (
-            "## What the logged experiment costs with the end alternative (bench/experiment_cost.py --end)"
-        )
-        intro = (
-            "Max-pressure alone, with the green-time experiment, and with it plus `@end=q` (where a green has run "
-            "25 s and max-pressure would keep it, the intersection ends it for the best other phase with "
-            "probability q: envs/traffic/experiment.py), on the same tuning seeds (paired)."
-        )
-    if alternative == "assign":
-        title = "## What the logged experiment costs with the assignment alternative (bench/experiment_cost.py --assign)"
-        intro = (
-            "ETD alone, with the parking experiment, and with it plus `@assign=q` (outside idle spells each car "
-            "acts with probability q as ETD without its delay term would: envs/elevator/experiment.py), on the "
-            "same tuning seeds (paired)."
-        )
+    suffix, intro = COST_SECTIONS[alternative]
+    flag = f" --{alternative}" if alternative else ""
+    title = f"## What the logged experiment costs{suffix} (bench/experiment_cost.py{flag})"
     lines = [
         title,
         "",
