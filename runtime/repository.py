@@ -328,20 +328,20 @@ class ModelRepository:
             if held is not None and current is not None and held[:2] == (files, current.signature):
                 continue  # held before, unchanged, and the served signature too
             try:
-                model = self._load(name, version)
+                model = self._load(name, version)  # slow: outside the lock, so requests never wait on it
             except ModelLoadError:
                 continue  # logged and counted; try the next older one (or keep the current)
-            if current is not None:
-                change = signature_change(current, model)
-                if change:
-                    self._hold(name, version, current, change)
-                    continue
             with self._lock:
                 entry = self.entries.setdefault(name, ModelEntry(name))
-                if entry.current is None or _vkey(model.version) > _vkey(entry.current.version):
-                    self._serve(entry, model)
-                    return version
-            break
+                if entry.current is not current or version in entry.blocked | entry.pinned:
+                    return ""  # an admin call or a deployment changed the model meanwhile: decide next poll
+                if current is not None:
+                    change = signature_change(current, model)
+                    if change:
+                        self._hold(name, version, current, change)
+                        continue
+                self._serve(entry, model)
+                return version
         return ""
 
 

@@ -99,6 +99,30 @@ def test_incompatible_version_is_held_and_fails_no_request(source, tmp_path):
     assert stats["ok"] > 20 and stats["versions"] == {"1"}
 
 
+def test_a_poll_overtaken_by_an_admin_load_does_not_hold_the_version_now_served(source, tmp_path):
+    """The poller loads outside the lock; an operator naming the version meanwhile wins, and stays unheld."""
+    repo = tmp_path / "models"
+    copy_version(source, "grid", 1, 1, to_repo=repo)
+    with ServerThread(_admin_config(repo, poll_interval_s=0)) as s:
+        copy_version(source, "grid", 2, 2, to_repo=repo)
+        models = s.server.repo
+        load_version, overtaken = models._load, threading.Event()
+
+        def load_while_an_operator_serves_it(name, version):
+            model = load_version(name, version)
+            if version == "2" and not overtaken.is_set():
+                overtaken.set()  # the admin call below loads version 2 too: only the poll's load triggers it
+                AdminClient(s.target, token=ADMIN).load(
+                    "grid", "2"
+                )  # lands between the poll's load and decision
+            return model
+
+        models._load = load_while_an_operator_serves_it
+        assert models.poll() == []
+        assert models.get("grid").version == "2" and models.held == {}
+        assert models.poll() == [] and models.held == {}
+
+
 MISTYPED = {
     "obs_low_scalar": {"obs_low": 0.0},
     "obs_dim_text": {"obs_dim": "six"},
