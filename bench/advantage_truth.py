@@ -290,8 +290,10 @@ def elevator_values(args, c) -> tuple[list[dict], dict[int, dict[int, np.ndarray
                 job = (snap["env"], snap["controller"], snap["car"], snap["actions"], int(a), future)
                 jobs.append((*job, c.discount, c.horizon_s, c.gamma))
                 index.append((si, int(a), r))
+    from tqdm.auto import tqdm
+
     with ProcessPoolExecutor(args.workers, mp_context=get_context("fork")) as pool:
-        values = list(pool.map(rollout, jobs, chunksize=4))
+        values = list(tqdm(pool.map(rollout, jobs, chunksize=4), total=len(jobs), desc="truth rollouts"))
     q: dict[int, dict[int, np.ndarray]] = {}
     for (si, a, r), v in zip(index, values, strict=True):
         q.setdefault(si, {}).setdefault(a, np.zeros(args.futures))[r] = v
@@ -459,6 +461,13 @@ def main() -> None:
     )
     p.add_argument("--states", type=int, help="held-out decisions; default 60 (traffic 32)")
     p.add_argument("--futures", type=int, default=8, help="paired futures per action")
+    p.add_argument(
+        "--estimators",
+        nargs="+",
+        metavar="NAME",
+        help="train only these rows (residual, residual:linear, local_q; traffic also residual:<credit>); "
+        "default all",
+    )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument(
         "--fresh-truth", action="store_true", help="recompute the truth even if bench/.cache holds it"
@@ -507,7 +516,11 @@ def main() -> None:
     agents = np.array([s["agent"] for s in snaps])
     masks = np.stack([s["mask"] for s in snaps])
     estimates, scale = {}, 1.0
-    plan = [(n, e, c, s) for n, e, c in estimator_plan(traffic) for s in args.seeds]
+    known = [n for n, _, _ in estimator_plan(traffic)]
+    if args.estimators and not set(args.estimators) <= set(known):
+        p.error(f"--estimators: unknown {sorted(set(args.estimators) - set(known))}; known {known}")
+    chosen = args.estimators or known
+    plan = [(n, e, c, s) for n, e, c in estimator_plan(traffic) if n in chosen for s in args.seeds]
     for name, estimator, variant, seed in plan:  # one at a time: each holds the whole log's arrays
         linear = variant.get("adv_heads") == "linear"
         options = (
