@@ -2,6 +2,8 @@
 
     .venv/bin/python bench/advantage_truth.py                       # down-peak, etd@exp=0.2 log of 300 episodes
     .venv/bin/python bench/advantage_truth.py --behaviour etd@exp=1 --futures 32 --states 40 --seeds 0 1 2
+    .venv/bin/python bench/advantage_truth.py --futures 32 --states 40 --seeds 0 1 2 \
+        --replicate bench/.cache/advantage-truth-log-b   # the estimators' own reliability (a second log)
     .venv/bin/python bench/advantage_truth.py --log LOG --states 60 --futures 8 --out docs/results/advantage
     .venv/bin/python bench/advantage_truth.py --env sumo:grid4x4    # traffic: bench/traffic_truth.py
     .venv/bin/python bench/advantage_truth.py --env sumo:grid4x4 --behaviour max-pressure@exp=0.1@keep=0.5 \
@@ -31,6 +33,11 @@
    that is state-to-state signal rather than simulation noise (``1 - mean SE^2 / var``), and the mean
    SE with a quarter, half and all of the futures. No estimator can correlate with the truth better
    than about the square root of its reliability.
+6. ``--replicate LOG``: the estimator's own reliability. Each estimator is trained again on a second log
+   of the same behaviour and size from other collection seeds; the correlation of the two logs'
+   estimates over the pairs is how well it reproduces itself. With the truth's reliability it bounds the
+   correlation with the truth at ``sqrt(r_estimator * r_truth)``: an estimator near that bound is short of
+   data, one far below it reproduces estimates that are not the truth's (its form is what to change).
 
 Traffic (``--env sumo:grid4x4``, bench/traffic_truth.py says how its truth is simulated): the named
 dataset ``experiment`` (``max-pressure@exp=0.2``, 900 s episodes, collection seeds 6200+) trains the
@@ -88,7 +95,12 @@ def default_behaviour(env_id: str) -> str:
 
 
 def collect_log(
-    path: Path, episodes: int, workers: int, env_id: str = ENV, behaviour: str = BEHAVIOUR
+    path: Path,
+    episodes: int,
+    workers: int,
+    env_id: str = ENV,
+    behaviour: str = BEHAVIOUR,
+    start_seed: int = 6200,
 ) -> Path:
     from trainer.collect import collect
 
@@ -101,9 +113,18 @@ def collect_log(
                 if behaviour == traffic_truth.BEHAVIOUR
                 else {"controller": behaviour, "episodes": 96}
             )
-            collect(env_id, path, **plan, start_seed=6200, workers=workers, env_kwargs=traffic_truth.ENV_ARGS)
+            collect(
+                env_id,
+                path,
+                **plan,
+                start_seed=start_seed,
+                workers=workers,
+                env_kwargs=traffic_truth.ENV_ARGS,
+            )
         else:
-            collect(ENV, path, controller=behaviour, episodes=episodes, start_seed=6200, workers=workers)
+            collect(
+                ENV, path, controller=behaviour, episodes=episodes, start_seed=start_seed, workers=workers
+            )
     return path
 
 
@@ -468,6 +489,14 @@ def main() -> None:
         help="train only these rows (residual, residual:linear, local_q; traffic also residual:<credit>); "
         "default all",
     )
+    p.add_argument(
+        "--replicate",
+        type=Path,
+        metavar="LOG",
+        help="a second, independent log of the same behaviour (collected here when missing, from the collection "
+        "seeds after the first log's): each estimator is trained on it too, and the agreement of the two logs' "
+        "estimates is the estimator's own reliability",
+    )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument(
         "--fresh-truth", action="store_true", help="recompute the truth even if bench/.cache holds it"
@@ -503,6 +532,13 @@ def main() -> None:
     t0 = time.time()
     log = collect_log(args.log, args.episodes, args.workers, args.env, args.behaviour)
     print(f"log {log} [{time.time() - t0:.0f}s]")
+    if args.replicate:  # collected here when missing: the collection seeds after the first log's
+        if args.replicate.resolve() == log.resolve():
+            p.error("--replicate must be another log than --log")
+        collect_log(
+            args.replicate, args.episodes, args.workers, args.env, args.behaviour, 6200 + args.episodes
+        )
+        print(f"replicate log {args.replicate} [{time.time() - t0:.0f}s]")
     extra = dict(item.split("=", 1) for item in args.set)
     linear_extra = dict(item.split("=", 1) for item in args.linear_set)
     # Truth first, in a small process: forking rollout workers from one holding the trained estimators
@@ -515,7 +551,7 @@ def main() -> None:
     obs = np.stack([s["obs"] for s in snaps])
     agents = np.array([s["agent"] for s in snaps])
     masks = np.stack([s["mask"] for s in snaps])
-    estimates, scale = {}, 1.0
+    estimates, replicas, scale = {}, {}, 1.0
     known = [n for n, _, _ in estimator_plan(traffic)]
     if args.estimators and not set(args.estimators) <= set(known):
         p.error(f"--estimators: unknown {sorted(set(args.estimators) - set(known))}; known {known}")
@@ -526,12 +562,15 @@ def main() -> None:
         options = (
             {**extra, **variant, **(linear_extra if linear else {})} if estimator == "residual" else None
         )
-        algo = train_estimator(log, estimator, args.iterations, seed, options, args.env, neighbors)
         label = name if len(args.seeds) == 1 else f"{name} s{seed}"
-        estimates[label] = estimated_advantages(algo, states, obs, agents, masks)
-        scale = algo.data.reward_scale
-        del algo
-        print(f"{label} trained [{time.time() - t0:.0f}s]")
+        for source, out in ((log, estimates), (args.replicate, replicas)):
+            if source is None:
+                continue
+            algo = train_estimator(source, estimator, args.iterations, seed, options, args.env, neighbors)
+            out[label] = estimated_advantages(algo, states, obs, agents, masks)
+            scale = algo.data.reward_scale if source == log else scale
+            del algo
+            print(f"{label} trained on {source.name} [{time.time() - t0:.0f}s]")
     print(f"estimators trained ({args.iterations} iterations each); reward scale {scale:.4g}")
     rows = truth_rows(snaps, futures, scale, estimates)
     # What a log can teach: alternatives the behaviour takes at that state (an in-sample learner never
@@ -539,6 +578,11 @@ def main() -> None:
     supported = [r for r in rows if r["behaviour_prob"] > 0]
     summary = {"supported": summarize(supported, list(estimates)), "all": summarize(rows, list(estimates))}
     noise = {"supported": truth_noise(supported), "all": truth_noise(rows)}
+    if replicas:  # the second log's estimates of the same pairs, in its own reward units (correlations only)
+        again = truth_rows(snaps, futures, 1.0, replicas)
+        again_supported = [r for r in again if r["behaviour_prob"] > 0]
+        for subset, first, second in (("supported", supported, again_supported), ("all", rows, again)):
+            estimator_reliability(summary[subset], first, second)
     for subset, table in summary.items():
         t = table["truth"]
         print(
@@ -552,6 +596,12 @@ def main() -> None:
                 f"sign accuracy {s['sign_acc']:.0%} on {s['n_clear']} clear pairs (|truth| > 2 SE) of "
                 f"{s['n']}; mean {s['mean']:+.4f}"
             )
+            if "replicate_corr" in s:
+                print(
+                    f"{subset:9s} {'':27s} the other log's estimates: corr {s['replicate_corr']:+.3f} with these "
+                    f"(the estimator's reliability), so its correlation with the truth is at most "
+                    f"{s['joint_ceiling']:.2f}; its own {s['replicate_truth_corr']:+.3f}"
+                )
         r = noise[subset]
         print(
             f"{subset:9s} truth     signal share 1 - mean SE^2 / var {r['signal_share']:+.3f}; mean SE "
@@ -560,6 +610,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     command = " ".join([".venv/bin/python bench/advantage_truth.py", *sys.argv[1:]])
     record = {"command": command, "summary": summary, "truth_noise": noise, "rows": rows}
+    if replicas:
+        record["replicate_log"] = str(args.replicate)
     stem = "traffic_truth" if traffic else "advantage_truth"
     (args.out / f"{stem}.json").write_text(json.dumps(record, indent=1))
     kind = {
@@ -641,6 +693,27 @@ def summarize(rows: list[dict], names: list[str]) -> dict[str, dict[str, float]]
             "mean": float(est.mean()),
         }
     return out
+
+
+def estimator_reliability(table: dict[str, dict], first: list[dict], second: list[dict]) -> None:
+    """Add to ``table`` (summarize's, per estimator) how well each estimator reproduces itself on an
+    independent log of the same behaviour: the correlation of the two logs' estimates over the pairs.
+
+    Two noisy measures of the same quantities correlate at most ``sqrt(reliability_1 * reliability_2)``,
+    so an estimator that reproduces itself at ``r`` and a truth of reliability ``R`` can correlate at most
+    ``sqrt(r * R)`` (the *joint ceiling*). An estimator far below it is not short of data: it reproduces
+    its own estimates, which are not the truth's (its form or its target is what to change). One near
+    it is limited by noise, which more episodes reduce."""
+    truth = table["truth"]
+    y = np.array([r["truth"] for r in second])
+    for name, s in table.items():
+        if name == "truth" or name not in second[0]:
+            continue
+        a, b = np.array([r[name] for r in first]), np.array([r[name] for r in second])
+        r = _corr(a, b)
+        s["replicate_corr"] = r
+        s["joint_ceiling"] = float(np.sqrt(max(r, 0.0) * max(truth["reliability"], 0.0)))
+        s["replicate_truth_corr"] = _corr(y, b)
 
 
 def truth_noise(rows: list[dict]) -> dict:

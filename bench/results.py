@@ -597,6 +597,8 @@ def widen_old_row(line: str) -> str:
 
 ADVANTAGE_TRUTH = ROOT / "docs" / "results" / "advantage" / "advantage_truth.json"
 TRAFFIC_TRUTH = ROOT / "docs" / "results" / "advantage" / "traffic_truth.json"  # --env sumo:grid4x4
+# --futures 32 --states 40 --seeds 0 1 2 --replicate ... --out docs/results/advantage_p02 (etd@exp=0.2)
+ADVANTAGE_TRUTH_P02 = ROOT / "docs" / "results" / "advantage_p02" / "advantage_truth.json"
 # --behaviour etd@exp=1@assign=0.5 --decisions assign --out docs/results/advantage_assign
 ASSIGN_TRUTH = ROOT / "docs" / "results" / "advantage_assign" / "advantage_truth.json"
 # --env sumo:grid4x4 --behaviour max-pressure@exp=0.1@keep=0.5 --decisions keep --out docs/results/advantage_keep
@@ -611,6 +613,7 @@ EXPERIMENT_COST_END = ROOT / "docs" / "results" / "experiment_cost_end" / "exper
 # bench/advantage_truth.py's held-out decisions by kind: (what the states are, the section title's suffix)
 ESTIMATOR_DECISIONS = {
     "idle": ("idle-car", ""),
+    "idle-p02": ("idle-car", ", idle cars under the p = 0.2 parking experiment (a measurable truth)"),
     "assign": ("who-stops-for-a-call", ", assignment decisions"),
     "traffic": ("intersection (grid4x4)", ", traffic"),
     "keep": ("near-tie green (grid4x4: max-pressure would leave a green within a vehicle of the best)",
@@ -664,6 +667,7 @@ def estimator_section(path: Path, kind: str = "idle") -> str:
                 f"| {name} | {subset} | {s['corr']:+.3f} | {dis} "
                 f"| {s['sign_acc']:.0%} | {s['n_clear']} | {s['n']} | {s.get('mean', float('nan')):+.4f} |"
             )
+    lines += replicate_lines(data)
     for subset, r in data.get("truth_noise", {}).items():
         se = ", ".join(f"{k}: {v:.4f}" for k, v in r["mean_se_by_futures"].items())
         lines.append(
@@ -694,6 +698,33 @@ def estimator_section(path: Path, kind: str = "idle") -> str:
 
 
 MIN_CEILING = 0.3  # the truth's ceiling below which a disattenuated correlation is not shown
+
+
+def replicate_lines(data: dict) -> list[str]:
+    """bench/advantage_truth.py --replicate: each estimator against itself trained on a second log (the
+    supported pairs), and the bound that and the truth's reliability put on its correlation with the truth."""
+    table = data["summary"].get("supported", {})
+    runs = {name: s for name, s in table.items() if "replicate_corr" in s}
+    if not runs:
+        return []
+    lines = [
+        "",
+        f"Each estimator trained again on a second log of the same behaviour (`{data.get('replicate_log', '')}`, "
+        "other collection seeds; supported pairs). Its *reliability* is the correlation of the two logs' "
+        "estimates; with the truth's it bounds the correlation with the truth at √(reliability × the truth's), "
+        "the *joint ceiling*. Far below it, the estimator reproduces estimates that are not the truth's: more "
+        "episodes would not close the gap.",
+        "",
+        "| estimator | reliability (log against log) | joint ceiling | correlation with the truth, first log "
+        "| second log |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {s['replicate_corr']:+.3f} | {s['joint_ceiling']:.2f} | {s['corr']:+.3f} "
+        f"| {s['replicate_truth_corr']:+.3f} |"
+        for name, s in runs.items()
+    ]
+    return lines
 
 
 # experiment_cost_section's title suffix and what the rows compare, per experiment option ("": the plain one)
@@ -868,6 +899,7 @@ def main(argv: list[str] | None = None) -> int:
     # rendered from the benches' JSON on every run (never kept from the old report)
     sections_from_json = (
         estimator_section(ADVANTAGE_TRUTH),
+        estimator_section(ADVANTAGE_TRUTH_P02, "idle-p02"),
         estimator_section(ASSIGN_TRUTH, "assign"),
         estimator_section(TRAFFIC_TRUTH, "traffic"),
         estimator_section(KEEP_TRUTH, "keep"),

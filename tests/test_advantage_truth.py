@@ -42,6 +42,26 @@ def test_truth_reliability_and_noise_separate_state_signal_from_simulation_noise
     assert se["8"] == pytest.approx(1 / np.sqrt(8), rel=0.15)
 
 
+def test_an_estimator_that_reproduces_itself_but_not_the_truth_is_told_apart_from_a_noisy_one():
+    """Two logs' estimates: one estimator sees a wrong but stable quantity (reliable, far below the joint
+    ceiling), the other sees the truth through noise (less reliable, near its ceiling)."""
+    rng = np.random.default_rng(3)
+    signal, wrong = rng.standard_normal(300), rng.standard_normal(300)
+    first, second = _rows(signal, 0.1, 8, 4), _rows(signal, 0.1, 8, 5)
+    for rows in (first, second):
+        for k, r in enumerate(rows):
+            r["biased"] = wrong[k] + 0.1 * rng.standard_normal()
+            r["noisy"] = signal[k] + rng.standard_normal()
+    table = advantage_truth.summarize(first, ["biased", "noisy"])
+    advantage_truth.estimator_reliability(table, first, second)
+    biased, noisy = table["biased"], table["noisy"]
+    assert biased["replicate_corr"] > 0.95 and abs(biased["corr"]) < 0.2 and biased["joint_ceiling"] > 0.95
+    assert noisy["replicate_corr"] == pytest.approx(0.5, abs=0.12)
+    assert noisy["joint_ceiling"] == pytest.approx(np.sqrt(0.5), abs=0.1)
+    assert noisy["corr"] == pytest.approx(noisy["joint_ceiling"], abs=0.12)
+    assert noisy["replicate_truth_corr"] == pytest.approx(noisy["corr"], abs=0.15)
+
+
 @pytest.mark.sumo
 @pytest.mark.skipif(not importlib.util.find_spec("libsumo"), reason="SUMO (traffic extra) not installed")
 def test_traffic_truth_is_paired_and_reproducible():
