@@ -587,14 +587,15 @@ def main() -> None:
         t = table["truth"]
         print(
             f"{subset:9s} truth     mean {t['mean']:+.4f} ± {t['mean_se']:.4f}; reliability {t['reliability']:+.2f} "
-            f"(split-half over futures), so no estimator can correlate above {t['ceiling']:.2f}"
+            f"(split-half over futures), so no estimator can correlate above {t['ceiling']:.2f}; "
+            f"{t['action_share']:.0%} of its spread is which alternative"
         )
         for name in estimates:
             s = table[name]
             print(
                 f"{subset:9s} {name:27s} corr {s['corr']:+.3f} (disattenuated {s['corr_disattenuated']:+.2f})  "
                 f"sign accuracy {s['sign_acc']:.0%} on {s['n_clear']} clear pairs (|truth| > 2 SE) of "
-                f"{s['n']}; mean {s['mean']:+.4f}"
+                f"{s['n']}; mean {s['mean']:+.4f}; {s['action_share']:.0%} of its spread is which alternative"
             )
             if "replicate_corr" in s:
                 print(
@@ -661,13 +662,28 @@ def _corr(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.corrcoef(x, y)[0, 1]) if len(x) > 2 and x.std() > 0 and y.std() > 0 else float("nan")
 
 
+def action_share(values: np.ndarray, actions: np.ndarray) -> float:
+    """The share of ``values``' spread over the pairs that the alternative's identity alone explains (one
+    mean per action, eta squared): near 1, a pooled effect per action; near 0, effects that differ from
+    state to state."""
+    total = ((values - values.mean()) ** 2).sum()
+    if total == 0:
+        return float("nan")
+    within = sum(
+        ((values[actions == a] - values[actions == a].mean()) ** 2).sum() for a in np.unique(actions)
+    )
+    return float(1 - within / total)
+
+
 def summarize(rows: list[dict], names: list[str]) -> dict[str, dict[str, float]]:
     """Per estimator: correlation with the truth (and divided by the truth's own ceiling), sign accuracy
     where the truth is clear, mean estimate; for the truth: its mean, and its split-half reliability
-    (Spearman-Brown corrected correlation of the even- and odd-future halves across pairs)."""
+    (Spearman-Brown corrected correlation of the even- and odd-future halves across pairs). For both, the
+    share of their spread that the alternative's identity explains (``action_share``)."""
     truth = np.array([r["truth"] for r in rows])
     se = np.array([r["se"] for r in rows])
     clear = np.abs(truth) > 2 * se
+    actions = np.array([r["action"] for r in rows])
     half = _corr(np.array([r["truth_even"] for r in rows]), np.array([r["truth_odd"] for r in rows]))
     reliability = 2 * half / (1 + half) if np.isfinite(half) and half > -1 else float("nan")
     ceiling = float(np.sqrt(reliability)) if reliability > 0 else 0.0
@@ -678,6 +694,7 @@ def summarize(rows: list[dict], names: list[str]) -> dict[str, dict[str, float]]
             "reliability": float(reliability),
             "ceiling": ceiling,
             "n": len(rows),
+            "action_share": action_share(truth, actions),
         }
     }
     for name in names:
@@ -691,6 +708,7 @@ def summarize(rows: list[dict], names: list[str]) -> dict[str, dict[str, float]]
             "n_clear": int(clear.sum()),
             "n": len(rows),
             "mean": float(est.mean()),
+            "action_share": action_share(est, actions),
         }
     return out
 

@@ -702,26 +702,36 @@ MIN_CEILING = 0.3  # the truth's ceiling below which a disattenuated correlation
 
 def replicate_lines(data: dict) -> list[str]:
     """bench/advantage_truth.py --replicate: each estimator against itself trained on a second log (the
-    supported pairs), and the bound that and the truth's reliability put on its correlation with the truth."""
+    supported pairs), the bound that and the truth's reliability put on its correlation with the truth, and
+    how much of the estimates' spread (and the truth's) is only which alternative it is."""
+    from bench.advantage_truth import action_share
+
     table = data["summary"].get("supported", {})
     runs = {name: s for name, s in table.items() if "replicate_corr" in s}
     if not runs:
         return []
+    rows = [r for r in data["rows"] if r["behaviour_prob"] > 0]
+    actions = np.array([r["action"] for r in rows])
+
+    def share(name: str) -> str:
+        return f"{action_share(np.array([r[name] for r in rows]), actions):.0%}"
+
     lines = [
         "",
         f"Each estimator trained again on a second log of the same behaviour (`{data.get('replicate_log', '')}`, "
         "other collection seeds; supported pairs). Its *reliability* is the correlation of the two logs' "
         "estimates; with the truth's it bounds the correlation with the truth at √(reliability × the truth's), "
         "the *joint ceiling*. Far below it, the estimator reproduces estimates that are not the truth's: more "
-        "episodes would not close the gap.",
+        "episodes would not close the gap. *Which alternative*: the share of the spread over the pairs that "
+        f"the alternative's identity alone explains (one mean per action); the truth's is {share('truth')}.",
         "",
         "| estimator | reliability (log against log) | joint ceiling | correlation with the truth, first log "
-        "| second log |",
-        "|---|---|---|---|---|",
+        "| second log | which alternative |",
+        "|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {name} | {s['replicate_corr']:+.3f} | {s['joint_ceiling']:.2f} | {s['corr']:+.3f} "
-        f"| {s['replicate_truth_corr']:+.3f} |"
+        f"| {s['replicate_truth_corr']:+.3f} | {share(name)} |"
         for name, s in runs.items()
     ]
     return lines

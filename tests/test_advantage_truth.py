@@ -17,11 +17,11 @@ import advantage_truth  # noqa: E402
 def _rows(signal: np.ndarray, noise: float, futures: int, seed: int) -> list[dict]:
     rng = np.random.default_rng(seed)
     rows = []
-    for x in signal:
+    for k, x in enumerate(signal):
         diff = x + noise * rng.standard_normal(futures)
         rows.append(
             {"truth": diff.mean(), "se": diff.std(ddof=1) / np.sqrt(futures), "truth_even": diff[0::2].mean(),
-             "truth_odd": diff[1::2].mean(), "futures": diff.tolist(), "est": x}
+             "truth_odd": diff[1::2].mean(), "futures": diff.tolist(), "est": x, "action": 1 + k % 2}
         )  # fmt: skip
     return rows
 
@@ -60,6 +60,16 @@ def test_an_estimator_that_reproduces_itself_but_not_the_truth_is_told_apart_fro
     assert noisy["joint_ceiling"] == pytest.approx(np.sqrt(0.5), abs=0.1)
     assert noisy["corr"] == pytest.approx(noisy["joint_ceiling"], abs=0.12)
     assert noisy["replicate_truth_corr"] == pytest.approx(noisy["corr"], abs=0.15)
+
+
+def test_action_share_tells_a_pooled_effect_per_action_from_state_to_state_effects():
+    actions = np.arange(400) % 2
+    noise = np.random.default_rng(6).standard_normal(400)
+    assert advantage_truth.action_share(np.where(actions == 1, 1.0, -1.0), actions) == pytest.approx(1.0)
+    assert advantage_truth.action_share(noise, actions) < 0.05
+    assert advantage_truth.action_share(np.where(actions == 1, 1.0, -1.0) + noise, actions) == pytest.approx(
+        0.5, abs=0.1
+    )
 
 
 @pytest.mark.sumo
