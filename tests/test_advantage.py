@@ -190,7 +190,7 @@ def test_truth_bench_reliability_bounds_the_correlation_an_estimator_can_reach()
             signal + noise * rng.normal(size=len(signal)),
         )
         return [
-            {"truth": (e + o) / 2, "se": noise / 2, "truth_even": e, "truth_odd": o, "est": s}
+            {"truth": (e + o) / 2, "se": noise / 2, "truth_even": e, "truth_odd": o, "est": s, "action": 1}
             for e, o, s in zip(even, odd, signal, strict=True)
         ]
 
