@@ -99,3 +99,24 @@ def test_traffic_truth_is_paired_and_reproducible():
     assert "legal True" in proc.stdout and "same True" in proc.stdout
     assert "futures differ True" in proc.stdout and "time True neighbours 16" in proc.stdout
     assert "keep split True" in proc.stdout
+
+
+def test_results_page_shows_each_estimators_reliability_beside_its_correlation():
+    """bench/results.py's estimator section: the --replicate table names each estimator with its
+    log-against-log reliability, joint ceiling, both logs' correlations and its action share."""
+    from bench.results import replicate_lines
+
+    rows = [
+        {"behaviour_prob": 0.2, "action": 1 + k % 2, "truth": float(k), "est": float(k % 2)}
+        for k in range(10)
+    ]
+    summary = {"truth": {"reliability": 0.5}, "est": {"corr": 0.3}}
+    data = {"summary": {"supported": summary}, "rows": rows, "replicate_log": "LOG-B"}
+    assert replicate_lines(data) == []  # no second log: no table
+    advantage_truth.estimator_reliability(summary, rows, rows)  # the same estimates twice: reliability 1
+    lines = replicate_lines(data)
+    assert "`LOG-B`" in lines[1]
+    assert (
+        lines[-1]
+        == f"| est | +1.000 | 0.71 | +0.300 | {summary['est']['replicate_truth_corr']:+.3f} | 100% |"
+    )
