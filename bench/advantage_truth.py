@@ -568,7 +568,8 @@ def main() -> None:
                 continue
             algo = train_estimator(source, estimator, args.iterations, seed, options, args.env, neighbors)
             out[label] = estimated_advantages(algo, states, obs, agents, masks)
-            scale = algo.data.reward_scale if source == log else scale
+            if out is estimates:  # the truth is shown in the first log's reward units
+                scale = algo.data.reward_scale
             del algo
             print(f"{label} trained on {source.name} [{time.time() - t0:.0f}s]")
     print(f"estimators trained ({args.iterations} iterations each); reward scale {scale:.4g}")

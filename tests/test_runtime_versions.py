@@ -112,9 +112,8 @@ def test_a_poll_overtaken_by_an_admin_load_does_not_hold_the_version_now_served(
             model = load_version(name, version)
             if version == "2" and not overtaken.is_set():
                 overtaken.set()  # the admin call below loads version 2 too: only the poll's load triggers it
-                AdminClient(s.target, token=ADMIN).load(
-                    "grid", "2"
-                )  # lands between the poll's load and decision
+                # an operator serves version 2 between the poll's load and its decision
+                AdminClient(s.target, token=ADMIN).load("grid", "2")
             return model
 
         models._load = load_while_an_operator_serves_it
