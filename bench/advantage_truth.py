@@ -38,6 +38,13 @@
    estimates over the pairs is how well it reproduces itself. With the truth's reliability it bounds the
    correlation with the truth at ``sqrt(r_estimator * r_truth)``: an estimator near that bound is short of
    data, one far below it reproduces estimates that are not the truth's (its form is what to change).
+7. The truth's precision differs a hundredfold between pairs (a move in a quiet building is pinned down
+   by the futures, one in a congested peak is not), and a plain correlation is set by its noisiest
+   pairs. So each estimator's correlation is also printed weighted by ``1 / SE^2`` and over the
+   *measurable* pairs (``SE <= --measurable-se``), there also within each alternative (each
+   alternative's mean removed: does the estimate follow the state, or only which alternative it is?).
+   ``--tuning-skip N`` takes the held-out episodes after the first N tuning seeds: a second set of
+   states, to confirm on states nothing was chosen on.
 
 Traffic (``--env sumo:grid4x4``, bench/traffic_truth.py says how its truth is simulated): the named
 dataset ``experiment`` (``max-pressure@exp=0.2``, 900 s episodes, collection seeds 6200+) trains the
@@ -81,6 +88,10 @@ SETTINGS = {  # what both estimators share (the elevator results config's return
 
 
 TRAFFIC_SETTINGS = {"exact_propensity": True, "actor_init": "mu", "actor_lr": 0.0}  # + the config file's
+# The SE (learner reward units) up to which a pair's truth counts as measurable: an idle car's move in a
+# quiet building changes the discounted return by about 0.001-0.002 in these units, so a truth less precise
+# than that cannot tell such an effect's sign (elevator; --measurable-se for other settings).
+MEASURABLE_SE = 0.002
 CREDITS = ("team", "local", "local+neighbours")  # traffic: the residual estimator once per reward_credit
 
 
@@ -293,12 +304,10 @@ def return_after(env, ctl, first: dict, rng, discount, horizon_s, gamma) -> floa
 
 def elevator_values(args, c) -> tuple[list[dict], dict[int, dict[int, np.ndarray]]]:
     """Snapshots of held-out elevator episodes and each candidate action's discounted futures."""
-    from envs.seeds import tuning_seeds
-
     per_episode = -(-args.states // args.tuning_episodes)
     snaps = [
         s
-        for seed in tuning_seeds(args.tuning_episodes)
+        for seed in held_out_seeds(args)
         for s in snapshots(seed, args.every, per_episode, args.behaviour, args.decisions)
     ]
     snaps = snaps[: args.states]
@@ -321,6 +330,15 @@ def elevator_values(args, c) -> tuple[list[dict], dict[int, dict[int, np.ndarray
     return snaps, q
 
 
+def held_out_seeds(args) -> list[int]:
+    """The tuning seeds of the held-out episodes: ``--tuning-episodes`` of them after the first
+    ``--tuning-skip`` (a second, independent set of states to confirm what the first one showed)."""
+    from envs.seeds import tuning_seeds
+
+    skip = getattr(args, "tuning_skip", 0)
+    return tuning_seeds(skip + args.tuning_episodes)[skip:]
+
+
 def truth_cache(args, c) -> tuple[Path, bool]:
     """Where the truth of these settings is kept, and whether the env code is uncommitted (then nothing
     is kept). The truth depends on the env code, the held-out episodes and the discounting only."""
@@ -330,9 +348,11 @@ def truth_cache(args, c) -> tuple[Path, bool]:
 
     envs_tree = envs_code_stamp(args.env)
     dirty = envs_tree is None or envs_tree.endswith("+uncommitted")
+    skip = getattr(args, "tuning_skip", 0)
     key = {
         "env": args.env,
         "tuning_episodes": args.tuning_episodes,
+        **({"tuning_skip": skip} if skip else {}),  # 0: the key kept before the option existed
         "every": args.every,
         "states": args.states,
         "futures": args.futures,
@@ -408,8 +428,6 @@ def traffic_values(args, c) -> tuple[list[dict], dict[int, dict[int, np.ndarray]
     """The same for traffic: one SUMO worker process per held-out episode (bench/traffic_truth.py)."""
     import traffic_truth
 
-    from envs.seeds import tuning_seeds
-
     if c.discount != "step":
         raise ValueError(
             "the traffic truth discounts per decision step, as bench/configs/traffic-grid4x4.toml"
@@ -417,7 +435,7 @@ def traffic_values(args, c) -> tuple[list[dict], dict[int, dict[int, np.ndarray]
     per_episode = -(-args.states // args.tuning_episodes)
     jobs = [
         (seed, per_episode, args.every, args.futures, c.gamma, 30_000_000, args.behaviour, args.decisions)
-        for seed in tuning_seeds(args.tuning_episodes)
+        for seed in held_out_seeds(args)
     ]
     with ProcessPoolExecutor(args.workers, mp_context=get_context("spawn")) as pool:
         episodes = list(pool.map(traffic_truth.episode_truth, jobs))
@@ -478,6 +496,13 @@ def main() -> None:
         help="held-out behaviour episodes (tuning seeds); default 2 (traffic 8)",
     )
     p.add_argument(
+        "--tuning-skip",
+        type=int,
+        default=0,
+        help="take the held-out episodes from the tuning seeds after the first N: another set of states, to "
+        "confirm on states nothing was chosen on",
+    )
+    p.add_argument(
         "--every", type=int, help="snapshot every N-th step with a choice; default 40 (traffic 12)"
     )
     p.add_argument("--states", type=int, help="held-out decisions; default 60 (traffic 32)")
@@ -496,6 +521,13 @@ def main() -> None:
         help="a second, independent log of the same behaviour (collected here when missing, from the collection "
         "seeds after the first log's): each estimator is trained on it too, and the agreement of the two logs' "
         "estimates is the estimator's own reliability",
+    )
+    p.add_argument(
+        "--measurable-se",
+        type=float,
+        default=MEASURABLE_SE,
+        help="pairs whose truth's SE is at most this (learner reward units) are the measurable ones: the "
+        "correlation over them is printed beside the plain and the precision-weighted one",
     )
     p.add_argument("--workers", type=int, default=2)
     p.add_argument(
@@ -577,7 +609,10 @@ def main() -> None:
     # What a log can teach: alternatives the behaviour takes at that state (an in-sample learner never
     # acts on the others, and no log holds their value). All pairs are reported beside them.
     supported = [r for r in rows if r["behaviour_prob"] > 0]
-    summary = {"supported": summarize(supported, list(estimates)), "all": summarize(rows, list(estimates))}
+    summary = {
+        subset: summarize(pairs, list(estimates), args.measurable_se)
+        for subset, pairs in (("supported", supported), ("all", rows))
+    }
     noise = {"supported": truth_noise(supported), "all": truth_noise(rows)}
     if replicas:  # the second log's estimates of the same pairs, in its own reward units (correlations only)
         again = truth_rows(snaps, futures, 1.0, replicas)
@@ -591,6 +626,13 @@ def main() -> None:
             f"(split-half over futures), so no estimator can correlate above {t['ceiling']:.2f}; "
             f"{t['action_share']:.0%} of its spread is which alternative"
         )
+        print(
+            f"{subset:9s} truth     weighted by 1/SE^2: reliability {t['reliability_weighted']:+.2f} "
+            f"({t['n_effective']:.1f} effective pairs); measurable (SE <= {t['measurable_se']:g}): "
+            f"{t['n_measurable']} pairs, reliability {t['reliability_measurable']:+.2f} (split-half), "
+            f"{t['signal_share_measurable']:+.2f} (signal share), "
+            f"{t['action_share_measurable']:.0%} of its spread which alternative"
+        )
         for name in estimates:
             s = table[name]
             print(
@@ -598,11 +640,21 @@ def main() -> None:
                 f"sign accuracy {s['sign_acc']:.0%} on {s['n_clear']} clear pairs (|truth| > 2 SE) of "
                 f"{s['n']}; mean {s['mean']:+.4f}; {s['action_share']:.0%} of its spread is which alternative"
             )
+            print(
+                f"{subset:9s} {'':27s} corr weighted by 1/SE^2 {s['corr_weighted']:+.3f}; over the "
+                f"measurable pairs {s['corr_measurable']:+.3f} (within each alternative "
+                f"{s['corr_measurable_within']:+.3f})"
+            )
             if "replicate_corr" in s:
                 print(
                     f"{subset:9s} {'':27s} the other log's estimates: corr {s['replicate_corr']:+.3f} with these "
                     f"(the estimator's reliability), so its correlation with the truth is at most "
                     f"{s['joint_ceiling']:.2f}; its own {s['replicate_truth_corr']:+.3f}"
+                )
+                print(
+                    f"{subset:9s} {'':27s} over the measurable pairs: the logs agree at "
+                    f"{s['replicate_corr_measurable']:+.3f}, so at most {s['joint_ceiling_measurable']:.2f}; the "
+                    f"other log's correlation with the truth there {s['replicate_truth_corr_measurable']:+.3f}"
                 )
         r = noise[subset]
         print(
@@ -623,6 +675,10 @@ def main() -> None:
     }
     title = f"{args.env}, behaviour {args.behaviour}: {kind[args.decisions]} decisions the log supports, tuning seeds"
     plot(supported, list(estimates), summary["supported"], args.out / f"{stem}.png", title)
+    if not traffic:  # the measurable pairs on their own scale
+        plot(
+            supported, list(estimates), summary["supported"], args.out / f"{stem}_measurable.png", title, True
+        )
     print(f"wrote {args.out}/{stem}.json, {stem}.png [{time.time() - t0:.0f}s]")
 
 
@@ -659,14 +715,45 @@ def truth_rows(
     return rows
 
 
-def _corr(x: np.ndarray, y: np.ndarray) -> float:
-    return float(np.corrcoef(x, y)[0, 1]) if len(x) > 2 and x.std() > 0 and y.std() > 0 else float("nan")
+def _corr(x: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None) -> float:
+    """Pearson's correlation, or with ``weights`` the weighted one (weighted means and moments)."""
+    if len(x) <= 2 or x.std() == 0 or y.std() == 0:
+        return float("nan")
+    if weights is None:
+        return float(np.corrcoef(x, y)[0, 1])
+    w = weights / weights.sum()
+    dx, dy = x - w @ x, y - w @ y
+    return float((w @ (dx * dy)) / np.sqrt((w @ dx**2) * (w @ dy**2)))
+
+
+def precision_weights(se: np.ndarray) -> np.ndarray:
+    """``1 / SE^2`` of each pair's truth: how much it tells (a fixed-effect meta-analysis's weights). The
+    truth's SE spans two orders of magnitude (a car's move in a quiet building is pinned down by 32
+    futures, one in a congested peak is not), and an unweighted correlation is set by the noisiest pairs."""
+    return 1.0 / np.maximum(se, 1e-12) ** 2
+
+
+def signal_share(truth: np.ndarray, se: np.ndarray) -> float:
+    """``1 - mean SE^2 / var``: the share of the truth's spread over the pairs that is signal, from each
+    pair's own SE. With SEs that differ from pair to pair it is steadier than the split-half correlation,
+    which a few pairs whose halves disagree by several SE can turn negative."""
+    if len(truth) < 3 or truth.var(ddof=1) == 0:
+        return float("nan")
+    return float(1.0 - (se**2).mean() / truth.var(ddof=1))
+
+
+def split_half_reliability(rows: list[dict], weights: np.ndarray | None = None) -> float:
+    """Spearman-Brown corrected correlation of the truth from the even and the odd futures across pairs."""
+    half = _corr(np.array([r["truth_even"] for r in rows]), np.array([r["truth_odd"] for r in rows]), weights)
+    return 2 * half / (1 + half) if np.isfinite(half) and half > -1 else float("nan")
 
 
 def action_share(values: np.ndarray, actions: np.ndarray) -> float:
     """The share of ``values``' spread over the pairs that the alternative's identity alone explains (one
     mean per action, eta squared): near 1, a pooled effect per action; near 0, effects that differ from
     state to state."""
+    if len(values) == 0:
+        return float("nan")
     total = ((values - values.mean()) ** 2).sum()
     if total == 0:
         return float("nan")
@@ -676,17 +763,35 @@ def action_share(values: np.ndarray, actions: np.ndarray) -> float:
     return float(1 - within / total)
 
 
-def summarize(rows: list[dict], names: list[str]) -> dict[str, dict[str, float]]:
+def within_action(values: np.ndarray, actions: np.ndarray) -> np.ndarray:
+    """``values`` less their alternative's mean: what is left once "which alternative" is known. Their
+    correlation tells whether an estimator follows the state-to-state differences, not only the pooled
+    effect of each alternative."""
+    out = values.astype(float).copy()
+    for a in np.unique(actions):
+        out[actions == a] -= values[actions == a].mean()
+    return out
+
+
+def summarize(
+    rows: list[dict], names: list[str], measurable_se: float = MEASURABLE_SE
+) -> dict[str, dict[str, float]]:
     """Per estimator: correlation with the truth (and divided by the truth's own ceiling), sign accuracy
     where the truth is clear, mean estimate; for the truth: its mean, and its split-half reliability
     (Spearman-Brown corrected correlation of the even- and odd-future halves across pairs). For both, the
-    share of their spread that the alternative's identity explains (``action_share``)."""
+    share of their spread that the alternative's identity explains (``action_share``).
+
+    Beside the plain correlation, two that account for the truth's own precision, which varies a
+    hundredfold from pair to pair: weighted by ``1 / SE^2`` (:func:`precision_weights`; with the weights'
+    effective number of pairs), and over the *measurable* pairs only, whose truth's SE is at most
+    ``measurable_se`` (with the truth's reliability there)."""
     truth = np.array([r["truth"] for r in rows])
     se = np.array([r["se"] for r in rows])
     clear = np.abs(truth) > 2 * se
     actions = np.array([r["action"] for r in rows])
-    half = _corr(np.array([r["truth_even"] for r in rows]), np.array([r["truth_odd"] for r in rows]))
-    reliability = 2 * half / (1 + half) if np.isfinite(half) and half > -1 else float("nan")
+    weights = precision_weights(se)
+    measurable = se <= measurable_se
+    reliability = split_half_reliability(rows)
     ceiling = float(np.sqrt(reliability)) if reliability > 0 else 0.0
     out = {
         "truth": {
@@ -696,6 +801,15 @@ def summarize(rows: list[dict], names: list[str]) -> dict[str, dict[str, float]]
             "ceiling": ceiling,
             "n": len(rows),
             "action_share": action_share(truth, actions),
+            "reliability_weighted": split_half_reliability(rows, weights),
+            "n_effective": float(weights.sum() ** 2 / (weights**2).sum()),
+            "measurable_se": measurable_se,
+            "n_measurable": int(measurable.sum()),
+            "reliability_measurable": split_half_reliability(
+                [r for r, m in zip(rows, measurable, strict=True) if m]
+            ),
+            "action_share_measurable": action_share(truth[measurable], actions[measurable]),
+            "signal_share_measurable": signal_share(truth[measurable], se[measurable]),
         }
     }
     for name in names:
@@ -710,6 +824,12 @@ def summarize(rows: list[dict], names: list[str]) -> dict[str, dict[str, float]]
             "n": len(rows),
             "mean": float(est.mean()),
             "action_share": action_share(est, actions),
+            "corr_weighted": _corr(truth, est, weights),
+            "corr_measurable": _corr(truth[measurable], est[measurable]),
+            "corr_measurable_within": _corr(
+                within_action(truth[measurable], actions[measurable]),
+                within_action(est[measurable], actions[measurable]),
+            ),
         }
     return out
 
@@ -733,6 +853,16 @@ def estimator_reliability(table: dict[str, dict], first: list[dict], second: lis
         s["replicate_corr"] = r
         s["joint_ceiling"] = float(np.sqrt(max(r, 0.0) * max(truth["reliability"], 0.0)))
         s["replicate_truth_corr"] = _corr(y, b)
+        if "se" not in first[0]:
+            continue
+        # the same over the measurable pairs (summarize's limit), where the truth's reliability is its own
+        m = np.array([r["se"] for r in first]) <= truth.get("measurable_se", MEASURABLE_SE)
+        r_m = _corr(a[m], b[m])
+        s["replicate_corr_measurable"] = r_m
+        s["joint_ceiling_measurable"] = float(
+            np.sqrt(max(r_m, 0.0) * max(truth.get("reliability_measurable", 0.0), 0.0))
+        )
+        s["replicate_truth_corr_measurable"] = _corr(y[m], b[m])
 
 
 def truth_noise(rows: list[dict]) -> dict:
@@ -742,24 +872,28 @@ def truth_noise(rows: list[dict]) -> dict:
     if len(rows) < 3 or diffs.shape[1] < 2:
         return {"signal_share": float("nan"), "mean_se_by_futures": {}}
     n = diffs.shape[1]
-    se2 = diffs.var(1, ddof=1) / n
     by_futures = {}
     for k in sorted({max(2, n // 4), max(2, n // 2), n}):
         by_futures[str(k)] = float((diffs[:, :k].std(1, ddof=1) / np.sqrt(k)).mean())
-    return {
-        "signal_share": float(1.0 - se2.mean() / diffs.mean(1).var(ddof=1)),
-        "mean_se_by_futures": by_futures,
-    }
+    se = diffs.std(1, ddof=1) / np.sqrt(n)
+    return {"signal_share": signal_share(diffs.mean(1), se), "mean_se_by_futures": by_futures}
 
 
-def plot(rows: list[dict], names: list[str], summary: dict, path: Path, title: str) -> None:
+def plot(
+    rows: list[dict], names: list[str], summary: dict, path: Path, title: str, zoom: bool = False
+) -> None:
+    """Estimate against truth (±2 SE) per estimator. Measurable pairs (SE <= the summary's limit) in blue,
+    the others in grey; ``zoom``: the measurable pairs only, on their own scale (the noisy ones span ten
+    times their range)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    limit = summary["truth"].get("measurable_se", MEASURABLE_SE)
     truth = np.array([r["truth"] for r in rows])
     se = np.array([r["se"] for r in rows])
+    measurable = se <= limit
     cols = min(len(names), 3)  # several training seeds: one row of panels per three
     nrows = -(-len(names) // cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(5.5 * cols, 4.4 * nrows + 0.4), squeeze=False)
@@ -767,16 +901,31 @@ def plot(rows: list[dict], names: list[str], summary: dict, path: Path, title: s
         ax.set_visible(False)
     for ax, name in zip(axes.flat, names, strict=False):
         est = np.array([r[name] for r in rows])
-        ax.errorbar(truth, est, xerr=2 * se, fmt="o", ms=4, alpha=0.7, elinewidth=0.8)
-        lim = np.abs(np.concatenate([truth, est])).max() * 1.1 + 1e-9
+        groups = [(measurable, "C0", f"SE ≤ {limit:g}")] + (
+            [] if zoom else [(~measurable, "0.6", f"SE > {limit:g}")]
+        )
+        for keep, color, label in groups:
+            ax.errorbar(truth[keep], est[keep], xerr=2 * se[keep], fmt="o", ms=4, alpha=0.7, elinewidth=0.8,
+                        color=color, label=f"{label} ({keep.sum()})")  # fmt: skip
+        # zoomed: the measurable truths' own range (the estimates keep theirs on the other axis)
+        lim = (
+            (np.abs(truth[measurable]) + 2 * se[measurable]).max() * 1.05
+            if zoom and measurable.any()
+            else np.abs(np.concatenate([truth, est])).max() * 1.1
+        ) + 1e-9
         ax.axhline(0, color="0.7", lw=0.8)
         ax.axvline(0, color="0.7", lw=0.8)
         ax.set_xlim(-lim, lim)
         s = summary[name]
-        ax.set_title(f"{name}: corr {s['corr']:+.2f}, sign {s['sign_acc']:.0%} ({s['n_clear']} clear)")
+        ax.set_title(
+            f"{name}: corr {s['corr']:+.2f}, measurable {s.get('corr_measurable', float('nan')):+.2f}, "
+            f"sign {s['sign_acc']:.0%} ({s['n_clear']} clear)",
+            fontsize=9,
+        )
         ax.set_xlabel("truth: A(action) - A(preferred), paired simulation (±2 SE)")
         ax.set_ylabel("estimate from the log")
-    fig.suptitle(title)
+        ax.legend(fontsize=8, loc="lower right")
+    fig.suptitle(title + (f"; measurable pairs only (SE ≤ {limit:g})" if zoom else ""))
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -599,6 +599,8 @@ ADVANTAGE_TRUTH = ROOT / "docs" / "results" / "advantage" / "advantage_truth.jso
 TRAFFIC_TRUTH = ROOT / "docs" / "results" / "advantage" / "traffic_truth.json"  # --env sumo:grid4x4
 # --futures 32 --states 40 --seeds 0 1 2 --replicate ... --out docs/results/advantage_p02 (etd@exp=0.2)
 ADVANTAGE_TRUTH_P02 = ROOT / "docs" / "results" / "advantage_p02" / "advantage_truth.json"
+# the same settings on other held-out states (--tuning-skip 2 --out docs/results/advantage_p02_confirm)
+ADVANTAGE_TRUTH_P02_CONFIRM = ROOT / "docs" / "results" / "advantage_p02_confirm" / "advantage_truth.json"
 # --behaviour etd@exp=1@assign=0.5 --decisions assign --out docs/results/advantage_assign
 ASSIGN_TRUTH = ROOT / "docs" / "results" / "advantage_assign" / "advantage_truth.json"
 # --env sumo:grid4x4 --behaviour max-pressure@exp=0.1@keep=0.5 --decisions keep --out docs/results/advantage_keep
@@ -614,6 +616,8 @@ EXPERIMENT_COST_END = ROOT / "docs" / "results" / "experiment_cost_end" / "exper
 ESTIMATOR_DECISIONS = {
     "idle": ("idle-car", ""),
     "idle-p02": ("idle-car", ", idle cars under the p = 0.2 parking experiment (a measurable truth)"),
+    "idle-p02-confirm": ("idle-car", ", idle cars under the p = 0.2 parking experiment, other held-out states "
+                         "(tuning seeds 20002-20003: the confirmation)"),
     "assign": ("who-stops-for-a-call", ", assignment decisions"),
     "traffic": ("intersection (grid4x4)", ", traffic"),
     "keep": ("near-tie green (grid4x4: max-pressure would leave a green within a vehicle of the best)",
@@ -668,6 +672,8 @@ def estimator_section(path: Path, kind: str = "idle") -> str:
                 f"| {s['sign_acc']:.0%} | {s['n_clear']} | {s['n']} | {s.get('mean', float('nan')):+.4f} |"
             )
     lines += replicate_lines(data)
+    precision = precision_lines(data) if kind.startswith("idle-p02") else []
+    lines += precision
     for subset, r in data.get("truth_noise", {}).items():
         se = ", ".join(f"{k}: {v:.4f}" for k, v in r["mean_se_by_futures"].items())
         lines.append(
@@ -690,14 +696,77 @@ def estimator_section(path: Path, kind: str = "idle") -> str:
             f"**{target}** (`{variant}`, supported alternatives: correlation ≥ 0.5 and sign accuracy ≥ 70%)"
             f"{over}: {corr:+.2f}, {sign:.0%} → {'**met**' if met else '**not met**'}.",
         ]
+        if precision:
+            measured = measurable_summary(data)
+            seeds = [v for k, v in measured.items() if k == variant or k.startswith(variant + " s")]
+            each = [r["corr_measurable"] for r in seeds]
+            corr_m = float(np.mean(each))
+            within = float(np.mean([r["corr_measurable_within"] for r in seeds]))
+            t = measured["truth"]
+            lines.append(
+                f"On the measurable pairs only ({t['n_measurable']} pairs with the truth's SE ≤ "
+                f"{t['measurable_se']:g}; the truth's signal share there {t['signal_share_measurable']:+.2f}, "
+                f"split-half {t['reliability_measurable']:+.2f}): "
+                f"{corr_m:+.2f} ({', '.join(f'{c:+.2f}' for c in each)}), within each alternative "
+                f"{within:+.2f}; sign accuracy as above → {'met' if corr_m >= 0.5 and sign >= 0.7 else 'not met'} "
+                "there."
+            )
     lines += ["", "```bash", command, "```", ""]
-    png = path.with_suffix(".png")
-    if png.exists():
-        lines += [f"![{png.stem}]({png.relative_to(ROOT / 'docs').as_posix()})", ""]
+    for png in (path.with_suffix(".png"), path.with_name(path.stem + "_measurable.png")):
+        if png.exists():
+            lines += [f"![{png.stem}]({png.relative_to(ROOT / 'docs').as_posix()})", ""]
     return "\n".join(lines)
 
 
 MIN_CEILING = 0.3  # the truth's ceiling below which a disattenuated correlation is not shown
+
+
+def measurable_summary(data: dict) -> dict[str, dict]:
+    """bench/advantage_truth.py's summary of the supported pairs, recomputed from the JSON's rows (a JSON
+    written before the precision-aware figures existed has the rows they need)."""
+    from bench.advantage_truth import MEASURABLE_SE, summarize
+
+    rows = [r for r in data["rows"] if r["behaviour_prob"] > 0]
+    names = [n for n in data["summary"].get("supported", {}) if n != "truth"]
+    limit = data["summary"].get("supported", {}).get("truth", {}).get("measurable_se", MEASURABLE_SE)
+    return summarize(rows, names, limit)
+
+
+def precision_lines(data: dict) -> list[str]:
+    """The correlations that account for the truth's own precision: weighted by 1/SE² and over the
+    measurable pairs only (bench/advantage_truth.py, ``summarize``), beside the plain one."""
+    table = measurable_summary(data)
+    t = table["truth"]
+    rows = [r for r in data["rows"] if r["behaviour_prob"] > 0]
+    se = np.array([r["se"] for r in rows])
+    quiet = np.array([r["truth"] for r in rows])[se <= t["measurable_se"]]
+    lines = [
+        "",
+        f"The truth's precision differs from pair to pair by a factor of {se.max() / se.min():.0f}: its SE runs "
+        f"from {se.min():.4f} to {se.max():.4f} (an idle car's move in a quiet building is pinned down by the "
+        "futures, one in the congested middle of the peak is not), while the measurable pairs' truths spread "
+        f"by {quiet.std():.4f} (SD). The plain correlation is set by the few noisiest pairs. "
+        f"Weighted by 1/SE² the truth's reliability is {t['reliability_weighted']:+.2f} "
+        f"({t['n_effective']:.1f} effective pairs); over the {t['n_measurable']} *measurable* pairs (SE ≤ "
+        f"{t['measurable_se']:g}) it is {t['reliability_measurable']:+.2f} (split-half; a few pairs whose halves "
+        "disagree by several SE move it far) and their signal share (1 − mean SE²/var, from each pair's own SE) "
+        f"{t['signal_share_measurable']:+.2f}, so no estimator can correlate with them above about "
+        f"{np.sqrt(max(t['signal_share_measurable'], 0.0)):.2f}; {t['action_share_measurable']:.0%} "
+        "of their truths' spread is which alternative (an up or a down move): an estimator that knew only "
+        "that would correlate there too. *Within each alternative* removes each alternative's mean from the "
+        "truth and the estimate: what is left is whether the estimate follows the state.",
+        "",
+        "| estimator | correlation, all supported pairs | weighted by 1/SE² | measurable pairs "
+        "| measurable, within each alternative |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {name} | {s['corr']:+.3f} | {s['corr_weighted']:+.3f} | {s['corr_measurable']:+.3f} "
+        f"| {s['corr_measurable_within']:+.3f} |"
+        for name, s in table.items()
+        if name != "truth"
+    ]
+    return lines
 
 
 def replicate_lines(data: dict) -> list[str]:
@@ -734,6 +803,23 @@ def replicate_lines(data: dict) -> list[str]:
         f"| {s['replicate_truth_corr']:+.3f} | {share(name)} |"
         for name, s in runs.items()
     ]
+    measured = {name: s for name, s in runs.items() if "replicate_corr_measurable" in s}
+    if measured:
+        limit = table["truth"].get("measurable_se")
+        lines += [
+            "",
+            f"The same over the measurable pairs only (the truth's SE ≤ {limit:g}; the truth's reliability there "
+            f"{table['truth'].get('reliability_measurable', float('nan')):+.2f}):",
+            "",
+            "| estimator | reliability (log against log) | joint ceiling | correlation with the truth, first log "
+            "| second log |",
+            "|---|---|---|---|---|",
+        ]
+        lines += [
+            f"| {name} | {s['replicate_corr_measurable']:+.3f} | {s['joint_ceiling_measurable']:.2f} "
+            f"| {s['corr_measurable']:+.3f} | {s['replicate_truth_corr_measurable']:+.3f} |"
+            for name, s in measured.items()
+        ]
     return lines
 
 
@@ -818,7 +904,13 @@ def previous_report(path: Path) -> tuple[dict[str, str], dict[str, str]]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--configs", nargs="+", default=["elevator-downpeak"], help="names in bench/configs/")
+    p.add_argument(
+        "--configs",
+        nargs="*",
+        default=["elevator-downpeak"],
+        help="names in bench/configs/; none (`--configs` alone): only render the page again (the benches' "
+        "JSON sections anew, every config's section kept as the last run wrote it)",
+    )
     p.add_argument("--log", default=None, help="reuse this log instead of collecting (single config only)")
     p.add_argument("--train-seeds", type=int, nargs="+", default=None, help="default: the config's")
     p.add_argument("--eval-seeds", type=int, default=None, help="number of evaluation seeds (max 32)")
@@ -910,6 +1002,7 @@ def main(argv: list[str] | None = None) -> int:
     sections_from_json = (
         estimator_section(ADVANTAGE_TRUTH),
         estimator_section(ADVANTAGE_TRUTH_P02, "idle-p02"),
+        estimator_section(ADVANTAGE_TRUTH_P02_CONFIRM, "idle-p02-confirm"),
         estimator_section(ASSIGN_TRUTH, "assign"),
         estimator_section(TRAFFIC_TRUTH, "traffic"),
         estimator_section(KEEP_TRUTH, "keep"),

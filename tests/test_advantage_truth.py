@@ -120,3 +120,93 @@ def test_results_page_shows_each_estimators_reliability_beside_its_correlation()
         lines[-1]
         == f"| est | +1.000 | 0.71 | +0.300 | {summary['est']['replicate_truth_corr']:+.3f} | 100% |"
     )
+
+
+def test_precision_aware_correlations_are_not_set_by_the_noisiest_pairs():
+    """A few pairs whose truth is very noisy (a congested peak) drown an estimator that is right on the
+    rest in the plain correlation; weighted by 1/SE^2, or over the measurable pairs, it shows again. An
+    estimator that is wrong on the measurable pairs stays wrong by every figure."""
+    rng = np.random.default_rng(3)
+    signal = rng.standard_normal(40) * 1e-3
+    rows = _rows(signal, 1e-3, 32, 4) + _rows(np.zeros(8), 0.2, 32, 5)  # 8 pairs with SE ~ 0.035
+    for r, x in zip(rows, np.r_[signal, np.zeros(8)], strict=True):
+        r["est"], r["wrong"] = x, -x
+    table = advantage_truth.summarize(rows, ["est", "wrong"], measurable_se=0.002)
+    truth, est, wrong = table["truth"], table["est"], table["wrong"]
+    assert truth["n_measurable"] == 40 and truth["reliability_measurable"] > 0.8
+    assert truth["reliability"] < truth["reliability_weighted"]
+    assert est["corr"] < 0.3 < 0.9 < est["corr_measurable"] and est["corr_weighted"] > 0.9
+    assert wrong["corr_measurable"] < -0.9 and wrong["corr_weighted"] < -0.9
+    # an estimate that knows only which alternative it is: correlated overall, not within an alternative
+    actions = np.array([r["action"] for r in rows])
+    for r in rows:
+        r["pooled"] = 1e-3 * (r["action"] - 1.5)
+        r["truth"] += 2e-3 * (r["action"] - 1.5)  # the truth has the same pooled effect per alternative
+    pooled = advantage_truth.summarize(rows, ["pooled", "est"], measurable_se=0.002)
+    assert (
+        pooled["pooled"]["corr_measurable"] > 0.5 and abs(pooled["pooled"]["corr_measurable_within"]) < 1e-9
+    )
+    assert pooled["est"]["corr_measurable_within"] > 0.9 and pooled["truth"]["action_share_measurable"] > 0.3
+    assert set(actions) == {1, 2}
+    weights = advantage_truth.precision_weights(np.array([0.1, 0.2]))
+    assert np.allclose(weights, [100.0, 25.0])
+    x = rng.standard_normal(50)
+    assert advantage_truth._corr(x, 2 * x + 1, np.ones(50)) == pytest.approx(1.0)
+    assert advantage_truth._corr(x, x**2, np.ones(50)) == pytest.approx(advantage_truth._corr(x, x**2))
+
+
+def test_held_out_states_can_come_from_tuning_seeds_nothing_was_chosen_on():
+    """--tuning-skip K takes the held-out episodes after the first K tuning seeds (a confirmation set),
+    and keys the cached truth apart from the first set's; without it the key is the one kept before."""
+    from types import SimpleNamespace
+
+    from envs.seeds import tuning_seeds
+
+    first = SimpleNamespace(tuning_episodes=2, tuning_skip=0)
+    second = SimpleNamespace(tuning_episodes=2, tuning_skip=2)
+    assert advantage_truth.held_out_seeds(first) == tuning_seeds(2)
+    assert advantage_truth.held_out_seeds(second) == tuning_seeds(4)[2:]
+    config = SimpleNamespace(discount="time", horizon_s=120.0, gamma=0.99)
+    common = dict(env=advantage_truth.ENV, every=40, states=40, futures=32, behaviour="etd@exp=0.2",
+                  decisions="idle")  # fmt: skip
+    path_first, _ = advantage_truth.truth_cache(SimpleNamespace(**common, tuning_episodes=2), config)
+    path_zero, _ = advantage_truth.truth_cache(SimpleNamespace(**common, **vars(first)), config)
+    path_second, _ = advantage_truth.truth_cache(SimpleNamespace(**common, **vars(second)), config)
+    assert path_first == path_zero != path_second
+
+
+def test_results_page_shows_the_precision_aware_correlations_for_the_p02_truth():
+    """bench/results.py's p = 0.2 section: the table of plain, 1/SE^2-weighted and measurable-pair
+    correlations, recomputed from the JSON's rows, and the measurable-pair verdict beside the target's."""
+    from bench.results import precision_lines
+
+    rng = np.random.default_rng(6)
+    rows = _rows(rng.standard_normal(30) * 1e-3, 1e-3, 32, 7)
+    for r in rows:
+        r["behaviour_prob"], r["est"] = 0.2, r["truth"]
+    data = {"summary": {"supported": {"truth": {}, "est": {}}}, "rows": rows}
+    lines = precision_lines(data)
+    assert lines[-2] == "|---|---|---|---|---|"
+    assert lines[-1] == "| est | +1.000 | +1.000 | +1.000 | +1.000 |"
+    assert "over the 30 *measurable* pairs (SE ≤ 0.002)" in lines[1]
+
+
+def test_replicate_table_repeats_itself_over_the_measurable_pairs():
+    """With the truth's SE in the rows, --replicate's reliability and joint ceiling are also given over the
+    measurable pairs (where the truth's own reliability differs), as a second table on the results page."""
+    from bench.results import replicate_lines
+
+    rng = np.random.default_rng(8)
+    rows = _rows(rng.standard_normal(20) * 1e-3, 1e-3, 32, 9) + _rows(np.zeros(6), 0.2, 32, 10)
+    for r in rows:
+        r["behaviour_prob"], r["est"] = 0.2, r["truth_even"]
+    summary = advantage_truth.summarize(rows, ["est"], measurable_se=0.002)
+    advantage_truth.estimator_reliability(summary, rows, rows)
+    est = summary["est"]
+    assert est["replicate_corr_measurable"] == pytest.approx(1.0)
+    assert est["joint_ceiling_measurable"] == pytest.approx(
+        np.sqrt(summary["truth"]["reliability_measurable"])
+    )
+    lines = replicate_lines({"summary": {"supported": summary}, "rows": rows, "replicate_log": "B"})
+    assert "measurable pairs only (the truth's SE ≤ 0.002" in lines[-5]
+    assert lines[-1].startswith(f"| est | +1.000 | {est['joint_ceiling_measurable']:.2f} |")
