@@ -673,7 +673,7 @@ def estimator_section(path: Path, kind: str = "idle") -> str:
             )
     lines += replicate_lines(data)
     precision = precision_lines(data) if kind.startswith("idle-p02") else []
-    lines += precision
+    lines += precision + refined_lines(path.with_name(path.stem + "_refined.json"))
     for subset, r in data.get("truth_noise", {}).items():
         se = ", ".join(f"{k}: {v:.4f}" for k, v in r["mean_se_by_futures"].items())
         lines.append(
@@ -730,6 +730,37 @@ def measurable_summary(data: dict) -> dict[str, dict]:
     names = [n for n in data["summary"].get("supported", {}) if n != "truth"]
     limit = data["summary"].get("supported", {}).get("truth", {}).get("measurable_se", MEASURABLE_SE)
     return summarize(rows, names, limit)
+
+
+def refined_lines(path: Path) -> list[str]:
+    """bench/truth_refine.py's JSON (where it was run): the estimates scored against the truth with more
+    futures at the noisy states, beside the same figures with the 32 futures."""
+    if not path.exists():
+        return []
+    data = json.loads(path.read_text())
+    before, after = data["summary"]["before"], data["summary"]["after"]
+    t0, t1 = before["truth"], after["truth"]
+    lines = [
+        "",
+        "The same estimates against a more precise truth: at every state with a pair whose SE exceeded "
+        f"{t0['measurable_se']:g}, more paired futures of every legal action (`bench/truth_refine.py`; nothing "
+        f"retrained). The truth's reliability goes from {t0['reliability']:+.2f} to {t1['reliability']:+.2f}, "
+        f"its measurable pairs from {t0['n_measurable']} to {t1['n_measurable']}.",
+        "",
+        "| estimator | correlation, all pairs: 32 futures → refined | weighted by 1/SE² | measurable pairs | "
+        "sign accuracy (clear pairs) |",
+        "|---|---|---|---|---|",
+    ]
+    for name, s in after.items():
+        if name == "truth":
+            continue
+        b = before[name]
+        lines.append(
+            f"| {name} | {b['corr']:+.3f} → {s['corr']:+.3f} | {b['corr_weighted']:+.3f} → {s['corr_weighted']:+.3f} "
+            f"| {b['corr_measurable']:+.3f} → {s['corr_measurable']:+.3f} | {b['sign_acc']:.0%} ({b['n_clear']}) → "
+            f"{s['sign_acc']:.0%} ({s['n_clear']}) |"
+        )
+    return lines + ["", "```bash", data["command"], "```"]
 
 
 def precision_lines(data: dict) -> list[str]:

@@ -1,6 +1,7 @@
 """bench/advantage_truth.py: the truth's reliability figures, and the traffic truth's paired rollouts."""
 
 import importlib.util
+import json
 import sys
 from pathlib import Path
 
@@ -210,3 +211,43 @@ def test_replicate_table_repeats_itself_over_the_measurable_pairs():
     lines = replicate_lines({"summary": {"supported": summary}, "rows": rows, "replicate_log": "B"})
     assert "measurable pairs only (the truth's SE ≤ 0.002" in lines[-5]
     assert lines[-1].startswith(f"| est | +1.000 | {est['joint_ceiling_measurable']:.2f} |")
+
+
+def test_refined_truth_rescores_the_estimates_the_json_holds():
+    """bench/truth_refine.py scores the stored estimates against a truth with more futures: with the same
+    futures it gives back advantage_truth's rows exactly, and more futures change only the truth."""
+    import truth_refine
+
+    rng = np.random.default_rng(11)
+    snaps = [{"dist": np.array([0.8, 0.0, 0.2, 0.0]), "mask": np.array([1, 0, 1, 1], bool)} for _ in range(5)]
+    futures = {si: {a: rng.standard_normal(8) for a in (0, 2, 3)} for si in range(5)}
+    estimates = {"est": rng.standard_normal((5, 4))}
+    rows = advantage_truth.truth_rows(snaps, futures, 2.0, estimates)
+    again = truth_refine.rescored(rows, snaps, futures, 2.0, ["est"])
+    assert again == rows
+    more = {si: {a: np.r_[v, rng.standard_normal(8)] for a, v in per.items()} for si, per in futures.items()}
+    refined = truth_refine.rescored(rows, snaps, more, 2.0, ["est"])
+    assert [r["est"] for r in refined] == [r["est"] for r in rows]
+    assert all(len(r["futures"]) == 16 for r in refined) and refined[0]["truth"] != rows[0]["truth"]
+
+
+def test_results_page_shows_the_refined_truths_figures_beside_the_first(tmp_path):
+    """bench/results.py: where truth_refine.py wrote its JSON, a table puts each estimator's figures against
+    the refined truth beside those against the first one; where it did not, nothing."""
+    from bench.results import refined_lines
+
+    rng = np.random.default_rng(12)
+    rows = _rows(rng.standard_normal(20) * 1e-3, 1e-3, 32, 13)
+    for r in rows:
+        r["est"] = r["truth"]
+    before = advantage_truth.summarize(rows, ["est"])
+    after = advantage_truth.summarize(rows[:10], ["est"])
+    path = tmp_path / "advantage_truth_refined.json"
+    assert refined_lines(path) == []
+    path.write_text(json.dumps({"command": "CMD", "summary": {"before": before, "after": after}}))
+    lines = refined_lines(path)
+    assert (
+        lines[-5].startswith("| est | +1.000 → +1.000 |")
+        and f"({before['est']['n_clear']}) → 100% ({after['est']['n_clear']})" in lines[-5]
+    )
+    assert lines[-3:] == ["```bash", "CMD", "```"]
